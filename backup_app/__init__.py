@@ -1,0 +1,55 @@
+"""backup_app: PostgreSQL backups kept twice, on local disk and in S3."""
+import os
+from pathlib import Path
+
+from flask import Flask
+
+from .config import Config
+from .extensions import db, migrate
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app(config: object | dict | None = None) -> Flask:
+    """Application factory: `config` is a Config object or a mapping of overrides."""
+    root = Path(__file__).resolve().parent.parent
+    app = Flask(__name__, instance_relative_config=True,
+                template_folder=str(root / "templates"), static_folder=str(root / "static"))
+    app.config.from_object(Config() if config is None or isinstance(config, dict) else config)
+    if isinstance(config, dict):
+        app.config.from_mapping(config)
+    apply_instance_defaults(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_commands(app)
+    return app
+
+
+def apply_instance_defaults(app: Flask) -> None:
+    """Put the catalog and the backup folder in the instance folder unless configured."""
+    instance = Path(app.instance_path)
+    instance.mkdir(parents=True, exist_ok=True)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'catalog.db'}"
+    if not app.config.get("BACKUP_DIR"):
+        app.config["BACKUP_DIR"] = str(instance / "backups")
+    if not app.config.get("SECRET_KEY") and os.environ.get("FLASK_DEBUG"):
+        app.config["SECRET_KEY"] = "dev-only-secret"
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+
+
+def register_blueprints(app: Flask) -> None:
+    from .backups import bp as backups_bp
+
+    app.register_blueprint(backups_bp)
+
+
+def register_commands(app: Flask) -> None:
+    from .commands import backup_cli, storage_cli
+
+    app.cli.add_command(backup_cli)
+    app.cli.add_command(storage_cli)

@@ -1,0 +1,1 @@
+"""One adapter per external system: PostgreSQL's client tools, local disk, S3."""

@@ -1,0 +1,208 @@
+"""pg_dump, pg_restore and psql run as subprocesses with argument lists, never a shell.
+
+Connection details travel in libpq environment variables (PGHOST, PGPASSWORD, …) so
+that no password ever appears on a command line that `ps` can show.
+"""
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..errors import ConfigurationError, DumpFailed, RestoreFailed
+
+# Query parameters of a connection URL that map onto libpq environment variables.
+LIBPQ_PARAMS = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "options": "PGOPTIONS",
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+}
+FORMATS = ("custom", "plain")
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """Where a database lives, parsed from a postgresql:// URL."""
+
+    dbname: str
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    params: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_url(cls, url: str) -> "ConnInfo":
+        """Parse `postgresql://user:pass@host:port/dbname?sslmode=…`."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ConfigurationError("database URL must start with postgresql://")
+        dbname = unquote(parts.path.lstrip("/"))
+        if not dbname:
+            raise ConfigurationError("database URL names no database (postgresql://…/DBNAME)")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigurationError(f"database URL has a bad port: {exc}") from None
+        params = tuple(parse_qsl(parts.query))
+        unknown = sorted({k for k, _ in params} - LIBPQ_PARAMS.keys())
+        if unknown:
+            raise ConfigurationError(f"database URL has unsupported parameters: {', '.join(unknown)}")
+        return cls(
+            dbname=dbname,
+            host=unquote(parts.hostname) if parts.hostname else None,
+            port=port,
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            params=params,
+        )
+
+    def with_dbname(self, dbname: str) -> "ConnInfo":
+        return ConnInfo(dbname, self.host, self.port, self.user, self.password, self.params)
+
+    def env(self) -> dict[str, str]:
+        """libpq environment variables for this connection."""
+        env = {"PGDATABASE": self.dbname}
+        for key, value in (("PGHOST", self.host), ("PGPORT", self.port),
+                           ("PGUSER", self.user), ("PGPASSWORD", self.password)):
+            if value is not None:
+                env[key] = str(value)
+        for key, value in self.params:
+            env[LIBPQ_PARAMS[key]] = value
+        return env
+
+    def display(self) -> str:
+        """The URL without its password, for messages and pages."""
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"postgresql://{user}{self.host or 'localhost'}{port}/{self.dbname}"
+
+
+class DumpProcess:
+    """A running pg_dump: read `stdout`, then call `finish()`."""
+
+    def __init__(self, popen: subprocess.Popen, stderr_file):
+        self._popen = popen
+        self._stderr = stderr_file
+        self.stdout = popen.stdout
+        self.pid = popen.pid
+
+    def finish(self) -> None:
+        """Wait for pg_dump; raise DumpFailed with its own message if it failed."""
+        self.stdout.close()
+        code = self._popen.wait()
+        message = read_stderr(self._stderr)
+        if code < 0:
+            raise DumpFailed(f"pg_dump was killed by signal {-code}" + (f": {message}" if message else ""))
+        if code != 0:
+            raise DumpFailed(message or f"pg_dump exited with code {code}")
+
+    def kill(self) -> None:
+        """Stop pg_dump (used when the pipeline itself fails)."""
+        if self._popen.poll() is None:
+            self._popen.kill()
+        self._popen.wait()
+        self.stdout.close()
+        self._stderr.close()
+
+
+def read_stderr(stderr_file) -> str:
+    stderr_file.seek(0)
+    text = stderr_file.read().decode("utf-8", "replace").strip()
+    stderr_file.close()
+    return text
+
+
+class PgTools:
+    """PostgreSQL client programs from `bin_dir`, or from PATH / Debian's newest."""
+
+    def __init__(self, bin_dir: str | None = None):
+        self.bin_dir = bin_dir
+
+    def program(self, name: str) -> str:
+        """Absolute path of a client program."""
+        if self.bin_dir:
+            found = shutil.which(name, path=self.bin_dir)
+        else:
+            found = newest_debian_program(name) or shutil.which(name)
+        if not found:
+            where = self.bin_dir or "PATH or /usr/lib/postgresql/*/bin"
+            raise ConfigurationError(f"{name} not found in {where}; install postgresql-client")
+        return found
+
+    def _env(self, conn: ConnInfo) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(conn.env())
+        return env
+
+    def dump(self, conn: ConnInfo, fmt: str = "custom") -> DumpProcess:
+        """Start pg_dump writing the whole database to its stdout."""
+        if fmt not in FORMATS:
+            raise ConfigurationError(f"unknown dump format {fmt!r}; use one of {', '.join(FORMATS)}")
+        args = [self.program("pg_dump"), f"--format={fmt}", "--no-password"]
+        if fmt == "plain":
+            args += ["--clean", "--if-exists"]
+        stderr = tempfile.TemporaryFile()
+        popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=stderr, env=self._env(conn))
+        return DumpProcess(popen, stderr)
+
+    def restore(self, conn: ConnInfo, path: Path, fmt: str) -> None:
+        """Restore a dump file into `conn` in one transaction; raise RestoreFailed on any error."""
+        if fmt == "plain":
+            args = [self.program("psql"), "--no-password", "--quiet", "--no-psqlrc",
+                    "--set=ON_ERROR_STOP=1", "--single-transaction", f"--file={path}"]
+        else:
+            args = [self.program("pg_restore"), "--no-password", "--exit-on-error",
+                    "--single-transaction", "--clean", "--if-exists",
+                    f"--dbname={conn.dbname}", str(path)]
+        self._run(args, conn, RestoreFailed)
+
+    def database_exists(self, conn: ConnInfo) -> bool:
+        """Whether `conn.dbname` exists, asked of the server's maintenance database."""
+        literal = "'" + conn.dbname.replace("'", "''") + "'"
+        out = self._run([self.program("psql"), "--no-password", "--no-psqlrc", "--tuples-only",
+                         "--no-align", f"--command=SELECT 1 FROM pg_database WHERE datname = {literal}"],
+                        conn.with_dbname("postgres"), RestoreFailed)
+        return out.strip() == "1"
+
+    def create_database(self, conn: ConnInfo) -> None:
+        """CREATE DATABASE conn.dbname on conn's server."""
+        self._run([self.program("createdb"), "--no-password", conn.dbname],
+                  conn.with_dbname("postgres"), RestoreFailed)
+
+    def server_version(self, conn: ConnInfo) -> str:
+        """The server's version string, e.g. '15.18'."""
+        return self._run([self.program("psql"), "--no-password", "--no-psqlrc", "--tuples-only",
+                          "--no-align", "--command=SHOW server_version"], conn, DumpFailed).strip()
+
+    def _run(self, args: list[str], conn: ConnInfo, error: type[Exception]) -> str:
+        result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                env=self._env(conn))
+        if result.returncode != 0:
+            name = Path(args[0]).name
+            raise error(result.stderr.strip() or f"{name} exited with code {result.returncode}")
+        return result.stdout
+
+
+def newest_debian_program(name: str) -> str | None:
+    """Debian keeps each major version's client in /usr/lib/postgresql/N/bin."""
+    root = Path("/usr/lib/postgresql")
+    if not root.is_dir():
+        return None
+    versions = sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    for version in reversed(versions):
+        candidate = version / "bin" / name
+        if candidate.is_file():
+            return str(candidate)
+    return None

@@ -1,0 +1,236 @@
+"""Where backup files live: a local folder, and an S3-compatible bucket."""
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+import urllib3
+from minio import Minio
+from minio.commonconfig import REPLACE, CopySource
+from minio.error import MinioException, S3Error
+
+from ..errors import BackupError, ObjectNotFound, StorageUnavailable
+
+# Filenames are made by the app, never taken from a user; this is the second fence.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+READ_SIZE = 1024 * 1024
+CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
+
+
+def check_name(filename: str) -> str:
+    """Return `filename` if it is a plain file name, else raise."""
+    if not SAFE_NAME.fullmatch(filename) or ".." in filename:
+        raise BackupError(f"invalid backup file name: {filename!r}")
+    return filename
+
+
+def sha256_of(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := stream.read(READ_SIZE):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class PartialFile:
+    """A file written as `<name>.partial`, fsynced and renamed into place by `commit()`."""
+
+    def __init__(self, final_path: Path):
+        self.final_path = final_path
+        self.path = final_path.with_name(final_path.name + ".partial")
+        self._file = open(self.path, "wb", buffering=0)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._file.write(view):]
+
+    def commit(self) -> Path:
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.path, self.final_path)
+        fsync_dir(self.final_path.parent)
+        return self.final_path
+
+    def discard(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage:
+    """Backup files in one folder; no name can address a path outside it."""
+
+    location = "local"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, filename: str) -> Path:
+        path = (self.root / check_name(filename)).resolve()
+        if path.parent != self.root:
+            raise BackupError(f"invalid backup file name: {filename!r}")
+        return path
+
+    def uri(self, filename: str) -> str:
+        return str(self.path(filename))
+
+    def exists(self, filename: str) -> bool:
+        return self.path(filename).is_file()
+
+    def size(self, filename: str) -> int:
+        return self.path(filename).stat().st_size
+
+    def open_partial(self, filename: str) -> PartialFile:
+        return PartialFile(self.path(filename))
+
+    def open(self, filename: str) -> BinaryIO:
+        return open(self.path(filename), "rb")
+
+    def sha256(self, filename: str) -> str:
+        with self.open(filename) as f:
+            return sha256_of(f)
+
+    def delete(self, filename: str) -> bool:
+        """Remove the file; False if it was already gone."""
+        path = self.path(filename)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed
+
+    def remove_partials(self) -> list[Path]:
+        """Delete `*.partial` leftovers of interrupted work; return what was removed."""
+        removed = sorted(self.root.glob("*.partial"))
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
+
+
+def describe_s3_error(exc: Exception, endpoint: str) -> str:
+    """A one-line reason for an S3 failure that names what the admin should check."""
+    if isinstance(exc, S3Error):
+        if exc.code in CREDENTIAL_ERRORS:
+            return (f"S3 at {endpoint} refused the credentials ({exc.code}): "
+                    "check MINIO_ACCESS_KEY and MINIO_SECRET_KEY")
+        return f"S3 at {endpoint} answered {exc.code}: {exc.message}"
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    return f"cannot reach S3 at {endpoint}: {type(exc).__name__}: {exc}"
+
+
+class S3Storage:
+    """Backups as objects in one private bucket of an S3-compatible store."""
+
+    location = "s3"
+
+    def __init__(self, client: Minio, bucket: str, endpoint: str, part_size: int):
+        self.client = client
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.part_size = part_size
+
+    @classmethod
+    def connect(cls, endpoint: str, access_key: str | None, secret_key: str | None, *,
+                bucket: str, secure: bool = False, region: str | None = None,
+                part_size: int = 16 * 1024 * 1024) -> "S3Storage":
+        """A client that fails in seconds when the store is down, not after a minute of retries."""
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=3, read=60),
+            retries=urllib3.Retry(total=2, connect=1, backoff_factor=0.2,
+                                  status_forcelist=(500, 502, 503, 504)),
+        )
+        client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
+                       region=region, http_client=http)
+        return cls(client, bucket, endpoint, part_size)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise ObjectNotFound(f"s3://{self.bucket}/{exc.object_name} does not exist") from exc
+            raise StorageUnavailable(describe_s3_error(exc, self.endpoint)) from exc
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise StorageUnavailable(describe_s3_error(exc, self.endpoint)) from exc
+
+    def key(self, filename: str) -> str:
+        return check_name(filename)
+
+    def uri(self, filename: str) -> str:
+        return f"s3://{self.bucket}/{self.key(filename)}"
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the bucket exists and the keys work."""
+        with self._errors():
+            exists = self.client.bucket_exists(bucket_name=self.bucket)
+        if not exists:
+            raise StorageUnavailable(
+                f"bucket {self.bucket!r} does not exist on {self.endpoint}; run `flask storage init`")
+
+    def ensure_bucket(self) -> bool:
+        """Create the (private) bucket if missing; True if it was created."""
+        with self._errors():
+            if self.client.bucket_exists(bucket_name=self.bucket):
+                return False
+            self.client.make_bucket(bucket_name=self.bucket)
+            return True
+
+    def upload(self, filename: str, stream: BinaryIO, metadata: dict[str, str],
+               content_type: str) -> None:
+        """Upload a stream of unknown length as a multipart upload, one part at a time."""
+        with self._errors():
+            self.client.put_object(
+                bucket_name=self.bucket, object_name=self.key(filename), data=stream, length=-1,
+                part_size=self.part_size, num_parallel_uploads=1, metadata=metadata,
+                content_type=content_type)
+
+    def set_metadata(self, filename: str, metadata: dict[str, str], content_type: str) -> None:
+        """Replace an object's metadata (a server-side copy onto itself)."""
+        key = self.key(filename)
+        with self._errors():
+            self.client.copy_object(
+                bucket_name=self.bucket, object_name=key,
+                source=CopySource(bucket_name=self.bucket, object_name=key),
+                metadata={"Content-Type": content_type, **metadata}, metadata_directive=REPLACE)
+
+    def stat(self, filename: str):
+        """The object's stat, or None when it does not exist."""
+        try:
+            with self._errors():
+                return self.client.stat_object(bucket_name=self.bucket, object_name=self.key(filename))
+        except ObjectNotFound:
+            return None
+
+    @contextmanager
+    def open(self, filename: str) -> Iterator[BinaryIO]:
+        """The object's bytes as a stream; raises StorageUnavailable when it cannot be read."""
+        with self._errors():
+            response = self.client.get_object(bucket_name=self.bucket, object_name=self.key(filename))
+        try:
+            with self._errors():
+                yield response
+        finally:
+            response.close()
+            response.release_conn()
+
+    def delete(self, filename: str) -> None:
+        """Remove the object; deleting a missing object is not an error in S3."""
+        with self._errors():
+            self.client.remove_object(bucket_name=self.bucket, object_name=self.key(filename))
+
+    def presigned_url(self, filename: str, expires: timedelta = timedelta(minutes=5)) -> str:
+        with self._errors():
+            return self.client.presigned_get_object(
+                bucket_name=self.bucket, object_name=self.key(filename), expires=expires)

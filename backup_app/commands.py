@@ -1,0 +1,195 @@
+"""`flask backup …` and `flask storage …`: the same services the pages and the API call."""
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from . import wiring
+from .adapters.postgres import ConnInfo
+from .errors import BackupError, ConfigurationError
+from .extensions import db
+from .formatting import human_size
+from .models import COPY_FAILED
+from .services import backups as service
+
+
+class ServiceGroup(AppGroup):
+    """A command group whose commands need the catalog and report BackupErrors as `Error: …`."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BackupError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def upgrade_catalog_if_needed() -> None:
+    """Apply pending catalog migrations, so a fresh install works without `flask db upgrade`."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from flask_migrate import upgrade
+
+    script = ScriptDirectory.from_config(current_app.extensions["migrate"].migrate.get_config())
+    with db.engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    if current != set(script.get_heads()):
+        upgrade()
+
+
+backup_cli = ServiceGroup("backup", help="Create, list, restore, download and delete backups.")
+storage_cli = ServiceGroup("storage", help="Manage the S3 bucket.")
+
+
+@backup_cli.result_callback()
+@storage_cli.result_callback()
+def _done(*_args, **_kwargs):
+    db.session.remove()
+
+
+def echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def progress_printer(label: str):
+    """A progress callback that rewrites one stderr line at most twice a second (TTY only)."""
+    if not sys.stderr.isatty():
+        return None
+    last = [0.0]
+
+    def report(nbytes: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5:
+            last[0] = now
+            click.echo(f"\r{label} {human_size(nbytes)}   ", nl=False, err=True)
+    return report
+
+
+def warn_failed_copies(backup) -> None:
+    for copy in backup.copies:
+        if copy.status == COPY_FAILED:
+            click.echo(f"Warning: {copy.location} copy failed: {copy.error}", err=True)
+
+
+def describe(backup) -> str:
+    copies = ", ".join(f"{c.location}: {c.status}" for c in backup.copies) or "no copies"
+    return f"{backup.id}  {backup.filename}  {human_size(backup.size_bytes)}  {backup.status}  ({copies})"
+
+
+@backup_cli.command("create")
+@click.option("--database", "database", metavar="NAME", help="Target to back up (default: BACKUP_DATABASE_URL).")
+@click.option("--json", "as_json", is_flag=True, help="Print the backup as JSON.")
+def create_command(database, as_json):
+    """Dump a database to the local folder and S3 at the same time."""
+    upgrade_catalog_if_needed()
+    backup = service.create_backup(
+        db.session, wiring.target(database), wiring.local_storage(), wiring.s3_storage(),
+        wiring.pg_tools(), progress=progress_printer("dumped"))
+    warn_failed_copies(backup)
+    if as_json:
+        echo_json(backup.to_dict())
+    else:
+        click.echo(f"Created {describe(backup)}")
+
+
+@backup_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def list_command(as_json):
+    """List backups, newest first."""
+    upgrade_catalog_if_needed()
+    backups = service.list_backups(db.session)
+    if as_json:
+        echo_json([b.to_dict() for b in backups])
+        return
+    if not backups:
+        click.echo("No backups.")
+    for backup in backups:
+        click.echo(f"{backup.created_at:%Y-%m-%d %H:%M:%S}  {backup.database}  {describe(backup)}")
+
+
+@backup_cli.command("show")
+@click.argument("backup_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the backup as JSON.")
+def show_command(backup_id, as_json):
+    """Show one backup and where its copies are."""
+    upgrade_catalog_if_needed()
+    backup = service.get_backup(db.session, backup_id)
+    if as_json:
+        echo_json(backup.to_dict())
+        return
+    data = backup.to_dict()
+    copies = data.pop("copies")
+    data["size"] = human_size(backup.size_bytes)
+    for key, value in data.items():
+        click.echo(f"{key + ':':<14}{'' if value is None else value}")
+    for copy in copies:
+        extra = f" ({copy['error']})" if copy["error"] else ""
+        click.echo(f"copy {copy['location'] + ':':<9}{copy['status']}  {copy['uri']}{extra}")
+
+
+@backup_cli.command("restore")
+@click.argument("backup_id", metavar="ID")
+@click.option("--target-url", metavar="URL", help="Restore into this database instead of the backup's own.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def restore_command(backup_id, target_url, yes):
+    """Restore a backup (local file if intact, else the S3 copy)."""
+    upgrade_catalog_if_needed()
+    backup = service.get_completed_backup(db.session, backup_id)
+    conn = ConnInfo.from_url(target_url) if target_url else wiring.target(backup.database).conn
+    confirm(f"Restore {backup.filename} into {conn.display()}? "
+            "Objects in that database that the backup contains will be replaced.", yes)
+    service.restore_backup(db.session, backup.id, conn, wiring.local_storage(), wiring.s3_storage(),
+                           wiring.pg_tools(), progress=progress_printer("fetched"))
+    click.echo(f"Restored backup {backup.id} into {conn.display()}")
+
+
+@backup_cli.command("download")
+@click.argument("backup_id", metavar="ID")
+@click.option("--output", "output", required=True, type=click.Path(path_type=Path),
+              help="File (or folder) to write the backup to.")
+def download_command(backup_id, output):
+    """Write a backup file to PATH, fetching it from S3 when the local copy is gone."""
+    upgrade_catalog_if_needed()
+    if output.exists() and not output.is_dir():
+        raise ConfigurationError(f"{output} already exists; not overwriting it")
+    backup = service.download_backup(db.session, backup_id, output, wiring.local_storage(),
+                                     wiring.s3_storage(), progress=progress_printer("fetched"))
+    target = output / backup.filename if output.is_dir() else output
+    click.echo(f"Wrote {target} ({human_size(backup.size_bytes)}, sha256 {backup.sha256})")
+
+
+@backup_cli.command("delete")
+@click.argument("backup_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete_command(backup_id, yes):
+    """Delete a backup from S3, the catalog and disk."""
+    upgrade_catalog_if_needed()
+    backup = service.get_backup(db.session, backup_id)
+    confirm(f"Delete {backup.filename} from every location?", yes)
+    service.delete_backup(db.session, backup.id, wiring.local_storage(), wiring.s3_storage())
+    click.echo(f"Deleted backup {backup_id}")
+
+
+@storage_cli.command("init")
+def storage_init_command():
+    """Create the bucket (private) if it is missing."""
+    s3 = wiring.s3_storage()
+    if s3 is None:
+        raise ConfigurationError("MINIO_ENDPOINT is not set: the app runs local-only, no bucket to create")
+    created = s3.ensure_bucket()
+    click.echo(f"{'Created' if created else 'Bucket exists:'} s3://{s3.bucket} on {s3.endpoint}")
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask unless `yes`; a refusal or no terminal is an error that changes nothing."""
+    if yes:
+        return
+    try:
+        agreed = click.confirm(question, default=False, err=True)
+    except click.Abort:
+        agreed = False
+    if not agreed:
+        raise click.ClickException("cancelled; nothing changed (pass --yes to skip this question)")

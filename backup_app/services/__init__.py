@@ -1,0 +1,1 @@
+"""Plain functions that do the work; they take their adapters and own the commit."""

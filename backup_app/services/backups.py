@@ -1,0 +1,315 @@
+"""Create, restore, download, delete and list backups."""
+import re
+import shutil
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..adapters.postgres import ConnInfo, PgTools
+from ..adapters.storage import LocalStorage, PartialFile, S3Storage
+from ..errors import (BackupError, BackupFileMissing, BackupNotFound, ChecksumMismatch,
+                      InvalidBackupState, ObjectNotFound, StorageUnavailable)
+from ..models import (COMPLETED, COPY_FAILED, FAILED, LOCAL, MISSING, PRESENT, RUNNING, S3,
+                      Backup, BackupCopy, new_id, utcnow)
+from ..pipeline import Upload, stream_to_file
+from .targets import Target
+
+Progress = Callable[[int], None]
+EXTENSIONS = {"custom": "dump", "plain": "sql"}
+CONTENT_TYPES = {"custom": "application/octet-stream", "plain": "application/sql"}
+
+
+def make_filename(database: str, created_at: datetime, backup_id: str, fmt: str) -> str:
+    """`backup-<db>-<UTC time>-<id>.<ext>`: unique, sortable, safe on disk and as a key."""
+    safe_db = re.sub(r"[^A-Za-z0-9_.-]+", "_", database).strip("._-") or "db"
+    stamp = created_at.strftime("%Y-%m-%dT%H-%M-%SZ")
+    return f"backup-{safe_db}-{stamp}-{backup_id}.{EXTENSIONS[fmt]}"
+
+
+def object_metadata(backup: Backup) -> dict[str, str]:
+    """S3 object metadata: enough to rebuild the catalog row from the bucket alone."""
+    metadata = {
+        "X-Backup-Timestamp": backup.created_at.isoformat().replace("+00:00", "Z"),
+        "X-Database": backup.database,
+        "X-Backup-Id": backup.id,
+        "X-Backup-Format": backup.format,
+    }
+    if backup.sha256:
+        metadata["X-Backup-Sha256"] = backup.sha256
+    return metadata
+
+
+def set_copy(backup: Backup, location: str, uri: str, status: str, *, error: str | None = None,
+             size_bytes: int | None = None, verified: bool = False) -> BackupCopy:
+    """Record where a copy of `backup` lives and in what state (insert or update)."""
+    copy = backup.copy(location)
+    if copy is None:
+        copy = BackupCopy(location=location, uri=uri)
+        backup.copies.append(copy)
+    copy.uri, copy.status, copy.error = uri, status, error
+    if size_bytes is not None:
+        copy.size_bytes = size_bytes
+    if verified:
+        copy.verified_at = utcnow()
+    return copy
+
+
+# --- queries ---------------------------------------------------------------------------
+
+def list_backups(session: Session, database: str | None = None, status: str | None = None) -> list[Backup]:
+    """Backups, newest first, optionally filtered."""
+    query = select(Backup).order_by(Backup.created_at.desc(), Backup.id)
+    if database:
+        query = query.where(Backup.database == database)
+    if status:
+        query = query.where(Backup.status == status)
+    return list(session.scalars(query))
+
+
+def get_backup(session: Session, backup_id: str) -> Backup:
+    """The backup with this id, or BackupNotFound."""
+    backup = session.get(Backup, backup_id) if isinstance(backup_id, str) else None
+    if backup is None:
+        raise BackupNotFound(backup_id)
+    return backup
+
+
+def get_completed_backup(session: Session, backup_id: str) -> Backup:
+    backup = get_backup(session, backup_id)
+    if backup.status != COMPLETED:
+        raise InvalidBackupState(f"backup {backup.id} is {backup.status}, not completed")
+    return backup
+
+
+# --- create ----------------------------------------------------------------------------
+
+def create_backup(session: Session, target: Target, local: LocalStorage, s3: S3Storage | None,
+                  pg: PgTools, *, fmt: str = "custom", progress: Progress | None = None) -> Backup:
+    """Dump `target` once, streaming to the local file and to S3 at the same time.
+
+    Returns the completed backup; an s3 copy that failed is recorded as `failed` with the
+    reason (the backup still completes locally). Raises DumpFailed (or another
+    BackupError) after recording the backup as failed, leaving no file and no object.
+    """
+    created_at = utcnow()
+    backup_id = new_id()
+    backup = Backup(id=backup_id, database=target.name, format=fmt, status=RUNNING,
+                    created_at=created_at,
+                    filename=make_filename(target.name, created_at, backup_id, fmt))
+    session.add(backup)
+    session.commit()
+
+    s3_error = None
+    if s3 is not None:
+        try:
+            s3.check()
+        except StorageUnavailable as exc:
+            s3_error = str(exc)
+
+    try:
+        dump = pg.dump(target.conn, fmt)
+    except BackupError as exc:
+        return _fail(session, backup, exc)
+
+    try:
+        partial = local.open_partial(backup.filename)
+    except OSError as exc:
+        dump.kill()
+        return _fail(session, backup, BackupError(f"cannot write to the backup folder: {exc}"))
+
+    upload = None
+    if s3 is not None and s3_error is None:
+        metadata = object_metadata(backup)
+        upload = Upload(partial.path, lambda reader: s3.upload(
+            backup.filename, reader, metadata, CONTENT_TYPES[fmt]))
+    try:
+        result = stream_to_file(dump.stdout, partial, upload, progress)
+        dump.finish()
+        path = partial.commit()
+    except BaseException as exc:
+        if upload:
+            upload.abort()
+        dump.kill()
+        partial.discard()
+        if isinstance(exc, OSError):
+            exc = BackupError(f"writing the local file failed: {exc}")
+        if isinstance(exc, BackupError):
+            return _fail(session, backup, exc)
+        _fail(session, backup, BackupError(f"interrupted: {type(exc).__name__}"), raise_error=False)
+        raise
+
+    backup.size_bytes, backup.sha256 = result.size_bytes, result.sha256
+    set_copy(backup, LOCAL, str(path), PRESENT, size_bytes=result.size_bytes, verified=True)
+    if s3 is not None:
+        if upload:
+            outcome = upload.finish()
+            s3_error = str(outcome.error) if outcome.error else None
+        if s3_error is None:
+            try:
+                s3.set_metadata(backup.filename, object_metadata(backup), CONTENT_TYPES[fmt])
+            except BackupError as exc:
+                s3_error = f"the object was uploaded but its metadata could not be set: {exc}"
+        if s3_error is None:
+            backup.storage_url = s3.uri(backup.filename)
+            set_copy(backup, S3, backup.storage_url, PRESENT, size_bytes=result.size_bytes, verified=True)
+        else:
+            set_copy(backup, S3, s3.uri(backup.filename), COPY_FAILED, error=s3_error)
+    backup.status = COMPLETED
+    backup.completed_at = utcnow()
+    session.commit()
+    return backup
+
+
+def _fail(session: Session, backup: Backup, exc: BackupError, raise_error: bool = True) -> Backup:
+    backup.status = FAILED
+    backup.error = str(exc)
+    backup.completed_at = utcnow()
+    session.commit()
+    if raise_error:
+        raise exc
+    return backup
+
+
+# --- reading a copy back ---------------------------------------------------------------
+
+def verified_local_path(session: Session, backup: Backup, local: LocalStorage) -> Path | None:
+    """The local file if it exists and its SHA-256 matches; records what was found."""
+    filename = backup.filename
+    if not local.exists(filename):
+        if backup.copy(LOCAL):
+            set_copy(backup, LOCAL, local.uri(filename), MISSING, error="file not found")
+            session.commit()
+        return None
+    if backup.sha256 and local.sha256(filename) != backup.sha256:
+        set_copy(backup, LOCAL, local.uri(filename), COPY_FAILED, error="SHA-256 mismatch")
+        session.commit()
+        return None
+    set_copy(backup, LOCAL, local.uri(filename), PRESENT, verified=backup.sha256 is not None)
+    session.commit()
+    return local.path(filename)
+
+
+def fetch_from_s3(session: Session, backup: Backup, s3: S3Storage, dest: PartialFile,
+                  progress: Progress | None = None) -> Path:
+    """Stream the S3 copy into `dest`, check its SHA-256 and commit it; records the outcome."""
+    uri = s3.uri(backup.filename)
+    try:
+        with s3.open(backup.filename) as stream:
+            result = stream_to_file(stream, dest, progress=progress)
+    except ObjectNotFound:
+        dest.discard()
+        set_copy(backup, S3, uri, MISSING, error="object not found")
+        session.commit()
+        raise
+    except BaseException:
+        dest.discard()
+        raise
+    if backup.sha256 and result.sha256 != backup.sha256:
+        dest.discard()
+        set_copy(backup, S3, uri, COPY_FAILED, error="SHA-256 mismatch")
+        session.commit()
+        raise ChecksumMismatch(f"the S3 copy of {backup.filename} does not match its recorded SHA-256")
+    set_copy(backup, S3, uri, PRESENT, verified=backup.sha256 is not None)
+    session.commit()
+    return dest.commit()
+
+
+def _missing(reason_local: str, s3: S3Storage | None, error: Exception | None = None) -> BackupFileMissing:
+    reason_s3 = "S3 not configured" if s3 is None else f"S3: {error}"
+    return BackupFileMissing(f"local: {reason_local}; {reason_s3}")
+
+
+def local_reason(backup: Backup) -> str:
+    copy = backup.copy(LOCAL)
+    return copy.error if copy and copy.error else "file not found"
+
+
+def ensure_local_copy(session: Session, backup: Backup, local: LocalStorage, s3: S3Storage | None,
+                      progress: Progress | None = None) -> Path:
+    """A verified local file of `backup`: the one on disk, else fetched again from S3."""
+    path = verified_local_path(session, backup, local)
+    if path is not None:
+        return path
+    if s3 is None:
+        raise _missing(local_reason(backup), s3)
+    try:
+        path = fetch_from_s3(session, backup, s3, local.open_partial(backup.filename), progress)
+    except (ObjectNotFound, StorageUnavailable, ChecksumMismatch) as exc:
+        raise _missing(local_reason(backup), s3, exc) from exc
+    set_copy(backup, LOCAL, str(path), PRESENT, size_bytes=backup.size_bytes, verified=True)
+    session.commit()
+    return path
+
+
+# --- restore, download, delete -----------------------------------------------------------
+
+def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: LocalStorage,
+                   s3: S3Storage | None, pg: PgTools, progress: Progress | None = None) -> Backup:
+    """Restore a backup into `conn`'s database, creating the database if it is missing.
+
+    Uses the local file when it is intact, else the S3 copy (saved locally again). The
+    restore runs in one transaction: on any error nothing is changed and RestoreFailed
+    carries the server's message.
+    """
+    backup = get_completed_backup(session, backup_id)
+    path = ensure_local_copy(session, backup, local, s3, progress)
+    if not pg.database_exists(conn):
+        pg.create_database(conn)
+    pg.restore(conn, path, backup.format)
+    return backup
+
+
+def download_backup(session: Session, backup_id: str, output: Path, local: LocalStorage,
+                    s3: S3Storage | None, progress: Progress | None = None) -> Backup:
+    """Write the backup's bytes to `output` (via `output.partial`), checked against its SHA-256."""
+    backup = get_completed_backup(session, backup_id)
+    output = Path(output)
+    if output.is_dir():
+        output = output / backup.filename
+    source = verified_local_path(session, backup, local)
+    if source is not None:
+        dest = PartialFile(output)
+        try:
+            with open(source, "rb") as stream:
+                shutil.copyfileobj(stream, dest)
+        except BaseException:
+            dest.discard()
+            raise
+        dest.commit()
+        return backup
+    if s3 is None:
+        raise _missing(local_reason(backup), s3)
+    try:
+        fetch_from_s3(session, backup, s3, PartialFile(output), progress)
+    except (ObjectNotFound, StorageUnavailable, ChecksumMismatch) as exc:
+        raise _missing(local_reason(backup), s3, exc) from exc
+    return backup
+
+
+def delete_backup(session: Session, backup_id: str, local: LocalStorage, s3: S3Storage | None) -> Backup:
+    """Remove a backup from S3, then the catalog, then disk. A copy already gone is fine.
+
+    If the S3 copy cannot be removed, nothing is deleted (the catalog keeps tracking it).
+    """
+    backup = get_backup(session, backup_id)
+    if backup.status == RUNNING:
+        raise InvalidBackupState(f"backup {backup.id} is still running")
+    s3_copy = backup.copy(S3)
+    needs_s3 = backup.storage_url is not None or (s3_copy is not None and s3_copy.status == PRESENT)
+    if s3 is not None:
+        try:
+            s3.delete(backup.filename)
+        except StorageUnavailable:
+            if needs_s3:
+                raise
+    elif needs_s3:
+        raise StorageUnavailable(
+            f"backup {backup.id} has a copy in S3 but MINIO_ENDPOINT is not set; nothing deleted")
+    filename = backup.filename
+    session.delete(backup)
+    session.commit()
+    local.delete(filename)
+    return backup
