@@ -189,7 +189,8 @@ def confirm(question: str, yes: bool) -> None:
         return
     try:
         agreed = click.confirm(question, default=False, err=True)
-    except click.Abort:
+    except click.Abort:  # no answer (stdin closed): end the prompt's line first
+        click.echo(err=True)
         agreed = False
     if not agreed:
         raise click.ClickException("cancelled; nothing changed (pass --yes to skip this question)")

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.error import URLError
+from urllib.error import HTTPError
 from urllib.parse import quote
 
 DEBIAN_PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -123,11 +123,11 @@ class SeaweedS3:
 
     def _answers(self) -> bool:
         try:
-            urllib.request.urlopen(f"http://{self.endpoint}/", timeout=1)
-        except URLError as exc:
-            # An HTTP error status (403 to an anonymous request) means it is serving.
-            return hasattr(exc, "code")
-        except OSError:
+            urllib.request.urlopen(f"http://{self.endpoint}/", timeout=1).close()
+        except HTTPError as exc:
+            exc.close()
+            return True  # an error status (403 to an anonymous request) means it is serving
+        except OSError:  # URLError included: not listening yet
             return False
         return True
 

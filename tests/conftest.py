@@ -1,0 +1,116 @@
+"""Fixtures: a real PostgreSQL cluster and a real SeaweedFS S3 server for the session,
+and per test a fresh catalog, backup folder, bucket and source database."""
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+from flask_migrate import upgrade
+
+from backup_app import create_app
+from backup_app.config import TestConfig
+from backup_app.extensions import db
+from backup_app.localservers import PostgresCluster, SeaweedS3
+
+_names = itertools.count(1)
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}{os.getpid()}x{next(_names)}"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory):
+    cluster = PostgresCluster(tmp_path_factory.mktemp("pg")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    server = SeaweedS3(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
+
+
+def fill_shop(cluster: PostgresCluster, dbname: str, rows: int = 1000) -> None:
+    """A small shop: customers and orders, so restores can be counted."""
+    cluster.psql(f"""
+        CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);
+        CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers(id),
+                             total numeric(10,2), note text);
+        INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, {rows}) g;
+        INSERT INTO orders (customer_id, total, note)
+            SELECT 1 + g % {rows}, g * 1.5, md5(g::text) FROM generate_series(1, {rows * 3}) g;
+    """, dbname)
+
+
+@pytest.fixture
+def source_db(pg_cluster):
+    """A fresh database with 1000 customers and 3000 orders; yields its name."""
+    name = unique_name("shop")
+    pg_cluster.createdb(name)
+    fill_shop(pg_cluster, name)
+    yield name
+    pg_cluster.dropdb(name)
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """Build an app with its own catalog and folder; `overrides` set config values."""
+    def build(**overrides):
+        config = TestConfig()
+        config.SQLALCHEMY_DATABASE_URI = f"sqlite:///{tmp_path / 'catalog.db'}"
+        config.BACKUP_DIR = str(tmp_path / "backups")
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        app = create_app(config)
+        with app.app_context():
+            upgrade()
+        return app
+    return build
+
+
+@pytest.fixture
+def s3_settings(s3_server):
+    """Settings for a fresh, not yet created bucket on the session's S3 server."""
+    return {
+        "MINIO_ENDPOINT": s3_server.endpoint,
+        "MINIO_ACCESS_KEY": s3_server.access_key,
+        "MINIO_SECRET_KEY": s3_server.secret_key,
+        "MINIO_BUCKET": unique_name("bucket"),
+    }
+
+
+@pytest.fixture
+def app(make_app, pg_cluster, source_db, s3_settings):
+    """The app backing up `source_db` to the local folder and a fresh bucket."""
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), **s3_settings)
+    result = app.test_cli_runner().invoke(args=["storage", "init"])
+    assert result.exit_code == 0, result.output
+    return app
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def backup_dir(app) -> Path:
+    return Path(app.config["BACKUP_DIR"])
+
+
+@pytest.fixture
+def s3(app):
+    """The app's S3 adapter, for looking at the bucket directly."""
+    from backup_app import wiring
+    with app.app_context():
+        return wiring.s3_storage()
+
+
+@pytest.fixture
+def catalog(app):
+    """An app context whose db.session reads the app's catalog."""
+    with app.app_context():
+        yield db.session
