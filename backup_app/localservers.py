@@ -27,6 +27,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_until(check, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -132,6 +137,8 @@ class SeaweedS3:
         return True
 
     def start(self) -> "SeaweedS3":
+        if port_in_use(self.port):
+            raise RuntimeError(f"port {self.port} is already in use; cannot start SeaweedFS there")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         ports = []
         for name in ("master", "volume", "filer", "admin"):

@@ -1,0 +1,30 @@
+# make run · make test · make bench — each installs what it needs first.
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PG_BIN  := /usr/lib/postgresql/15/bin
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test bench system-deps
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# PostgreSQL 15 server and client (pg_dump, pg_restore, psql, initdb) from Debian.
+system-deps:
+	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -x $(PG_BIN)/pg_dump ]; then \
+		$(SUDO) $(APT_GET) update -q && $(SUDO) $(APT_GET) install -y -q postgresql-15 postgresql-client-15; \
+	fi
+
+run: system-deps $(STAMP)
+	$(PYTHON) -m backup_app.demo
+
+test: system-deps $(STAMP)
+	$(PYTHON) -m pytest
+
+bench: system-deps $(STAMP)
+	$(PYTHON) -m bench
