@@ -98,7 +98,9 @@ def runner(app):
 
 @pytest.fixture
 def backup_dir(app) -> Path:
-    return Path(app.config["BACKUP_DIR"])
+    path = Path(app.config["BACKUP_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture

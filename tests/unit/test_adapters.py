@@ -1,0 +1,42 @@
+import pytest
+
+from backup_app.adapters.postgres import ConnInfo
+from backup_app.adapters.storage import LocalStorage
+from backup_app.errors import BackupError, ConfigurationError
+
+
+def test_conninfo_from_url_goes_to_libpq_environment():
+    conn = ConnInfo.from_url("postgresql://app%40x:p%2Fss@db.example:6543/shop?sslmode=require")
+
+    assert conn.env() == {"PGDATABASE": "shop", "PGHOST": "db.example", "PGPORT": "6543",
+                          "PGUSER": "app@x", "PGPASSWORD": "p/ss", "PGSSLMODE": "require"}
+    assert conn.display() == "postgresql://app@x@db.example:6543/shop"
+    assert "p/ss" not in repr(conn)
+
+
+@pytest.mark.parametrize("url, message", [
+    ("mysql://a@b/c", "must start with postgresql://"),
+    ("postgresql://a@b/", "names no database"),
+    ("postgresql://a@b:99999/c", "bad port"),
+    ("postgresql://a@b/c?evil=1", "unsupported parameters: evil"),
+])
+def test_conninfo_rejects_bad_urls(url, message):
+    with pytest.raises(ConfigurationError, match=message):
+        ConnInfo.from_url(url)
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "/etc/passwd", "a/../../b", "..", ".hidden",
+                                  "x\x00y", "", "a" * 300, "dir/file"])
+def test_local_storage_never_leaves_its_folder(tmp_path, name):
+    local = LocalStorage(tmp_path / "backups")
+    with pytest.raises(BackupError, match="invalid backup file name"):
+        local.path(name)
+
+
+def test_partials_are_removed(tmp_path):
+    local = LocalStorage(tmp_path)
+    local.open_partial("a.dump")._file.close()
+    (tmp_path / "keep.dump").write_bytes(b"x")
+
+    assert [p.name for p in local.remove_partials()] == ["a.dump.partial"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.dump"]
