@@ -50,6 +50,8 @@ def register_blueprints(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     from .commands import backup_cli, storage_cli
+    from .targets.commands import targets_cli
 
     app.cli.add_command(backup_cli)
     app.cli.add_command(storage_cli)
+    app.cli.add_command(targets_cli)

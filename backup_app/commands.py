@@ -15,6 +15,7 @@ from .extensions import db
 from .formatting import human_size
 from .models import COPY_FAILED
 from .services import backups as service
+from .services.prune import prune
 
 
 class ServiceGroup(AppGroup):
@@ -86,8 +87,8 @@ def create_command(database, as_json):
     """Dump a database to the local folder and S3 at the same time."""
     upgrade_catalog_if_needed()
     backup = service.create_backup(
-        db.session, wiring.target(database), wiring.local_storage(), wiring.s3_storage(),
-        wiring.pg_tools(), progress=progress_printer("dumped"))
+        db.session, wiring.dump_spec(database), wiring.local_storage(), wiring.s3_storage(),
+        wiring.pg_tools(), key=wiring.master_key(), progress=progress_printer("dumped"))
     warn_failed_copies(backup)
     if as_json:
         echo_json(backup.to_dict())
@@ -138,11 +139,12 @@ def restore_command(backup_id, target_url, yes):
     """Restore a backup (local file if intact, else the S3 copy)."""
     upgrade_catalog_if_needed()
     backup = service.get_completed_backup(db.session, backup_id)
-    conn = ConnInfo.from_url(target_url) if target_url else wiring.target(backup.database).conn
+    conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
     confirm(f"Restore {backup.filename} into {conn.display()}? "
             "Objects in that database that the backup contains will be replaced.", yes)
     service.restore_backup(db.session, backup.id, conn, wiring.local_storage(), wiring.s3_storage(),
-                           wiring.pg_tools(), progress=progress_printer("fetched"))
+                           wiring.pg_tools(), key=wiring.master_key(),
+                           progress=progress_printer("fetched"))
     click.echo(f"Restored backup {backup.id} into {conn.display()}")
 
 
@@ -150,13 +152,16 @@ def restore_command(backup_id, target_url, yes):
 @click.argument("backup_id", metavar="ID")
 @click.option("--output", "output", required=True, type=click.Path(path_type=Path),
               help="File (or folder) to write the backup to.")
-def download_command(backup_id, output):
+@click.option("--decode", is_flag=True,
+              help="Write pg_dump's own output (decrypted, decompressed) instead of the stored bytes.")
+def download_command(backup_id, output, decode):
     """Write a backup file to PATH, fetching it from S3 when the local copy is gone."""
     upgrade_catalog_if_needed()
     if output.exists() and not output.is_dir():
         raise ConfigurationError(f"{output} already exists; not overwriting it")
     backup = service.download_backup(db.session, backup_id, output, wiring.local_storage(),
-                                     wiring.s3_storage(), progress=progress_printer("fetched"))
+                                     wiring.s3_storage(), decode=decode, key=wiring.master_key(),
+                                     progress=progress_printer("fetched"))
     target = output / backup.filename if output.is_dir() else output
     click.echo(f"Wrote {target} ({human_size(backup.size_bytes)}, sha256 {backup.sha256})")
 
@@ -194,3 +199,24 @@ def confirm(question: str, yes: bool) -> None:
         agreed = False
     if not agreed:
         raise click.ClickException("cancelled; nothing changed (pass --yes to skip this question)")
+
+
+@backup_cli.command("prune")
+@click.option("--database", "database", metavar="NAME", help="Only this target (default: every target).")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, filename, database, reason}.")
+def prune_command(database, dry_run, as_json):
+    """Delete the backups each target's retention policy no longer keeps."""
+    upgrade_catalog_if_needed()
+    targets = [wiring.target(database)] if database else wiring.all_targets()
+    report = prune(db.session, targets, wiring.local_storage(), wiring.s3_storage(), dry_run=dry_run)
+    if as_json:
+        echo_json(report.deleted)
+    else:
+        verb = "Would delete" if dry_run else "Deleted"
+        for item in report.deleted:
+            click.echo(f"{verb} {item['id']}  {item['filename']}  ({item['reason']})")
+        if not report.deleted:
+            click.echo("Nothing to prune.")
+    if report.errors:
+        raise click.ClickException("could not delete " + "; ".join(report.errors))

@@ -30,6 +30,7 @@ class Config:
         # ~100 MB RSS (DESIGN.md measurements); bigger parts upload faster.
         self.MINIO_PART_SIZE = int(os.environ.get("MINIO_PART_SIZE", 16 * MIB))
         self.PG_BIN_DIR = os.environ.get("PG_BIN_DIR") or None
+        self.APP_ENCRYPTION_KEY = os.environ.get("APP_ENCRYPTION_KEY") or None
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
 
 

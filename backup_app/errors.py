@@ -48,3 +48,7 @@ class InvalidBackupState(BackupError):
 
 class ObjectNotFound(BackupError):
     """The S3 store answered, but has no such object."""
+
+
+class VersionMismatch(BackupError):
+    """The installed pg_dump is older than the server it should dump."""

@@ -3,7 +3,7 @@ import secrets
 import string
 from datetime import datetime, timezone
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -51,6 +51,8 @@ class Backup(db.Model):
     filename: Mapped[str] = mapped_column(String(255), unique=True)
     database: Mapped[str] = mapped_column(String(255), index=True)
     format: Mapped[str] = mapped_column(String(16), default="custom")
+    codec: Mapped[str] = mapped_column(String(16), default="gzip", server_default="gzip")
+    encrypted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64))
     storage_url: Mapped[str | None] = mapped_column(String(1024))
@@ -75,6 +77,8 @@ class Backup(db.Model):
             "filename": self.filename,
             "database": self.database,
             "format": self.format,
+            "codec": self.codec,
+            "encrypted": self.encrypted,
             "size_bytes": self.size_bytes,
             "sha256": self.sha256,
             "storage_url": self.storage_url,
@@ -109,6 +113,62 @@ class BackupCopy(db.Model):
             "size_bytes": self.size_bytes,
             "verified_at": isoformat(self.verified_at),
             "error": self.error,
+        }
+
+
+class Target(db.Model):
+    """A database the app backs up, with its schedule, retention and storage settings.
+
+    The target named by BACKUP_DATABASE_URL has `from_env` set: its connection is read from
+    the environment on every use and nothing of it is stored.
+    """
+
+    __tablename__ = "targets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    host: Mapped[str | None] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer)
+    user: Mapped[str | None] = mapped_column(String(255))
+    dbname: Mapped[str] = mapped_column(String(255))
+    sslmode: Mapped[str | None] = mapped_column(String(32))
+    password_encrypted: Mapped[str | None] = mapped_column(Text)
+    from_env: Mapped[bool] = mapped_column(Boolean, default=False)
+    schedule: Mapped[str | None] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    schedule_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    keep_days: Mapped[int] = mapped_column(Integer, default=30)
+    keep_last: Mapped[int] = mapped_column(Integer, default=3)
+    gfs_daily: Mapped[int] = mapped_column(Integer, default=0)
+    gfs_weekly: Mapped[int] = mapped_column(Integer, default=0)
+    gfs_monthly: Mapped[int] = mapped_column(Integer, default=0)
+    format: Mapped[str] = mapped_column(String(16), default="custom")
+    codec: Mapped[str] = mapped_column(String(16), default="gzip")
+    encrypt: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def to_dict(self) -> dict:
+        """The JSON shape of `flask targets list --json`; never the password."""
+        return {
+            "name": self.name,
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": self.dbname,
+            "sslmode": self.sslmode,
+            "has_password": self.password_encrypted is not None,
+            "from_env": self.from_env,
+            "schedule": self.schedule,
+            "timezone": self.timezone,
+            "schedule_enabled": self.schedule_enabled,
+            "next_run_at": isoformat(self.next_run_at),
+            "keep_days": self.keep_days,
+            "keep_last": self.keep_last,
+            "gfs": [self.gfs_daily, self.gfs_weekly, self.gfs_monthly],
+            "format": self.format,
+            "codec": self.codec,
+            "encrypt": self.encrypt,
         }
 
 

@@ -1,9 +1,12 @@
 """Builds the adapters from the app's configuration; the CLI, views and jobs share these."""
 from flask import current_app
 
-from .adapters.postgres import PgTools
+from .adapters.postgres import ConnInfo, PgTools
 from .adapters.storage import LocalStorage, S3Storage
-from .services.targets import Target, configured_targets, resolve_target
+from .crypto import MasterKey
+from .extensions import db
+from .models import Target
+from .services import targets as target_service
 
 
 def local_storage() -> LocalStorage:
@@ -25,10 +28,31 @@ def pg_tools() -> PgTools:
     return PgTools(current_app.config.get("PG_BIN_DIR"))
 
 
-def targets() -> dict[str, Target]:
-    return configured_targets(current_app.config.get("BACKUP_DATABASE_URL"))
+def master_key() -> MasterKey | None:
+    """The APP_ENCRYPTION_KEY, or None when it is not set (encryption unavailable)."""
+    value = current_app.config.get("APP_ENCRYPTION_KEY")
+    return MasterKey(value) if value else None
+
+
+def env_url() -> str | None:
+    return current_app.config.get("BACKUP_DATABASE_URL")
 
 
 def target(name: str | None = None) -> Target:
-    """The target called `name`, or the default target."""
-    return resolve_target(targets(), name)
+    """The target called `name`, or the default target (BACKUP_DATABASE_URL's)."""
+    return target_service.resolve_target(db.session, name, env_url())
+
+
+def dump_spec(name: str | None = None) -> target_service.DumpSpec:
+    return target_service.dump_spec(target(name), env_url(), master_key())
+
+
+def target_conn(name: str) -> ConnInfo:
+    """How to connect to the target called `name` (a backup's own database, for restore)."""
+    return target_service.target_conn(target(name), env_url(), master_key())
+
+
+def all_targets() -> list[Target]:
+    """Every target, BACKUP_DATABASE_URL's included."""
+    target_service.sync_env_target(db.session, env_url())
+    return target_service.list_targets(db.session)

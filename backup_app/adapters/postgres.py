@@ -3,15 +3,18 @@
 Connection details travel in libpq environment variables (PGHOST, PGPASSWORD, …) so
 that no password ever appears on a command line that `ps` can show.
 """
+import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..errors import ConfigurationError, DumpFailed, RestoreFailed
+from ..errors import ConfigurationError, DumpFailed, RestoreFailed, VersionMismatch
 
 # Query parameters of a connection URL that map onto libpq environment variables.
 LIBPQ_PARAMS = {
@@ -28,6 +31,7 @@ LIBPQ_PARAMS = {
     "password": "PGPASSWORD",
 }
 FORMATS = ("custom", "plain")
+CHUNK_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,15 @@ class DumpProcess:
         self._stderr.close()
 
 
+def major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def close_quietly(pipe) -> None:
+    with contextlib.suppress(BrokenPipeError):
+        pipe.close()
+
+
 def read_stderr(stderr_file) -> str:
     stderr_file.seek(0)
     text = stderr_file.read().decode("utf-8", "replace").strip()
@@ -145,11 +158,11 @@ class PgTools:
         env.update(conn.env())
         return env
 
-    def dump(self, conn: ConnInfo, fmt: str = "custom") -> DumpProcess:
+    def dump(self, conn: ConnInfo, fmt: str = "custom", options: list[str] = ()) -> DumpProcess:
         """Start pg_dump writing the whole database to its stdout."""
         if fmt not in FORMATS:
             raise ConfigurationError(f"unknown dump format {fmt!r}; use one of {', '.join(FORMATS)}")
-        args = [self.program("pg_dump"), f"--format={fmt}", "--no-password"]
+        args = [self.program("pg_dump"), f"--format={fmt}", "--no-password", *options]
         if fmt == "plain":
             args += ["--clean", "--if-exists"]
         stderr = tempfile.TemporaryFile()
@@ -157,16 +170,40 @@ class PgTools:
                                  stderr=stderr, env=self._env(conn))
         return DumpProcess(popen, stderr)
 
-    def restore(self, conn: ConnInfo, path: Path, fmt: str) -> None:
-        """Restore a dump file into `conn` in one transaction; raise RestoreFailed on any error."""
+    def restore(self, conn: ConnInfo, source: BinaryIO, fmt: str) -> None:
+        """Restore a dump read from `source` into `conn` in one transaction.
+
+        Raises RestoreFailed with the server's message on any error. If reading `source`
+        fails (a damaged or undecryptable backup), pg_restore is killed before it can
+        commit and that error propagates.
+        """
         if fmt == "plain":
             args = [self.program("psql"), "--no-password", "--quiet", "--no-psqlrc",
-                    "--set=ON_ERROR_STOP=1", "--single-transaction", f"--file={path}"]
+                    "--set=ON_ERROR_STOP=1", "--single-transaction", "--file=-"]
         else:
             args = [self.program("pg_restore"), "--no-password", "--exit-on-error",
-                    "--single-transaction", "--clean", "--if-exists",
-                    f"--dbname={conn.dbname}", str(path)]
-        self._run(args, conn, RestoreFailed)
+                    "--single-transaction", "--clean", "--if-exists", f"--dbname={conn.dbname}"]
+        stderr = tempfile.TemporaryFile()
+        popen = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                 stderr=stderr, env=self._env(conn))
+        try:
+            while chunk := source.read(CHUNK_SIZE):
+                popen.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # it stopped reading: it failed, and its exit code and message say why
+        except BaseException:
+            # Kill before closing stdin: at end of input psql would commit what it has read.
+            popen.kill()
+            popen.wait()
+            close_quietly(popen.stdin)
+            stderr.close()
+            raise
+        close_quietly(popen.stdin)
+        code = popen.wait()
+        message = read_stderr(stderr)
+        if code != 0:
+            name = Path(args[0]).name
+            raise RestoreFailed(message or f"{name} exited with code {code}")
 
     def database_exists(self, conn: ConnInfo) -> bool:
         """Whether `conn.dbname` exists, asked of the server's maintenance database."""
@@ -182,9 +219,29 @@ class PgTools:
                   conn.with_dbname("postgres"), RestoreFailed)
 
     def server_version(self, conn: ConnInfo) -> str:
-        """The server's version string, e.g. '15.18'."""
-        return self._run([self.program("psql"), "--no-password", "--no-psqlrc", "--tuples-only",
-                          "--no-align", "--command=SHOW server_version"], conn, DumpFailed).strip()
+        """The server's version, e.g. '15.18'."""
+        out = self._run([self.program("psql"), "--no-password", "--no-psqlrc", "--tuples-only",
+                         "--no-align", "--command=SHOW server_version"], conn, DumpFailed)
+        return out.split()[0]
+
+    def client_version(self, name: str = "pg_dump") -> str:
+        """A client program's version, e.g. '15.18' from 'pg_dump (PostgreSQL) 15.18 (Debian …)'."""
+        result = subprocess.run([self.program(name), "--version"], capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL)
+        match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)*)", result.stdout)
+        if result.returncode != 0 or not match:
+            raise ConfigurationError(f"cannot tell the version of {name}: {result.stdout or result.stderr}")
+        return match.group(1)
+
+    def check_can_dump(self, conn: ConnInfo) -> tuple[str, str]:
+        """(server version, pg_dump version); VersionMismatch if pg_dump is older than the server."""
+        server, client = self.server_version(conn), self.client_version("pg_dump")
+        if major(server) > major(client):
+            raise VersionMismatch(
+                f"the server runs PostgreSQL {server} but pg_dump is {client}: pg_dump cannot dump "
+                f"a newer server; install pg_dump {major(server)} or newer "
+                f"(postgresql-client-{major(server)}) or point PG_BIN_DIR at it")
+        return server, client
 
     def _run(self, args: list[str], conn: ConnInfo, error: type[Exception]) -> str:
         result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,

@@ -8,25 +8,29 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .. import codecs
 from ..adapters.postgres import ConnInfo, PgTools
 from ..adapters.storage import LocalStorage, PartialFile, S3Storage
+from ..crypto import MasterKey
 from ..errors import (BackupError, BackupFileMissing, BackupNotFound, ChecksumMismatch,
-                      InvalidBackupState, ObjectNotFound, StorageUnavailable)
+                      ConfigurationError, InvalidBackupState, ObjectNotFound, StorageUnavailable)
 from ..models import (COMPLETED, COPY_FAILED, FAILED, LOCAL, MISSING, PRESENT, RUNNING, S3,
                       Backup, BackupCopy, new_id, utcnow)
 from ..pipeline import Upload, stream_to_file
-from .targets import Target
+from .targets import DumpSpec
 
 Progress = Callable[[int], None]
-EXTENSIONS = {"custom": "dump", "plain": "sql"}
-CONTENT_TYPES = {"custom": "application/octet-stream", "plain": "application/sql"}
 
 
-def make_filename(database: str, created_at: datetime, backup_id: str, fmt: str) -> str:
-    """`backup-<db>-<UTC time>-<id>.<ext>`: unique, sortable, safe on disk and as a key."""
+def make_filename(database: str, created_at: datetime, backup_id: str, suffix: str) -> str:
+    """`backup-<db>-<UTC time>-<id><suffix>`: unique, sortable, safe on disk and as a key."""
     safe_db = re.sub(r"[^A-Za-z0-9_.-]+", "_", database).strip("._-") or "db"
     stamp = created_at.strftime("%Y-%m-%dT%H-%M-%SZ")
-    return f"backup-{safe_db}-{stamp}-{backup_id}.{EXTENSIONS[fmt]}"
+    return f"backup-{safe_db}-{stamp}-{backup_id}{suffix}"
+
+
+def content_type(backup: Backup) -> str:
+    return codecs.content_type(backup.format, backup.codec, backup.encrypted)
 
 
 def object_metadata(backup: Backup) -> dict[str, str]:
@@ -36,6 +40,8 @@ def object_metadata(backup: Backup) -> dict[str, str]:
         "X-Database": backup.database,
         "X-Backup-Id": backup.id,
         "X-Backup-Format": backup.format,
+        "X-Backup-Codec": backup.codec,
+        "X-Backup-Encrypted": "true" if backup.encrypted else "false",
     }
     if backup.sha256:
         metadata["X-Backup-Sha256"] = backup.sha256
@@ -86,19 +92,24 @@ def get_completed_backup(session: Session, backup_id: str) -> Backup:
 
 # --- create ----------------------------------------------------------------------------
 
-def create_backup(session: Session, target: Target, local: LocalStorage, s3: S3Storage | None,
-                  pg: PgTools, *, fmt: str = "custom", progress: Progress | None = None) -> Backup:
-    """Dump `target` once, streaming to the local file and to S3 at the same time.
+def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3Storage | None,
+                  pg: PgTools, *, key: MasterKey | None = None,
+                  progress: Progress | None = None) -> Backup:
+    """Dump `spec`'s database once, streaming to the local file and to S3 at the same time.
 
     Returns the completed backup; an s3 copy that failed is recorded as `failed` with the
     reason (the backup still completes locally). Raises DumpFailed (or another
     BackupError) after recording the backup as failed, leaving no file and no object.
     """
+    codecs.check(spec.format, spec.codec)
+    if spec.encrypt and key is None:
+        raise ConfigurationError(f"{spec.name} is set to encrypt backups but APP_ENCRYPTION_KEY is not set")
     created_at = utcnow()
     backup_id = new_id()
-    backup = Backup(id=backup_id, database=target.name, format=fmt, status=RUNNING,
-                    created_at=created_at,
-                    filename=make_filename(target.name, created_at, backup_id, fmt))
+    backup = Backup(id=backup_id, database=spec.name, format=spec.format, codec=spec.codec,
+                    encrypted=spec.encrypt, status=RUNNING, created_at=created_at,
+                    filename=make_filename(spec.name, created_at, backup_id,
+                                           codecs.file_suffix(spec.format, spec.codec, spec.encrypt)))
     session.add(backup)
     session.commit()
 
@@ -110,7 +121,7 @@ def create_backup(session: Session, target: Target, local: LocalStorage, s3: S3S
             s3_error = str(exc)
 
     try:
-        dump = pg.dump(target.conn, fmt)
+        dump = pg.dump(spec.conn, spec.format, codecs.pg_dump_compression(spec.format, spec.codec))
     except BackupError as exc:
         return _fail(session, backup, exc)
 
@@ -124,9 +135,10 @@ def create_backup(session: Session, target: Target, local: LocalStorage, s3: S3S
     if s3 is not None and s3_error is None:
         metadata = object_metadata(backup)
         upload = Upload(partial.path, lambda reader: s3.upload(
-            backup.filename, reader, metadata, CONTENT_TYPES[fmt]))
+            backup.filename, reader, metadata, content_type(backup)))
     try:
-        result = stream_to_file(dump.stdout, partial, upload, progress)
+        stored = codecs.encode(dump.stdout, spec.codec, key if spec.encrypt else None)
+        result = stream_to_file(stored, partial, upload, progress)
         dump.finish()
         path = partial.commit()
     except BaseException as exc:
@@ -149,7 +161,7 @@ def create_backup(session: Session, target: Target, local: LocalStorage, s3: S3S
             s3_error = str(outcome.error) if outcome.error else None
         if s3_error is None:
             try:
-                s3.set_metadata(backup.filename, object_metadata(backup), CONTENT_TYPES[fmt])
+                s3.set_metadata(backup.filename, object_metadata(backup), content_type(backup))
             except BackupError as exc:
                 s3_error = f"the object was uploaded but its metadata could not be set: {exc}"
         if s3_error is None:
@@ -246,46 +258,66 @@ def ensure_local_copy(session: Session, backup: Backup, local: LocalStorage, s3:
 
 # --- restore, download, delete -----------------------------------------------------------
 
+def decoding_key(backup: Backup, key: MasterKey | None) -> MasterKey | None:
+    """The key to decrypt `backup` with (None if it is not encrypted); a clear error if missing."""
+    if not backup.encrypted:
+        return None
+    if key is None:
+        raise ConfigurationError(f"backup {backup.id} is encrypted; set APP_ENCRYPTION_KEY to read it")
+    return key
+
+
 def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: LocalStorage,
-                   s3: S3Storage | None, pg: PgTools, progress: Progress | None = None) -> Backup:
+                   s3: S3Storage | None, pg: PgTools, *, key: MasterKey | None = None,
+                   progress: Progress | None = None) -> Backup:
     """Restore a backup into `conn`'s database, creating the database if it is missing.
 
-    Uses the local file when it is intact, else the S3 copy (saved locally again). The
-    restore runs in one transaction: on any error nothing is changed and RestoreFailed
-    carries the server's message.
+    Uses the local file when it is intact, else the S3 copy (saved locally again); the
+    stored bytes are decrypted and decompressed on their way into pg_restore. The restore
+    runs in one transaction: on any error nothing is changed, and RestoreFailed carries
+    the server's message.
     """
     backup = get_completed_backup(session, backup_id)
+    key = decoding_key(backup, key)
     path = ensure_local_copy(session, backup, local, s3, progress)
-    if not pg.database_exists(conn):
-        pg.create_database(conn)
-    pg.restore(conn, path, backup.format)
+    with open(path, "rb") as stored:
+        source = codecs.decode(stored, backup.format, backup.codec, key)  # checks the key first
+        if not pg.database_exists(conn):
+            pg.create_database(conn)
+        pg.restore(conn, source, backup.format)
     return backup
 
 
 def download_backup(session: Session, backup_id: str, output: Path, local: LocalStorage,
-                    s3: S3Storage | None, progress: Progress | None = None) -> Backup:
-    """Write the backup's bytes to `output` (via `output.partial`), checked against its SHA-256."""
+                    s3: S3Storage | None, *, decode: bool = False, key: MasterKey | None = None,
+                    progress: Progress | None = None) -> Backup:
+    """Write the backup to `output` (via `output.partial`): the stored bytes, checked against
+    their SHA-256, or with `decode` pg_dump's original output (decrypted, decompressed)."""
     backup = get_completed_backup(session, backup_id)
+    key = decoding_key(backup, key) if decode else None
     output = Path(output)
     if output.is_dir():
         output = output / backup.filename
     source = verified_local_path(session, backup, local)
-    if source is not None:
-        dest = PartialFile(output)
+    if source is None and not decode:
+        if s3 is None:
+            raise _missing(local_reason(backup), s3)
         try:
-            with open(source, "rb") as stream:
-                shutil.copyfileobj(stream, dest)
-        except BaseException:
-            dest.discard()
-            raise
-        dest.commit()
+            fetch_from_s3(session, backup, s3, PartialFile(output), progress)
+        except (ObjectNotFound, StorageUnavailable, ChecksumMismatch) as exc:
+            raise _missing(local_reason(backup), s3, exc) from exc
         return backup
-    if s3 is None:
-        raise _missing(local_reason(backup), s3)
+    if source is None:
+        source = ensure_local_copy(session, backup, local, s3, progress)
+    dest = PartialFile(output)
     try:
-        fetch_from_s3(session, backup, s3, PartialFile(output), progress)
-    except (ObjectNotFound, StorageUnavailable, ChecksumMismatch) as exc:
-        raise _missing(local_reason(backup), s3, exc) from exc
+        with open(source, "rb") as stored:
+            stream = codecs.decode(stored, backup.format, backup.codec, key) if decode else stored
+            shutil.copyfileobj(stream, dest, 1024 * 1024)
+    except BaseException:
+        dest.discard()
+        raise
+    dest.commit()
     return backup
 
 

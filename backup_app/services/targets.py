@@ -1,32 +1,158 @@
-"""Target databases: the ones the app backs up and restores into."""
+"""Target databases: the ones the app backs up, with how and when."""
+import re
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import codecs
 from ..adapters.postgres import ConnInfo
-from ..errors import ConfigurationError, UnknownDatabase
+from ..crypto import MasterKey
+from ..errors import BackupError, ConfigurationError, UnknownDatabase
+from ..models import Target
+from .schedules import check_cron, next_run_time
+
+TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 @dataclass(frozen=True)
-class Target:
-    """A database to back up, known by its name."""
+class DumpSpec:
+    """What to dump and how to store it: everything create_backup needs of a target."""
 
     name: str
     conn: ConnInfo
+    format: str = "custom"
+    codec: str = "gzip"
+    encrypt: bool = False
 
 
-def configured_targets(default_url: str | None) -> dict[str, Target]:
-    """The targets the configuration names; today only `BACKUP_DATABASE_URL`."""
-    if not default_url:
-        return {}
-    conn = ConnInfo.from_url(default_url)
-    return {conn.dbname: Target(conn.dbname, conn)}
+@dataclass(frozen=True)
+class TargetSettings:
+    """A target's policy; the defaults are what `flask targets add` uses."""
+
+    schedule: str | None = None
+    timezone: str = "UTC"
+    keep_days: int = 30
+    keep_last: int = 3
+    gfs: tuple[int, int, int] = (0, 0, 0)
+    format: str = "custom"
+    codec: str = "gzip"
+    encrypt: bool = False
+
+    def check(self) -> None:
+        if self.schedule:
+            check_cron(self.schedule)
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigurationError(f"unknown time zone {self.timezone!r} (use e.g. UTC, Europe/Berlin)") from None
+        if self.keep_days < 0 or self.keep_last < 0 or min(self.gfs) < 0:
+            raise ConfigurationError("retention numbers cannot be negative")
+        codecs.check(self.format, self.codec)
 
 
-def resolve_target(targets: dict[str, Target], name: str | None = None) -> Target:
-    """The target called `name`, or the default one when `name` is None."""
-    if name is None:
-        if not targets:
-            raise ConfigurationError("no database configured: set BACKUP_DATABASE_URL")
-        return next(iter(targets.values()))
-    if name not in targets:
-        raise UnknownDatabase(name, sorted(targets))
-    return targets[name]
+def list_targets(session: Session) -> list[Target]:
+    return list(session.scalars(select(Target).order_by(Target.name)))
+
+
+def get_target(session: Session, name: str) -> Target:
+    target = session.scalar(select(Target).where(Target.name == name))
+    if target is None:
+        raise UnknownDatabase(name, [t.name for t in list_targets(session)])
+    return target
+
+
+def sync_env_target(session: Session, env_url: str | None) -> Target | None:
+    """Make sure BACKUP_DATABASE_URL's database is a target (named by its dbname)."""
+    if not env_url:
+        return None
+    conn = ConnInfo.from_url(env_url)
+    target = session.scalar(select(Target).where(Target.name == conn.dbname))
+    if target is None:
+        target = Target(name=conn.dbname, from_env=True, dbname=conn.dbname)
+        session.add(target)
+    if target.from_env:
+        target.host, target.port, target.user = conn.host, conn.port, conn.user
+        target.sslmode = dict(conn.params).get("sslmode")
+    session.commit()
+    return target
+
+
+def default_target(session: Session, env_url: str | None) -> Target:
+    """The target of BACKUP_DATABASE_URL, or the only target there is."""
+    target = sync_env_target(session, env_url)
+    if target is not None:
+        return target
+    targets = list_targets(session)
+    if len(targets) == 1:
+        return targets[0]
+    raise ConfigurationError("no default database: set BACKUP_DATABASE_URL or pass --database NAME")
+
+
+def resolve_target(session: Session, name: str | None, env_url: str | None) -> Target:
+    """The target called `name`, or the default one."""
+    sync_env_target(session, env_url)
+    return get_target(session, name) if name else default_target(session, env_url)
+
+
+def target_conn(target: Target, env_url: str | None, key: MasterKey | None) -> ConnInfo:
+    """How to connect to `target`, its password decrypted."""
+    if target.from_env:
+        if not env_url:
+            raise ConfigurationError(f"target {target.name!r} comes from BACKUP_DATABASE_URL, which is not set")
+        return ConnInfo.from_url(env_url)
+    password = None
+    if target.password_encrypted:
+        if key is None:
+            raise ConfigurationError(
+                f"target {target.name!r} has a stored password but APP_ENCRYPTION_KEY is not set")
+        password = key.decrypt_secret(target.password_encrypted)
+    params = (("sslmode", target.sslmode),) if target.sslmode else ()
+    return ConnInfo(target.dbname, target.host, target.port, target.user, password, params)
+
+
+def dump_spec(target: Target, env_url: str | None, key: MasterKey | None) -> DumpSpec:
+    if target.encrypt and key is None:
+        raise ConfigurationError(f"target {target.name!r} is encrypted but APP_ENCRYPTION_KEY is not set")
+    return DumpSpec(target.name, target_conn(target, env_url, key), target.format, target.codec,
+                    target.encrypt)
+
+
+def add_target(session: Session, name: str, url: str, settings: TargetSettings,
+               key: MasterKey | None, env_url: str | None = None) -> Target:
+    """Store a new target; its password (if the URL has one) is encrypted with `key`."""
+    if not TARGET_NAME.fullmatch(name):
+        raise ConfigurationError("a target name is 1-100 letters, digits, '-', '_' or '.'")
+    settings.check()
+    conn = ConnInfo.from_url(url)
+    sync_env_target(session, env_url)
+    if session.scalar(select(Target).where(Target.name == name)) is not None:
+        raise BackupError(f"a target named {name!r} already exists")
+    if conn.password and key is None:
+        raise ConfigurationError("set APP_ENCRYPTION_KEY to store a target's password")
+    if settings.encrypt and key is None:
+        raise ConfigurationError("set APP_ENCRYPTION_KEY to encrypt backups")
+    target = Target(
+        name=name, host=conn.host, port=conn.port, user=conn.user, dbname=conn.dbname,
+        sslmode=dict(conn.params).get("sslmode"),
+        password_encrypted=key.encrypt_secret(conn.password) if conn.password else None,
+        schedule=settings.schedule or None, timezone=settings.timezone,
+        keep_days=settings.keep_days, keep_last=settings.keep_last,
+        gfs_daily=settings.gfs[0], gfs_weekly=settings.gfs[1], gfs_monthly=settings.gfs[2],
+        format=settings.format, codec=settings.codec, encrypt=settings.encrypt)
+    if target.schedule:
+        target.next_run_at = next_run_time(target.schedule, target.timezone)
+    session.add(target)
+    session.commit()
+    return target
+
+
+def remove_target(session: Session, name: str) -> Target:
+    """Forget a target; its backups stay in the catalog and in storage."""
+    target = get_target(session, name)
+    if target.from_env:
+        raise BackupError(f"target {name!r} comes from BACKUP_DATABASE_URL; unset it to remove the target")
+    session.delete(target)
+    session.commit()
+    return target

@@ -150,7 +150,7 @@ def test_killed_pg_dump_fails_the_backup_and_leaves_nothing(make_app, pg_cluster
     with app.app_context():
         s3 = wiring.s3_storage()
         with pytest.raises(DumpFailed, match="killed by signal 9"):
-            service.create_backup(db.session, wiring.target(), wiring.local_storage(), s3,
+            service.create_backup(db.session, wiring.dump_spec(), wiring.local_storage(), s3,
                                   wiring.pg_tools(), progress=kill_pg_dump_midway)
         objects = list(s3.client.list_objects(bucket_name=s3.bucket))
         uploads = s3.client._list_multipart_uploads(bucket_name=s3.bucket).uploads
@@ -167,7 +167,7 @@ def test_password_never_on_a_command_line(make_app, pg_cluster, big_db):
     app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(big_db))
 
     with app.app_context():
-        process = wiring.pg_tools().dump(wiring.target().conn)
+        process = wiring.pg_tools().dump(wiring.dump_spec().conn)
         try:
             cmdline_file = Path(f"/proc/{process.pid}/cmdline")
             deadline = time.monotonic() + 10
@@ -193,7 +193,7 @@ def test_legacy_row_without_storage_url_restores(app, runner, pg_cluster, source
     """A row from before this app (no sha256, no storage URL) with only a local file."""
     legacy_file = backup_dir / "legacy-shop.dump"
     with app.app_context():
-        process = wiring.pg_tools().dump(wiring.target().conn)
+        process = wiring.pg_tools().dump(wiring.dump_spec().conn)
         legacy_file.write_bytes(process.stdout.read())
         process.finish()
         db.session.add(Backup(id="legacy1", filename=legacy_file.name, database=source_db,

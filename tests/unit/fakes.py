@@ -28,15 +28,15 @@ class FakePg:
         self.error = error
         self.restored = []
 
-    def dump(self, conn, fmt="custom"):
+    def dump(self, conn, fmt="custom", options=()):
         self.last_dump = FakeDump(self.data, self.error)
         return self.last_dump
 
     def database_exists(self, conn):
         return True
 
-    def restore(self, conn, path, fmt):
-        self.restored.append(path.read_bytes())
+    def restore(self, conn, source, fmt):
+        self.restored.append(source.read())
 
 
 class FakeS3:

@@ -8,10 +8,10 @@ from backup_app.adapters.storage import LocalStorage
 from backup_app.errors import BackupFileMissing, DumpFailed, InvalidBackupState
 from backup_app.extensions import db
 from backup_app.services import backups as service
-from backup_app.services.targets import Target
+from backup_app.services.targets import DumpSpec
 from tests.unit.fakes import FakePg, FakeS3
 
-TARGET = Target("shop", ConnInfo.from_url("postgresql://u:p@h/shop"))
+TARGET = DumpSpec("shop", ConnInfo.from_url("postgresql://u:p@h/shop"))
 
 
 @pytest.fixture

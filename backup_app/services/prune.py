@@ -1,0 +1,39 @@
+"""Apply each target's retention policy: delete what it does not keep, from every location."""
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from ..adapters.storage import LocalStorage, S3Storage
+from ..errors import BackupError
+from ..models import Target, utcnow
+from .backups import delete_backup, list_backups
+from .retention import RetentionPolicy, plan_prune
+
+
+@dataclass
+class PruneReport:
+    """What a prune deleted (or would, in a dry run), and what it could not delete."""
+
+    deleted: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def prune(session: Session, targets: list[Target], local: LocalStorage, s3: S3Storage | None, *,
+          dry_run: bool = False, now: datetime | None = None) -> PruneReport:
+    """Delete the backups each target's policy lets go; a failed deletion is reported, not fatal."""
+    now = now or utcnow()
+    report = PruneReport()
+    for target in targets:
+        plan = plan_prune(list_backups(session, database=target.name), RetentionPolicy.of(target), now)
+        for backup, reason in plan:
+            item = {"id": backup.id, "filename": backup.filename, "database": backup.database,
+                    "reason": reason}
+            if not dry_run:
+                try:
+                    delete_backup(session, backup.id, local, s3)
+                except BackupError as exc:
+                    report.errors.append(f"{backup.id}: {exc}")
+                    continue
+            report.deleted.append(item)
+    return report

@@ -1,0 +1,1 @@
+"""Targets: the databases the app backs up."""
