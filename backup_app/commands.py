@@ -16,6 +16,10 @@ from .formatting import human_size
 from .models import COPY_FAILED
 from .services import backups as service
 from .services.prune import prune
+from .services.rescan import rescan
+from .services.sync import sync_backups
+from .services.usage import storage_usage
+from .services.verify import verify_backup
 
 
 class ServiceGroup(AppGroup):
@@ -176,6 +180,82 @@ def delete_command(backup_id, yes):
     confirm(f"Delete {backup.filename} from every location?", yes)
     service.delete_backup(db.session, backup.id, wiring.local_storage(), wiring.s3_storage())
     click.echo(f"Deleted backup {backup_id}")
+
+
+@backup_cli.command("sync")
+@click.option("--fetch-local", is_flag=True, default=None,
+              help="Also fetch S3-only backups back to disk (default: SYNC_FETCH_LOCAL).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, filename, action, error}.")
+def sync_command(fetch_local, as_json):
+    """Upload every backup whose S3 copy is missing or failed (and fetch S3-only ones back)."""
+    upgrade_catalog_if_needed()
+    if fetch_local is None:
+        fetch_local = current_app.config.get("SYNC_FETCH_LOCAL", False)
+    report = sync_backups(db.session, wiring.local_storage(), wiring.s3_storage(), fetch_local=fetch_local)
+    if as_json:
+        echo_json(report.actions)
+    else:
+        for action in report.actions:
+            click.echo(f"{action['action']:<9}{action['id']}  {action['filename']}"
+                       + (f"  ({action['error']})" if action["error"] else ""))
+        if not report.actions:
+            click.echo("Every backup has its copies.")
+    if report.failed:
+        raise click.ClickException(f"{len(report.failed)} backup(s) could not be synced: "
+                                   + "; ".join(f"{a['id']}: {a['error']}" for a in report.failed))
+
+
+@backup_cli.command("verify")
+@click.argument("backup_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the backup, with this verification, as JSON.")
+def verify_command(backup_id, as_json):
+    """Check every copy's SHA-256 and restore the backup into a scratch database."""
+    upgrade_catalog_if_needed()
+    backup = service.get_completed_backup(db.session, backup_id)
+    verification = verify_backup(db.session, backup.id, wiring.target_conn(backup.database),
+                                 wiring.local_storage(), wiring.s3_storage(), wiring.pg_tools(),
+                                 wiring.master_key())
+    if as_json:
+        echo_json(backup.to_dict())
+    elif verification.status == "passed":
+        tables = verification.tables or {}
+        click.echo(f"Verified {backup.id}: restorable, {len(tables)} tables, "
+                   f"{sum(tables.values())} rows, in {verification.duration_seconds:.1f} s")
+    if verification.status != "passed":
+        raise click.ClickException(f"verification of {backup.id} failed: {verification.error}")
+
+
+@backup_cli.command("rescan")
+@click.option("--json", "as_json", is_flag=True, help="Print {added, recorded, skipped} as JSON.")
+def rescan_command(as_json):
+    """Rebuild catalog rows from the bucket's objects and the files in BACKUP_DIR."""
+    upgrade_catalog_if_needed()
+    report = rescan(db.session, wiring.local_storage(), wiring.s3_storage())
+    if as_json:
+        echo_json({"added": report.added, "recorded": report.recorded, "skipped": report.skipped})
+        return
+    for item in report.added:
+        click.echo(f"added    {item['id']}  {item['filename']}")
+    for item in report.recorded:
+        click.echo(f"recorded {item['id']}  {item['location']} copy")
+    for name in report.skipped:
+        click.echo(f"skipped  {name} (not a backup of this app)")
+    click.echo(f"{len(report.added)} backup(s) added, {len(report.recorded)} copy record(s) added.")
+
+
+@storage_cli.command("usage")
+@click.option("--json", "as_json", is_flag=True, help="Print bytes and backups per location as JSON.")
+def storage_usage_command(as_json):
+    """Bytes used per location and per target."""
+    upgrade_catalog_if_needed()
+    usage = storage_usage(db.session)
+    if as_json:
+        echo_json(usage)
+        return
+    for location in ("local", "s3"):
+        click.echo(f"{location:<6}{human_size(usage[location]['bytes']):>12}  {usage[location]['backups']} backups")
+    for database, places in sorted(usage["by_database"].items()):
+        click.echo(f"  {database}: " + ", ".join(f"{loc} {human_size(v['bytes'])}" for loc, v in places.items()))
 
 
 @storage_cli.command("init")

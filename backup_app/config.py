@@ -31,6 +31,7 @@ class Config:
         self.MINIO_PART_SIZE = int(os.environ.get("MINIO_PART_SIZE", 16 * MIB))
         self.PG_BIN_DIR = os.environ.get("PG_BIN_DIR") or None
         self.APP_ENCRYPTION_KEY = os.environ.get("APP_ENCRYPTION_KEY") or None
+        self.SYNC_FETCH_LOCAL = env_bool("SYNC_FETCH_LOCAL")
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
 
 

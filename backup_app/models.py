@@ -3,7 +3,8 @@ import secrets
 import string
 from datetime import datetime, timezone
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text,
+                        UniqueConstraint, false)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -60,11 +61,21 @@ class Backup(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Exact rows per table, counted in pg_dump's own snapshot; verify compares against them.
+    row_counts: Mapped[dict | None] = mapped_column(JSON)
 
     copies: Mapped[list["BackupCopy"]] = relationship(
         back_populates="backup", cascade="all, delete-orphan", lazy="selectin",
         order_by="BackupCopy.location",
     )
+    verifications: Mapped[list["Verification"]] = relationship(
+        back_populates="backup", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="Verification.started_at.desc()",
+    )
+
+    @property
+    def last_verification(self) -> "Verification | None":
+        return self.verifications[0] if self.verifications else None
 
     def copy(self, location: str) -> "BackupCopy | None":
         """This backup's copy at `location`, if the catalog has one."""
@@ -86,7 +97,9 @@ class Backup(db.Model):
             "error": self.error,
             "created_at": isoformat(self.created_at),
             "completed_at": isoformat(self.completed_at),
+            "row_counts": self.row_counts,
             "copies": [c.to_dict() for c in self.copies],
+            "last_verification": self.last_verification.to_dict() if self.last_verification else None,
         }
 
 
@@ -112,6 +125,33 @@ class BackupCopy(db.Model):
             "uri": self.uri,
             "size_bytes": self.size_bytes,
             "verified_at": isoformat(self.verified_at),
+            "error": self.error,
+        }
+
+
+class Verification(db.Model):
+    """One restore-verify run of a backup: every copy's SHA-256, then a restore into a scratch database."""
+
+    __tablename__ = "verifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=RUNNING)  # running / passed / failed
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    tables: Mapped[dict | None] = mapped_column(JSON)  # rows per table in the restored copy
+    error: Mapped[str | None] = mapped_column(Text)
+
+    backup: Mapped[Backup] = relationship(back_populates="verifications")
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "started_at": isoformat(self.started_at),
+            "finished_at": isoformat(self.finished_at),
+            "duration_seconds": self.duration_seconds,
+            "tables": self.tables,
             "error": self.error,
         }
 

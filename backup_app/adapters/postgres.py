@@ -32,6 +32,16 @@ LIBPQ_PARAMS = {
 }
 FORMATS = ("custom", "plain")
 CHUNK_SIZE = 1024 * 1024
+# One query: count(*) of each user table, via query_to_xml so no client-side loop is needed.
+ROW_COUNTS_SQL = """
+SELECT format('%s.%s', n.nspname, c.relname),
+       (xpath('/row/n/text()', query_to_xml(
+           format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg_toast%' AND NOT c.relispartition
+ORDER BY 1
+"""
 
 
 @dataclass(frozen=True)
@@ -217,6 +227,18 @@ class PgTools:
         """CREATE DATABASE conn.dbname on conn's server."""
         self._run([self.program("createdb"), "--no-password", conn.dbname],
                   conn.with_dbname("postgres"), RestoreFailed)
+
+    def drop_database(self, conn: ConnInfo) -> None:
+        """DROP DATABASE IF EXISTS conn.dbname on conn's server."""
+        self._run([self.program("dropdb"), "--no-password", "--if-exists", conn.dbname],
+                  conn.with_dbname("postgres"), RestoreFailed)
+
+    def table_row_counts(self, conn: ConnInfo) -> dict[str, int]:
+        """Exact row count of every user table, keyed `schema.table`."""
+        out = self._run([self.program("psql"), "--no-password", "--no-psqlrc", "--tuples-only",
+                         "--no-align", "--field-separator=\t", f"--command={ROW_COUNTS_SQL}"],
+                        conn, RestoreFailed)
+        return {name: int(count) for name, count in (line.split("\t") for line in out.splitlines() if line)}
 
     def server_version(self, conn: ConnInfo) -> str:
         """The server's version, e.g. '15.18'."""

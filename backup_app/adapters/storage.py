@@ -109,6 +109,11 @@ class LocalStorage:
         path.unlink(missing_ok=True)
         return existed
 
+    def filenames(self) -> list[str]:
+        """Names of the complete files in the folder (no `.partial`, nothing hidden)."""
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_file() and SAFE_NAME.fullmatch(p.name) and not p.name.endswith(".partial"))
+
     def remove_partials(self) -> list[Path]:
         """Delete `*.partial` leftovers of interrupted work; return what was removed."""
         removed = sorted(self.root.glob("*.partial"))
@@ -212,6 +217,20 @@ class S3Storage:
                 return self.client.stat_object(bucket_name=self.bucket, object_name=self.key(filename))
         except ObjectNotFound:
             return None
+
+    def list(self) -> Iterator[tuple[str, int]]:
+        """(key, size) of every object in the bucket."""
+        with self._errors():
+            for obj in self.client.list_objects(bucket_name=self.bucket, recursive=True):
+                yield obj.object_name, obj.size
+
+    def metadata(self, filename: str) -> dict[str, str]:
+        """The object's user metadata with lowercase names and no `x-amz-meta-` prefix."""
+        stat = self.stat(filename)
+        if stat is None:
+            raise ObjectNotFound(f"s3://{self.bucket}/{filename} does not exist")
+        return {k.lower().removeprefix("x-amz-meta-"): v for k, v in stat.metadata.items()
+                if k.lower().startswith("x-amz-meta-")}
 
     @contextmanager
     def open(self, filename: str) -> Iterator[BinaryIO]:

@@ -278,14 +278,19 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
     the server's message.
     """
     backup = get_completed_backup(session, backup_id)
-    key = decoding_key(backup, key)
+    decoding_key(backup, key)  # a missing key is reported before anything is fetched
     path = ensure_local_copy(session, backup, local, s3, progress)
+    restore_from_file(backup, path, conn, pg, key)
+    return backup
+
+
+def restore_from_file(backup: Backup, path: Path, conn: ConnInfo, pg: PgTools, key: MasterKey | None) -> None:
+    """Decode a verified file of `backup` into pg_restore/psql, creating the database if missing."""
     with open(path, "rb") as stored:
-        source = codecs.decode(stored, backup.format, backup.codec, key)  # checks the key first
+        source = codecs.decode(stored, backup.format, backup.codec, decoding_key(backup, key))
         if not pg.database_exists(conn):
             pg.create_database(conn)
         pg.restore(conn, source, backup.format)
-    return backup
 
 
 def download_backup(session: Session, backup_id: str, output: Path, local: LocalStorage,

@@ -1,0 +1,109 @@
+"""Rebuild catalog rows from what storage holds: for an app whose catalog was lost.
+
+Objects carry their backup's id, database, timestamp, format, codec and SHA-256 in their
+metadata; the file names (`backup-<db>-<time>-<id><suffix>`) carry the same except the
+SHA-256, which is computed. Existing rows are never duplicated: a copy found for a known
+backup is recorded on that backup.
+"""
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..adapters.storage import LocalStorage, S3Storage
+from ..models import COMPLETED, LOCAL, PRESENT, S3, Backup
+from .backups import set_copy, verified_local_path
+
+FILENAME = re.compile(
+    r"backup-(?P<database>.+)-(?P<stamp>\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)-(?P<id>[a-z][a-z0-9]{5,31})"
+    r"(?P<format>\.dump|\.sql)(?P<zst>\.zst)?(?P<gz>\.gz)?(?P<enc>\.enc)?")
+
+
+@dataclass
+class RescanReport:
+    added: list[dict] = field(default_factory=list)      # new backup rows
+    recorded: list[dict] = field(default_factory=list)   # copies recorded on existing rows
+    skipped: list[str] = field(default_factory=list)     # names that are not our backups
+
+
+def describe_filename(filename: str) -> dict | None:
+    """What a backup file name says about its backup, or None if it is not one of ours."""
+    match = FILENAME.fullmatch(filename)
+    if not match:
+        return None
+    fmt = "custom" if match["format"] == ".dump" else "plain"
+    codec = "zstd" if match["zst"] else ("gzip" if match["gz"] or fmt == "custom" else "plain")
+    created = datetime.strptime(match["stamp"], "%Y-%m-%dT%H-%M-%SZ").replace(tzinfo=timezone.utc)
+    return {"id": match["id"], "database": match["database"], "format": fmt, "codec": codec,
+            "encrypted": bool(match["enc"]), "created_at": created, "sha256": None}
+
+
+def describe_object(filename: str, metadata: dict[str, str]) -> dict | None:
+    """The file name's description, corrected and completed by the object's metadata."""
+    info = describe_filename(filename)
+    if info is None or "x-backup-id" not in metadata:
+        return info
+    info.update(id=metadata["x-backup-id"], database=metadata.get("x-database", info["database"]),
+                format=metadata.get("x-backup-format", info["format"]),
+                codec=metadata.get("x-backup-codec", info["codec"]),
+                encrypted=metadata.get("x-backup-encrypted", str(info["encrypted"]).lower()) == "true",
+                sha256=metadata.get("x-backup-sha256"))
+    if "x-backup-timestamp" in metadata:
+        info["created_at"] = datetime.fromisoformat(metadata["x-backup-timestamp"].replace("Z", "+00:00"))
+    return info
+
+
+def find_backup(session: Session, info: dict, filename: str) -> Backup | None:
+    return session.scalar(select(Backup).where((Backup.id == info["id"]) | (Backup.filename == filename)))
+
+
+def add_backup(session: Session, info: dict, filename: str, size: int, report: RescanReport) -> Backup:
+    backup = Backup(id=info["id"], filename=filename, database=info["database"], format=info["format"],
+                    codec=info["codec"], encrypted=info["encrypted"], sha256=info["sha256"],
+                    size_bytes=size, status=COMPLETED, created_at=info["created_at"])
+    session.add(backup)
+    report.added.append({"id": backup.id, "filename": filename, "database": backup.database})
+    return backup
+
+
+def rescan(session: Session, local: LocalStorage, s3: S3Storage | None) -> RescanReport:
+    """Add catalog rows (and copy records) for backups found in the bucket and in BACKUP_DIR."""
+    report = RescanReport()
+    added_ids = set()
+    if s3 is not None:
+        for filename, size in s3.list():
+            info = describe_object(filename, s3.metadata(filename))
+            if info is None:
+                report.skipped.append(f"s3://{s3.bucket}/{filename}")
+                continue
+            backup = find_backup(session, info, filename)
+            if backup is None:
+                backup = add_backup(session, info, filename, size, report)
+                added_ids.add(backup.id)
+            elif backup.copy(S3) is not None and backup.copy(S3).status == PRESENT:
+                continue
+            else:
+                report.recorded.append({"id": backup.id, "filename": filename, "location": S3})
+            backup.storage_url = s3.uri(filename)
+            set_copy(backup, S3, backup.storage_url, PRESENT, size_bytes=size)
+            session.commit()
+    for filename in local.filenames():
+        info = describe_filename(filename)
+        if info is None:
+            report.skipped.append(str(local.path(filename)))
+            continue
+        backup = find_backup(session, info, filename)
+        if backup is None:
+            info["sha256"] = local.sha256(filename)
+            backup = add_backup(session, info, filename, local.size(filename), report)
+        elif backup.copy(LOCAL) is not None and backup.copy(LOCAL).status == PRESENT:
+            continue
+        elif backup.id not in added_ids:
+            report.recorded.append({"id": backup.id, "filename": filename, "location": LOCAL})
+        if backup.sha256 is None:
+            backup.sha256 = local.sha256(filename)
+        session.commit()
+        verified_local_path(session, backup, local)  # records the copy: present, or failed on mismatch
+    return report
