@@ -25,7 +25,7 @@ def s3_storage() -> S3Storage | None:
 
 
 def pg_tools() -> PgTools:
-    return PgTools(current_app.config.get("PG_BIN_DIR"))
+    return PgTools(current_app.config.get("PG_BIN_DIR"), current_app.config["RESTORE_LOCK_TIMEOUT"])
 
 
 def master_key() -> MasterKey | None:

@@ -11,6 +11,7 @@ from backup_app import create_app
 from backup_app.config import TestConfig
 from backup_app.extensions import db
 from backup_app.localservers import PostgresCluster, SeaweedS3
+from tests.helpers import invoke, new_key
 
 _names = itertools.count(1)
 
@@ -116,3 +117,35 @@ def catalog(app):
     """An app context whose db.session reads the app's catalog."""
     with app.app_context():
         yield db.session
+
+
+@pytest.fixture(scope="session")
+def big_db(pg_cluster):
+    """A database whose dump is tens of MB (random text), long enough to be interrupted."""
+    name = "big_for_kill"
+    pg_cluster.createdb(name)
+    pg_cluster.psql("CREATE TABLE blobs AS SELECT g AS id, "
+                    "repeat(md5(g::text || random()), 8) || md5(random()::text) AS body "
+                    "FROM generate_series(1, 200000) g", name)
+    return name
+
+
+@pytest.fixture
+def key():
+    return new_key()
+
+
+@pytest.fixture
+def keyed_app(make_app, pg_cluster, source_db, s3_settings, key):
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), APP_ENCRYPTION_KEY=key, **s3_settings)
+    invoke(app.test_cli_runner(), "storage", "init")
+    return app
+
+
+@pytest.fixture
+def other_db(pg_cluster):
+    name = unique_name("other")
+    pg_cluster.createdb(name)
+    fill_shop(pg_cluster, name, rows=200)
+    yield name
+    pg_cluster.dropdb(name)

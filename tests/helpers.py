@@ -1,7 +1,13 @@
 """Helpers shared by the tests."""
+import base64
 import hashlib
 import json
+import os
+from datetime import timedelta
 from pathlib import Path
+
+from backup_app.extensions import db
+from backup_app.models import Backup
 
 
 def invoke(runner, *args: str, ok: bool = True):
@@ -36,3 +42,20 @@ def error_line(result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def new_key() -> str:
+    """A fresh APP_ENCRYPTION_KEY."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def add_target(runner, name, url, *options, ok=True):
+    return invoke(runner, "targets", "add", name, "--url", url, *options, ok=ok)
+
+
+def age_backups(app, days_by_id: dict[str, float]) -> None:
+    """Move backups' created_at back by the given days, as if they had been made then."""
+    with app.app_context():
+        for backup_id, days in days_by_id.items():
+            db.session.get(Backup, backup_id).created_at -= timedelta(days=days)
+        db.session.commit()

@@ -4,15 +4,20 @@ Connection details travel in libpq environment variables (PGHOST, PGPASSWORD, â€
 that no password ever appears on a command line that `ps` can show.
 """
 import contextlib
+import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+import psycopg
 
 from ..errors import ConfigurationError, DumpFailed, RestoreFailed, VersionMismatch
 
@@ -30,8 +35,17 @@ LIBPQ_PARAMS = {
     "user": "PGUSER",
     "password": "PGPASSWORD",
 }
+log = logging.getLogger(__name__)
 FORMATS = ("custom", "plain")
 CHUNK_SIZE = 1024 * 1024
+# The restore's session, if it has waited on a lock for longer than the timeout, with its blockers.
+WAITING_ON_LOCK_SQL = """
+SELECT a.pid, (SELECT string_agg(format('pid %%s %%s@%%s', b.pid, b.usename, b.application_name), ', ')
+               FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid)))
+FROM pg_stat_activity a
+WHERE a.application_name = %s AND a.wait_event_type = 'Lock'
+      AND now() - a.state_change > make_interval(secs => %s)
+"""
 # One query: count(*) of each user table, via query_to_xml so no client-side loop is needed.
 ROW_COUNTS_SQL = """
 SELECT format('%s.%s', n.nspname, c.relname),
@@ -95,11 +109,88 @@ class ConnInfo:
             env[LIBPQ_PARAMS[key]] = value
         return env
 
+    def keywords(self) -> dict[str, str]:
+        """libpq connection keywords, for an in-process connection (psycopg)."""
+        words = {"dbname": self.dbname}
+        for name, value in (("host", self.host), ("port", self.port), ("user", self.user),
+                            ("password", self.password)):
+            if value is not None:
+                words[name] = str(value)
+        words.update(self.params)
+        return words
+
     def display(self) -> str:
         """The URL without its password, for messages and pages."""
         user = f"{self.user}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
         return f"postgresql://{user}{self.host or 'localhost'}{port}/{self.dbname}"
+
+
+class SnapshotCounter:
+    """Exact row counts in the snapshot that pg_dump reads (`pg_dump --snapshot=<id>`).
+
+    A read-only REPEATABLE READ transaction exports its snapshot; pg_dump imports it, and
+    the tables are counted on a thread in the same transaction while the dump streams. The
+    transaction stays open until `counts()` returns, which pg_dump needs while it starts.
+    """
+
+    def __init__(self, conn: ConnInfo):
+        self._db = psycopg.connect(**conn.keywords(), connect_timeout=10)
+        self._db.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        self._db.read_only = True
+        self.snapshot_id = self._db.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        self._result: dict[str, int] | None = None
+        self._thread = threading.Thread(target=self._count, name="row-counts", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _count(self) -> None:
+        try:
+            rows = self._db.execute(ROW_COUNTS_SQL).fetchall()
+            self._result = {name: int(count) for name, count in rows}
+        except psycopg.Error:
+            self._result = None  # counts are a check for verify, never a reason to fail a backup
+
+    def counts(self) -> dict[str, int] | None:
+        """Wait for the counts (None if they could not be taken) and end the transaction."""
+        if self._thread.ident is not None:  # started
+            self._thread.join()
+        self._db.close()
+        return self._result
+
+
+class LockWatchdog:
+    """Cancels a restore that waits on another session's lock for longer than `timeout` seconds.
+
+    pg_restore and dump scripts start with `SET lock_timeout = 0`, so PostgreSQL's own
+    setting cannot bound the wait; this thread watches the restore's session (found by its
+    application_name) in pg_stat_activity instead. Cancelling rolls the single transaction back.
+    """
+
+    def __init__(self, conn: ConnInfo, application_name: str, timeout: float, interval: float = 0.5):
+        self.blocked_by: str | None = None
+        self._conn, self._name, self._timeout, self._interval = conn, application_name, timeout, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="restore-lock-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        try:
+            with psycopg.connect(**self._conn.keywords(), autocommit=True, connect_timeout=10) as db:
+                while not self._stop.wait(self._interval):
+                    row = db.execute(WAITING_ON_LOCK_SQL, (self._name, self._timeout)).fetchone()
+                    if row:
+                        pid, blockers = row
+                        self.blocked_by = blockers or "unknown sessions"
+                        db.execute("SELECT pg_cancel_backend(%s)", (pid,))
+                        return
+        except psycopg.Error as exc:  # the restore still runs; it just may wait for a lock
+            log.warning("restore lock watchdog stopped: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class DumpProcess:
@@ -147,10 +238,15 @@ def read_stderr(stderr_file) -> str:
 
 
 class PgTools:
-    """PostgreSQL client programs from `bin_dir`, or from PATH / Debian's newest."""
+    """PostgreSQL client programs from `bin_dir`, or from PATH / Debian's newest.
 
-    def __init__(self, bin_dir: str | None = None):
+    A restore waits at most `lock_timeout` seconds for a lock (a session using a table that
+    `--clean` must drop), then fails and rolls back instead of hanging.
+    """
+
+    def __init__(self, bin_dir: str | None = None, lock_timeout: int = 60):
         self.bin_dir = bin_dir
+        self.lock_timeout = lock_timeout
 
     def program(self, name: str) -> str:
         """Absolute path of a client program."""
@@ -167,6 +263,13 @@ class PgTools:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(conn.env())
         return env
+
+    def snapshot_counter(self, conn: ConnInfo) -> SnapshotCounter | None:
+        """A SnapshotCounter for `conn`, or None when one cannot be opened (pg_dump will say why)."""
+        try:
+            return SnapshotCounter(conn)
+        except psycopg.Error:
+            return None
 
     def dump(self, conn: ConnInfo, fmt: str = "custom", options: list[str] = ()) -> DumpProcess:
         """Start pg_dump writing the whole database to its stdout."""
@@ -193,9 +296,12 @@ class PgTools:
         else:
             args = [self.program("pg_restore"), "--no-password", "--exit-on-error",
                     "--single-transaction", "--clean", "--if-exists", f"--dbname={conn.dbname}"]
+        env = self._env(conn)
+        env["PGAPPNAME"] = f"backup_app restore {secrets.token_hex(6)}"
         stderr = tempfile.TemporaryFile()
         popen = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                 stderr=stderr, env=self._env(conn))
+                                 stderr=stderr, env=env)
+        watchdog = LockWatchdog(conn, env["PGAPPNAME"], self.lock_timeout)
         try:
             while chunk := source.read(CHUNK_SIZE):
                 popen.stdin.write(chunk)
@@ -205,12 +311,18 @@ class PgTools:
             # Kill before closing stdin: at end of input psql would commit what it has read.
             popen.kill()
             popen.wait()
+            watchdog.stop()
             close_quietly(popen.stdin)
             stderr.close()
             raise
         close_quietly(popen.stdin)
         code = popen.wait()
+        watchdog.stop()
         message = read_stderr(stderr)
+        if watchdog.blocked_by:
+            raise RestoreFailed(
+                f"the restore waited more than {self.lock_timeout} s for locks held by other sessions "
+                f"({watchdog.blocked_by}) and was cancelled; nothing was changed")
         if code != 0:
             name = Path(args[0]).name
             raise RestoreFailed(message or f"{name} exited with code {code}")

@@ -1,4 +1,5 @@
 """Create, restore, download, delete and list backups."""
+import errno
 import re
 import shutil
 from collections.abc import Callable
@@ -12,10 +13,30 @@ from .. import codecs
 from ..adapters.postgres import ConnInfo, PgTools
 from ..adapters.storage import LocalStorage, PartialFile, S3Storage
 from ..crypto import MasterKey
-from ..errors import (BackupError, BackupFileMissing, BackupNotFound, ChecksumMismatch,
-                      ConfigurationError, InvalidBackupState, ObjectNotFound, StorageUnavailable)
-from ..models import (COMPLETED, COPY_FAILED, FAILED, LOCAL, MISSING, PRESENT, RUNNING, S3,
-                      Backup, BackupCopy, new_id, utcnow)
+from ..errors import (
+    BackupError,
+    BackupFileMissing,
+    BackupNotFound,
+    ChecksumMismatch,
+    ConfigurationError,
+    InvalidBackupState,
+    ObjectNotFound,
+    StorageUnavailable,
+)
+from ..models import (
+    COMPLETED,
+    COPY_FAILED,
+    FAILED,
+    LOCAL,
+    MISSING,
+    PRESENT,
+    RUNNING,
+    S3,
+    Backup,
+    BackupCopy,
+    new_id,
+    utcnow,
+)
 from ..pipeline import Upload, stream_to_file
 from .targets import DumpSpec
 
@@ -97,6 +118,8 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
                   progress: Progress | None = None) -> Backup:
     """Dump `spec`'s database once, streaming to the local file and to S3 at the same time.
 
+    Every table's rows are counted in pg_dump's own snapshot, for verify to compare.
+
     Returns the completed backup; an s3 copy that failed is recorded as `failed` with the
     reason (the backup still completes locally). Raises DumpFailed (or another
     BackupError) after recording the backup as failed, leaving no file and no object.
@@ -120,16 +143,24 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
         except StorageUnavailable as exc:
             s3_error = str(exc)
 
+    counter = pg.snapshot_counter(spec.conn)
+    options = codecs.pg_dump_compression(spec.format, spec.codec)
+    if counter is not None:
+        options.append(f"--snapshot={counter.snapshot_id}")
     try:
-        dump = pg.dump(spec.conn, spec.format, codecs.pg_dump_compression(spec.format, spec.codec))
+        dump = pg.dump(spec.conn, spec.format, options)
     except BackupError as exc:
+        if counter is not None:
+            counter.counts()
         return _fail(session, backup, exc)
+    if counter is not None:
+        counter.start()
 
     try:
         partial = local.open_partial(backup.filename)
     except OSError as exc:
         dump.kill()
-        return _fail(session, backup, BackupError(f"cannot write to the backup folder: {exc}"))
+        return _fail(session, backup, BackupError(local_write_error(local, exc)))
 
     upload = None
     if s3 is not None and s3_error is None:
@@ -146,14 +177,17 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
             upload.abort()
         dump.kill()
         partial.discard()
+        if counter is not None:
+            counter.counts()
         if isinstance(exc, OSError):
-            exc = BackupError(f"writing the local file failed: {exc}")
+            exc = BackupError(local_write_error(local, exc))
         if isinstance(exc, BackupError):
             return _fail(session, backup, exc)
         _fail(session, backup, BackupError(f"interrupted: {type(exc).__name__}"), raise_error=False)
         raise
 
     backup.size_bytes, backup.sha256 = result.size_bytes, result.sha256
+    backup.row_counts = counter.counts() if counter is not None else None
     set_copy(backup, LOCAL, str(path), PRESENT, size_bytes=result.size_bytes, verified=True)
     if s3 is not None:
         if upload:
@@ -173,6 +207,12 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
     backup.completed_at = utcnow()
     session.commit()
     return backup
+
+
+def local_write_error(local: LocalStorage, exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"the backup folder {local.root} is full (no space left on device)"
+    return f"writing to the backup folder {local.root} failed: {exc.strerror or exc}"
 
 
 def _fail(session: Session, backup: Backup, exc: BackupError, raise_error: bool = True) -> Backup:

@@ -11,8 +11,7 @@ from sqlalchemy.orm import Session
 from ..adapters.storage import LocalStorage, S3Storage, sha256_of
 from ..errors import BackupError, ChecksumMismatch, ConfigurationError
 from ..models import COMPLETED, COPY_FAILED, LOCAL, MISSING, PRESENT, S3, Backup
-from .backups import (content_type, fetch_from_s3, list_backups, object_metadata, set_copy,
-                      verified_local_path)
+from .backups import content_type, fetch_from_s3, list_backups, object_metadata, set_copy, verified_local_path
 
 
 @dataclass

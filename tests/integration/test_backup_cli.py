@@ -77,20 +77,6 @@ def test_restore_without_confirmation_changes_nothing(runner, pg_cluster, source
     assert count(pg_cluster, source_db) == 0
 
 
-def test_local_file_with_wrong_sha256_is_fetched_again_from_s3(runner, pg_cluster, source_db, backup_dir):
-    backup = create(runner)
-    local_file = backup_dir / backup["filename"]
-    data = bytearray(local_file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    local_file.write_bytes(bytes(data))
-    pg_cluster.psql("DELETE FROM orders", source_db)
-
-    invoke(runner, "backup", "restore", backup["id"], "--yes")
-
-    assert count(pg_cluster, source_db) == 3000
-    assert sha256_file(local_file) == backup["sha256"]
-
-
 def test_neither_copy_gives_a_clear_error(runner, pg_cluster, source_db, s3, backup_dir):
     backup = create(runner)
     (backup_dir / backup["filename"]).unlink()

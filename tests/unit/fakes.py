@@ -28,6 +28,9 @@ class FakePg:
         self.error = error
         self.restored = []
 
+    def snapshot_counter(self, conn):
+        return None
+
     def dump(self, conn, fmt="custom", options=()):
         self.last_dump = FakeDump(self.data, self.error)
         return self.last_dump
