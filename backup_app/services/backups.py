@@ -5,7 +5,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from ..adapters.postgres import ConnInfo, PgTools
@@ -59,14 +59,19 @@ def set_copy(backup: Backup, location: str, uri: str, status: str, *, error: str
 
 # --- queries ---------------------------------------------------------------------------
 
-def list_backups(session: Session, database: str | None = None, status: str | None = None) -> list[Backup]:
-    """Backups, newest first, optionally filtered."""
+def backups_query(database: str | None = None, status: str | None = None) -> Select:
+    """The query for backups, newest first, optionally filtered (pages paginate it)."""
     query = select(Backup).order_by(Backup.created_at.desc(), Backup.id)
     if database:
         query = query.where(Backup.database == database)
     if status:
         query = query.where(Backup.status == status)
-    return list(session.scalars(query))
+    return query
+
+
+def list_backups(session: Session, database: str | None = None, status: str | None = None) -> list[Backup]:
+    """Backups, newest first, optionally filtered."""
+    return list(session.scalars(backups_query(database, status)))
 
 
 def get_backup(session: Session, backup_id: str) -> Backup:
