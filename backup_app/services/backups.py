@@ -92,15 +92,17 @@ def get_completed_backup(session: Session, backup_id: str) -> Backup:
 # --- create ----------------------------------------------------------------------------
 
 def create_backup(session: Session, target: Target, local: LocalStorage, s3: S3Storage | None,
-                  pg: PgTools, *, fmt: str = "custom", progress: Progress | None = None) -> Backup:
+                  pg: PgTools, *, fmt: str = "custom", progress: Progress | None = None,
+                  backup_id: str | None = None) -> Backup:
     """Dump `target` once, streaming to the local file and to S3 at the same time.
 
     Returns the completed backup; an s3 copy that failed is recorded as `failed` with the
     reason (the backup still completes locally). Raises DumpFailed (or another
     BackupError) after recording the backup as failed, leaving no file and no object.
+    `backup_id` lets a caller (a job) know the new backup's id before it exists.
     """
     created_at = utcnow()
-    backup_id = new_id()
+    backup_id = backup_id or new_id()
     backup = Backup(id=backup_id, database=target.name, format=fmt, status=RUNNING,
                     created_at=created_at,
                     filename=make_filename(target.name, created_at, backup_id, fmt))
