@@ -254,15 +254,19 @@ def ensure_local_copy(session: Session, backup: Backup, local: LocalStorage, s3:
 # --- restore, download, delete -----------------------------------------------------------
 
 def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: LocalStorage,
-                   s3: S3Storage | None, pg: PgTools, progress: Progress | None = None) -> Backup:
+                   s3: S3Storage | None, pg: PgTools, progress: Progress | None = None,
+                   on_restoring: Callable[[], None] | None = None) -> Backup:
     """Restore a backup into `conn`'s database, creating the database if it is missing.
 
     Uses the local file when it is intact, else the S3 copy (saved locally again). The
     restore runs in one transaction: on any error nothing is changed and RestoreFailed
-    carries the server's message.
+    carries the server's message. `on_restoring` is called once the file is ready and
+    the database is about to be written.
     """
     backup = get_completed_backup(session, backup_id)
     path = ensure_local_copy(session, backup, local, s3, progress)
+    if on_restoring:
+        on_restoring()
     if not pg.database_exists(conn):
         pg.create_database(conn)
     pg.restore(conn, path, backup.format)
