@@ -1,9 +1,12 @@
 """Create, restore, download, delete and list backups."""
+import hashlib
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -14,7 +17,7 @@ from ..errors import (BackupError, BackupFileMissing, BackupNotFound, ChecksumMi
                       InvalidBackupState, ObjectNotFound, StorageUnavailable)
 from ..models import (COMPLETED, COPY_FAILED, FAILED, LOCAL, MISSING, PRESENT, RUNNING, S3,
                       Backup, BackupCopy, new_id, utcnow)
-from ..pipeline import Upload, stream_to_file
+from ..pipeline import CHUNK_SIZE, Upload, stream_to_file
 from .targets import Target
 
 Progress = Callable[[int], None]
@@ -298,6 +301,71 @@ def download_backup(session: Session, backup_id: str, output: Path, local: Local
     except (ObjectNotFound, StorageUnavailable, ChecksumMismatch) as exc:
         raise _missing(local_reason(backup), s3, exc) from exc
     return backup
+
+
+class BackupStream:
+    """A completed backup's bytes from one copy, checked against its SHA-256 as they flow.
+
+    Iterating yields chunks. The last chunk is held back until the whole content has
+    matched, so a corrupt copy never reaches the reader complete: the copy is marked
+    failed and ChecksumMismatch is raised instead. `close()` releases the source.
+    """
+
+    def __init__(self, session: Session, backup: Backup, location: str, uri: str,
+                 source: BinaryIO, close: Callable[[], None]):
+        self.backup = backup
+        self.location = location
+        self._session = session
+        self._uri = uri
+        self._source = source
+        self.close = close
+
+    def __iter__(self) -> Iterator[bytes]:
+        digest = hashlib.sha256()
+        held = b""
+        while chunk := self._source.read(CHUNK_SIZE):
+            digest.update(chunk)
+            if held:
+                yield held
+            held = chunk
+        if self.backup.sha256 and digest.hexdigest() != self.backup.sha256:
+            set_copy(self.backup, self.location, self._uri, COPY_FAILED, error="SHA-256 mismatch")
+            self._session.commit()
+            raise ChecksumMismatch(f"the {self.location} copy of {self.backup.filename} "
+                                   "does not match its recorded SHA-256")
+        if held:
+            yield held
+
+
+def open_backup_stream(session: Session, backup_id: str, local: LocalStorage,
+                       s3: S3Storage | None) -> BackupStream:
+    """A completed backup's bytes for a streaming download, never loaded whole into memory.
+
+    Reads the local file unless it is gone or known to be corrupt, else the S3 object;
+    raises BackupFileMissing when neither can be read.
+    """
+    backup = get_completed_backup(session, backup_id)
+    filename = backup.filename
+    local_copy = backup.copy(LOCAL)
+    if local.exists(filename):
+        if not (local_copy and local_copy.status == COPY_FAILED):
+            source = local.open(filename)
+            return BackupStream(session, backup, LOCAL, local.uri(filename), source, source.close)
+    elif local_copy and local_copy.status == PRESENT:
+        set_copy(backup, LOCAL, local.uri(filename), MISSING, error="file not found")
+        session.commit()
+    if s3 is None:
+        raise _missing(local_reason(backup), s3)
+    resources = ExitStack()
+    try:
+        source = resources.enter_context(s3.open(filename))
+    except ObjectNotFound as exc:
+        set_copy(backup, S3, s3.uri(filename), MISSING, error="object not found")
+        session.commit()
+        raise _missing(local_reason(backup), s3, exc) from exc
+    except StorageUnavailable as exc:
+        raise _missing(local_reason(backup), s3, exc) from exc
+    return BackupStream(session, backup, S3, s3.uri(filename), source, resources.close)
 
 
 def delete_backup(session: Session, backup_id: str, local: LocalStorage, s3: S3Storage | None) -> Backup:
