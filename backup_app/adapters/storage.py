@@ -109,6 +109,14 @@ class LocalStorage:
         path.unlink(missing_ok=True)
         return existed
 
+    def remove_partial(self, filename: str) -> bool:
+        """Delete the `.partial` leftover of one interrupted write; False if there was none."""
+        path = self.path(filename)
+        partial = path.with_name(path.name + ".partial")
+        existed = partial.exists()
+        partial.unlink(missing_ok=True)
+        return existed
+
     def remove_partials(self) -> list[Path]:
         """Delete `*.partial` leftovers of interrupted work; return what was removed."""
         removed = sorted(self.root.glob("*.partial"))
