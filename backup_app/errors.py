@@ -48,3 +48,37 @@ class InvalidBackupState(BackupError):
 
 class ObjectNotFound(BackupError):
     """The S3 store answered, but has no such object."""
+
+
+class JobConflict(BackupError):
+    """Another job for the same target database is queued or running."""
+
+
+class QueueUnavailable(BackupError):
+    """The job queue (SQLite file or Redis) refused the job."""
+
+
+class ConfirmationMismatch(BackupError):
+    def __init__(self, expected: str):
+        super().__init__(f"Confirmation does not match: type the target database name {expected!r}")
+
+
+class UserExists(BackupError):
+    def __init__(self, email: str):
+        super().__init__(f"A user {email} already exists")
+
+
+class UserNotFound(BackupError):
+    def __init__(self, email: str):
+        super().__init__(f"No user {email}")
+
+
+class LoginFailed(BackupError):
+    def __init__(self):
+        super().__init__("Wrong email or password")
+
+
+class TooManyLoginAttempts(BackupError):
+    def __init__(self, wait_seconds: int):
+        self.wait_seconds = wait_seconds
+        super().__init__(f"Too many failed sign-ins; try again in {wait_seconds} s")
