@@ -82,3 +82,12 @@ class TooManyLoginAttempts(BackupError):
     def __init__(self, wait_seconds: int):
         self.wait_seconds = wait_seconds
         super().__init__(f"Too many failed sign-ins; try again in {wait_seconds} s")
+
+
+class JobNotFound(BackupError):
+    def __init__(self, job_id: str):
+        super().__init__(f"Job not found: {job_id}")
+
+
+class InvalidRequest(BackupError):
+    """An API call's body or parameters are malformed."""

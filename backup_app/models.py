@@ -144,6 +144,7 @@ class Job(db.Model):
     target: Mapped[str] = mapped_column(String(1024))
     backup_id: Mapped[str | None] = mapped_column(String(32), index=True)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    result: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     log: Mapped[str] = mapped_column(Text, default="")
     # host:pid of the worker running it, so a restarted worker can tell its dead jobs.
@@ -178,6 +179,7 @@ class Job(db.Model):
             "target": self.target,
             "backup_id": self.backup_id,
             "bytes_done": self.bytes_done,
+            "result": self.result,
             "error": self.error,
             "created_at": isoformat(self.created_at),
             "started_at": isoformat(self.started_at),

@@ -114,3 +114,31 @@ def catalog(app):
     """An app context whose db.session reads the app's catalog."""
     with app.app_context():
         yield db.session
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the full app (real PostgreSQL and S3), signed in."""
+    from tests.web_helpers import add_user, sign_in
+    add_user(app)
+    client = app.test_client()
+    assert sign_in(client).status_code == 302
+    return client
+
+
+@pytest.fixture
+def bare_app(make_app):
+    """An app with a catalog and a folder but no target database and no S3, and one user."""
+    from tests.web_helpers import add_user
+    app = make_app()
+    add_user(app)
+    return app
+
+
+@pytest.fixture
+def bare_client(bare_app):
+    """A signed-in test client of `bare_app`."""
+    from tests.web_helpers import sign_in
+    client = bare_app.test_client()
+    assert sign_in(client).status_code == 302
+    return client

@@ -27,6 +27,7 @@ def upgrade():
     sa.Column('target', sa.String(length=1024), nullable=False),
     sa.Column('backup_id', sa.String(length=32), nullable=True),
     sa.Column('bytes_done', sa.BigInteger(), nullable=False),
+    sa.Column('result', sa.Text(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('log', sa.Text(), nullable=False),
     sa.Column('worker', sa.String(length=255), nullable=True),
