@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import RadioField, SelectField, StringField
+from wtforms import RadioField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from ..models import COMPLETED, FAILED, RUNNING
@@ -10,8 +10,9 @@ class CreateBackupForm(FlaskForm):
 
 
 class RestoreForm(FlaskForm):
-    target = RadioField("Restore into", choices=[("configured", "its own database"),
-                                                  ("other", "another database")], default="configured")
+    target = RadioField("Restore into", choices=[SelectChoice("configured", "its own database"),
+                                                  SelectChoice("other", "another database")],
+                        default="configured")
     target_url = StringField("Connection URL", validators=[Optional(), Length(max=1024)],
                              description="postgresql://user:password@host:port/dbname")
     confirm = StringField("Type the target database's name to confirm", validators=[DataRequired()])
@@ -28,7 +29,8 @@ class DeleteForm(FlaskForm):
     """Only the CSRF token: the page itself is the confirmation."""
 
 
-STATUS_CHOICES = [("", "any status"), (RUNNING, RUNNING), (COMPLETED, COMPLETED), (FAILED, FAILED)]
+STATUS_CHOICES = [SelectChoice("", "any status"), SelectChoice(RUNNING), SelectChoice(COMPLETED),
+                  SelectChoice(FAILED)]
 
 
 class FilterForm(FlaskForm):

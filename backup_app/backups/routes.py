@@ -1,5 +1,6 @@
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
+from wtforms import SelectChoice
 
 from .. import jobs, wiring
 from ..adapters.postgres import ConnInfo
@@ -31,7 +32,7 @@ def database_names() -> list[str]:
 def index():
     """List backups, newest first, filtered by database and status, a page at a time."""
     form = FilterForm(request.args)
-    form.database.choices = [("", "any database")] + [(name, name) for name in database_names()]
+    form.database.choices = [SelectChoice("", "any database")] + [SelectChoice(name) for name in database_names()]
     database = status = None
     if form.validate():
         database, status = form.database.data or None, form.status.data or None
@@ -45,7 +46,7 @@ def index():
 def create():
     """Queue a backup of a configured database."""
     form = CreateBackupForm()
-    form.database.choices = [(name, name) for name in wiring.targets()]
+    form.database.choices = [SelectChoice(name) for name in wiring.targets()]
     if form.validate_on_submit():
         try:
             job = jobs.queue_create(db.session, wiring.target(form.database.data))

@@ -308,7 +308,8 @@ class BackupStream:
 
     Iterating yields chunks. The last chunk is held back until the whole content has
     matched, so a corrupt copy never reaches the reader complete: the copy is marked
-    failed and ChecksumMismatch is raised instead. `close()` releases the source.
+    failed and ChecksumMismatch is raised instead. The source is released once read;
+    `close()` releases it early (it may be called more than once).
     """
 
     def __init__(self, session: Session, backup: Backup, location: str, uri: str,
@@ -323,11 +324,14 @@ class BackupStream:
     def __iter__(self) -> Iterator[bytes]:
         digest = hashlib.sha256()
         held = b""
-        while chunk := self._source.read(CHUNK_SIZE):
-            digest.update(chunk)
-            if held:
-                yield held
-            held = chunk
+        try:
+            while chunk := self._source.read(CHUNK_SIZE):
+                digest.update(chunk)
+                if held:
+                    yield held
+                held = chunk
+        finally:
+            self.close()
         if self.backup.sha256 and digest.hexdigest() != self.backup.sha256:
             set_copy(self.backup, self.location, self._uri, COPY_FAILED, error="SHA-256 mismatch")
             self._session.commit()
