@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
 from wtforms import RadioField, SelectChoice, SelectField, StringField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.validators import DataRequired, Length, ValidationError
 
 from ..models import COMPLETED, FAILED, RUNNING
 
@@ -13,7 +13,7 @@ class RestoreForm(FlaskForm):
     target = RadioField("Restore into", choices=[SelectChoice("configured", "its own database"),
                                                   SelectChoice("other", "another database")],
                         default="configured")
-    target_url = StringField("Connection URL", validators=[Optional(), Length(max=1024)],
+    target_url = StringField("Connection URL", validators=[Length(max=1024)],
                              description="postgresql://user:password@host:port/dbname")
     confirm = StringField("Type the target database's name to confirm", validators=[DataRequired()])
 

@@ -333,7 +333,9 @@ class BackupStream:
         finally:
             self.close()
         if self.backup.sha256 and digest.hexdigest() != self.backup.sha256:
-            set_copy(self.backup, self.location, self._uri, COPY_FAILED, error="SHA-256 mismatch")
+            # Read again: a web response is streamed after the view's session was closed.
+            backup = get_backup(self._session, self.backup.id)
+            set_copy(backup, self.location, self._uri, COPY_FAILED, error="SHA-256 mismatch")
             self._session.commit()
             raise ChecksumMismatch(f"the {self.location} copy of {self.backup.filename} "
                                    "does not match its recorded SHA-256")
