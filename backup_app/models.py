@@ -55,6 +55,7 @@ class Backup(db.Model):
     __tablename__ = "backups"
     # The list page filters by database or status and sorts newest first.
     __table_args__ = (
+        Index("ix_backups_created_id", "created_at", "id"),
         Index("ix_backups_database_created", "database", "created_at", "id"),
         Index("ix_backups_status_created", "status", "created_at", "id"),
     )

@@ -64,7 +64,8 @@ def set_copy(backup: Backup, location: str, uri: str, status: str, *, error: str
 
 def backups_query(database: str | None = None, status: str | None = None) -> Select:
     """The query for backups, newest first, optionally filtered (pages paginate it)."""
-    query = select(Backup).order_by(Backup.created_at.desc(), Backup.id)
+    # Both columns descending, so one index (scanned backwards) serves the whole order.
+    query = select(Backup).order_by(Backup.created_at.desc(), Backup.id.desc())
     if database:
         query = query.where(Backup.database == database)
     if status:

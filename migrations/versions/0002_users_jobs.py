@@ -69,6 +69,7 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_api_tokens_user_id'), ['user_id'], unique=False)
 
     with op.batch_alter_table('backups', schema=None) as batch_op:
+        batch_op.create_index('ix_backups_created_id', ['created_at', 'id'], unique=False)
         batch_op.create_index('ix_backups_database_created', ['database', 'created_at', 'id'], unique=False)
         batch_op.create_index('ix_backups_status_created', ['status', 'created_at', 'id'], unique=False)
 
@@ -80,6 +81,7 @@ def downgrade():
     with op.batch_alter_table('backups', schema=None) as batch_op:
         batch_op.drop_index('ix_backups_status_created')
         batch_op.drop_index('ix_backups_database_created')
+        batch_op.drop_index('ix_backups_created_id')
 
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_api_tokens_user_id'))
