@@ -283,4 +283,6 @@ def run_worker(workers: int) -> None:
     huey = job_queue().huey
     if huey.immediate:
         raise BackupError("HUEY_IMMEDIATE is set: jobs run inside the request, there is nothing to consume")
-    huey.create_consumer(workers=workers, worker_type="thread", periodic=False).run()
+    # Poll an idle SQLite queue every second at most (Huey's default backs off to 10 s);
+    # Redis blocks on the queue instead of polling.
+    huey.create_consumer(workers=workers, worker_type="thread", periodic=False, max_delay=1.0).run()
