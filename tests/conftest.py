@@ -142,3 +142,18 @@ def bare_client(bare_app):
     client = bare_app.test_client()
     assert sign_in(client).status_code == 302
     return client
+
+
+@pytest.fixture
+def live_app(tmp_path, pg_cluster, source_db, s3_settings):
+    """gunicorn + `flask worker` processes backing up `source_db` (see tests/web_helpers.LiveApp)."""
+    import os
+    from tests.web_helpers import LiveApp
+    env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "live-test",
+           "BACKUP_DATABASE_URL": pg_cluster.url(source_db),
+           "CATALOG_DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
+           "BACKUP_DIR": str(tmp_path / "backups"), "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),
+           **s3_settings}
+    app = LiveApp(env, tmp_path).start()
+    yield app
+    app.stop()

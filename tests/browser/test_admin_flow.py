@@ -1,38 +1,17 @@
 """An admin in Chromium: sign in, back up, watch the job, download, restore, delete."""
 import hashlib
 import re
-import subprocess
 
 import pytest
 from playwright.sync_api import expect
 
-from backup_app.localservers import DEBIAN_PG_BIN
-from tests.web_helpers import EMAIL, PASSWORD
+from tests.web_helpers import EMAIL, PASSWORD, TableLock
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
 def count(pg_cluster, dbname: str) -> int:
     return int(pg_cluster.psql("SELECT count(*) FROM orders", dbname))
-
-
-class TableLock:
-    """Holds ACCESS EXCLUSIVE on a table in an open transaction, so a pg_dump of it waits."""
-
-    def __init__(self, pg_cluster, dbname: str, table: str):
-        self.psql = subprocess.Popen(
-            [f"{DEBIAN_PG_BIN}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-             "-p", str(pg_cluster.port), "-U", "postgres", "-d", dbname],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-            env={"PGPASSWORD": pg_cluster.password, "PATH": "/usr/bin:/bin"})
-        self.psql.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n")
-        self.psql.stdin.flush()
-
-    def release(self) -> None:
-        if self.psql.poll() is None:
-            self.psql.stdin.write("COMMIT;\n")
-            self.psql.stdin.close()
-            self.psql.wait(timeout=10)
 
 
 def test_sign_in_back_up_watch_download_restore_delete(live_app, page, screenshot, pg_cluster, source_db,
