@@ -50,6 +50,10 @@ def text(response) -> str:
     return response.get_data(as_text=True)
 
 
+def count_orders(pg_cluster, dbname: str) -> int:
+    return int(pg_cluster.psql("SELECT count(*) FROM orders", dbname))
+
+
 def answers(url: str) -> bool:
     try:
         urllib.request.urlopen(url, timeout=1).close()

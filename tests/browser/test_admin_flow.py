@@ -5,13 +5,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.web_helpers import EMAIL, PASSWORD, TableLock
+from tests.web_helpers import EMAIL, PASSWORD, TableLock, count_orders
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
-
-def count(pg_cluster, dbname: str) -> int:
-    return int(pg_cluster.psql("SELECT count(*) FROM orders", dbname))
 
 
 def test_sign_in_back_up_watch_download_restore_delete(live_app, page, screenshot, pg_cluster, source_db,
@@ -87,7 +83,7 @@ def test_sign_in_back_up_watch_download_restore_delete(live_app, page, screensho
     row = page.locator("tr.highlight")
     expect(row.locator('[data-field="status"]')).to_have_text("completed", timeout=30_000)
     expect(row.locator('[data-field="result"]')).to_contain_text(f"restored {filename}")
-    assert count(pg_cluster, source_db) == 3000
+    assert count_orders(pg_cluster, source_db) == 3000
 
     # Delete, after the confirmation page.
     row.get_by_role("link", name=filename).click()

@@ -7,14 +7,11 @@ import pytest
 
 from backup_app.extensions import db
 from backup_app.models import Job
+from backup_app.localservers import free_port
 from tests.helpers import copy_status
-from tests.web_helpers import api_token, submit, text
+from tests.web_helpers import add_user, api_token, count_orders, sign_in, submit, text
 
 pytestmark = pytest.mark.integration
-
-
-def count(pg_cluster, dbname: str, table: str = "orders") -> int:
-    return int(pg_cluster.psql(f"SELECT count(*) FROM {table}", dbname))
 
 
 def only_job(app) -> Job:
@@ -76,11 +73,11 @@ def test_restore_page_needs_the_typed_name_then_restores(app, client, pg_cluster
     assert "This overwrites data" in page and f"type <strong>{source_db}</strong>" in page
     wrong = submit(client, url, {"target": "configured", "confirm": "something-else"})
     assert wrong.status_code == 403 and "Confirmation does not match" in text(wrong)
-    assert count(pg_cluster, source_db) == 0
+    assert count_orders(pg_cluster, source_db) == 0
 
     done = submit(client, url, {"target": "configured", "confirm": source_db})
     assert done.status_code == 302
-    assert count(pg_cluster, source_db) == 3000
+    assert count_orders(pg_cluster, source_db) == 3000
 
 
 def test_restore_into_another_url(app, client, pg_cluster, source_db):
@@ -91,7 +88,7 @@ def test_restore_into_another_url(app, client, pg_cluster, source_db):
         response = submit(client, f"/backups/{backup_id}/restore",
                           {"target": "other", "target_url": pg_cluster.url(other), "confirm": other})
         assert response.status_code == 302
-        assert count(pg_cluster, other) == 3000
+        assert count_orders(pg_cluster, other) == 3000
     finally:
         pg_cluster.dropdb(other)
 
@@ -137,7 +134,7 @@ def test_api_checklist(app, client, pg_cluster, source_db, s3):
     restored = api.post(f"/api/backups/{backup['id']}/restore", headers=headers, json={"confirm": source_db})
     assert restored.status_code == 202
     assert api.get(f"/api/jobs/{restored.json['job_id']}", headers=headers).json["status"] == "completed"
-    assert count(pg_cluster, source_db) == 3000
+    assert count_orders(pg_cluster, source_db) == 3000
 
     assert api.delete(f"/api/backups/{backup['id']}", headers=headers).status_code == 204
     assert api.get(f"/api/backups/{backup['id']}", headers=headers).status_code == 404
@@ -145,7 +142,6 @@ def test_api_checklist(app, client, pg_cluster, source_db, s3):
 
 
 def test_failed_dump_shows_pg_dumps_message(make_app, pg_cluster, source_db, s3_settings):
-    from tests.web_helpers import add_user, sign_in
     bad_url = pg_cluster.url(source_db, password="wrong-password")
     app = make_app(BACKUP_DATABASE_URL=bad_url, **s3_settings)
     add_user(app)
@@ -162,8 +158,6 @@ def test_failed_dump_shows_pg_dumps_message(make_app, pg_cluster, source_db, s3_
 
 
 def test_s3_down_marks_the_copy_failed_and_delete_refuses(make_app, pg_cluster, source_db, s3_server):
-    from backup_app.localservers import free_port
-    from tests.web_helpers import add_user, sign_in
     app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), MINIO_ENDPOINT=f"127.0.0.1:{free_port()}",
                    MINIO_ACCESS_KEY="k", MINIO_SECRET_KEY="s")
     add_user(app)

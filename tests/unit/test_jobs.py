@@ -12,8 +12,10 @@ from backup_app.adapters.postgres import ConnInfo
 from backup_app.errors import JobConflict
 from backup_app.extensions import db
 from backup_app.models import COMPLETED, CREATE, RESTORE, RUNNING, Backup, Job, utcnow
+from backup_app.services.backups import backups_query
 from backup_app.services.targets import Target
 from backup_app.services.users import throttle_wait
+from tests.web_helpers import add_user, sign_in
 
 SHOP = Target("shop", ConnInfo.from_url("postgresql://app@db.example:5432/shop"))
 
@@ -147,14 +149,12 @@ def test_list_query_uses_the_indexes_with_100k_backups(make_app):
             for n in range(100_000)])
         db.session.commit()
         client = app.test_client()
-        from tests.web_helpers import add_user, sign_in
         add_user(app)
         sign_in(client)
         for url in ("/", "/?database=db3", "/?status=failed", "/?page=1500"):
             began = time.monotonic()
             assert client.get(url).status_code == 200
             assert time.monotonic() - began < 1.0, url
-        from backup_app.services.backups import backups_query
         for query in (backups_query(), backups_query("db3"), backups_query(None, "failed")):
             plan = " ".join(str(row) for row in db.session.execute(
                 db.text("EXPLAIN QUERY PLAN " + str(query.limit(50).compile(

@@ -135,8 +135,8 @@ def test_bad_ids_give_api_404(bare_app):
                                            headers=headers, **kwargs)
         assert response.status_code == 404, url
         assert response.json["error"] in ("Backup not found: nosuch", "Job not found: nosuch")
-    assert client.get("/api/nothing", headers=headers).json == {"error": client.get(
-        "/api/nothing", headers=headers).json["error"]}
+    unknown_route = client.get("/api/nothing", headers=headers)
+    assert unknown_route.status_code == 404 and "not found" in unknown_route.json["error"]
 
 
 def test_api_errors_for_bad_requests(bare_app):
