@@ -49,9 +49,7 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     login_manager.init_app(app)
-    login_manager.login_view = "auth.login"
-    login_manager.login_message_category = "info"
-    app.before_request(require_login)
+    app.before_request(require_login)  # instead of @login_required on each view: none can be forgotten
     jobs.init_app(app)
 
 

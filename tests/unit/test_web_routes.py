@@ -9,7 +9,7 @@ import pytest
 from backup_app import wiring
 from backup_app.extensions import db
 from backup_app.models import COMPLETED, LOCAL, PRESENT, S3, Backup, BackupCopy, Job, utcnow
-from tests.web_helpers import EMAIL, PASSWORD, api_token, csrf_token, sign_in, submit, text
+from tests.web_helpers import EMAIL, PASSWORD, add_user, api_token, csrf_token, sign_in, submit, text
 
 PAGES = ["/", "/backups/new", "/backups/b1", "/backups/b1/download", "/backups/b1/restore",
          "/backups/b1/delete", "/jobs/", "/jobs/j1.json"]
@@ -274,7 +274,9 @@ def test_users_cli(bare_app):
     assert created.exit_code == 0 and "Created user ops@example.com" in created.output
     again = runner.invoke(args=["users", "create", "ops@example.com", "--password-stdin"], input="x" * 9)
     assert again.exit_code == 1 and "Error: A user ops@example.com already exists" in again.output
-    short = runner.invoke(args=["users", "create", "new@example.com", "--password-stdin"], input="short\n")
+    prompted = runner.invoke(args=["users", "create", "new@example.com"], input="a-long-password\n" * 2)
+    assert prompted.exit_code == 0 and "Created user new@example.com" in prompted.output
+    short = runner.invoke(args=["users", "create", "other@example.com", "--password-stdin"], input="short\n")
     assert short.exit_code == 1 and "at least 8 characters" in short.output
 
     token = runner.invoke(args=["users", "token", "ops@example.com"]).stdout.strip()
@@ -285,3 +287,37 @@ def test_users_cli(bare_app):
         assert token not in {t.token_hash for t in db.session.query(ApiToken)}
     unknown = runner.invoke(args=["users", "token", "nobody@example.com"])
     assert unknown.exit_code == 1 and "Error: No user nobody@example.com" in unknown.output
+
+
+def test_api_conflict_and_unavailable(make_app, tmp_path):
+    app = make_app(BACKUP_DATABASE_URL="postgresql://app@db.example:5432/shop", HUEY_IMMEDIATE=False,
+                   HUEY_SQLITE_PATH=str(tmp_path / "huey.db"))
+    add_user(app)
+    add_backup(app, backup_id="b1", s3_copy=True)
+    headers = {"Authorization": f"Bearer {api_token(app)}"}
+    client = app.test_client()
+
+    first = client.post("/api/backups", headers=headers)
+    assert first.status_code == 202 and first.headers["Location"] == f"/api/jobs/{first.json['job_id']}"
+    assert client.get(first.headers["Location"], headers=headers).json["status"] == "queued"
+    second = client.post("/api/backups", headers=headers)
+    assert second.status_code == 409
+    assert second.json["error"] == (f"A create job for shop is already queued (job {first.json['job_id']}); "
+                                    "wait for it to finish")
+    restore = client.post("/api/backups/b1/restore", headers=headers, json={"confirm": "shop"})
+    assert restore.status_code == 409, "a restore into the same database waits its turn too"
+
+    deleted = client.delete("/api/backups/b1", headers=headers)
+    assert deleted.status_code == 503 and "MINIO_ENDPOINT is not set" in deleted.json["error"]
+
+
+def test_unexpected_errors_get_the_500_page(bare_app, bare_client, monkeypatch):
+    from backup_app.backups import routes
+
+    def broken(*_args):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(routes.service, "backups_query", broken)
+    bare_app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = bare_client.get("/")
+    assert response.status_code == 500
+    assert "500 · Something went wrong" in text(response) and "boom" not in text(response)
