@@ -5,7 +5,9 @@ from pathlib import Path
 from flask import Flask
 
 from .config import Config
-from .extensions import db, migrate
+from .errorhandlers import register_errorhandlers
+from .extensions import csrf, db, login_manager, migrate
+from .formatting import exact_time, human_size, location_label, relative_time
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -21,6 +23,8 @@ def create_app(config: object | dict | None = None) -> Flask:
     apply_instance_defaults(app)
     register_extensions(app)
     register_blueprints(app)
+    register_errorhandlers(app)
+    register_template_filters(app)
     register_commands(app)
     return app
 
@@ -38,20 +42,45 @@ def apply_instance_defaults(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
+    from . import jobs
+    from .auth.guard import require_login
+
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    app.before_request(require_login)  # instead of @login_required on each view: none can be forgotten
+    jobs.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
+    from .api import bp as api_bp
+    from .auth import bp as auth_bp
     from .backups import bp as backups_bp
+    from .health import bp as health_bp
+    from .job_pages import bp as jobs_bp
 
     app.register_blueprint(backups_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(jobs_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(health_bp)
+    csrf.exempt(api_bp)  # bearer tokens only: no ambient credential to forge a request with
+
+
+def register_template_filters(app: Flask) -> None:
+    app.jinja_env.filters.update(human_size=human_size, ago=relative_time, exact=exact_time,
+                                  location=location_label)
 
 
 def register_commands(app: Flask) -> None:
+    from .auth.commands import users_cli
     from .commands import backup_cli, storage_cli
     from .targets.commands import targets_cli
+    from .worker import worker_command
 
     app.cli.add_command(backup_cli)
     app.cli.add_command(storage_cli)
     app.cli.add_command(targets_cli)
+    app.cli.add_command(users_cli)
+    app.cli.add_command(worker_command)

@@ -35,6 +35,14 @@ class Config:
         # Seconds a restore waits for a lock held by another session before it fails.
         self.RESTORE_LOCK_TIMEOUT = int(os.environ.get("RESTORE_LOCK_TIMEOUT", 60))
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        # Jobs: RedisHuey when REDIS_URL is set, else SqliteHuey (default <instance>/huey.db).
+        self.REDIS_URL = os.environ.get("REDIS_URL") or None
+        self.HUEY_SQLITE_PATH = os.environ.get("HUEY_SQLITE_PATH") or None
+        self.HUEY_IMMEDIATE = False
+        # The session cookie: never readable by scripts, not sent on cross-site requests.
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
 
 
 class TestConfig(Config):
@@ -45,3 +53,4 @@ class TestConfig(Config):
     def __init__(self) -> None:
         super().__init__()
         self.SECRET_KEY = "test-secret-key"
+        self.HUEY_IMMEDIATE = True  # jobs run inside the request; browser tests run a real worker

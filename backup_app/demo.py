@@ -3,7 +3,8 @@
 Unless the environment points elsewhere, this starts a PostgreSQL cluster with a small
 demo database and a SeaweedFS S3 server (loopback only, with generated keys), both kept
 under the instance folder so backups survive a restart. It then migrates the catalog,
-creates the bucket, and runs gunicorn in the foreground; Ctrl-C stops everything.
+creates the bucket and, on the first run, an admin user whose password it prints once.
+It runs the job worker and gunicorn in the foreground; Ctrl-C stops everything.
 """
 import json
 import os
@@ -17,6 +18,7 @@ from .localservers import PostgresCluster, SeaweedS3
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = ROOT / "instance"
 DEMO_DB = "shop"
+ADMIN_EMAIL = "admin@localhost"
 
 
 def demo_settings() -> dict:
@@ -51,6 +53,30 @@ def start_demo_postgres(password: str) -> tuple[PostgresCluster, str]:
     return cluster, cluster.url(DEMO_DB)
 
 
+def create_first_admin(flask: str, env: dict) -> None:
+    """Create the admin user on the first run and print its password, this once."""
+    password = secrets.token_urlsafe(12)
+    result = subprocess.run([flask, "users", "create", ADMIN_EMAIL, "--password-stdin"], env=env, cwd=ROOT,
+                            input=password + "\n", text=True, capture_output=True)
+    if result.returncode == 0:
+        print(f"created the admin user: sign in as {ADMIN_EMAIL} with password {password}\n"
+              "(shown this once; `flask users create EMAIL` adds more users)")
+    elif "already exists" in result.stderr:
+        print(f"sign in as {ADMIN_EMAIL} (its password was printed when `make run` first created it)")
+    else:
+        raise RuntimeError(result.stderr.strip())
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def main() -> int:
     INSTANCE.mkdir(exist_ok=True)
     settings = demo_settings()
@@ -71,13 +97,19 @@ def main() -> int:
                        MINIO_SECRET_KEY=s3.secret_key)
             print(f"demo S3 (SeaweedFS): http://{s3.endpoint}  bucket {env.get('MINIO_BUCKET', 'backups')}")
         bin_dir = Path(sys.executable).parent
-        subprocess.run([str(bin_dir / "flask"), "db", "upgrade"], env=env, cwd=ROOT, check=True)
-        subprocess.run([str(bin_dir / "flask"), "storage", "init"], env=env, cwd=ROOT, check=True)
-        port = env.get("PORT", "5000")
-        print(f"serving http://127.0.0.1:{port}  (Ctrl-C stops)", flush=True)
-        return subprocess.run([str(bin_dir / "gunicorn"), "--bind", f"127.0.0.1:{port}",
-                               "--workers", "2", "--threads", "4", "app:app"],
-                              env=env, cwd=ROOT).returncode
+        flask = str(bin_dir / "flask")
+        subprocess.run([flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
+        subprocess.run([flask, "storage", "init"], env=env, cwd=ROOT, check=True)
+        create_first_admin(flask, env)
+        worker = subprocess.Popen([flask, "worker"], env=env, cwd=ROOT)
+        try:
+            port = env.get("PORT", "5000")
+            print(f"serving http://127.0.0.1:{port}  (Ctrl-C stops)", flush=True)
+            return subprocess.run([str(bin_dir / "gunicorn"), "--bind", f"127.0.0.1:{port}",
+                                   "--workers", "2", "--threads", "4", "app:app"],
+                                  env=env, cwd=ROOT).returncode
+        finally:
+            stop(worker)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -52,3 +52,44 @@ class ObjectNotFound(BackupError):
 
 class VersionMismatch(BackupError):
     """The installed pg_dump is older than the server it should dump."""
+class JobConflict(BackupError):
+    """Another job for the same target database is queued or running."""
+
+
+class QueueUnavailable(BackupError):
+    """The job queue (SQLite file or Redis) refused the job."""
+
+
+class ConfirmationMismatch(BackupError):
+    def __init__(self, expected: str):
+        super().__init__(f"Confirmation does not match: type the target database name {expected!r}")
+
+
+class UserExists(BackupError):
+    def __init__(self, email: str):
+        super().__init__(f"A user {email} already exists")
+
+
+class UserNotFound(BackupError):
+    def __init__(self, email: str):
+        super().__init__(f"No user {email}")
+
+
+class LoginFailed(BackupError):
+    def __init__(self):
+        super().__init__("Wrong email or password")
+
+
+class TooManyLoginAttempts(BackupError):
+    def __init__(self, wait_seconds: int):
+        self.wait_seconds = wait_seconds
+        super().__init__(f"Too many failed sign-ins; try again in {wait_seconds} s")
+
+
+class JobNotFound(BackupError):
+    def __init__(self, job_id: str):
+        super().__init__(f"Job not found: {job_id}")
+
+
+class InvalidRequest(BackupError):
+    """An API call's body or parameters are malformed."""

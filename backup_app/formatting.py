@@ -1,4 +1,5 @@
 """Small display helpers shared by the CLI and the templates."""
+from datetime import datetime, timezone
 
 UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
@@ -13,3 +14,31 @@ def human_size(nbytes: int | None) -> str:
             return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
+    """'just now', '5 minutes ago', '3 days ago' (or 'in …' for the future)."""
+    if moment is None:
+        return "—"
+    seconds = ((now or datetime.now(timezone.utc)) - moment).total_seconds()
+    if abs(seconds) < 45:
+        return "just now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        count = round(abs(seconds) / size)
+        if count >= 1 and abs(seconds) >= size * 0.75:
+            label = f"{count} {unit}{'s' if count != 1 else ''}"
+            return f"{label} ago" if seconds > 0 else f"in {label}"
+    raise AssertionError("unreachable")
+
+
+def exact_time(moment: datetime | None) -> str:
+    """'2026-11-25 10:00:00 UTC'."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
+
+
+LOCATION_LABELS = {"local": "Local", "s3": "MinIO"}
+
+
+def location_label(location: str) -> str:
+    """How the pages name a copy's location: 'Local', 'MinIO'."""
+    return LOCATION_LABELS.get(location, location)

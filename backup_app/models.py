@@ -1,8 +1,9 @@
-"""The catalog: one row per backup, one row per place a copy of it lives."""
+"""The catalog: backups and their copies; the jobs that make and restore them; users."""
 import secrets
 import string
 from datetime import datetime, timezone
 
+from flask_login import UserMixin
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -10,13 +11,15 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
     false,
+    text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from .extensions import db
@@ -30,6 +33,11 @@ RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 LOCAL, S3 = "local", "s3"
 # BackupCopy.status
 PRESENT, MISSING, COPY_FAILED = "present", "missing", "failed"
+# Job.kind
+CREATE, RESTORE = "create", "restore"
+# Job.status: QUEUED, RUNNING, COMPLETED, FAILED, or INTERRUPTED (its worker died mid-job)
+QUEUED, INTERRUPTED = "queued", "interrupted"
+ACTIVE_JOB_STATUSES = (QUEUED, RUNNING)
 
 
 def new_id(length: int = 12) -> str:
@@ -58,6 +66,12 @@ class UTCDateTime(TypeDecorator):
 
 class Backup(db.Model):
     __tablename__ = "backups"
+    # The list page filters by database or status and sorts newest first.
+    __table_args__ = (
+        Index("ix_backups_created_id", "created_at", "id"),
+        Index("ix_backups_database_created", "database", "created_at", "id"),
+        Index("ix_backups_status_created", "status", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     filename: Mapped[str] = mapped_column(String(255), unique=True)
@@ -221,6 +235,102 @@ class Target(db.Model):
             "codec": self.codec,
             "encrypt": self.encrypt,
         }
+class Job(db.Model):
+    """A create or restore run by the worker; the pages poll it for progress."""
+
+    __tablename__ = "jobs"
+    # At most one queued or running job per target database, enforced by the catalog itself.
+    __table_args__ = (
+        Index("uq_jobs_active_target", "target", unique=True,
+              sqlite_where=text("status IN ('queued', 'running')"),
+              postgresql_where=text("status IN ('queued', 'running')")),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
+    phase: Mapped[str] = mapped_column(String(64), default="queued")
+    database: Mapped[str] = mapped_column(String(255))
+    # The target without its password (postgresql://user@host:port/db): shown, and locked on.
+    target: Mapped[str] = mapped_column(String(1024))
+    backup_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    result: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[str] = mapped_column(Text, default="")
+    # host:pid of the worker running it, so a restarted worker can tell its dead jobs.
+    worker: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # The backup may be deleted later; the job stays as history.
+    backup: Mapped[Backup | None] = relationship(
+        primaryjoin=lambda: foreign(Job.backup_id) == Backup.id, viewonly=True, lazy="selectin")
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_JOB_STATUSES
+
+    def elapsed_seconds(self, now: datetime | None = None) -> float | None:
+        """Run time so far (or in all, once finished)."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or now or utcnow()
+        return round((end - self.started_at).total_seconds(), 1)
+
+    def to_dict(self) -> dict:
+        """The JSON shape of the API and of the pages' progress polling."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "phase": self.phase,
+            "database": self.database,
+            "target": self.target,
+            "backup_id": self.backup_id,
+            "bytes_done": self.bytes_done,
+            "result": self.result,
+            "error": self.error,
+            "created_at": isoformat(self.created_at),
+            "started_at": isoformat(self.started_at),
+            "finished_at": isoformat(self.finished_at),
+            "elapsed_seconds": self.elapsed_seconds(),
+        }
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+
+class ApiToken(db.Model):
+    """An API token; only its SHA-256 is kept, the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="tokens", lazy="joined")
+
+
+class LoginFailure(db.Model):
+    """Recent failed sign-ins per email and per client address, to slow guessing down."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 def isoformat(value: datetime | None) -> str | None:

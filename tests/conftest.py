@@ -137,6 +137,7 @@ def key():
 
 @pytest.fixture
 def keyed_app(make_app, pg_cluster, source_db, s3_settings, key):
+    """The app with APP_ENCRYPTION_KEY set, backing up `source_db` to a fresh bucket."""
     app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), APP_ENCRYPTION_KEY=key, **s3_settings)
     invoke(app.test_cli_runner(), "storage", "init")
     return app
@@ -144,8 +145,53 @@ def keyed_app(make_app, pg_cluster, source_db, s3_settings, key):
 
 @pytest.fixture
 def other_db(pg_cluster):
+    """A second database (200 customers, 600 orders); yields its name."""
     name = unique_name("other")
     pg_cluster.createdb(name)
     fill_shop(pg_cluster, name, rows=200)
     yield name
     pg_cluster.dropdb(name)
+
+
+@pytest.fixture
+def client(app):
+    """A test client of the full app (real PostgreSQL and S3), signed in."""
+    from tests.web_helpers import add_user, sign_in
+    add_user(app)
+    client = app.test_client()
+    assert sign_in(client).status_code == 302
+    return client
+
+
+@pytest.fixture
+def bare_app(make_app):
+    """An app with a catalog and a folder but no target database and no S3, and one user."""
+    from tests.web_helpers import add_user
+    app = make_app()
+    add_user(app)
+    return app
+
+
+@pytest.fixture
+def bare_client(bare_app):
+    """A signed-in test client of `bare_app`."""
+    from tests.web_helpers import sign_in
+    client = bare_app.test_client()
+    assert sign_in(client).status_code == 302
+    return client
+
+
+@pytest.fixture
+def live_app(tmp_path, pg_cluster, source_db, s3_settings):
+    """gunicorn + `flask worker` processes backing up `source_db` (see tests/web_helpers.LiveApp)."""
+    import os
+
+    from tests.web_helpers import LiveApp
+    env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "live-test",
+           "BACKUP_DATABASE_URL": pg_cluster.url(source_db),
+           "CATALOG_DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
+           "BACKUP_DIR": str(tmp_path / "backups"), "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),
+           **s3_settings}
+    app = LiveApp(env, tmp_path).start()
+    yield app
+    app.stop()

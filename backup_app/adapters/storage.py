@@ -113,6 +113,13 @@ class LocalStorage:
         """Names of the complete files in the folder (no `.partial`, nothing hidden)."""
         return sorted(p.name for p in self.root.iterdir()
                       if p.is_file() and SAFE_NAME.fullmatch(p.name) and not p.name.endswith(".partial"))
+    def remove_partial(self, filename: str) -> bool:
+        """Delete the `.partial` leftover of one interrupted write; False if there was none."""
+        path = self.path(filename)
+        partial = path.with_name(path.name + ".partial")
+        existed = partial.exists()
+        partial.unlink(missing_ok=True)
+        return existed
 
     def remove_partials(self) -> list[Path]:
         """Delete `*.partial` leftovers of interrupted work; return what was removed."""

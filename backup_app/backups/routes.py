@@ -1,11 +1,130 @@
-from flask import render_template
+from flask import flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+from wtforms import SelectChoice
 
+from .. import jobs, wiring
+from ..adapters.postgres import ConnInfo
+from ..downloads import download_response
+from ..errorhandlers import status_code
+from ..errors import BackupError, StorageUnavailable
 from ..extensions import db
+from ..models import S3, Backup
 from ..services import backups as service
 from . import bp
+from .forms import CreateBackupForm, DeleteForm, FilterForm, RestoreForm
+
+PER_PAGE = 50
+
+
+def form_failed(exc: BackupError, template: str, **context):
+    """Show the form again with the service's message."""
+    flash(str(exc), "error")
+    return render_template(template, **context), status_code(exc)
+
+
+def database_names() -> list[str]:
+    """Databases to filter by: the configured targets and every one the catalog has backups of."""
+    in_catalog = db.session.scalars(select(Backup.database).distinct())
+    return sorted(set(in_catalog) | {t.name for t in wiring.all_targets()})
 
 
 @bp.get("/")
 def index():
-    """List every backup, newest first."""
-    return render_template("backups/index.html", backups=service.list_backups(db.session))
+    """List backups, newest first, filtered by database and status, a page at a time."""
+    form = FilterForm(request.args)
+    form.database.choices = [SelectChoice("", "any database")] + [SelectChoice(name) for name in database_names()]
+    database = status = None
+    if form.validate():
+        database, status = form.database.data or None, form.status.data or None
+    page = db.paginate(service.backups_query(database, status), page=request.args.get("page", 1, type=int),
+                       per_page=PER_PAGE, error_out=False)
+    return render_template("backups/index.html", page=page, form=form,
+                           filters={"database": database, "status": status})
+
+
+@bp.route("/backups/new", methods=["GET", "POST"])
+def create():
+    """Queue a backup of a configured database."""
+    form = CreateBackupForm()
+    form.database.choices = [SelectChoice(t.name) for t in wiring.all_targets()]
+    if form.validate_on_submit():
+        try:
+            job = jobs.queue_create(db.session, wiring.dump_spec(form.database.data))
+        except BackupError as exc:
+            return form_failed(exc, "backups/create.html", form=form)
+        flash(f"Backup of {job.database} queued (job {job.id}).", "success")
+        return redirect(url_for("jobs.index", highlight=job.id))
+    return render_template("backups/create.html", form=form)
+
+
+def object_details(backup: Backup) -> tuple[dict | None, str | None]:
+    """The S3 object's content type, size and metadata, or why they cannot be shown."""
+    s3 = wiring.s3_storage()
+    if s3 is None or backup.copy(S3) is None:
+        return None, None
+    try:
+        stat = s3.stat(backup.filename)
+    except StorageUnavailable as exc:
+        return None, str(exc)
+    if stat is None:
+        return None, "the object does not exist"
+    details = {"Content-Type": stat.content_type, "Size": stat.size, "ETag": stat.etag,
+               "Last-Modified": stat.last_modified}
+    details.update({key[len("x-amz-meta-"):]: value for key, value in stat.metadata.items()
+                    if key.lower().startswith("x-amz-meta-")})
+    return details, None
+
+
+@bp.get("/backups/<backup_id>")
+def detail(backup_id):
+    """Every catalog field of a backup, its copies, its S3 object's metadata and its job log."""
+    backup = service.get_backup(db.session, backup_id)
+    metadata, metadata_error = object_details(backup)
+    return render_template("backups/detail.html", backup=backup, metadata=metadata,
+                           metadata_error=metadata_error, jobs=jobs.jobs_of_backup(db.session, backup.id))
+
+
+@bp.get("/backups/<backup_id>/download")
+def download(backup_id):
+    """Stream the backup file (local copy, else S3)."""
+    return download_response(backup_id)
+
+
+def configured_target(backup: Backup) -> ConnInfo | None:
+    """The backup's own database, if it is still configured."""
+    try:
+        return wiring.target_conn(backup.database)
+    except BackupError:
+        return None
+
+
+@bp.route("/backups/<backup_id>/restore", methods=["GET", "POST"])
+def restore(backup_id):
+    """Queue a restore, after the user typed the target database's name."""
+    backup = service.get_completed_backup(db.session, backup_id)
+    form = RestoreForm()
+    context = {"form": form, "backup": backup, "configured": configured_target(backup)}
+    if form.validate_on_submit():
+        try:
+            job = jobs.queue_restore(db.session, backup.id, form.confirm.data, form.chosen_url())
+        except BackupError as exc:
+            return form_failed(exc, "backups/restore.html", **context)
+        flash(f"Restore of {backup.filename} into {job.target} queued (job {job.id}).", "success")
+        return redirect(url_for("jobs.index", highlight=job.id))
+    return render_template("backups/restore.html", **context)
+
+
+@bp.route("/backups/<backup_id>/delete", methods=["GET", "POST"])
+def delete(backup_id):
+    """Delete a backup everywhere, after confirming."""
+    backup = service.get_backup(db.session, backup_id)
+    form = DeleteForm()
+    if form.validate_on_submit():
+        filename = backup.filename
+        try:
+            service.delete_backup(db.session, backup.id, wiring.local_storage(), wiring.s3_storage())
+        except BackupError as exc:
+            return form_failed(exc, "backups/delete.html", form=form, backup=backup)
+        flash(f"Deleted {filename}.", "success")
+        return redirect(url_for("backups.index"))
+    return render_template("backups/delete.html", form=form, backup=backup)

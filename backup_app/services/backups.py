@@ -1,12 +1,15 @@
 """Create, restore, download, delete and list backups."""
 import errno
+import hashlib
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from .. import codecs
@@ -37,7 +40,7 @@ from ..models import (
     new_id,
     utcnow,
 )
-from ..pipeline import Upload, stream_to_file
+from ..pipeline import CHUNK_SIZE, Upload, stream_to_file
 from .targets import DumpSpec
 
 Progress = Callable[[int], None]
@@ -86,14 +89,20 @@ def set_copy(backup: Backup, location: str, uri: str, status: str, *, error: str
 
 # --- queries ---------------------------------------------------------------------------
 
-def list_backups(session: Session, database: str | None = None, status: str | None = None) -> list[Backup]:
-    """Backups, newest first, optionally filtered."""
-    query = select(Backup).order_by(Backup.created_at.desc(), Backup.id)
+def backups_query(database: str | None = None, status: str | None = None) -> Select:
+    """The query for backups, newest first, optionally filtered (pages paginate it)."""
+    # Both columns descending, so one index (scanned backwards) serves the whole order.
+    query = select(Backup).order_by(Backup.created_at.desc(), Backup.id.desc())
     if database:
         query = query.where(Backup.database == database)
     if status:
         query = query.where(Backup.status == status)
-    return list(session.scalars(query))
+    return query
+
+
+def list_backups(session: Session, database: str | None = None, status: str | None = None) -> list[Backup]:
+    """Backups, newest first, optionally filtered."""
+    return list(session.scalars(backups_query(database, status)))
 
 
 def get_backup(session: Session, backup_id: str) -> Backup:
@@ -114,8 +123,8 @@ def get_completed_backup(session: Session, backup_id: str) -> Backup:
 # --- create ----------------------------------------------------------------------------
 
 def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3Storage | None,
-                  pg: PgTools, *, key: MasterKey | None = None,
-                  progress: Progress | None = None) -> Backup:
+                  pg: PgTools, *, key: MasterKey | None = None, progress: Progress | None = None,
+                  backup_id: str | None = None) -> Backup:
     """Dump `spec`'s database once, streaming to the local file and to S3 at the same time.
 
     Every table's rows are counted in pg_dump's own snapshot, for verify to compare.
@@ -123,12 +132,13 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
     Returns the completed backup; an s3 copy that failed is recorded as `failed` with the
     reason (the backup still completes locally). Raises DumpFailed (or another
     BackupError) after recording the backup as failed, leaving no file and no object.
+    `backup_id` lets a caller (a job) know the new backup's id before it exists.
     """
     codecs.check(spec.format, spec.codec)
     if spec.encrypt and key is None:
         raise ConfigurationError(f"{spec.name} is set to encrypt backups but APP_ENCRYPTION_KEY is not set")
     created_at = utcnow()
-    backup_id = new_id()
+    backup_id = backup_id or new_id()
     backup = Backup(id=backup_id, database=spec.name, format=spec.format, codec=spec.codec,
                     encrypted=spec.encrypt, status=RUNNING, created_at=created_at,
                     filename=make_filename(spec.name, created_at, backup_id,
@@ -309,17 +319,21 @@ def decoding_key(backup: Backup, key: MasterKey | None) -> MasterKey | None:
 
 def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: LocalStorage,
                    s3: S3Storage | None, pg: PgTools, *, key: MasterKey | None = None,
-                   progress: Progress | None = None) -> Backup:
+                   progress: Progress | None = None,
+                   on_restoring: Callable[[], None] | None = None) -> Backup:
     """Restore a backup into `conn`'s database, creating the database if it is missing.
 
     Uses the local file when it is intact, else the S3 copy (saved locally again); the
     stored bytes are decrypted and decompressed on their way into pg_restore. The restore
     runs in one transaction: on any error nothing is changed, and RestoreFailed carries
-    the server's message.
+    the server's message. `on_restoring` is called once the file is ready and the
+    database is about to be written.
     """
     backup = get_completed_backup(session, backup_id)
     decoding_key(backup, key)  # a missing key is reported before anything is fetched
     path = ensure_local_copy(session, backup, local, s3, progress)
+    if on_restoring:
+        on_restoring()
     restore_from_file(backup, path, conn, pg, key)
     return backup
 
@@ -364,6 +378,77 @@ def download_backup(session: Session, backup_id: str, output: Path, local: Local
         raise
     dest.commit()
     return backup
+
+
+class BackupStream:
+    """A completed backup's bytes from one copy, checked against its SHA-256 as they flow.
+
+    Iterating yields chunks. The last chunk is held back until the whole content has
+    matched, so a corrupt copy never reaches the reader complete: the copy is marked
+    failed and ChecksumMismatch is raised instead. The source is released once read;
+    `close()` releases it early (it may be called more than once).
+    """
+
+    def __init__(self, session: Session, backup: Backup, location: str, uri: str,
+                 source: BinaryIO, close: Callable[[], None]):
+        self.backup = backup
+        self.location = location
+        self._session = session
+        self._uri = uri
+        self._source = source
+        self.close = close
+
+    def __iter__(self) -> Iterator[bytes]:
+        digest = hashlib.sha256()
+        held = b""
+        try:
+            while chunk := self._source.read(CHUNK_SIZE):
+                digest.update(chunk)
+                if held:
+                    yield held
+                held = chunk
+        finally:
+            self.close()
+        if self.backup.sha256 and digest.hexdigest() != self.backup.sha256:
+            # Read again: a web response is streamed after the view's session was closed.
+            backup = get_backup(self._session, self.backup.id)
+            set_copy(backup, self.location, self._uri, COPY_FAILED, error="SHA-256 mismatch")
+            self._session.commit()
+            raise ChecksumMismatch(f"the {self.location} copy of {self.backup.filename} "
+                                   "does not match its recorded SHA-256")
+        if held:
+            yield held
+
+
+def open_backup_stream(session: Session, backup_id: str, local: LocalStorage,
+                       s3: S3Storage | None) -> BackupStream:
+    """A completed backup's bytes for a streaming download, never loaded whole into memory.
+
+    Reads the local file unless it is gone or known to be corrupt, else the S3 object;
+    raises BackupFileMissing when neither can be read.
+    """
+    backup = get_completed_backup(session, backup_id)
+    filename = backup.filename
+    local_copy = backup.copy(LOCAL)
+    if local.exists(filename):
+        if not (local_copy and local_copy.status == COPY_FAILED):
+            source = local.open(filename)
+            return BackupStream(session, backup, LOCAL, local.uri(filename), source, source.close)
+    elif local_copy and local_copy.status == PRESENT:
+        set_copy(backup, LOCAL, local.uri(filename), MISSING, error="file not found")
+        session.commit()
+    if s3 is None:
+        raise _missing(local_reason(backup), s3)
+    resources = ExitStack()
+    try:
+        source = resources.enter_context(s3.open(filename))
+    except ObjectNotFound as exc:
+        set_copy(backup, S3, s3.uri(filename), MISSING, error="object not found")
+        session.commit()
+        raise _missing(local_reason(backup), s3, exc) from exc
+    except StorageUnavailable as exc:
+        raise _missing(local_reason(backup), s3, exc) from exc
+    return BackupStream(session, backup, S3, s3.uri(filename), source, resources.close)
 
 
 def delete_backup(session: Session, backup_id: str, local: LocalStorage, s3: S3Storage | None) -> Backup:

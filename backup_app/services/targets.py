@@ -87,7 +87,7 @@ def default_target(session: Session, env_url: str | None) -> Target:
     targets = list_targets(session)
     if len(targets) == 1:
         return targets[0]
-    raise ConfigurationError("no default database: set BACKUP_DATABASE_URL or pass --database NAME")
+    raise ConfigurationError("no default database: set BACKUP_DATABASE_URL or name a target (flask targets add)")
 
 
 def resolve_target(session: Session, name: str | None, env_url: str | None) -> Target:

@@ -1,7 +1,7 @@
 """targets, codecs, encryption, verifications
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-25 04:23:07.456596
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "0003"
-down_revision = '0001'
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

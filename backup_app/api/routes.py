@@ -1,0 +1,94 @@
+from flask import g, jsonify, request, url_for
+
+from .. import jobs, wiring
+from ..downloads import download_response
+from ..errors import InvalidRequest
+from ..extensions import db
+from ..models import Job
+from ..services import backups as service
+from ..services.users import user_for_token
+from . import bp
+
+
+@bp.before_request
+def require_token():
+    """Every API call needs `Authorization: Bearer <token>` (see `flask users token`)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    user = user_for_token(db.session, token.strip()) if scheme.lower() == "bearer" and token else None
+    if user is None:
+        response = jsonify(error="missing or invalid API token (Authorization: Bearer <token>)")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response, 401
+    g.api_user = user
+    return None
+
+
+def json_body() -> dict:
+    """The request's JSON object ({} for an empty body)."""
+    if not request.get_data():
+        return {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def optional_string(body: dict, key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"{key!r} must be a string")
+    return value or None
+
+
+def job_accepted(job: Job):
+    response = jsonify(job_id=job.id)
+    response.headers["Location"] = url_for("api.get_job", job_id=job.id)
+    return response, 202
+
+
+@bp.post("/backups")
+def create_backup():
+    """Queue a backup of `database` (default: the configured target) → 202 {job_id}."""
+    database = optional_string(json_body(), "database")
+    return job_accepted(jobs.queue_create(db.session, wiring.dump_spec(database)))
+
+
+@bp.get("/backups")
+def list_backups():
+    """Backups, newest first; `?database=` and `?status=` filter."""
+    backups = service.list_backups(db.session, request.args.get("database"), request.args.get("status"))
+    return jsonify([backup.to_dict() for backup in backups])
+
+
+@bp.get("/backups/<backup_id>")
+def get_backup(backup_id):
+    """One backup, shaped like `flask backup show --json`."""
+    return jsonify(service.get_backup(db.session, backup_id).to_dict())
+
+
+@bp.get("/backups/<backup_id>/download")
+def download_backup(backup_id):
+    """The backup's bytes, streamed."""
+    return download_response(backup_id)
+
+
+@bp.post("/backups/<backup_id>/restore")
+def restore_backup(backup_id):
+    """Queue a restore; `confirm` must name the target database → 202 {job_id}."""
+    body = json_body()
+    job = jobs.queue_restore(db.session, backup_id, optional_string(body, "confirm") or "",
+                             optional_string(body, "target_url"))
+    return job_accepted(job)
+
+
+@bp.delete("/backups/<backup_id>")
+def delete_backup(backup_id):
+    """Delete a backup from S3, the catalog and disk → 204."""
+    service.delete_backup(db.session, backup_id, wiring.local_storage(), wiring.s3_storage())
+    return "", 204
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id):
+    """A job's status, phase and bytes done."""
+    return jsonify(jobs.get_job(db.session, job_id).to_dict())

@@ -1,0 +1,22 @@
+"""The download response shared by the pages and the API: streamed, never loaded whole."""
+from flask import Response, stream_with_context
+
+from . import wiring
+from .extensions import db
+from .services import backups as service
+
+
+def download_response(backup_id: str) -> Response:
+    """Stream a completed backup as an attachment named after its file.
+
+    Errors before the first byte (not found, no copy readable) raise as usual; a copy that
+    turns out corrupt at the end is cut off before its last chunk (see BackupStream).
+    """
+    stream = service.open_backup_stream(db.session, backup_id, wiring.local_storage(), wiring.s3_storage())
+    backup = stream.backup
+    response = Response(stream_with_context(stream), mimetype=service.content_type(backup))
+    response.headers.set("Content-Disposition", "attachment", filename=backup.filename)
+    if backup.size_bytes is not None:
+        response.content_length = backup.size_bytes
+    response.call_on_close(stream.close)
+    return response

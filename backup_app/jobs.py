@@ -1,0 +1,301 @@
+"""Background jobs: creates and restores run in a Huey worker, never inside a web request.
+
+Each run has a Job row. The request queues it (`queue_create`, `queue_restore`); the worker
+claims it, runs the same service function the CLI calls, and writes its phase, bytes done
+and log lines to the row as the stream flows, for the pages and the API to poll. The
+catalog allows one queued or running job per target database (a partial unique index),
+so a second request is refused with JobConflict and nothing ever runs twice.
+
+The queue is SqliteHuey in the instance folder, or RedisHuey when REDIS_URL is set.
+"""
+import logging
+import os
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+
+from flask import Flask, current_app
+from huey import Huey, RedisHuey, SqliteHuey
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import wiring
+from .adapters.postgres import ConnInfo
+from .adapters.storage import LocalStorage
+from .errors import BackupError, ConfirmationMismatch, JobConflict, JobNotFound, QueueUnavailable
+from .extensions import db
+from .formatting import human_size
+from .models import (
+    ACTIVE_JOB_STATUSES,
+    COMPLETED,
+    CREATE,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RESTORE,
+    RUNNING,
+    Backup,
+    Job,
+    new_id,
+    utcnow,
+)
+from .services import backups as service
+from .services.targets import DumpSpec
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL = 0.5  # seconds between two writes of a job's bytes done
+
+
+class JobQueue:
+    """The app's Huey instance and the one task it runs: `run_job(job_id, target_url)`."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.huey = make_huey(app)
+        self._task = self.huey.task(name="run_job")(self._run_in_app)
+
+    def _run_in_app(self, job_id: str, target_url: str | None = None) -> None:
+        with self.app.app_context():
+            run_job(job_id, target_url)
+
+    def submit(self, job_id: str, target_url: str | None = None) -> None:
+        self._task(job_id, target_url)
+
+
+def make_huey(app: Flask) -> Huey:
+    """RedisHuey when REDIS_URL is set, else SqliteHuey in the instance folder."""
+    config = app.config
+    common = {"name": "backup_app", "results": False, "immediate": config.get("HUEY_IMMEDIATE", False)}
+    if config.get("REDIS_URL"):
+        return RedisHuey(url=config["REDIS_URL"], **common)
+    path = config.get("HUEY_SQLITE_PATH") or str(Path(app.instance_path) / "huey.db")
+    return SqliteHuey(filename=path, **common)
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["job_queue"] = JobQueue(app)
+
+
+def job_queue() -> JobQueue:
+    return current_app.extensions["job_queue"]
+
+
+# --- queueing (in the web request) -----------------------------------------------------
+
+def get_job(session: Session, job_id: str) -> Job:
+    """The job with this id, or JobNotFound."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def recent_jobs(session: Session, limit: int = 50) -> list[Job]:
+    """Every active job, then the most recent others, newest first."""
+    active = select(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES))
+    recent = select(Job).where(Job.status.not_in(ACTIVE_JOB_STATUSES)).order_by(Job.created_at.desc()).limit(limit)
+    jobs = list(session.scalars(active)) + list(session.scalars(recent))
+    return sorted(jobs, key=lambda job: job.created_at, reverse=True)
+
+
+def jobs_of_backup(session: Session, backup_id: str) -> list[Job]:
+    """The jobs that made or restored a backup, oldest first (its job log)."""
+    return list(session.scalars(select(Job).where(Job.backup_id == backup_id).order_by(Job.created_at)))
+
+
+def queue_create(session: Session, spec: DumpSpec) -> Job:
+    """Queue a backup of `spec`'s database; the new backup's id is chosen now, so the job can link it."""
+    job = Job(kind=CREATE, database=spec.name, target=spec.conn.display(), backup_id=new_id())
+    return _submit(session, job, None, f"backup of {spec.name} queued")
+
+
+def queue_restore(session: Session, backup_id: str, confirm: str, target_url: str | None = None) -> Job:
+    """Queue a restore of a completed backup into its own target or into `target_url`.
+
+    `confirm` must be the target database's name (ConfirmationMismatch otherwise).
+    """
+    backup = service.get_completed_backup(session, backup_id)
+    conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
+    if (confirm or "").strip() != conn.dbname:
+        raise ConfirmationMismatch(conn.dbname)
+    job = Job(kind=RESTORE, database=conn.dbname, target=conn.display(), backup_id=backup.id)
+    return _submit(session, job, target_url, f"restore of {backup.filename} into {conn.display()} queued")
+
+
+def _submit(session: Session, job: Job, target_url: str | None, message: str) -> Job:
+    job.status, job.phase, job.log = QUEUED, "queued", log_line(message)
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        active = session.scalar(select(Job).where(Job.target == job.target,
+                                                  Job.status.in_(ACTIVE_JOB_STATUSES)))
+        if active is None:
+            raise
+        raise JobConflict(f"A {active.kind} job for {active.database} is already {active.status} "
+                          f"(job {active.id}); wait for it to finish") from None
+    # The URL (it may hold a password) travels in the queue message only, never in the catalog.
+    try:
+        job_queue().submit(job.id, target_url)
+    except Exception as exc:  # the SQLite file or Redis refused: the job must not stay queued
+        record(job.id, status=FAILED, phase="failed", finished_at=utcnow(),
+               error=f"could not queue the job: {exc}")
+        raise QueueUnavailable(f"The job queue is unavailable: {exc}") from exc
+    return job
+
+
+# --- running (in the worker) -----------------------------------------------------------
+
+def log_line(message: str, at: datetime | None = None) -> str:
+    return f"{(at or utcnow()):%Y-%m-%d %H:%M:%S}Z  {message}\n"
+
+
+def record(job_id: str, message: str | None = None, **values) -> None:
+    """Update a job's row in its own short transaction, apart from the service's session."""
+    if message:
+        values["log"] = Job.log + log_line(message)
+    with db.engine.begin() as connection:
+        connection.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+class ProgressRecorder:
+    """The services' progress callback: writes bytes done at most every PROGRESS_INTERVAL."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self._last = 0.0
+
+    def __call__(self, nbytes: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            record(self.job_id, bytes_done=nbytes)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(job_id: str) -> bool:
+    """Move a queued job to running; False if it is not queued (already run, or gone)."""
+    with db.engine.begin() as connection:
+        result = connection.execute(
+            update(Job).where(Job.id == job_id, Job.status == QUEUED)
+            .values(status=RUNNING, phase="starting", started_at=utcnow(), worker=worker_name()))
+    return result.rowcount == 1
+
+
+def run_job(job_id: str, target_url: str | None = None) -> None:
+    """Run a queued job to its end, recording the outcome on its row (the worker's task)."""
+    if not claim(job_id):
+        log.warning("job %s is not queued; not running it", job_id)
+        return
+    session = db.session
+    job = session.get(Job, job_id)
+    progress = ProgressRecorder(job_id)
+    try:
+        if job.kind == CREATE:
+            result = _run_create(session, job, progress)
+        else:
+            result = _run_restore(session, job, target_url, progress)
+    except BackupError as exc:
+        session.rollback()
+        record(job_id, f"failed: {exc}", status=FAILED, phase="failed", error=str(exc),
+               finished_at=utcnow())
+    except Exception as exc:
+        session.rollback()
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        record(job_id, f"failed: {message}", status=FAILED, phase="failed", error=message,
+               finished_at=utcnow())
+        raise
+    else:
+        record(job_id, result, status=COMPLETED, phase="done", result=result, finished_at=utcnow())
+
+
+def _run_create(session: Session, job: Job, progress: ProgressRecorder) -> str:
+    spec = wiring.dump_spec(job.database)
+    record(job.id, f"dumping {spec.conn.display()}", phase="dumping")
+    backup = service.create_backup(session, spec, wiring.local_storage(), wiring.s3_storage(),
+                                   wiring.pg_tools(), key=wiring.master_key(), progress=progress,
+                                   backup_id=job.backup_id)
+    for copy in backup.copies:
+        if copy.error:
+            record(job.id, f"{copy.location} copy {copy.status}: {copy.error}")
+    copies = ", ".join(f"{c.location} {c.status}" for c in backup.copies)
+    record(job.id, bytes_done=backup.size_bytes)
+    return f"completed {backup.filename} ({human_size(backup.size_bytes)}); copies: {copies}"
+
+
+def _run_restore(session: Session, job: Job, target_url: str | None, progress: ProgressRecorder) -> str:
+    backup = service.get_completed_backup(session, job.backup_id)
+    conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
+    record(job.id, f"checking the local file of {backup.filename} (fetched from S3 if needed)",
+           phase="fetching")
+    service.restore_backup(
+        session, backup.id, conn, wiring.local_storage(), wiring.s3_storage(), wiring.pg_tools(),
+        key=wiring.master_key(), progress=progress,
+        on_restoring=lambda: record(job.id, f"restoring into {conn.display()}", phase="restoring"))
+    return f"restored {backup.filename} into {conn.display()}"
+
+
+# --- a worker that died ----------------------------------------------------------------
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def orphaned(job: Job, host: str, own_pid: int) -> bool:
+    """Whether a running job's worker on this host is gone.
+
+    Its own pid counts as gone: at start-up this worker runs nothing yet, so a job under
+    its pid belongs to an earlier life (a restarted container keeps host name and pid).
+    Jobs of other hosts are left alone: their workers may be alive.
+    """
+    job_host, _, pid = (job.worker or "").rpartition(":")
+    if job_host != host or not pid.isdigit():
+        return False
+    return int(pid) == own_pid or not process_alive(int(pid))
+
+
+def recover_interrupted_jobs(session: Session, local: LocalStorage) -> list[Job]:
+    """Mark running jobs whose worker died as interrupted, and remove their partial files.
+
+    A create's unfinished backup is marked failed. Called when a worker starts.
+    """
+    host, own_pid = socket.gethostname(), os.getpid()
+    jobs = [job for job in session.scalars(select(Job).where(Job.status == RUNNING))
+            if orphaned(job, host, own_pid)]
+    for job in jobs:
+        job.status, job.phase, job.finished_at = INTERRUPTED, "interrupted", utcnow()
+        job.error = f"the worker ({job.worker}) stopped while the job was running"
+        job.log += log_line(f"interrupted: {job.error}")
+        backup = session.get(Backup, job.backup_id) if job.backup_id else None
+        if backup is not None:
+            if local.remove_partial(backup.filename):
+                job.log += log_line(f"removed the partial file {backup.filename}.partial")
+            if job.kind == CREATE and backup.status == RUNNING:
+                backup.status, backup.error, backup.completed_at = FAILED, job.error, utcnow()
+    session.commit()
+    return jobs
+
+
+def run_worker(workers: int) -> None:
+    """Recover what a dead worker left, then consume jobs in the foreground until stopped."""
+    for job in recover_interrupted_jobs(db.session, wiring.local_storage()):
+        log.warning("job %s (%s of %s) marked interrupted", job.id, job.kind, job.database)
+    db.session.remove()
+    huey = job_queue().huey
+    if huey.immediate:
+        raise BackupError("HUEY_IMMEDIATE is set: jobs run inside the request, there is nothing to consume")
+    # Poll an idle SQLite queue every second at most (Huey's default backs off to 10 s);
+    # Redis blocks on the queue instead of polling.
+    huey.create_consumer(workers=workers, worker_type="thread", periodic=False, max_delay=1.0).run()

@@ -1,0 +1,162 @@
+"""The job queue's rules on the catalog: one active job per target, recovery after a dead worker."""
+import os
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+from huey import RedisHuey, SqliteHuey
+
+from backup_app import jobs, wiring
+from backup_app.adapters.postgres import ConnInfo
+from backup_app.errors import JobConflict
+from backup_app.extensions import db
+from backup_app.models import COMPLETED, CREATE, RESTORE, RUNNING, Backup, Job, utcnow
+from backup_app.services.backups import backups_query
+from backup_app.services.targets import DumpSpec
+from backup_app.services.users import throttle_wait
+from tests.web_helpers import add_user, sign_in
+
+SHOP = DumpSpec("shop", ConnInfo.from_url("postgresql://app@db.example:5432/shop"))
+
+
+@pytest.fixture
+def queued_app(make_app, tmp_path):
+    """An app whose jobs are queued in SQLite and never run (no worker)."""
+    return make_app(HUEY_IMMEDIATE=False, HUEY_SQLITE_PATH=str(tmp_path / "huey.db"))
+
+
+def test_queue_is_sqlite_by_default_and_redis_with_redis_url(make_app, tmp_path):
+    sqlite = make_app(HUEY_IMMEDIATE=False, HUEY_SQLITE_PATH=str(tmp_path / "q.db")).extensions["job_queue"].huey
+    assert isinstance(sqlite, SqliteHuey) and sqlite.storage.filename == str(tmp_path / "q.db")
+    redis = make_app(HUEY_IMMEDIATE=False, REDIS_URL="redis://127.0.0.1:1/3").extensions["job_queue"].huey
+    assert isinstance(redis, RedisHuey)
+    assert redis.storage.conn.connection_pool.connection_kwargs["db"] == 3
+
+
+def test_a_second_job_for_the_same_target_is_refused(queued_app):
+    with queued_app.app_context():
+        first = jobs.queue_create(db.session, SHOP)
+        assert first.status == "queued" and len(queued_app.extensions["job_queue"].huey) == 1
+
+        with pytest.raises(JobConflict, match=f"A create job for shop is already queued \\(job {first.id}\\)"):
+            jobs.queue_create(db.session, SHOP)
+
+        other = DumpSpec("crm", ConnInfo.from_url("postgresql://app@db.example:5432/crm"))
+        assert jobs.queue_create(db.session, other).status == "queued", "other targets are free"
+        db.session.execute(db.update(Job).where(Job.id == first.id).values(status=COMPLETED))
+        db.session.commit()
+        assert jobs.queue_create(db.session, SHOP).status == "queued", "free again once it ended"
+
+
+def test_a_job_runs_once_only(queued_app):
+    with queued_app.app_context():
+        job = jobs.queue_create(db.session, SHOP)
+        assert jobs.claim(job.id) is True
+        assert jobs.claim(job.id) is False
+        jobs.run_job(job.id)  # a second delivery of the same message does nothing
+        db.session.refresh(job)
+        assert job.status == RUNNING and job.phase == "starting"
+
+
+def test_progress_is_written_at_most_twice_a_second(queued_app):
+    with queued_app.app_context():
+        job = jobs.queue_create(db.session, SHOP)
+        progress = jobs.ProgressRecorder(job.id)
+        progress(100)
+        progress(200)
+        db.session.refresh(job)
+        assert job.bytes_done == 100
+        progress._last -= jobs.PROGRESS_INTERVAL
+        progress(300)
+        db.session.refresh(job)
+        assert job.bytes_done == 300
+
+
+def dead_pid() -> int:
+    pid = os.getpid() + 1
+    while jobs.process_alive(pid):
+        pid += 1
+    return pid
+
+
+def running_job(kind: str, worker: str, backup: Backup | None = None) -> Job:
+    job = Job(kind=kind, status=RUNNING, database="shop", target=f"postgresql://{worker}/shop",
+              backup_id=backup.id if backup else None, worker=worker, log="", started_at=utcnow())
+    db.session.add(job)
+    db.session.commit()
+    return job
+
+
+def test_recovery_marks_dead_workers_jobs_interrupted_and_removes_their_partial_files(queued_app):
+    host = socket.gethostname()
+    with queued_app.app_context():
+        local = wiring.local_storage()
+        backup = Backup(id="b1", filename="backup-shop-b1.dump", database="shop", status=RUNNING)
+        db.session.add(backup)
+        partial = local.path(backup.filename).with_name(backup.filename + ".partial")
+        partial.write_bytes(b"half a dump")
+        other_partial = local.path("backup-crm-b2.dump").with_name("backup-crm-b2.dump.partial")
+        other_partial.write_bytes(b"another worker's dump")
+
+        dead = running_job(CREATE, f"{host}:{dead_pid()}", backup)
+        earlier_life = running_job(RESTORE, f"{host}:{os.getpid()}")
+        alive = running_job(CREATE, f"{host}:{os.getppid()}")
+        elsewhere = running_job(CREATE, f"other-host:{dead_pid()}")
+
+        recovered = jobs.recover_interrupted_jobs(db.session, local)
+
+        assert {job.id for job in recovered} == {dead.id, earlier_life.id}
+        for job in (dead, earlier_life):
+            db.session.refresh(job)
+            assert job.status == "interrupted" and job.finished_at is not None
+            assert "stopped while the job was running" in job.error
+        assert "removed the partial file backup-shop-b1.dump.partial" in dead.log
+        assert not partial.exists() and other_partial.exists()
+        assert db.session.get(Backup, "b1").status == "failed"
+        for job in (alive, elsewhere):
+            db.session.refresh(job)
+            assert job.status == RUNNING
+
+
+def test_recent_jobs_lists_active_ones_first_by_time(queued_app):
+    with queued_app.app_context():
+        old = Job(kind=CREATE, status=COMPLETED, database="a", target="a", log="",
+                  created_at=utcnow() - timedelta(days=1))
+        db.session.add(old)
+        db.session.commit()
+        new = jobs.queue_create(db.session, SHOP)
+        assert [job.id for job in jobs.recent_jobs(db.session)] == [new.id, old.id]
+
+
+def test_worker_refuses_to_run_in_immediate_mode(make_app):
+    result = make_app().test_cli_runner().invoke(args=["worker"])
+    assert result.exit_code == 1 and "HUEY_IMMEDIATE is set" in result.output
+
+
+def test_sign_in_wait_doubles_after_five_failures_up_to_five_minutes():
+    assert [throttle_wait(n).total_seconds() for n in (0, 4, 5, 6, 7)] == [0, 0, 2, 4, 8]
+    assert throttle_wait(50) == timedelta(minutes=5)
+
+
+def test_list_query_uses_the_indexes_with_100k_backups(make_app):
+    app = make_app()
+    with app.app_context():
+        start = utcnow()
+        db.session.execute(db.insert(Backup), [
+            {"id": f"b{n}", "filename": f"f{n}.dump", "database": f"db{n % 20}", "format": "custom",
+             "status": ("completed", "failed")[n % 7 == 0], "created_at": start + timedelta(seconds=n)}
+            for n in range(100_000)])
+        db.session.commit()
+        client = app.test_client()
+        add_user(app)
+        sign_in(client)
+        for url in ("/", "/?database=db3", "/?status=failed", "/?page=1500"):
+            began = time.monotonic()
+            assert client.get(url).status_code == 200
+            assert time.monotonic() - began < 1.0, url
+        for query in (backups_query(), backups_query("db3"), backups_query(None, "failed")):
+            plan = " ".join(str(row) for row in db.session.execute(
+                db.text("EXPLAIN QUERY PLAN " + str(query.limit(50).compile(
+                    db.engine, compile_kwargs={"literal_binds": True})))))
+            assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, plan

@@ -1,0 +1,323 @@
+"""Every page and API route through the Flask test client, on an app with no target database
+and no S3: sign-in required, CSRF tokens required, bad ids, and each service error's message."""
+import hashlib
+import os
+from datetime import timedelta
+
+import pytest
+
+from backup_app import wiring
+from backup_app.extensions import db
+from backup_app.models import COMPLETED, LOCAL, PRESENT, S3, Backup, BackupCopy, Job, utcnow
+from tests.web_helpers import EMAIL, PASSWORD, add_user, api_token, csrf_token, sign_in, submit, text
+
+PAGES = ["/", "/backups/new", "/backups/b1", "/backups/b1/download", "/backups/b1/restore",
+         "/backups/b1/delete", "/jobs/", "/jobs/j1.json"]
+FORM_POSTS = ["/backups/new", "/backups/b1/restore", "/backups/b1/delete", "/logout"]
+API_CALLS = [("post", "/api/backups"), ("get", "/api/backups"), ("get", "/api/backups/b1"),
+             ("get", "/api/backups/b1/download"), ("post", "/api/backups/b1/restore"),
+             ("delete", "/api/backups/b1"), ("get", "/api/jobs/j1")]
+
+
+def add_backup(app, content: bytes = b"PGDMP fake dump", *, backup_id: str = "b1", database: str = "shop",
+               s3_copy: bool = False, created_at=None) -> dict:
+    """A completed backup row with its local file; returns it as the API shows it."""
+    with app.app_context():
+        filename = f"backup-{database}-{backup_id}.dump"
+        path = str(wiring.local_storage().path(filename))
+        with open(path, "wb") as out:
+            out.write(content)
+        backup = Backup(id=backup_id, filename=filename, database=database, status=COMPLETED,
+                        size_bytes=len(content), sha256=hashlib.sha256(content).hexdigest(),
+                        created_at=created_at or utcnow(), completed_at=utcnow())
+        backup.copies.append(BackupCopy(location=LOCAL, uri=path, status=PRESENT))
+        if s3_copy:
+            backup.storage_url = f"s3://backups/{filename}"
+            backup.copies.append(BackupCopy(location=S3, uri=backup.storage_url, status=PRESENT))
+        db.session.add(backup)
+        db.session.commit()
+        return backup.to_dict()
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_pages_redirect_to_sign_in(bare_app, url):
+    response = bare_app.test_client().get(url)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")
+
+
+def test_polling_without_a_session_gets_json_401(bare_app):
+    response = bare_app.test_client().get("/jobs/j1.json", headers={"Accept": "application/json"})
+    assert response.status_code == 401 and response.json == {"error": "sign in first"}
+
+
+@pytest.mark.parametrize("method,url", API_CALLS)
+def test_api_needs_a_valid_bearer_token(bare_app, bare_client, method, url):
+    for headers in ({}, {"Authorization": "Bearer bk_not-a-token"}, {"Authorization": "Basic eDp5"}):
+        response = getattr(bare_app.test_client(), method)(url, headers=headers)
+        assert response.status_code == 401, headers
+        assert "API token" in response.json["error"]
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    signed_in_by_cookie = getattr(bare_client, method)(url)
+    assert signed_in_by_cookie.status_code == 401, "the API never takes the session cookie"
+
+
+@pytest.mark.parametrize("url", FORM_POSTS)
+def test_forms_are_rejected_without_csrf_token(bare_app, bare_client, url):
+    add_backup(bare_app)
+    response = bare_client.post(url, data={"database": "shop", "confirm": "shop"})
+    assert response.status_code == 400
+    assert "The form expired or was not sent from this site" in text(response)
+    with bare_app.app_context():
+        assert db.session.get(Backup, "b1") is not None
+        assert db.session.query(Job).count() == 0
+
+
+def test_login_form_needs_csrf_token(bare_app):
+    response = bare_app.test_client().post("/login", data={"email": EMAIL, "password": PASSWORD})
+    assert response.status_code == 400 and "The CSRF token is missing." in text(response)
+
+
+def test_health_check_is_open(bare_app):
+    response = bare_app.test_client().get("/healthz")
+    assert response.status_code == 200 and response.json == {"status": "ok"}
+
+
+def test_sign_in_and_out(bare_app):
+    client = bare_app.test_client()
+    response = sign_in(client)
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert EMAIL in text(client.get("/"))
+
+    signed_out = submit(client, "/logout", form_url="/", follow_redirects=True)
+    assert "Signed out." in text(signed_out)
+    assert client.get("/").status_code == 302
+
+
+def test_sign_in_goes_to_next_but_never_off_site(bare_app):
+    client = bare_app.test_client()
+    token = csrf_token(client, "/login")
+    data = {"email": EMAIL, "password": PASSWORD, "csrf_token": token}
+    assert client.post("/login?next=/jobs/", data=data).headers["Location"] == "/jobs/"
+    client = bare_app.test_client()
+    data["csrf_token"] = csrf_token(client, "/login")
+    assert client.post("/login?next=//evil.example/x", data=data).headers["Location"] == "/"
+
+
+def test_wrong_password_then_too_many_attempts(bare_app):
+    client = bare_app.test_client()
+    for _ in range(5):
+        response = sign_in(client, password="wrong-password")
+        assert response.status_code == 401 and "Wrong email or password" in text(response)
+    response = sign_in(client)  # the right password, but too soon
+    assert response.status_code == 429 and "Too many failed sign-ins" in text(response)
+
+
+def test_bad_ids_give_404_pages(bare_client):
+    for url in PAGES[2:6]:
+        response = bare_client.get(url.replace("b1", "nosuch"))
+        assert response.status_code == 404, url
+        assert "Backup not found: nosuch" in text(response)
+    response = bare_client.get("/jobs/nosuch.json")
+    assert response.status_code == 404 and "Job not found: nosuch" in text(response)
+    response = bare_client.get("/no/such/page")
+    assert response.status_code == 404 and "404 · Not found" in text(response)
+
+
+def test_bad_ids_give_api_404(bare_app):
+    headers = {"Authorization": f"Bearer {api_token(bare_app)}"}
+    client = bare_app.test_client()
+    for method, url in API_CALLS[2:]:
+        kwargs = {"json": {"confirm": "x"}} if method == "post" else {}
+        response = getattr(client, method)(url.replace("b1", "nosuch").replace("j1", "nosuch"),
+                                           headers=headers, **kwargs)
+        assert response.status_code == 404, url
+        assert response.json["error"] in ("Backup not found: nosuch", "Job not found: nosuch")
+    unknown_route = client.get("/api/nothing", headers=headers)
+    assert unknown_route.status_code == 404 and "not found" in unknown_route.json["error"]
+
+
+def test_api_errors_for_bad_requests(bare_app):
+    add_backup(bare_app)
+    headers = {"Authorization": f"Bearer {api_token(bare_app)}"}
+    client = bare_app.test_client()
+
+    not_json = client.post("/api/backups/b1/restore", headers=headers, data="{",
+                           content_type="application/json")
+    assert not_json.status_code == 400 and "JSON object" in not_json.json["error"]
+    wrong_type = client.post("/api/backups", headers=headers, json={"database": 5})
+    assert wrong_type.status_code == 400 and "'database' must be a string" in wrong_type.json["error"]
+    unconfigured = client.post("/api/backups", headers=headers)
+    assert unconfigured.status_code == 400
+    assert unconfigured.json["error"].startswith("no default database: set BACKUP_DATABASE_URL")
+    bad_url = client.post("/api/backups/b1/restore", headers=headers,
+                          json={"confirm": "x", "target_url": "mysql://h/x"})
+    assert bad_url.status_code == 400 and "postgresql://" in bad_url.json["error"]
+
+
+def test_create_page_without_a_configured_database(bare_client):
+    assert "No database is configured" in text(bare_client.get("/backups/new"))
+    response = submit(bare_client, "/backups/new", {"database": "shop"})
+    assert response.status_code == 200 and "No database is configured" in text(response)
+
+
+def test_list_filters_and_paginates(bare_app, bare_client):
+    start = utcnow()
+    for n in range(55):
+        add_backup(bare_app, backup_id=f"b{n}", database="shop" if n % 2 else "crm",
+                   created_at=start + timedelta(minutes=n))
+    first = text(bare_client.get("/"))
+    assert "55 backups." in first and "Page 1 of 2" in first
+    assert first.index("b54") < first.index("b53"), "newest first"
+    second = text(bare_client.get("/?page=2"))
+    assert "b4.dump" in second and "b54" not in second
+    shop = text(bare_client.get("/?database=shop"))
+    assert "27 backups matching." in shop and "backup-crm" not in shop
+    assert "0 backups matching." in text(bare_client.get("/?status=failed"))
+    unknown = text(bare_client.get("/?status=bogus"))
+    assert "55 backups." in unknown and "Not a valid choice" in unknown
+
+
+def test_detail_shows_every_field(bare_app, bare_client):
+    backup = add_backup(bare_app)
+    page = text(bare_client.get("/backups/b1"))
+    for value in (backup["id"], backup["filename"], backup["sha256"], backup["copies"][0]["uri"],
+                  "Local: present", "completed", "No S3 copy."):
+        assert value in page
+
+
+def test_download_streams_the_local_file(bare_app, bare_client):
+    content = b"PGDMP" + bytes(range(256)) * 10000
+    add_backup(bare_app, content)
+    response = bare_client.get("/backups/b1/download")
+    assert response.status_code == 200 and response.data == content
+    assert response.headers["Content-Disposition"] == "attachment; filename=backup-shop-b1.dump"
+    assert response.headers["Content-Length"] == str(len(content))
+
+
+def test_download_of_a_corrupt_file_is_cut_short_and_marks_the_copy(bare_app, bare_client):
+    backup = add_backup(bare_app, b"A" * 3_000_000)
+    with open(backup["copies"][0]["uri"], "r+b") as f:
+        f.write(b"B")
+    response = bare_client.get("/backups/b1/download", buffered=False)
+    received = b""
+    with pytest.raises(Exception, match="does not match its recorded SHA-256"):
+        for chunk in response.response:
+            received += chunk
+    response.close()
+    assert len(received) < 3_000_000, "the last chunk is held back"
+    with bare_app.app_context():
+        assert db.session.get(Backup, "b1").copy(LOCAL).status == "failed"
+    again = bare_client.get("/backups/b1/download")
+    assert again.status_code == 404 and "SHA-256 mismatch" in text(again)
+
+
+def test_download_without_any_copy(bare_app, bare_client):
+    backup = add_backup(bare_app)
+    os.unlink(backup["copies"][0]["uri"])
+    response = bare_client.get("/backups/b1/download")
+    assert response.status_code == 404
+    assert "Backup file not found locally or in storage (local: file not found; S3 not configured)" in text(response)
+
+
+def test_restore_form_needs_the_name_and_a_configured_target(bare_app, bare_client):
+    add_backup(bare_app)
+    page = text(bare_client.get("/backups/b1/restore"))
+    assert "no longer configured" in page
+    missing = submit(bare_client, "/backups/b1/restore", {"target": "configured"})
+    assert "This field is required." in text(missing)
+    no_url = submit(bare_client, "/backups/b1/restore", {"target": "other", "confirm": "shop"})
+    assert "Give the connection URL" in text(no_url)
+    unknown = submit(bare_client, "/backups/b1/restore", {"target": "configured", "confirm": "shop"})
+    assert unknown.status_code == 400 and "Unknown database &#39;shop&#39;" in text(unknown)
+    wrong = submit(bare_client, "/backups/b1/restore",
+                   {"target": "other", "target_url": "postgresql://u@h/other", "confirm": "shop"})
+    assert wrong.status_code == 403
+    assert "Confirmation does not match: type the target database name &#39;other&#39;" in text(wrong)
+    with bare_app.app_context():
+        assert db.session.query(Job).count() == 0
+
+
+def test_delete_refuses_when_s3_holds_a_copy_but_is_not_configured(bare_app, bare_client):
+    add_backup(bare_app, s3_copy=True)
+    response = submit(bare_client, "/backups/b1/delete")
+    assert response.status_code == 503
+    assert "has a copy in S3 but MINIO_ENDPOINT is not set; nothing deleted" in text(response)
+    assert bare_client.get("/backups/b1").status_code == 200
+
+
+def test_delete_of_a_local_only_backup(bare_app, bare_client):
+    backup = add_backup(bare_app)
+    response = submit(bare_client, "/backups/b1/delete", follow_redirects=True)
+    assert f"Deleted {backup['filename']}." in text(response)
+    assert bare_client.get("/backups/b1").status_code == 404
+
+
+def test_api_lists_and_filters(bare_app):
+    add_backup(bare_app, backup_id="b1", database="shop")
+    add_backup(bare_app, backup_id="b2", database="crm")
+    headers = {"Authorization": f"Bearer {api_token(bare_app)}"}
+    client = bare_app.test_client()
+    assert [b["id"] for b in client.get("/api/backups", headers=headers).json] == ["b2", "b1"]
+    assert [b["id"] for b in client.get("/api/backups?database=shop", headers=headers).json] == ["b1"]
+    download = client.get("/api/backups/b1/download", headers=headers)
+    assert download.data == b"PGDMP fake dump"
+    assert client.delete("/api/backups/b2", headers=headers).status_code == 204
+
+
+def test_users_cli(bare_app):
+    runner = bare_app.test_cli_runner()
+    created = runner.invoke(args=["users", "create", "Ops@Example.com", "--password-stdin"],
+                            input="a-long-password\n")
+    assert created.exit_code == 0 and "Created user ops@example.com" in created.output
+    again = runner.invoke(args=["users", "create", "ops@example.com", "--password-stdin"], input="x" * 9)
+    assert again.exit_code == 1 and "Error: A user ops@example.com already exists" in again.output
+    prompted = runner.invoke(args=["users", "create", "new@example.com"], input="a-long-password\n" * 2)
+    assert prompted.exit_code == 0 and "Created user new@example.com" in prompted.output
+    short = runner.invoke(args=["users", "create", "other@example.com", "--password-stdin"], input="short\n")
+    assert short.exit_code == 1 and "at least 8 characters" in short.output
+
+    token = runner.invoke(args=["users", "token", "ops@example.com"]).stdout.strip()
+    assert token.startswith("bk_") and len(token) > 40
+    assert bare_app.test_client().get("/api/backups", headers={"Authorization": f"Bearer {token}"}).json == []
+    with bare_app.app_context():
+        from backup_app.models import ApiToken
+        assert token not in {t.token_hash for t in db.session.query(ApiToken)}
+    unknown = runner.invoke(args=["users", "token", "nobody@example.com"])
+    assert unknown.exit_code == 1 and "Error: No user nobody@example.com" in unknown.output
+
+
+def test_api_conflict_and_unavailable(make_app, tmp_path):
+    app = make_app(BACKUP_DATABASE_URL="postgresql://app@db.example:5432/shop", HUEY_IMMEDIATE=False,
+                   HUEY_SQLITE_PATH=str(tmp_path / "huey.db"))
+    add_user(app)
+    add_backup(app, backup_id="b1", s3_copy=True)
+    headers = {"Authorization": f"Bearer {api_token(app)}"}
+    client = app.test_client()
+
+    first = client.post("/api/backups", headers=headers)
+    assert first.status_code == 202 and first.headers["Location"] == f"/api/jobs/{first.json['job_id']}"
+    assert client.get(first.headers["Location"], headers=headers).json["status"] == "queued"
+    second = client.post("/api/backups", headers=headers)
+    assert second.status_code == 409
+    assert second.json["error"] == (f"A create job for shop is already queued (job {first.json['job_id']}); "
+                                    "wait for it to finish")
+    restore = client.post("/api/backups/b1/restore", headers=headers, json={"confirm": "shop"})
+    assert restore.status_code == 409, "a restore into the same database waits its turn too"
+
+    deleted = client.delete("/api/backups/b1", headers=headers)
+    assert deleted.status_code == 503 and "MINIO_ENDPOINT is not set" in deleted.json["error"]
+
+
+def test_unexpected_errors_get_the_500_page(bare_app, bare_client, monkeypatch):
+    from backup_app.backups import routes
+
+    def broken(*_args):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(routes.service, "backups_query", broken)
+    bare_app.config["PROPAGATE_EXCEPTIONS"] = False
+    response = bare_client.get("/")
+    assert response.status_code == 500
+    assert "500 · Something went wrong" in text(response) and "boom" not in text(response)

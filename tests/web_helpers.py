@@ -1,0 +1,129 @@
+"""Helpers for the tests of the pages, the API and the worker."""
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from backup_app.extensions import db
+from backup_app.localservers import DEBIAN_PG_BIN, free_port, wait_until
+from backup_app.services import users
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+EMAIL = "admin@example.com"
+PASSWORD = "correct-horse-battery"
+CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+def add_user(app, email: str = EMAIL, password: str = PASSWORD) -> None:
+    with app.app_context():
+        users.create_user(db.session, email, password)
+
+
+def api_token(app, email: str = EMAIL) -> str:
+    with app.app_context():
+        return users.create_api_token(db.session, email)
+
+
+def csrf_token(client, url: str) -> str:
+    """The CSRF token of the form on the page at `url` (the session keeps it valid)."""
+    page = client.get(url)
+    match = CSRF_INPUT.search(page.get_data(as_text=True))
+    assert match, f"no CSRF token on {url} ({page.status_code})"
+    return match.group(1)
+
+
+def submit(client, url: str, data: dict | None = None, form_url: str | None = None, **kwargs):
+    """POST a form to `url` with the token from the page that shows it (`form_url`, default `url`)."""
+    token = csrf_token(client, form_url or url)
+    return client.post(url, data={**(data or {}), "csrf_token": token}, **kwargs)
+
+
+def sign_in(client, email: str = EMAIL, password: str = PASSWORD):
+    return submit(client, "/login", {"email": email, "password": password})
+
+
+def text(response) -> str:
+    return response.get_data(as_text=True)
+
+
+def count_orders(pg_cluster, dbname: str) -> int:
+    return int(pg_cluster.psql("SELECT count(*) FROM orders", dbname))
+
+
+def answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+class LiveApp:
+    """The app as `make run` serves it: gunicorn and `flask worker` in their own processes,
+    configured by environment variables, sharing one catalog and one SQLite queue."""
+
+    def __init__(self, env: dict[str, str], logs: Path):
+        self.env = env
+        self.logs = logs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.worker: subprocess.Popen | None = None
+        self.web: subprocess.Popen | None = None
+
+    def flask(self, *args: str, input: str | None = None) -> str:
+        return subprocess.run([str(BIN / "flask"), *args], env=self.env, cwd=ROOT, check=True, input=input,
+                              text=True, capture_output=True).stdout
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            return subprocess.Popen(args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def start(self) -> "LiveApp":
+        self.flask("db", "upgrade")
+        self.flask("storage", "init")
+        self.flask("users", "create", EMAIL, "--password-stdin", input=PASSWORD + "\n")
+        self.start_worker()
+        self.web = self._spawn("web", str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.port}",
+                               "--threads", "4", "app:app")
+        wait_until(lambda: answers(f"{self.url}/healthz"), 30, "gunicorn")
+        return self
+
+    def start_worker(self) -> subprocess.Popen:
+        self.worker = self._spawn("worker", str(BIN / "flask"), "worker", "--workers", "1")
+        return self.worker
+
+    def api(self, method: str, path: str, token: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            self.url + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        for process in (self.web, self.worker):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+class TableLock:
+    """Holds ACCESS EXCLUSIVE on a table in an open transaction, so a pg_dump of it waits."""
+
+    def __init__(self, pg_cluster, dbname: str, table: str):
+        self.psql = subprocess.Popen(
+            [f"{DEBIAN_PG_BIN}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+             "-p", str(pg_cluster.port), "-U", "postgres", "-d", dbname],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            env={"PGPASSWORD": pg_cluster.password, "PATH": "/usr/bin:/bin"})
+        self.psql.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n")
+        self.psql.stdin.flush()
+
+    def release(self) -> None:
+        if self.psql.poll() is None:
+            self.psql.stdin.write("COMMIT;\n")
+            self.psql.stdin.close()
+            self.psql.wait(timeout=10)
