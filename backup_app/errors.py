@@ -51,4 +51,4 @@ class ObjectNotFound(BackupError):
 
 
 class VersionMismatch(BackupError):
-    """The installed pg_dump is older than the server it should dump."""
+    """No PostgreSQL client found fits the server (dump) or the server and the dump (restore)."""

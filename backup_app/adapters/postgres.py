@@ -5,7 +5,6 @@ that no password ever appears on a command line that `ps` can show.
 """
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..errors import ConfigurationError, DumpFailed, RestoreFailed, VersionMismatch
+from ..errors import ConfigurationError, DumpFailed, RestoreFailed
 
 # Query parameters of a connection URL that map onto libpq environment variables.
 LIBPQ_PARAMS = {
@@ -136,21 +135,32 @@ def read_stderr(stderr_file) -> str:
     return text
 
 
-class PgTools:
-    """PostgreSQL client programs from `bin_dir`, or from PATH / Debian's newest."""
+class PgClient:
+    """pg_dump, pg_restore and psql of one PostgreSQL version, all from `bin_dir`.
 
-    def __init__(self, bin_dir: str | None = None):
+    Which version a job runs is chosen by `pgtools.PgTools`.
+    """
+
+    def __init__(self, bin_dir: str, version: str):
         self.bin_dir = bin_dir
+        self.version = version
+
+    @property
+    def major(self) -> int:
+        return major(self.version)
+
+    def __repr__(self) -> str:
+        return f"PgClient({self.bin_dir!r}, {self.version!r})"
+
+    def describe(self) -> str:
+        """'15.18 in /usr/lib/postgresql/15/bin', for messages."""
+        return f"{self.version} in {self.bin_dir}"
 
     def program(self, name: str) -> str:
-        """Absolute path of a client program."""
-        if self.bin_dir:
-            found = shutil.which(name, path=self.bin_dir)
-        else:
-            found = newest_debian_program(name) or shutil.which(name)
+        """Absolute path of a client program of this version."""
+        found = shutil.which(name, path=self.bin_dir)
         if not found:
-            where = self.bin_dir or "PATH or /usr/lib/postgresql/*/bin"
-            raise ConfigurationError(f"{name} not found in {where}; install postgresql-client")
+            raise ConfigurationError(f"{name} not found in {self.bin_dir}; install postgresql-client")
         return found
 
     def _env(self, conn: ConnInfo) -> dict[str, str]:
@@ -224,25 +234,6 @@ class PgTools:
                          "--no-align", "--command=SHOW server_version"], conn, DumpFailed)
         return out.split()[0]
 
-    def client_version(self, name: str = "pg_dump") -> str:
-        """A client program's version, e.g. '15.18' from 'pg_dump (PostgreSQL) 15.18 (Debian …)'."""
-        result = subprocess.run([self.program(name), "--version"], capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL)
-        match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)*)", result.stdout)
-        if result.returncode != 0 or not match:
-            raise ConfigurationError(f"cannot tell the version of {name}: {result.stdout or result.stderr}")
-        return match.group(1)
-
-    def check_can_dump(self, conn: ConnInfo) -> tuple[str, str]:
-        """(server version, pg_dump version); VersionMismatch if pg_dump is older than the server."""
-        server, client = self.server_version(conn), self.client_version("pg_dump")
-        if major(server) > major(client):
-            raise VersionMismatch(
-                f"the server runs PostgreSQL {server} but pg_dump is {client}: pg_dump cannot dump "
-                f"a newer server; install pg_dump {major(server)} or newer "
-                f"(postgresql-client-{major(server)}) or point PG_BIN_DIR at it")
-        return server, client
-
     def _run(self, args: list[str], conn: ConnInfo, error: type[Exception]) -> str:
         result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                 env=self._env(conn))
@@ -251,15 +242,3 @@ class PgTools:
             raise error(result.stderr.strip() or f"{name} exited with code {result.returncode}")
         return result.stdout
 
-
-def newest_debian_program(name: str) -> str | None:
-    """Debian keeps each major version's client in /usr/lib/postgresql/N/bin."""
-    root = Path("/usr/lib/postgresql")
-    if not root.is_dir():
-        return None
-    versions = sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    for version in reversed(versions):
-        candidate = version / "bin" / name
-        if candidate.is_file():
-            return str(candidate)
-    return None

@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import codecs
-from ..adapters.postgres import ConnInfo, PgTools
+from ..adapters.pgtools import PgTools
+from ..adapters.postgres import ConnInfo
 from ..adapters.storage import LocalStorage, PartialFile, S3Storage
 from ..crypto import MasterKey
 from ..errors import (BackupError, BackupFileMissing, BackupNotFound, ChecksumMismatch,
@@ -43,6 +44,10 @@ def object_metadata(backup: Backup) -> dict[str, str]:
         "X-Backup-Codec": backup.codec,
         "X-Backup-Encrypted": "true" if backup.encrypted else "false",
     }
+    if backup.server_version:
+        metadata["X-Server-Version"] = backup.server_version
+    if backup.client_version:
+        metadata["X-Client-Version"] = backup.client_version
     if backup.sha256:
         metadata["X-Backup-Sha256"] = backup.sha256
     return metadata
@@ -97,9 +102,11 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
                   progress: Progress | None = None) -> Backup:
     """Dump `spec`'s database once, streaming to the local file and to S3 at the same time.
 
+    The dump runs the client `pg` picks for the server; both versions are recorded.
     Returns the completed backup; an s3 copy that failed is recorded as `failed` with the
-    reason (the backup still completes locally). Raises DumpFailed (or another
-    BackupError) after recording the backup as failed, leaving no file and no object.
+    reason (the backup still completes locally). Raises DumpFailed, VersionMismatch (no
+    client can dump the server) or another BackupError after recording the backup as
+    failed, leaving no file and no object.
     """
     codecs.check(spec.format, spec.codec)
     if spec.encrypt and key is None:
@@ -121,7 +128,9 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
             s3_error = str(exc)
 
     try:
-        dump = pg.dump(spec.conn, spec.format, codecs.pg_dump_compression(spec.format, spec.codec))
+        backup.server_version, client = pg.for_dump(spec.conn)
+        backup.client_version = client.version
+        dump = client.dump(spec.conn, spec.format, codecs.pg_dump_compression(spec.format, spec.codec))
     except BackupError as exc:
         return _fail(session, backup, exc)
 
@@ -273,18 +282,20 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
     """Restore a backup into `conn`'s database, creating the database if it is missing.
 
     Uses the local file when it is intact, else the S3 copy (saved locally again); the
-    stored bytes are decrypted and decompressed on their way into pg_restore. The restore
-    runs in one transaction: on any error nothing is changed, and RestoreFailed carries
-    the server's message.
+    stored bytes are decrypted and decompressed on their way into pg_restore. The client
+    is chosen for the dump's pg_dump version and the target server (VersionMismatch,
+    before anything is fetched, if none fits). The restore runs in one transaction: on
+    any error nothing is changed, and RestoreFailed carries the server's message.
     """
     backup = get_completed_backup(session, backup_id)
     key = decoding_key(backup, key)
+    client = pg.for_restore(conn, backup.client_version)
     path = ensure_local_copy(session, backup, local, s3, progress)
     with open(path, "rb") as stored:
         source = codecs.decode(stored, backup.format, backup.codec, key)  # checks the key first
-        if not pg.database_exists(conn):
-            pg.create_database(conn)
-        pg.restore(conn, source, backup.format)
+        if not client.database_exists(conn):
+            client.create_database(conn)
+        client.restore(conn, source, backup.format)
     return backup
 
 

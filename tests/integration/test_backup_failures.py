@@ -111,11 +111,11 @@ def test_pg_dump_failure_leaves_nothing_behind(case, expected, make_app, pg_clus
 
 
 @pytest.fixture(scope="session")
-def big_db(pg_cluster):
-    """A database whose dump is tens of MB (random text), long enough to be interrupted."""
+def big_db(pg15_server):
+    """A database on the 15 server whose dump is tens of MB (random text), long enough to be interrupted."""
     name = "big_for_kill"
-    pg_cluster.createdb(name)
-    pg_cluster.psql("CREATE TABLE blobs AS SELECT g AS id, "
+    pg15_server.createdb(name)
+    pg15_server.psql("CREATE TABLE blobs AS SELECT g AS id, "
                     "repeat(md5(g::text || random()), 8) || md5(random()::text) AS body "
                     "FROM generate_series(1, 200000) g", name)
     return name
@@ -167,7 +167,8 @@ def test_password_never_on_a_command_line(make_app, pg_cluster, big_db):
     app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(big_db))
 
     with app.app_context():
-        process = wiring.pg_tools().dump(wiring.dump_spec().conn)
+        conn = wiring.dump_spec().conn
+        process = wiring.pg_tools().for_dump(conn)[1].dump(conn)
         try:
             cmdline_file = Path(f"/proc/{process.pid}/cmdline")
             deadline = time.monotonic() + 10
@@ -193,7 +194,8 @@ def test_legacy_row_without_storage_url_restores(app, runner, pg_cluster, source
     """A row from before this app (no sha256, no storage URL) with only a local file."""
     legacy_file = backup_dir / "legacy-shop.dump"
     with app.app_context():
-        process = wiring.pg_tools().dump(wiring.dump_spec().conn)
+        conn = wiring.dump_spec().conn
+        process = wiring.pg_tools().for_dump(conn)[1].dump(conn)
         legacy_file.write_bytes(process.stdout.read())
         process.finish()
         db.session.add(Backup(id="legacy1", filename=legacy_file.name, database=source_db,

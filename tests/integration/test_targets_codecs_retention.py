@@ -254,19 +254,3 @@ def test_prune_after_a_run_of_failures_keeps_the_good_backups(keyed_app, pg_clus
     assert all(copy_status(b) == {"local": "present", "s3": "present"}
                for b in remaining if b["status"] == "completed")
 
-
-def test_version_mismatch_names_both_versions(keyed_app, pg_cluster, source_db, tmp_path):
-    """A pg_dump older than the server is refused before anything runs."""
-    bin_dir = tmp_path / "old-client"
-    bin_dir.mkdir()
-    (bin_dir / "psql").symlink_to("/usr/lib/postgresql/15/bin/psql")
-    old = bin_dir / "pg_dump"
-    old.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.22'\n")
-    old.chmod(0o755)
-    keyed_app.config["PG_BIN_DIR"] = str(bin_dir)
-
-    result = invoke(keyed_app.test_cli_runner(), "targets", "test", source_db, ok=False)
-
-    assert "the server runs PostgreSQL 15." in error_line(result)
-    assert "pg_dump is 12.22" in error_line(result)
-    assert "postgresql-client-15" in error_line(result)

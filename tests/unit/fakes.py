@@ -21,12 +21,20 @@ class FakeDump:
 
 
 class FakePg:
-    """pg_dump that 'dumps' fixed bytes, optionally failing at the end."""
+    """PgTools with one client, 15.4, whose pg_dump 'dumps' fixed bytes, optionally failing at the end."""
+
+    version = "15.4"
 
     def __init__(self, data: bytes = b"PGDMP" + bytes(range(256)) * 5000, error: str | None = None):
         self.data = data
         self.error = error
         self.restored = []
+
+    def for_dump(self, conn):
+        return "15.2", self
+
+    def for_restore(self, conn, dump_version):
+        return self
 
     def dump(self, conn, fmt="custom", options=()):
         self.last_dump = FakeDump(self.data, self.error)
