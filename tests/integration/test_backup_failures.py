@@ -15,7 +15,7 @@ from backup_app.extensions import db
 from backup_app.localservers import free_port
 from backup_app.models import Backup, BackupCopy, utcnow
 from backup_app.services import backups as service
-from tests.conftest import fill_shop
+from tests.conftest import both_catalogs, fill_shop
 from tests.helpers import copy_status, create, error_line, invoke, sha256_file
 
 pytestmark = pytest.mark.integration
@@ -85,6 +85,7 @@ def test_missing_bucket_names_storage_init(make_app, pg_cluster, source_db, s3_s
     assert "flask storage init" in result.stderr
 
 
+@both_catalogs
 @pytest.mark.parametrize("case, expected", [
     ("bad password", "password authentication failed"),
     ("missing database", "does not exist"),

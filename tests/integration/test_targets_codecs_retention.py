@@ -9,7 +9,7 @@ import pytest
 
 from backup_app.extensions import db
 from backup_app.models import Backup, Target
-from tests.conftest import fill_shop, unique_name
+from tests.conftest import both_catalogs, both_servers, fill_shop, unique_name
 from tests.helpers import copy_status, create, error_line, invoke, sha256_file
 
 pytestmark = pytest.mark.integration
@@ -51,6 +51,7 @@ def add_target(runner, name, url, *options, ok=True):
     return invoke(runner, "targets", "add", name, "--url", url, *options, ok=ok)
 
 
+@both_catalogs
 def test_targets_add_list_test_remove(keyed_app, pg_cluster, source_db, other_db):
     runner = keyed_app.test_cli_runner()
 
@@ -107,6 +108,7 @@ def test_duplicate_and_unknown_targets(keyed_app, pg_cluster, source_db, other_d
     assert "BACKUP_DATABASE_URL" in error_line(invoke(runner, "targets", "remove", source_db, "--yes", ok=False))
 
 
+@both_servers
 @pytest.mark.parametrize("codec, encrypt", [("zstd", False), ("plain", False), ("gzip", True), ("zstd", True)])
 def test_codecs_and_encryption_restore_the_same_data(keyed_app, pg_cluster, other_db, s3, codec, encrypt):
     runner = keyed_app.test_cli_runner()
@@ -148,6 +150,7 @@ def test_zstd_is_smaller_than_uncompressed(keyed_app, pg_cluster, other_db):
     assert small["size_bytes"] < raw["size_bytes"] / 2
 
 
+@both_servers
 def test_plain_sql_format(keyed_app, pg_cluster, other_db, tmp_path):
     runner = keyed_app.test_cli_runner()
     add_target(runner, "sql", pg_cluster.url(other_db), "--format", "plain", "--codec", "plain")
@@ -207,6 +210,7 @@ def age_backups(app, days_by_id: dict[str, float]) -> None:
         db.session.commit()
 
 
+@both_catalogs
 def test_prune_dry_run_then_prune_across_every_copy(keyed_app, pg_cluster, other_db, s3):
     runner = keyed_app.test_cli_runner()
     add_target(runner, "other", pg_cluster.url(other_db), "--keep-days", "30", "--keep-last", "2")
