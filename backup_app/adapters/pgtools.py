@@ -49,7 +49,7 @@ def program_version(program: Path) -> str:
                             stdin=subprocess.DEVNULL)
     match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)*)", result.stdout)
     if result.returncode != 0 or not match:
-        raise ConfigurationError(f"cannot tell the version of {program}: {result.stdout or result.stderr}")
+        raise ConfigurationError(f"cannot tell the version of {program}: {(result.stdout or result.stderr).strip()}")
     return match.group(1)
 
 

@@ -118,3 +118,15 @@ def test_restore_refuses_a_pg_restore_older_than_the_dump(app18, make_app, pg18_
         f"pg_dump {backup['client_version']}); found 15.")
     assert count(pg18_server, shop18) == 0, "nothing restored"
     assert not Path(app18.config["BACKUP_DIR"], backup["filename"]).exists(), "refused before fetching from S3"
+
+
+def test_no_client_at_all_is_refused_before_any_row(make_app, pg_cluster, source_db, tmp_path):
+    empty = tmp_path / "no-clients"
+    empty.mkdir()
+    runner = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), PG_BIN_DIR=str(empty)).test_cli_runner()
+
+    result = invoke(runner, "backup", "create", ok=False)
+
+    assert error_line(result) == (f"Error: no PostgreSQL client (pg_dump, pg_restore, psql) found in "
+                                  f"PG_BIN_DIR ({empty}); install postgresql-client")
+    assert json.loads(invoke(runner, "backup", "list", "--json").stdout) == []

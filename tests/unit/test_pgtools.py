@@ -102,3 +102,15 @@ def test_no_client_in_pg_bin_dir_is_a_clear_error(tmp_path, make_folder):
 
     assert str(error.value) == (f"no PostgreSQL client (pg_dump, pg_restore, psql) found in PG_BIN_DIR "
                                 f"({folder}); install postgresql-client")
+
+
+def test_a_pg_dump_that_does_not_say_its_version_is_named(tmp_path):
+    for name in ("pg_dump", "pg_restore", "psql"):
+        program = tmp_path / name
+        program.write_text("#!/bin/sh\necho 'not a PostgreSQL program'\n")
+        program.chmod(0o755)
+
+    with pytest.raises(ConfigurationError) as error:
+        find_clients(str(tmp_path))
+
+    assert str(error.value) == f"cannot tell the version of {tmp_path / 'pg_dump'}: not a PostgreSQL program"

@@ -1,9 +1,12 @@
-"""The catalog's migrations on SQLite and on PostgreSQL."""
+"""The catalog on SQLite and on PostgreSQL: migrations, and times whatever the session's zone."""
+from datetime import datetime, timezone
+
 import pytest
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from backup_app.extensions import db
+from backup_app.models import Target
 from backup_app.services import backups as service
 from tests.conftest import both_catalogs
 
@@ -30,3 +33,18 @@ def test_migrations_apply_revert_and_keep_older_rows(make_app):
         assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
         upgrade()
         assert {"backups", "backup_copies", "targets"} <= set(inspect(db.engine).get_table_names())
+
+
+@pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)
+def test_times_are_stored_as_the_instant_whatever_the_session_time_zone(make_app):
+    moment = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    with make_app().app_context():
+        assert db.session.execute(text("SHOW timezone")).scalar() == "America/New_York"
+        db.session.add(Target(name="t", dbname="d", next_run_at=moment))
+        db.session.commit()
+
+        epoch = db.session.execute(text("SELECT extract(epoch FROM next_run_at) FROM targets")).scalar()
+        db.session.expire_all()
+
+        assert float(epoch) == moment.timestamp()
+        assert db.session.scalar(select(Target)).next_run_at == moment
