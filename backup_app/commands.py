@@ -129,10 +129,10 @@ def show_command(backup_id, as_json):
     copies = data.pop("copies")
     data["size"] = human_size(backup.size_bytes)
     for key, value in data.items():
-        click.echo(f"{key + ':':<14}{'' if value is None else value}")
+        click.echo(f"{key + ':':<16}{'' if value is None else value}")
     for copy in copies:
         extra = f" ({copy['error']})" if copy["error"] else ""
-        click.echo(f"copy {copy['location'] + ':':<9}{copy['status']}  {copy['uri']}{extra}")
+        click.echo(f"copy {copy['location'] + ':':<11}{copy['status']}  {copy['uri']}{extra}")
 
 
 @backup_cli.command("restore")

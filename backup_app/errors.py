@@ -51,7 +51,9 @@ class ObjectNotFound(BackupError):
 
 
 class VersionMismatch(BackupError):
-    """The installed pg_dump is older than the server it should dump."""
+    """No PostgreSQL client found fits the server (dump) or the server and the dump (restore)."""
+
+
 class JobConflict(BackupError):
     """Another job for the same target database is queued or running."""
 

@@ -50,18 +50,27 @@ def utcnow() -> datetime:
 
 
 class UTCDateTime(TypeDecorator):
-    """A timezone-aware UTC datetime on every backend (SQLite drops the zone)."""
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores `timestamptz` and answers in the session's time zone; SQLite drops
+    the zone, so it is given and read back as naive UTC.
+    """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def process_bind_param(self, value, dialect):
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(timezone.utc).replace(tzinfo=None) if value else None
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
-        return value.replace(tzinfo=timezone.utc) if value is not None else None
+        if value is None:
+            return None
+        return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 class Backup(db.Model):
@@ -82,6 +91,8 @@ class Backup(db.Model):
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64))
     storage_url: Mapped[str | None] = mapped_column(String(1024))
+    server_version: Mapped[str | None] = mapped_column(String(32))  # of the dumped server, e.g. "15.18"
+    client_version: Mapped[str | None] = mapped_column(String(32))  # of the pg_dump that made it
     status: Mapped[str] = mapped_column(String(16), default=RUNNING, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
@@ -118,6 +129,8 @@ class Backup(db.Model):
             "size_bytes": self.size_bytes,
             "sha256": self.sha256,
             "storage_url": self.storage_url,
+            "server_version": self.server_version,
+            "client_version": self.client_version,
             "status": self.status,
             "error": self.error,
             "created_at": isoformat(self.created_at),

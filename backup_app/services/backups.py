@@ -13,7 +13,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from .. import codecs
-from ..adapters.postgres import ConnInfo, PgTools
+from ..adapters.pgtools import PgTools
+from ..adapters.postgres import ConnInfo
 from ..adapters.storage import LocalStorage, PartialFile, S3Storage
 from ..crypto import MasterKey
 from ..errors import (
@@ -67,6 +68,10 @@ def object_metadata(backup: Backup) -> dict[str, str]:
         "X-Backup-Codec": backup.codec,
         "X-Backup-Encrypted": "true" if backup.encrypted else "false",
     }
+    if backup.server_version:
+        metadata["X-Server-Version"] = backup.server_version
+    if backup.client_version:
+        metadata["X-Client-Version"] = backup.client_version
     if backup.sha256:
         metadata["X-Backup-Sha256"] = backup.sha256
     return metadata
@@ -127,12 +132,14 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
                   backup_id: str | None = None) -> Backup:
     """Dump `spec`'s database once, streaming to the local file and to S3 at the same time.
 
-    Every table's rows are counted in pg_dump's own snapshot, for verify to compare.
+    Every table's rows are counted in pg_dump's own snapshot, for verify to compare. The dump
+    runs the client `pg` picks for the server; both versions are recorded.
 
     Returns the completed backup; an s3 copy that failed is recorded as `failed` with the
-    reason (the backup still completes locally). Raises DumpFailed (or another
-    BackupError) after recording the backup as failed, leaving no file and no object.
-    `backup_id` lets a caller (a job) know the new backup's id before it exists.
+    reason (the backup still completes locally). Raises DumpFailed, VersionMismatch (no
+    client can dump the server) or another BackupError after recording the backup as
+    failed, leaving no file and no object. `backup_id` lets a caller (a job) know the new
+    backup's id before it exists.
     """
     codecs.check(spec.format, spec.codec)
     if spec.encrypt and key is None:
@@ -153,12 +160,18 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
         except StorageUnavailable as exc:
             s3_error = str(exc)
 
+    try:
+        backup.server_version, client = pg.for_dump(spec.conn)
+        backup.client_version = client.version
+    except BackupError as exc:
+        return _fail(session, backup, exc)
+    session.commit()  # no write transaction may stay open while the stream runs (SQLite locks)
     counter = pg.snapshot_counter(spec.conn)
     options = codecs.pg_dump_compression(spec.format, spec.codec)
     if counter is not None:
         options.append(f"--snapshot={counter.snapshot_id}")
     try:
-        dump = pg.dump(spec.conn, spec.format, options)
+        dump = client.dump(spec.conn, spec.format, options)
     except BackupError as exc:
         if counter is not None:
             counter.counts()
@@ -324,13 +337,15 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
     """Restore a backup into `conn`'s database, creating the database if it is missing.
 
     Uses the local file when it is intact, else the S3 copy (saved locally again); the
-    stored bytes are decrypted and decompressed on their way into pg_restore. The restore
-    runs in one transaction: on any error nothing is changed, and RestoreFailed carries
-    the server's message. `on_restoring` is called once the file is ready and the
-    database is about to be written.
+    stored bytes are decrypted and decompressed on their way into pg_restore. The client
+    is chosen for the dump's pg_dump version and the target server (VersionMismatch,
+    before anything is fetched, if none fits). The restore runs in one transaction: on
+    any error nothing is changed, and RestoreFailed carries the server's message.
+    `on_restoring` is called once the file is ready and the database is about to be written.
     """
     backup = get_completed_backup(session, backup_id)
     decoding_key(backup, key)  # a missing key is reported before anything is fetched
+    pg.for_restore(conn, backup.client_version)  # so is a server no client can restore into
     path = ensure_local_copy(session, backup, local, s3, progress)
     if on_restoring:
         on_restoring()
@@ -342,9 +357,10 @@ def restore_from_file(backup: Backup, path: Path, conn: ConnInfo, pg: PgTools, k
     """Decode a verified file of `backup` into pg_restore/psql, creating the database if missing."""
     with open(path, "rb") as stored:
         source = codecs.decode(stored, backup.format, backup.codec, decoding_key(backup, key))
-        if not pg.database_exists(conn):
-            pg.create_database(conn)
-        pg.restore(conn, source, backup.format)
+        client = pg.for_restore(conn, backup.client_version)
+        if not client.database_exists(conn):
+            client.create_database(conn)
+        client.restore(conn, source, backup.format, lock_timeout=pg.lock_timeout)
 
 
 def download_backup(session: Session, backup_id: str, output: Path, local: LocalStorage,

@@ -4,7 +4,8 @@ import time
 
 from sqlalchemy.orm import Session
 
-from ..adapters.postgres import ConnInfo, PgTools
+from ..adapters.pgtools import PgTools
+from ..adapters.postgres import ConnInfo
 from ..adapters.storage import LocalStorage, PartialFile, S3Storage
 from ..crypto import MasterKey
 from ..errors import BackupError
@@ -58,18 +59,21 @@ def verify_backup(session: Session, backup_id: str, server: ConnInfo, local: Loc
             fetched = None
 
     scratch = server.with_dbname(f"verify_{backup.id}_{secrets.token_hex(3)}")
+    client = None
     try:
+        client = pg.for_restore(scratch, backup.client_version)
         if source is None:
             problems.append("no intact copy to restore")
         else:
             restore_from_file(backup, source, scratch, pg, key)
-            verification.tables = pg.table_row_counts(scratch)
+            verification.tables = client.table_row_counts(scratch)
             problems += compare_counts(backup.row_counts, verification.tables)
     except BackupError as exc:
         problems.append(f"restore into a scratch database failed: {exc}")
     finally:
         try:
-            pg.drop_database(scratch)
+            if client is not None:
+                client.drop_database(scratch)
         except BackupError as exc:
             problems.append(f"could not drop scratch database {scratch.dbname}: {exc}")
         if fetched is not None:

@@ -75,7 +75,7 @@ def remove_command(name, yes):
 @targets_cli.command("test")
 @click.argument("name")
 def test_command(name):
-    """Connect to a database and print its server version."""
+    """Connect to a database; print its server version and the pg_dump that would back it up."""
     upgrade_catalog_if_needed()
-    server, client = wiring.pg_tools().check_can_dump(wiring.target_conn(name))
-    click.echo(f"{name}: PostgreSQL {server} (pg_dump {client})")
+    server, client = wiring.pg_tools().for_dump(wiring.target_conn(name))
+    click.echo(f"{name}: PostgreSQL {server} (pg_dump {client.describe()})")

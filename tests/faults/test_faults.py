@@ -20,7 +20,7 @@ from backup_app.errors import DumpFailed
 from backup_app.extensions import db
 from backup_app.localservers import SeaweedS3, free_port
 from backup_app.services import backups as service
-from tests.conftest import fill_shop
+from tests.conftest import both_catalogs, fill_shop
 from tests.helpers import add_target, age_backups, copy_status, create, error_line, invoke, sha256_file, show
 
 pytestmark = pytest.mark.integration
@@ -113,6 +113,7 @@ def test_03_wrong_s3_keys_name_the_credential_problem(make_app, pg_cluster, sour
     assert "MINIO_SECRET_KEY" in result.stderr
 
 
+@both_catalogs
 @pytest.mark.parametrize("case, expected", [
     ("bad password", "password authentication failed"),
     ("missing database", "does not exist"),

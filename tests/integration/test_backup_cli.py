@@ -5,6 +5,7 @@ from urllib.error import HTTPError
 
 import pytest
 
+from tests.conftest import both_catalogs, both_servers
 from tests.helpers import copy_status, create, error_line, invoke, sha256_file, show
 
 pytestmark = pytest.mark.integration
@@ -14,6 +15,7 @@ def count(pg_cluster, dbname: str, table: str = "orders") -> int:
     return int(pg_cluster.psql(f"SELECT count(*) FROM {table}", dbname))
 
 
+@both_servers
 def test_seed_checklist_create_upload_delete_local_restore(runner, pg_cluster, source_db, s3, backup_dir):
     backup = create(runner)
 
@@ -34,6 +36,10 @@ def test_seed_checklist_create_upload_delete_local_restore(runner, pg_cluster, s
     assert meta["x-amz-meta-x-backup-timestamp"] == backup["created_at"]
     assert meta["x-amz-meta-x-backup-sha256"] == backup["sha256"]
     assert meta["x-amz-meta-x-backup-id"] == backup["id"]
+    server_version = pg_cluster.psql("SHOW server_version").split()[0]
+    assert backup["server_version"] == meta["x-amz-meta-x-server-version"] == server_version
+    assert backup["client_version"] == meta["x-amz-meta-x-client-version"]
+    assert backup["client_version"].split(".")[0] == server_version.split(".")[0], "the matching pg_dump"
 
     local_file.unlink()
     pg_cluster.psql("DELETE FROM orders; DELETE FROM customers;", source_db)
@@ -46,6 +52,7 @@ def test_seed_checklist_create_upload_delete_local_restore(runner, pg_cluster, s
     assert copy_status(show(runner, backup["id"])) == {"local": "present", "s3": "present"}
 
 
+@both_catalogs
 def test_restore_uses_intact_local_file(runner, pg_cluster, source_db, s3):
     backup = create(runner)
     s3.delete(backup["filename"])  # proves the local file is what gets used
@@ -56,6 +63,7 @@ def test_restore_uses_intact_local_file(runner, pg_cluster, source_db, s3):
     assert count(pg_cluster, source_db) == 3000
 
 
+@both_servers
 def test_restore_into_another_database_creates_it(runner, pg_cluster, source_db):
     backup = create(runner)
     other = source_db + "_copy"
@@ -124,6 +132,7 @@ def test_download_refuses_to_overwrite_a_file(runner, tmp_path):
     assert existing.read_text() == "precious"
 
 
+@both_catalogs
 def test_delete_removes_object_row_and_file(runner, s3, backup_dir):
     backup = create(runner)
     keep = create(runner)
@@ -155,6 +164,7 @@ def test_bad_backup_id_on_every_command(runner, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@both_catalogs
 def test_list_and_show_json_shape(runner, source_db):
     first = create(runner)
     second = create(runner)

@@ -54,7 +54,8 @@ def test_password_never_on_a_command_line(make_app, pg_cluster, big_db):
     app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(big_db))
 
     with app.app_context():
-        process = wiring.pg_tools().dump(wiring.dump_spec().conn)
+        conn = wiring.dump_spec().conn
+        process = wiring.pg_tools().for_dump(conn)[1].dump(conn)
         try:
             cmdline_file = Path(f"/proc/{process.pid}/cmdline")
             deadline = time.monotonic() + 10
@@ -80,7 +81,8 @@ def test_legacy_row_without_storage_url_restores(app, runner, pg_cluster, source
     """A row from before this app (no sha256, no storage URL) with only a local file."""
     legacy_file = backup_dir / "legacy-shop.dump"
     with app.app_context():
-        process = wiring.pg_tools().dump(wiring.dump_spec().conn)
+        conn = wiring.dump_spec().conn
+        process = wiring.pg_tools().for_dump(conn)[1].dump(conn)
         legacy_file.write_bytes(process.stdout.read())
         process.finish()
         db.session.add(Backup(id="legacy1", filename=legacy_file.name, database=source_db,

@@ -21,7 +21,9 @@ class FakeDump:
 
 
 class FakePg:
-    """pg_dump that 'dumps' fixed bytes, optionally failing at the end."""
+    """PgTools with one client, 15.4, whose pg_dump 'dumps' fixed bytes, optionally failing at the end."""
+
+    version = "15.4"
 
     def __init__(self, data: bytes = b"PGDMP" + bytes(range(256)) * 5000, error: str | None = None):
         self.data = data
@@ -31,6 +33,12 @@ class FakePg:
     def snapshot_counter(self, conn):
         return None
 
+    def for_dump(self, conn):
+        return "15.2", self
+
+    def for_restore(self, conn, dump_version):
+        return self
+
     def dump(self, conn, fmt="custom", options=()):
         self.last_dump = FakeDump(self.data, self.error)
         return self.last_dump
@@ -38,7 +46,9 @@ class FakePg:
     def database_exists(self, conn):
         return True
 
-    def restore(self, conn, source, fmt):
+    lock_timeout = 60
+
+    def restore(self, conn, source, fmt, lock_timeout=60):
         self.restored.append(source.read())
 
 

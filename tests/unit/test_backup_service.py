@@ -35,6 +35,9 @@ def test_create_keeps_two_identical_copies(session, local):
     assert s3.objects[backup.filename] == pg.data == local.path(backup.filename).read_bytes()
     assert s3.metadata[backup.filename]["X-Backup-Sha256"] == backup.sha256
     assert s3.metadata[backup.filename]["X-Database"] == "shop"
+    assert (backup.server_version, backup.client_version) == ("15.2", "15.4")
+    assert s3.metadata[backup.filename]["X-Server-Version"] == "15.2"
+    assert s3.metadata[backup.filename]["X-Client-Version"] == "15.4"
     assert {c.location: c.status for c in backup.copies} == {"local": "present", "s3": "present"}
 
 

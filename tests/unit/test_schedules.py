@@ -6,6 +6,7 @@ from backup_app.errors import ConfigurationError
 from backup_app.extensions import db
 from backup_app.models import Target
 from backup_app.services.schedules import check_cron, claim_due_targets, next_run_time
+from tests.conftest import both_catalogs
 
 
 def test_next_run_honours_the_time_zone():
@@ -20,6 +21,7 @@ def test_bad_cron_is_explained():
         check_cron("every day at 3")
 
 
+@both_catalogs
 def test_a_due_run_is_claimed_exactly_once(make_app, tmp_path):
     app = make_app()
     now = datetime(2026, 11, 25, 12, 0, 30, tzinfo=timezone.utc)

@@ -1,0 +1,50 @@
+"""The catalog on SQLite and on PostgreSQL: migrations, and times whatever the session's zone."""
+from datetime import datetime, timezone
+
+import pytest
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import inspect, select, text
+
+from backup_app.extensions import db
+from backup_app.models import Target
+from backup_app.services import backups as service
+from tests.conftest import both_catalogs
+
+pytestmark = pytest.mark.integration
+
+
+@both_catalogs
+def test_migrations_apply_revert_and_keep_older_rows(make_app):
+    app = make_app()
+    with app.app_context():
+        downgrade(revision="0004-1")
+        db.session.execute(text(
+            "INSERT INTO backups (id, filename, database, format, status, created_at) "
+            "VALUES ('old1', 'old.dump', 'shop', 'custom', 'completed', CURRENT_TIMESTAMP)"))
+        db.session.commit()
+
+        upgrade()
+        [old] = service.list_backups(db.session)
+        assert (old.codec, old.encrypted, old.server_version, old.client_version) == ("gzip", False, None, None)
+        assert old.to_dict()["server_version"] is None
+        db.session.remove()
+
+        downgrade(revision="base")
+        assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+        upgrade()
+        assert {"backups", "backup_copies", "targets"} <= set(inspect(db.engine).get_table_names())
+
+
+@pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)
+def test_times_are_stored_as_the_instant_whatever_the_session_time_zone(make_app):
+    moment = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    with make_app().app_context():
+        assert db.session.execute(text("SHOW timezone")).scalar() == "America/New_York"
+        db.session.add(Target(name="t", dbname="d", next_run_at=moment))
+        db.session.commit()
+
+        epoch = db.session.execute(text("SELECT extract(epoch FROM next_run_at) FROM targets")).scalar()
+        db.session.expire_all()
+
+        assert float(epoch) == moment.timestamp()
+        assert db.session.scalar(select(Target)).next_run_at == moment
