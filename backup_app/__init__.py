@@ -55,6 +55,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from .api import bp as api_bp
+    from .audit import bp as audit_bp
     from .auth import bp as auth_bp
     from .backups import bp as backups_bp
     from .health import bp as health_bp
@@ -65,6 +66,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(jobs_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(audit_bp)
     csrf.exempt(api_bp)  # bearer tokens only: no ambient credential to forge a request with
 
 
@@ -74,6 +76,7 @@ def register_template_filters(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
+    from .audit.commands import audit_cli
     from .auth.commands import users_cli
     from .commands import backup_cli, storage_cli
     from .targets.commands import targets_cli
@@ -84,3 +87,4 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(targets_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(worker_command)
+    app.cli.add_command(audit_cli)

@@ -1,12 +1,13 @@
 """`flask backup …` and `flask storage …`: the same services the pages and the API call."""
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, ScriptInfo
 
 from . import wiring
 from .adapters.postgres import ConnInfo
@@ -15,21 +16,60 @@ from .extensions import db
 from .formatting import human_size
 from .models import COPY_FAILED
 from .services import backups as service
+from .services.audit import record as record_audit
 from .services.prune import prune
 from .services.rescan import rescan
 from .services.sync import sync_backups
 from .services.usage import storage_usage
 from .services.verify import verify_backup
 
+log = logging.getLogger(__name__)
+
+# Commands that change something (or hand out a backup) are written to the audit log.
+AUDITED_COMMANDS = {
+    "backup": {"create", "restore", "download", "delete", "prune", "sync", "verify", "rescan"},
+    "storage": {"init"},
+    "targets": {"add", "remove"},
+    "users": {"create", "token"},
+}
+
 
 class ServiceGroup(AppGroup):
-    """A command group whose commands need the catalog and report BackupErrors as `Error: …`."""
+    """A command group whose commands report BackupErrors as `Error: …` and are audited."""
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta["audit.command"] = (name, list(rest))  # a copy: click consumes `rest` as it parses
+        return name, command, rest
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except BackupError as exc:
+            self._audit(ctx, str(exc))
             raise click.ClickException(str(exc)) from exc
+        except click.ClickException as exc:
+            self._audit(ctx, exc.format_message())
+            raise
+        self._audit(ctx, None)
+        return result
+
+    def _audit(self, ctx, error: str | None) -> None:
+        """Append `cli` did `<command>` (`<command>-failed` with the error) to the audit log."""
+        name, args = ctx.meta.get("audit.command", (None, []))
+        if name not in AUDITED_COMMANDS.get(self.name, ()):
+            return
+        app = ctx.ensure_object(ScriptInfo).load_app()
+        with app.app_context():
+            action = name if self.name == "backup" else f"{self.name}-{name}"
+            subject = " ".join(arg for arg in args if arg not in ("--yes", "--json"))
+            try:
+                upgrade_catalog_if_needed()  # `storage init` may be the first command ever run
+                record_audit(db.session, "cli", action + ("-failed" if error else ""), subject,
+                             detail=error)
+            except Exception:  # noqa: BLE001 - never hide the command's own outcome
+                db.session.rollback()
+                log.exception("could not append to the audit log")
 
 
 def upgrade_catalog_if_needed() -> None:

@@ -348,3 +348,21 @@ class LoginFailure(db.Model):
 
 def isoformat(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+class AuditEvent(db.Model):
+    """Who did what, when, from where. Append-only: the app never updates or deletes a row."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255), index=True)    # a user's email, or "cli"
+    action: Mapped[str] = mapped_column(String(64), index=True)    # create, restore, sign-in-failed, …
+    subject: Mapped[str] = mapped_column(String(1024), default="")  # a backup id, a database, …
+    address: Mapped[str | None] = mapped_column(String(64))        # the client's IP address (web)
+    detail: Mapped[str | None] = mapped_column(Text)               # outcome: an HTTP status or an error
+
+    def to_dict(self) -> dict:
+        return {"at": isoformat(self.at), "actor": self.actor, "action": self.action,
+                "subject": self.subject, "address": self.address, "detail": self.detail}

@@ -408,6 +408,8 @@ class BackupStream:
     def __init__(self, session: Session, backup: Backup, location: str, uri: str,
                  source: BinaryIO, close: Callable[[], None]):
         self.backup = backup
+        # Plain values: the response is streamed after the view's session has ended.
+        self._id, self._filename, self._sha256 = backup.id, backup.filename, backup.sha256
         self.location = location
         self._session = session
         self._uri = uri
@@ -425,12 +427,12 @@ class BackupStream:
                 held = chunk
         finally:
             self.close()
-        if self.backup.sha256 and digest.hexdigest() != self.backup.sha256:
+        if self._sha256 and digest.hexdigest() != self._sha256:
             # Read again: a web response is streamed after the view's session was closed.
-            backup = get_backup(self._session, self.backup.id)
+            backup = get_backup(self._session, self._id)
             set_copy(backup, self.location, self._uri, COPY_FAILED, error="SHA-256 mismatch")
             self._session.commit()
-            raise ChecksumMismatch(f"the {self.location} copy of {self.backup.filename} "
+            raise ChecksumMismatch(f"the {self.location} copy of {self._filename} "
                                    "does not match its recorded SHA-256")
         if held:
             yield held

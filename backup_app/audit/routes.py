@@ -1,0 +1,75 @@
+import logging
+
+from flask import g, render_template, request
+from flask_login import current_user
+
+from ..extensions import db
+from ..services import audit as service
+from . import bp
+
+log = logging.getLogger(__name__)
+PER_PAGE = 100
+
+# Endpoints whose requests are audited, with the action they perform. GETs count only for
+# downloads: showing a form changes nothing.
+AUDITED_ENDPOINTS = {
+    "auth.login": "sign-in",
+    "auth.logout": "sign-out",
+    "backups.create": "create",
+    "backups.restore": "restore",
+    "backups.delete": "delete",
+    "backups.download": "download",
+    "api.create_backup": "create",
+    "api.restore_backup": "restore",
+    "api.delete_backup": "delete",
+    "api.download_backup": "download",
+}
+READS = {"download"}
+
+
+def request_subject() -> str:
+    """What the request acts on: the backup, else the database named in the form or body."""
+    if request.view_args and "backup_id" in request.view_args:
+        return request.view_args["backup_id"]
+    body = request.get_json(silent=True) if request.is_json else None
+    if isinstance(body, dict) and isinstance(body.get("database"), str):
+        return body["database"]
+    return request.form.get("database") or request.form.get("email") or ""
+
+
+def request_actor() -> str:
+    api_user = g.get("api_user")
+    if api_user is not None:
+        return f"{api_user.email} (API token)"
+    if current_user.is_authenticated:
+        return current_user.email
+    return request.form.get("email") or "anonymous"
+
+
+@bp.after_app_request
+def record_request(response):
+    """Append an audit event for each action a page or API request performed (or tried)."""
+    action = AUDITED_ENDPOINTS.get(request.endpoint or "")
+    if action is None or (request.method == "GET" and action not in READS) or response.status_code == 404:
+        return response
+    if action == "sign-in" and response.status_code != 302:
+        action = "sign-in-failed"
+    elif response.status_code >= 400:
+        action += "-failed"
+    try:
+        service.record(db.session, request_actor(), action, request_subject(),
+                       address=request.remote_addr, detail=f"HTTP {response.status_code}")
+    except Exception:  # noqa: BLE001 - the response stands; the failure is logged loudly
+        db.session.rollback()
+        log.exception("could not append to the audit log")
+    return response
+
+
+@bp.get("/audit")
+def index():
+    """The audit log, newest first, filtered by actor and action."""
+    actor = request.args.get("actor") or None
+    action = request.args.get("action") or None
+    page = db.paginate(service.events_query(actor, action), page=request.args.get("page", 1, type=int),
+                       per_page=PER_PAGE, error_out=False)
+    return render_template("audit/index.html", page=page, actor=actor, action=action)
