@@ -26,6 +26,7 @@ def create_app(config: object | dict | None = None) -> Flask:
     register_errorhandlers(app)
     register_template_filters(app)
     register_commands(app)
+    from . import notifications  # noqa: F401 - subscribes to the services' events
     return app
 
 
@@ -79,6 +80,7 @@ def register_commands(app: Flask) -> None:
     from .audit.commands import audit_cli
     from .auth.commands import users_cli
     from .commands import backup_cli, storage_cli
+    from .notify_commands import notify_cli
     from .targets.commands import targets_cli
     from .worker import worker_command
 
@@ -88,3 +90,4 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(worker_command)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(notify_cli)

@@ -31,6 +31,7 @@ AUDITED_COMMANDS = {
     "storage": {"init"},
     "targets": {"add", "remove"},
     "users": {"create", "token"},
+    "notify": {"test"},
 }
 
 

@@ -32,6 +32,10 @@ class Config:
         self.PG_BIN_DIR = os.environ.get("PG_BIN_DIR") or None
         self.APP_ENCRYPTION_KEY = os.environ.get("APP_ENCRYPTION_KEY") or None
         self.SYNC_FETCH_LOCAL = env_bool("SYNC_FETCH_LOCAL")
+        # Apprise URLs (space or comma separated) told about every target's failures.
+        self.NOTIFY_URLS = os.environ.get("NOTIFY_URLS", "")
+        self.NOTIFY_ON_SUCCESS = env_bool("NOTIFY_ON_SUCCESS")
+        self.STALE_AFTER_HOURS = int(os.environ["STALE_AFTER_HOURS"]) if os.environ.get("STALE_AFTER_HOURS") else None
         # Seconds a restore waits for a lock held by another session before it fails.
         self.RESTORE_LOCK_TIMEOUT = int(os.environ.get("RESTORE_LOCK_TIMEOUT", 60))
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}

@@ -224,6 +224,12 @@ class Target(db.Model):
     format: Mapped[str] = mapped_column(String(16), default="custom")
     codec: Mapped[str] = mapped_column(String(16), default="gzip")
     encrypt: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Apprise URLs (one per line) told about this target, besides the global NOTIFY_URLS.
+    notify_urls: Mapped[str | None] = mapped_column(Text)
+    notify_on_success: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Alert when the newest completed backup is older than this (None: STALE_AFTER_HOURS).
+    stale_after_hours: Mapped[int | None] = mapped_column(Integer)
+    stale_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def to_dict(self) -> dict:
@@ -247,6 +253,9 @@ class Target(db.Model):
             "format": self.format,
             "codec": self.codec,
             "encrypt": self.encrypt,
+            "notify_urls": len((self.notify_urls or "").split()),
+            "notify_on_success": self.notify_on_success,
+            "stale_after_hours": self.stale_after_hours,
         }
 class Job(db.Model):
     """A create or restore run by the worker; the pages poll it for progress."""

@@ -42,6 +42,7 @@ from ..models import (
     utcnow,
 )
 from ..pipeline import CHUNK_SIZE, Upload, stream_to_file
+from . import events
 from .targets import DumpSpec
 
 Progress = Callable[[int], None]
@@ -229,6 +230,7 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
     backup.status = COMPLETED
     backup.completed_at = utcnow()
     session.commit()
+    events.backup_completed.send(backup)
     return backup
 
 
@@ -243,6 +245,7 @@ def _fail(session: Session, backup: Backup, exc: BackupError, raise_error: bool 
     backup.error = str(exc)
     backup.completed_at = utcnow()
     session.commit()
+    events.backup_failed.send(backup)
     if raise_error:
         raise exc
     return backup

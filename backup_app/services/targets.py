@@ -3,6 +3,7 @@ import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import apprise
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,9 @@ class TargetSettings:
     format: str = "custom"
     codec: str = "gzip"
     encrypt: bool = False
+    notify_urls: tuple[str, ...] = ()
+    notify_on_success: bool = False
+    stale_after_hours: int | None = None
 
     def check(self) -> None:
         if self.schedule:
@@ -49,6 +53,11 @@ class TargetSettings:
             raise ConfigurationError(f"unknown time zone {self.timezone!r} (use e.g. UTC, Europe/Berlin)") from None
         if self.keep_days < 0 or self.keep_last < 0 or min(self.gfs) < 0:
             raise ConfigurationError("retention numbers cannot be negative")
+        if self.stale_after_hours is not None and self.stale_after_hours < 1:
+            raise ConfigurationError("the staleness limit is at least 1 hour")
+        invalid = [url for url in self.notify_urls if not apprise.Apprise.instantiate(url)]
+        if invalid:
+            raise ConfigurationError(f"not an Apprise notification URL: {', '.join(invalid)}")
         codecs.check(self.format, self.codec)
 
 
@@ -140,7 +149,9 @@ def add_target(session: Session, name: str, url: str, settings: TargetSettings,
         schedule=settings.schedule or None, timezone=settings.timezone,
         keep_days=settings.keep_days, keep_last=settings.keep_last,
         gfs_daily=settings.gfs[0], gfs_weekly=settings.gfs[1], gfs_monthly=settings.gfs[2],
-        format=settings.format, codec=settings.codec, encrypt=settings.encrypt)
+        format=settings.format, codec=settings.codec, encrypt=settings.encrypt,
+        notify_urls="\n".join(settings.notify_urls) or None, notify_on_success=settings.notify_on_success,
+        stale_after_hours=settings.stale_after_hours)
     if target.schedule:
         target.next_run_at = next_run_time(target.schedule, target.timezone)
     session.add(target)

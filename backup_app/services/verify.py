@@ -10,6 +10,7 @@ from ..adapters.storage import LocalStorage, PartialFile, S3Storage
 from ..crypto import MasterKey
 from ..errors import BackupError
 from ..models import FAILED, LOCAL, Verification, utcnow
+from . import events
 from .backups import decoding_key, fetch_from_s3, get_completed_backup, restore_from_file, verified_local_path
 
 PASSED = "passed"
@@ -84,4 +85,6 @@ def verify_backup(session: Session, backup_id: str, server: ConnInfo, local: Loc
     verification.finished_at = utcnow()
     verification.duration_seconds = round(time.monotonic() - started, 3)
     session.commit()
+    if verification.status == FAILED:
+        events.verification_failed.send(verification)
     return verification

@@ -32,11 +32,16 @@ def parse_gfs(value: str | None) -> tuple[int, int, int]:
 @click.option("--format", "fmt", type=click.Choice(["custom", "plain"]), default="custom", show_default=True)
 @click.option("--encrypt/--no-encrypt", default=False, show_default=True,
               help="Encrypt backups at rest with APP_ENCRYPTION_KEY.")
-def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec, fmt, encrypt):
+@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+              help="An Apprise URL told about this target (repeatable), besides NOTIFY_URLS.")
+@click.option("--notify-on-success", is_flag=True, help="Also tell about successful backups.")
+@click.option("--stale-after-hours", type=int, help="Alert when the newest good backup is older than this.")
+def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec, fmt, encrypt, notify_urls,
+                notify_on_success, stale_after_hours):
     """Add a database to back up (its password is stored encrypted)."""
     upgrade_catalog_if_needed()
     settings = service.TargetSettings(schedule, timezone, keep_days, keep_last, parse_gfs(gfs),
-                                      fmt, codec, encrypt)
+                                      fmt, codec, encrypt, notify_urls, notify_on_success, stale_after_hours)
     target = service.add_target(db.session, name, url, settings, wiring.master_key(), wiring.env_url())
     next_run = f", next run {target.next_run_at:%Y-%m-%d %H:%M} UTC" if target.next_run_at else ""
     click.echo(f"Added target {target.name} ({target.dbname} on {target.host or 'localhost'}){next_run}")
