@@ -277,6 +277,9 @@ def recover_interrupted_jobs(session: Session, local: LocalStorage) -> list[Job]
     for job in jobs:
         job.status, job.phase, job.finished_at = INTERRUPTED, "interrupted", utcnow()
         job.error = f"the worker ({job.worker}) stopped while the job was running"
+        if job.kind == RESTORE:
+            job.error += (f"; the restore into {job.target} may not have finished, so that database may be "
+                          "partially restored: check it, and run the restore again")
         job.log += log_line(f"interrupted: {job.error}")
         backup = session.get(Backup, job.backup_id) if job.backup_id else None
         if backup is not None:

@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import apprise
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import codecs
@@ -79,8 +80,12 @@ def sync_env_target(session: Session, env_url: str | None) -> Target | None:
     conn = ConnInfo.from_url(env_url)
     target = session.scalar(select(Target).where(Target.name == conn.dbname))
     if target is None:
-        target = Target(name=conn.dbname, from_env=True, dbname=conn.dbname)
-        session.add(target)
+        session.add(Target(name=conn.dbname, from_env=True, dbname=conn.dbname))
+        try:
+            session.commit()
+        except IntegrityError:  # another request or worker added it at the same moment
+            session.rollback()
+        target = session.scalar(select(Target).where(Target.name == conn.dbname))
     if target.from_env:
         target.host, target.port, target.user = conn.host, conn.port, conn.user
         target.sslmode = dict(conn.params).get("sslmode")
