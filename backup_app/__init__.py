@@ -59,6 +59,7 @@ def register_blueprints(app: Flask) -> None:
     from .audit import bp as audit_bp
     from .auth import bp as auth_bp
     from .backups import bp as backups_bp
+    from .dashboard import bp as dashboard_bp
     from .health import bp as health_bp
     from .job_pages import bp as jobs_bp
 
@@ -68,6 +69,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(audit_bp)
+    app.register_blueprint(dashboard_bp)
     csrf.exempt(api_bp)  # bearer tokens only: no ambient credential to forge a request with
 
 

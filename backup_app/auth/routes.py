@@ -15,7 +15,7 @@ def safe_next(target: str | None) -> str:
     """Where to go after signing in: a path on this site, never another host."""
     if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
         return target
-    return url_for("backups.index")
+    return url_for("dashboard.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -23,7 +23,7 @@ def safe_next(target: str | None) -> str:
 def login():
     """Sign in with email and password."""
     if current_user.is_authenticated:
-        return redirect(url_for("backups.index"))
+        return redirect(url_for("dashboard.index"))
     form = LoginForm()
     status = 200
     if form.validate_on_submit():

@@ -1,0 +1,70 @@
+"""The dashboard's figures: per target, how well it is covered."""
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..models import COMPLETED, PRESENT, Backup, BackupCopy, Target, Verification, utcnow
+
+DEFAULT_STALE_HOURS = 26  # a daily backup that is a little late is not yet alarming
+
+
+@dataclass
+class TargetOverview:
+    name: str
+    last_success: datetime | None
+    stale_after_hours: int
+    next_run_at: datetime | None
+    last_verify: Verification | None
+    copies_present: int
+    copies_total: int
+    bytes_by_location: dict[str, int] = field(default_factory=dict)
+
+    def age(self, now: datetime) -> timedelta | None:
+        return now - self.last_success if self.last_success else None
+
+    def is_stale(self, now: datetime) -> bool:
+        age = self.age(now)
+        return age is None or age > timedelta(hours=self.stale_after_hours)
+
+
+def target_overviews(session: Session, stale_default_hours: int | None) -> list[TargetOverview]:
+    """One overview per target, from a handful of grouped queries."""
+    last_success = dict(session.execute(
+        select(Backup.database, func.max(Backup.created_at)).where(Backup.status == COMPLETED)
+        .group_by(Backup.database)).all())
+    copies = session.execute(
+        select(Backup.database, BackupCopy.location, BackupCopy.status, func.count(),
+               func.coalesce(func.sum(BackupCopy.size_bytes), 0))
+        .join(BackupCopy.backup).where(Backup.status == COMPLETED)
+        .group_by(Backup.database, BackupCopy.location, BackupCopy.status)).all()
+    newest_verify = (select(Backup.database, func.max(Verification.started_at).label("at"))
+                     .join(Verification.backup).group_by(Backup.database).subquery())
+    verifies = {v.backup.database: v for v in session.scalars(
+        select(Verification).join(Verification.backup).join(
+            newest_verify, (newest_verify.c.database == Backup.database)
+            & (newest_verify.c.at == Verification.started_at)))}
+    overviews = []
+    for target in session.scalars(select(Target).order_by(Target.name)):
+        mine = [row for row in copies if row[0] == target.name]
+        overview = TargetOverview(
+            name=target.name, last_success=last_success.get(target.name),
+            stale_after_hours=target.stale_after_hours or stale_default_hours or DEFAULT_STALE_HOURS,
+            next_run_at=target.next_run_at if target.schedule and target.schedule_enabled else None,
+            last_verify=verifies.get(target.name),
+            copies_present=sum(count for _, _, status, count, _ in mine if status == PRESENT),
+            copies_total=sum(count for *_, count, _ in mine))
+        for _, location, status, _, size in mine:
+            if status == PRESENT:
+                overview.bytes_by_location[location] = overview.bytes_by_location.get(location, 0) + int(size)
+        overviews.append(overview)
+    return overviews
+
+
+def backup_history(session: Session, since: datetime | None = None, limit: int = 200) -> list[Backup]:
+    """Completed backups, oldest first, for the size and duration chart."""
+    since = since or utcnow() - timedelta(days=30)
+    rows = session.scalars(select(Backup).where(Backup.status == COMPLETED, Backup.created_at >= since)
+                           .order_by(Backup.created_at.desc()).limit(limit))
+    return list(reversed(list(rows)))
