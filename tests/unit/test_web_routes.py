@@ -86,7 +86,7 @@ def test_health_check_is_open(bare_app):
 def test_sign_in_and_out(bare_app):
     client = bare_app.test_client()
     response = sign_in(client)
-    assert response.status_code == 302 and response.headers["Location"] == "/"
+    assert response.status_code == 302 and response.headers["Location"] == "/dashboard"
     cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert EMAIL in text(client.get("/"))
@@ -103,7 +103,7 @@ def test_sign_in_goes_to_next_but_never_off_site(bare_app):
     assert client.post("/login?next=/jobs/", data=data).headers["Location"] == "/jobs/"
     client = bare_app.test_client()
     data["csrf_token"] = csrf_token(client, "/login")
-    assert client.post("/login?next=//evil.example/x", data=data).headers["Location"] == "/"
+    assert client.post("/login?next=//evil.example/x", data=data).headers["Location"] == "/dashboard"
 
 
 def test_wrong_password_then_too_many_attempts(bare_app):
