@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # From Debian: PostgreSQL 15 server and client (pg_dump, pg_restore, psql, initdb), and the
-# Chromium that the browser tests drive (`playwright install` cannot download browsers here).
+# Redis server the scale-out test starts, and the Chromium that the browser tests drive
+# (`playwright install` cannot download browsers here).
 system-deps:
 	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -x $(PG_BIN)/pg_dump ]; then \
 		$(SUDO) $(APT_GET) update -q && $(SUDO) $(APT_GET) install -y -q postgresql-15 postgresql-client-15; \
+	fi
+	@if [ ! -x /usr/bin/redis-server ]; then \
+		$(SUDO) $(APT_GET) update -q && $(SUDO) $(APT_GET) install -y -q redis-server; \
 	fi
 	@if [ ! -x /usr/bin/chromium ]; then \
 		$(SUDO) $(APT_GET) update -q && $(SUDO) $(APT_GET) install -y -q chromium; \
