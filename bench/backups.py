@@ -41,6 +41,7 @@ class BackupCases:
 
     def cases(self) -> list[Case]:
         return [
+            Case("startup", "`flask backup list` (start-up of every `flask backup` command)", self.startup),
             Case("dump_devnull", "`pg_dump -Fc > /dev/null`", self.dump_to_devnull),
             Case("dump_then_upload", "`pg_dump -Fc -f FILE`, then `fput_object` (the seed's way)",
                  self.dump_then_upload),
@@ -63,13 +64,17 @@ class BackupCases:
                 names.append(name)
         return names
 
+    def startup(self) -> Sample:
+        """The fixed cost of a `flask backup` command: interpreter, imports, app, catalog check."""
+        return self.cli.run("backup", "list", "--json").sample
+
     # --- backups -----------------------------------------------------------------------
 
-    def dump_to_devnull(self) -> Sample:
+    def dump_to_devnull(self, dbname: str | None = None) -> Sample:
         """Case 1: the limit for a logical dump (stdout, since `-f /dev/null` fails on fsync)."""
         with open(os.devnull, "wb") as devnull:
             return run([self.lab.pg.program("pg_dump"), "--format=custom", "--no-password"],
-                       self.lab.pg_env(self.dbname), stdout=devnull).sample
+                       self.lab.pg_env(dbname or self.dbname), stdout=devnull).sample
 
     def dump_then_upload(self) -> Sample:
         """Case 2: dump to a file, then upload it with the minio client's defaults."""

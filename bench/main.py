@@ -3,6 +3,7 @@ import argparse
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import asdict
@@ -82,11 +83,15 @@ def measure(lab: Lab, args: argparse.Namespace) -> dict:
     log(f"database {size / 1e6:.0f} MB; {args.repeat} rounds of {len(cases)} cases")
     samples, errors = run_rounds(cases, args.repeat)
 
-    log(f"building the {args.rss_multiplier}×S database for peak RSS")
+    times = f"{args.rss_multiplier}×S"
+    log(f"building the {times} database")
     dataset.build(lab.cluster, DB_BIG, args.scale * args.rss_multiplier)
-    big = Case("create_big", f"`flask backup create`, {args.rss_multiplier}×S",
-               lambda: backups.create(BACKUP_DATABASE_URL=lab.cluster.url(DB_BIG)))
-    big_samples, big_errors = run_rounds([big], args.repeat)
+    big_cases = [
+        Case("dump_devnull_big", f"`pg_dump -Fc > /dev/null`, {times}", lambda: backups.dump_to_devnull(DB_BIG)),
+        Case("create_big", f"`flask backup create`, {times}",
+             lambda: backups.create(BACKUP_DATABASE_URL=lab.cluster.url(DB_BIG))),
+    ]
+    big_samples, big_errors = run_rounds(big_cases, args.repeat)
     lab.cluster.dropdb(DB_BIG)
 
     web_cli = AppCli(lab.settings(DB, lab.workdir / "web-catalog.db"))
@@ -94,15 +99,20 @@ def measure(lab: Lab, args: argparse.Namespace) -> dict:
     return {
         "database": {"name": DB, "bytes": size, "server": lab.cluster.psql("SHOW server_version"),
                      "pg_dump": run([lab.pg.program("pg_dump"), "--version"], None).stdout.strip()},
-        "labels": {case.key: case.label for case in [*cases, big]},
+        "labels": {case.key: case.label for case in [*cases, *big_cases]},
         "samples": {key: [asdict(s) for s in runs] for key, runs in {**samples, **big_samples}.items()},
         "errors": {**errors, **big_errors},
         "web": web,
     }
 
 
+def stop_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds the with-blocks, which stop the servers
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     started = datetime.now(timezone.utc).replace(microsecond=0)
     results = {"started_at": started.isoformat(), "machine": machine(),
                "params": {**vars(args), "results": str(args.results)}}

@@ -51,7 +51,7 @@ class Table:
         return summary
 
     def timed_row(self, number: str, key: str, label: str, refs: dict[str, str],
-                  target: str = "", limit: tuple[str, float] | None = None) -> None:
+                  target: str = "", limit: tuple[str, float] | None = None, extra: str = "") -> None:
         """A row of wall times with ratios to the cases in `refs` (key → row number)."""
         if not self.have(key):
             self.missing(number, label, self.errors.get(key, "not measured"))
@@ -59,20 +59,31 @@ class Table:
         summary = Summary.of(seconds(self.samples[key]))
         self.numbers[f"{key}.seconds"] = summary.median
         ratios = {ref: self.time_ratio(key, ref) for ref in refs}
-        text = " · ".join(ratio_text(r, f"({refs[ref]})") for ref, r in ratios.items() if r)
+        text = " · ".join([*(ratio_text(r, f"({refs[ref]})") for ref, r in ratios.items() if r),
+                           *([extra] if extra else [])])
         ok = None
         if limit:
             measured = ratios.get(limit[0])
             ok = measured.median <= limit[1] if measured else None
         self.rows.append((number, label, *span(summary, "s"), text, target, verdict(ok)))
 
+    def without_startup(self) -> str:
+        """Case 3 less the start-up (case 0) over case 1, round by round: the pipeline's own cost."""
+        if not all(self.have(key) for key in ("create", "startup", "dump_devnull")):
+            return ""
+        net = [c - s for c, s in zip(seconds(self.samples["create"]), seconds(self.samples["startup"]))]
+        summary = Summary.of(paired_ratios(net, seconds(self.samples["dump_devnull"])))
+        self.numbers["create_minus_startup/dump_devnull"] = summary.median
+        return "(3) − (0) is " + ratio_text(summary, "(1)")
+
     def build(self) -> list[tuple[str, ...]]:
         labels = self.results["labels"]
+        self.timed_row("0", "startup", labels["startup"], {})
         self.timed_row("1", "dump_devnull", labels["dump_devnull"], {})
         self.timed_row("2", "dump_then_upload", labels["dump_then_upload"], {"dump_devnull": "1"})
         self.dump_alone_row()
         self.timed_row("3", "create", labels["create"], {"dump_devnull": "1", "dump_then_upload": "2"},
-                       "≤ 1.10× (1)", ("dump_devnull", 1.10))
+                       "≤ 1.10× (1)", ("dump_devnull", 1.10), self.without_startup())
         self.size_row()
         self.codec_rows()
         self.timed_row("5", "pg_restore", labels["pg_restore"], {})
@@ -80,6 +91,8 @@ class Table:
         self.timed_row("6b", "restore_s3", labels["restore_s3"], {"pg_restore": "5"},
                        "≤ 1.15× (5)", ("pg_restore", 1.15))
         self.rss_rows()
+        self.timed_row("7c", "dump_devnull_big", labels["dump_devnull_big"], {})
+        self.timed_row("7d", "create_big", labels["create_big"], {"dump_devnull_big": "7c"})
         self.web_rows()
         return self.rows
 
@@ -123,21 +136,23 @@ class Table:
                               "≤ 0.80× (3′)" if zstd else "", verdict(size_ratio <= 0.80 if zstd else None)))
 
     def rss_rows(self) -> None:
-        multiplier = self.results["params"]["rss_multiplier"]
+        label = "peak RSS of `flask backup create`, scale "
+        big_label = f"{label}{self.results['params']['rss_multiplier']}×S"
         if not self.have("create"):
+            self.missing("7a", label + "S", self.errors.get("create", "not measured"))
+            self.missing("7b", big_label, self.errors.get("create", "not measured"))
             return
         base = Summary.of([s.max_rss / MB for s in self.samples["create"]])
         self.numbers["create.max_rss_mb"] = base.median
-        self.rows.append(("7a", "peak RSS of `flask backup create`, scale S", *span(base, "MB", 1), "",
-                          "≤ 100 MB", verdict(base.median <= 100)))
+        self.rows.append(("7a", label + "S", *span(base, "MB", 1), "", "≤ 100 MB", verdict(base.median <= 100)))
         if not self.have("create_big"):
-            self.missing("7b", f"peak RSS at {multiplier}×S", self.errors.get("create_big", "not measured"))
+            self.missing("7b", big_label, self.errors.get("create_big", "not measured"))
             return
         big = Summary.of([s.max_rss / MB for s in self.samples["create_big"]])
         growth = big.median / base.median
         self.numbers["create_big.max_rss_mb"] = big.median
         self.numbers["create_big/create.max_rss"] = growth
-        self.rows.append(("7b", f"peak RSS of `flask backup create`, scale {multiplier}×S", *span(big, "MB", 1),
+        self.rows.append(("7b", big_label, *span(big, "MB", 1),
                           f"{growth:.2f}× (7a)", "≤ 1.10× (7a)", verdict(growth <= 1.10)))
 
     def web_rows(self) -> None:
