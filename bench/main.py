@@ -31,8 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--scale", type=int, default=int(env("BENCH_SCALE", 13)),
                         help="pgbench scale S; each unit adds ~23 MB (default 13 ≈ 300 MB; env BENCH_SCALE)")
-    parser.add_argument("--repeat", type=int, default=int(env("BENCH_REPEAT", 3)),
-                        help="rounds of every case (default 3; env BENCH_REPEAT)")
+    parser.add_argument("--repeat", type=int, default=int(env("BENCH_REPEAT", 5)),
+                        help="rounds of every case (default 5; env BENCH_REPEAT)")
     parser.add_argument("--rss-multiplier", type=int, default=4,
                         help="peak RSS is measured again at this multiple of S (default 4)")
     parser.add_argument("--web-rows", type=int, default=100_000, help="catalog rows for the web case")

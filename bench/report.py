@@ -67,14 +67,14 @@ class Table:
             ok = measured.median <= limit[1] if measured else None
         self.rows.append((number, label, *span(summary, "s"), text, target, verdict(ok)))
 
-    def without_startup(self) -> str:
-        """Case 3 less the start-up (case 0) over case 1, round by round: the pipeline's own cost."""
-        if not all(self.have(key) for key in ("create", "startup", "dump_devnull")):
+    def without_startup(self, key: str, number: str, reference: str, ref_number: str) -> str:
+        """`key` less the start-up (case 0) over `reference`, round by round: the work's own cost."""
+        if not all(self.have(k) for k in (key, "startup", reference)):
             return ""
-        net = [c - s for c, s in zip(seconds(self.samples["create"]), seconds(self.samples["startup"]))]
-        summary = Summary.of(paired_ratios(net, seconds(self.samples["dump_devnull"])))
-        self.numbers["create_minus_startup/dump_devnull"] = summary.median
-        return "(3) − (0) is " + ratio_text(summary, "(1)")
+        net = [t - s for t, s in zip(seconds(self.samples[key]), seconds(self.samples["startup"]))]
+        summary = Summary.of(paired_ratios(net, seconds(self.samples[reference])))
+        self.numbers[f"{key}_minus_startup/{reference}"] = summary.median
+        return f"({number}) − (0) is " + ratio_text(summary, f"({ref_number})")
 
     def build(self) -> list[tuple[str, ...]]:
         labels = self.results["labels"]
@@ -83,13 +83,16 @@ class Table:
         self.timed_row("2", "dump_then_upload", labels["dump_then_upload"], {"dump_devnull": "1"})
         self.dump_alone_row()
         self.timed_row("3", "create", labels["create"], {"dump_devnull": "1", "dump_then_upload": "2"},
-                       "≤ 1.10× (1)", ("dump_devnull", 1.10), self.without_startup())
+                       "≤ 1.10× (1)", ("dump_devnull", 1.10),
+                       self.without_startup("create", "3", "dump_devnull", "1"))
         self.size_row()
         self.codec_rows()
         self.timed_row("5", "pg_restore", labels["pg_restore"], {})
-        self.timed_row("6a", "restore_local", labels["restore_local"], {"pg_restore": "5"})
+        self.timed_row("6a", "restore_local", labels["restore_local"], {"pg_restore": "5"},
+                       extra=self.without_startup("restore_local", "6a", "pg_restore", "5"))
         self.timed_row("6b", "restore_s3", labels["restore_s3"], {"pg_restore": "5"},
-                       "≤ 1.15× (5)", ("pg_restore", 1.15))
+                       "≤ 1.15× (5)", ("pg_restore", 1.15),
+                       self.without_startup("restore_s3", "6b", "pg_restore", "5"))
         self.rss_rows()
         self.timed_row("7c", "dump_devnull_big", labels["dump_devnull_big"], {})
         self.timed_row("7d", "create_big", labels["create_big"], {"dump_devnull_big": "7c"})
@@ -107,7 +110,7 @@ class Table:
         if self.have("create"):
             create_ratio = Summary.of(paired_ratios(seconds(self.samples["create"]), dumps))
             self.numbers["create/dump_to_file"] = create_ratio.median
-            text = "(3) is " + ratio_text(create_ratio, "this")
+            text = "(3) is " + ratio_text(create_ratio, "(2′)")
         self.rows.append(("2′", "`pg_dump -Fc -f FILE` alone (the dump step of 2)", *span(summary, "s"),
                           text, "", ""))
 
