@@ -32,6 +32,7 @@ class BackupCases:
         self.dbname = dbname
         self.cli = lab.cli
         self.rows = int(lab.cluster.psql("SELECT count(*) FROM pgbench_accounts", dbname))
+        self.errors: dict[str, str] = {}  # cases that could not even be set up
         self.minio = lab.minio()
         if not self.minio.bucket_exists(bucket_name=BASELINE_BUCKET):
             self.minio.make_bucket(bucket_name=BASELINE_BUCKET)
@@ -58,10 +59,14 @@ class BackupCases:
         """Register a target per codec variant the CLI offers; return their names."""
         names = []
         for name, options in CODEC_OPTIONS.items():
-            if self.cli.offers("targets", "add", option=options[0]):
-                self.cli.run("targets", "add", f"bench_{name}", "--url",
-                             self.lab.cluster.url(self.dbname), *options)
-                names.append(name)
+            if not self.cli.offers("targets", "add", option=options[0]):
+                continue
+            try:
+                self.cli.run("targets", "add", f"bench_{name}", "--url", self.lab.cluster.url(self.dbname), *options)
+            except BenchError as exc:
+                self.errors[f"create_{name}"] = str(exc)
+                continue
+            names.append(name)
         return names
 
     def startup(self) -> Sample:

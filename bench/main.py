@@ -101,7 +101,7 @@ def measure(lab: Lab, args: argparse.Namespace) -> dict:
                      "pg_dump": run([lab.pg.program("pg_dump"), "--version"], None).stdout.strip()},
         "labels": {case.key: case.label for case in [*cases, *big_cases]},
         "samples": {key: [asdict(s) for s in runs] for key, runs in {**samples, **big_samples}.items()},
-        "errors": {**errors, **big_errors},
+        "errors": {**backups.errors, **errors, **big_errors},
         "web": web,
     }
 
