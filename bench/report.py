@@ -71,7 +71,7 @@ class Table:
         """`key` less the start-up (case 0) over `reference`, round by round: the work's own cost."""
         if not all(self.have(k) for k in (key, "startup", reference)):
             return ""
-        net = [t - s for t, s in zip(seconds(self.samples[key]), seconds(self.samples["startup"]))]
+        net = [t - s for t, s in zip(seconds(self.samples[key]), seconds(self.samples["startup"]), strict=True)]
         summary = Summary.of(paired_ratios(net, seconds(self.samples[reference])))
         self.numbers[f"{key}_minus_startup/{reference}"] = summary.median
         return f"({number}) − (0) is " + ratio_text(summary, f"({ref_number})")

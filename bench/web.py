@@ -38,32 +38,34 @@ class Unavailable(Exception):
     """The app does not offer what this measurement needs (yet); the message says what."""
 
 
+def catalog_row(i: int, now) -> tuple[dict, list[dict]]:
+    """The i-th newest backup (15 minutes apart; every 50th failed) and its copies."""
+    backup_id, database = new_id(), DATABASES[i % len(DATABASES)]
+    created = now - timedelta(minutes=15 * i)
+    filename = make_filename(database, created, backup_id, "custom")
+    backup = {"id": backup_id, "filename": filename, "database": database, "format": "custom",
+              "created_at": created, "completed_at": created + timedelta(seconds=40)}
+    if i % 50 == 49:
+        return {**backup, "status": FAILED, "error": "pg_dump failed"}, []
+    size = 50_000_000 + i
+    backup.update(status=COMPLETED, size_bytes=size, sha256="ab" * 32, storage_url=f"s3://backups/{filename}")
+    copies = [{"backup_id": backup_id, "location": LOCAL, "uri": f"/backups/{filename}", "status": PRESENT,
+               "size_bytes": size},
+              {"backup_id": backup_id, "location": S3, "uri": backup["storage_url"], "status": PRESENT,
+               "size_bytes": size}]
+    return backup, copies
+
+
 def fill_catalog(settings: dict[str, str], rows: int) -> None:
-    """Insert `rows` backups, each with a local and an S3 copy, 15 minutes apart."""
+    """Insert `rows` backups with their copies, in batches of bulk inserts."""
     app = create_app({"SQLALCHEMY_DATABASE_URI": settings["CATALOG_DATABASE_URL"],
                       "BACKUP_DIR": settings["BACKUP_DIR"]})
     now = utcnow()
     with app.app_context():
         for first in range(0, rows, BATCH):
-            backups, copies = [], []
-            for i in range(first, min(first + BATCH, rows)):
-                backup_id, database = new_id(), DATABASES[i % len(DATABASES)]
-                created = now - timedelta(minutes=15 * i)
-                filename = make_filename(database, created, backup_id, "custom")
-                failed = i % 50 == 49
-                backups.append({
-                    "id": backup_id, "filename": filename, "database": database, "format": "custom",
-                    "size_bytes": None if failed else 50_000_000 + i, "sha256": None if failed else "ab" * 32,
-                    "storage_url": None if failed else f"s3://backups/{filename}",
-                    "status": FAILED if failed else COMPLETED, "error": "pg_dump failed" if failed else None,
-                    "created_at": created, "completed_at": created + timedelta(seconds=40)})
-                if not failed:
-                    copies += [{"backup_id": backup_id, "location": LOCAL, "uri": f"/backups/{filename}",
-                                "status": PRESENT, "size_bytes": 50_000_000 + i},
-                               {"backup_id": backup_id, "location": S3, "uri": f"s3://backups/{filename}",
-                                "status": PRESENT, "size_bytes": 50_000_000 + i}]
-            db.session.execute(insert(Backup), backups)
-            db.session.execute(insert(BackupCopy), copies)
+            made = [catalog_row(i, now) for i in range(first, min(first + BATCH, rows))]
+            db.session.execute(insert(Backup), [backup for backup, _ in made])
+            db.session.execute(insert(BackupCopy), [copy for _, copies in made for copy in copies])
         db.session.commit()
 
 
