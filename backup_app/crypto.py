@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import BackupError, ConfigurationError
+from .streams import read_full
 
 MAGIC = b"BKAPPENC1\n"
 CHUNK_SIZE = 1024 * 1024
@@ -99,18 +100,6 @@ class MasterKey:
 
 def chunk_nonce(prefix: bytes, counter: int, last: bool) -> bytes:
     return prefix + struct.pack(">IB", counter, 1 if last else 0)
-
-
-def read_full(stream: BinaryIO, size: int) -> bytes:
-    """Read `size` bytes, fewer only at end of stream."""
-    parts, remaining = [], size
-    while remaining:
-        data = stream.read(remaining)
-        if not data:
-            break
-        parts.append(data)
-        remaining -= len(data)
-    return b"".join(parts)
 
 
 class BufferedTransform:

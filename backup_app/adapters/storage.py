@@ -11,9 +11,11 @@ from typing import BinaryIO
 import urllib3
 from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
+from minio.datatypes import Part
 from minio.error import MinioException, S3Error
 
 from ..errors import BackupError, ObjectNotFound, StorageUnavailable
+from ..streams import read_full
 
 # Filenames are made by the app, never taken from a user; this is the second fence.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
@@ -201,12 +203,37 @@ class S3Storage:
 
     def upload(self, filename: str, stream: BinaryIO, metadata: dict[str, str],
                content_type: str) -> None:
-        """Upload a stream of unknown length as a multipart upload, one part at a time."""
+        """Upload a stream of unknown length as a multipart upload, one part in memory at a time.
+
+        minio's put_object(length=-1) keeps three parts alive at once (the one just sent,
+        the one being read, and a copy of it shifted by one byte): 50 MB at 16 MiB parts.
+        This loop uses minio's multipart calls directly (not public API: minio < 8) and
+        drops each part before reading the next.
+        """
+        key = self.key(filename)
+        headers = {"Content-Type": content_type, **{f"X-Amz-Meta-{k}": v for k, v in metadata.items()}}
+        client = self.client
         with self._errors():
-            self.client.put_object(
-                bucket_name=self.bucket, object_name=self.key(filename), data=stream, length=-1,
-                part_size=self.part_size, num_parallel_uploads=1, metadata=metadata,
-                content_type=content_type)
+            upload_id = client._create_multipart_upload(
+                bucket_name=self.bucket, object_name=key, headers=headers)
+            try:
+                parts = []
+                while True:
+                    data = read_full(stream, self.part_size)  # a short read means the end
+                    if data or not parts:
+                        number = len(parts) + 1
+                        etag = client._upload_part(bucket_name=self.bucket, object_name=key, data=data,
+                                                   headers=None, upload_id=upload_id, part_number=number)
+                        parts.append(Part(number, etag))
+                    last = len(data) < self.part_size
+                    del data
+                    if last:
+                        break
+                client._complete_multipart_upload(
+                    bucket_name=self.bucket, object_name=key, upload_id=upload_id, parts=parts)
+            except Exception:
+                client._abort_multipart_upload(bucket_name=self.bucket, object_name=key, upload_id=upload_id)
+                raise
 
     def set_metadata(self, filename: str, metadata: dict[str, str], content_type: str) -> None:
         """Replace an object's metadata (a server-side copy onto itself)."""

@@ -1,0 +1,30 @@
+"""The app's own `flask` command, run as a user runs it: a subprocess in the project folder."""
+import os
+import sys
+from pathlib import Path
+
+from .measure import BenchError, Finished, run
+
+PROJECT = Path(__file__).resolve().parent.parent
+FLASK = str(Path(sys.executable).parent / "flask")
+
+
+class AppCli:
+    """Runs `flask …` with the benchmark's settings (catalog, folder, servers) in the environment."""
+
+    def __init__(self, settings: dict[str, str]):
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith(("MINIO_", "BACKUP_", "CATALOG_", "PG"))}
+        self.env = {**base, "FLASK_APP": "app.py", **settings}
+
+    def run(self, *args: str, stdin: str | None = None, **settings: str) -> Finished:
+        """`flask ARGS`, with `settings` added to the environment for this call only."""
+        return run([FLASK, *args], {**self.env, **settings}, cwd=PROJECT, stdin=stdin)
+
+    def offers(self, *command: str, option: str | None = None) -> bool:
+        """Whether `flask COMMAND…` exists (and takes `option`), read from its --help."""
+        try:
+            help_text = self.run(*command, "--help").stdout
+        except BenchError:
+            return False
+        return option is None or option in help_text

@@ -1,0 +1,145 @@
+"""Cases 1–7: dumping and restoring, bare PostgreSQL tools beside `flask backup …`."""
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .lab import Lab
+from .measure import BenchError, Sample, run
+
+RESTORED = "bench_restored"
+BASELINE_BUCKET = "baseline"
+# Codec variants measured once `flask targets add … --codec` exists (the codecs issue).
+CODEC_OPTIONS = {"zstd": ["--codec", "zstd"], "encrypted": ["--encrypt"]}
+
+
+@dataclass
+class Case:
+    """One measured thing; `measure` runs it once and returns its sample."""
+
+    key: str
+    label: str
+    measure: Callable[[], Sample]
+
+
+class BackupCases:
+    """The dump and restore cases against one database of the lab."""
+
+    def __init__(self, lab: Lab, dbname: str):
+        self.lab = lab
+        self.dbname = dbname
+        self.cli = lab.cli
+        self.rows = int(lab.cluster.psql("SELECT count(*) FROM pgbench_accounts", dbname))
+        self.errors: dict[str, str] = {}  # cases that could not even be set up
+        self.minio = lab.minio()
+        if not self.minio.bucket_exists(bucket_name=BASELINE_BUCKET):
+            self.minio.make_bucket(bucket_name=BASELINE_BUCKET)
+        # The backup every restore case restores: made once, also warming the caches.
+        self.fixture = self.create_backup()
+        self.fixture_path = Path(next(c["uri"] for c in self.fixture["copies"] if c["location"] == "local"))
+
+    def cases(self) -> list[Case]:
+        return [
+            Case("startup", "`flask backup list` (start-up of every `flask backup` command)", self.startup),
+            Case("dump_devnull", "`pg_dump -Fc > /dev/null`", self.dump_to_devnull),
+            Case("dump_then_upload", "`pg_dump -Fc -f FILE`, then `fput_object` (the seed's way)",
+                 self.dump_then_upload),
+            Case("create", "`flask backup create` (local + S3 + SHA-256)", self.create),
+            *(Case(f"create_{name}", f"`flask backup create`, {name} target",
+                   lambda name=name: self.create(database=f"bench_{name}"))
+              for name in self.add_codec_targets()),
+            Case("pg_restore", "`createdb` + `pg_restore` of a local file", self.pg_restore),
+            Case("restore_local", "`flask backup restore`, local copy present", self.restore_local),
+            Case("restore_s3", "`flask backup restore`, S3 copy only", self.restore_s3),
+        ]
+
+    def add_codec_targets(self) -> list[str]:
+        """Register a target per codec variant the CLI offers; return their names."""
+        names = []
+        for name, options in CODEC_OPTIONS.items():
+            if not self.cli.offers("targets", "add", option=options[0]):
+                continue
+            try:
+                self.cli.run("targets", "add", f"bench_{name}", "--url", self.lab.cluster.url(self.dbname), *options)
+            except BenchError as exc:
+                self.errors[f"create_{name}"] = str(exc)
+                continue
+            names.append(name)
+        return names
+
+    def startup(self) -> Sample:
+        """The fixed cost of a `flask backup` command: interpreter, imports, app, catalog check."""
+        return self.cli.run("backup", "list", "--json").sample
+
+    # --- backups -----------------------------------------------------------------------
+
+    def dump_to_devnull(self, dbname: str | None = None) -> Sample:
+        """Case 1: the limit for a logical dump (stdout, since `-f /dev/null` fails on fsync)."""
+        with open(os.devnull, "wb") as devnull:
+            return run([self.lab.pg.program("pg_dump"), "--format=custom", "--no-password"],
+                       self.lab.pg_env(dbname or self.dbname), stdout=devnull).sample
+
+    def dump_then_upload(self) -> Sample:
+        """Case 2: dump to a file, then upload it with the minio client's defaults."""
+        path = self.lab.workdir / "baseline.dump"
+        start = time.perf_counter()
+        dump = run([self.lab.pg.program("pg_dump"), "--format=custom", "--no-password",
+                    f"--file={path}"], self.lab.pg_env(self.dbname))
+        self.minio.fput_object(bucket_name=BASELINE_BUCKET, object_name=path.name, file_path=str(path))
+        seconds = time.perf_counter() - start
+        size = path.stat().st_size
+        self.minio.remove_object(bucket_name=BASELINE_BUCKET, object_name=path.name)
+        path.unlink()
+        return Sample(seconds, dump.sample.max_rss, size, {"pg_dump": dump.sample.seconds})
+
+    def create_backup(self, database: str | None = None, **settings: str) -> dict:
+        """`flask backup create --json`; the backup, with its run's sample under "_sample"."""
+        args = ["backup", "create", "--json"] + (["--database", database] if database else [])
+        done = self.cli.run(*args, **settings)
+        backup = json.loads(done.stdout)
+        copies = {c["location"]: c["status"] for c in backup["copies"]}
+        if copies != {"local": "present", "s3": "present"}:
+            raise BenchError(f"backup {backup['id']} did not reach both places: {copies}")
+        backup["_sample"] = Sample(done.sample.seconds, done.sample.max_rss, backup["size_bytes"])
+        return backup
+
+    def create(self, database: str | None = None, **settings: str) -> Sample:
+        """Case 3 (and 4, 7): one backup through the CLI, deleted again afterwards."""
+        backup = self.create_backup(database, **settings)
+        self.cli.run("backup", "delete", backup["id"], "--yes")
+        return backup["_sample"]
+
+    # --- restores ----------------------------------------------------------------------
+
+    def pg_restore(self) -> Sample:
+        """Case 5: the bare restore of the same file into a fresh database."""
+        self.lab.cluster.dropdb(RESTORED)
+        env = self.lab.pg_env(RESTORED)
+        start = time.perf_counter()
+        run([self.lab.pg.program("createdb"), "--no-password", RESTORED], env)
+        restore = run([self.lab.pg.program("pg_restore"), "--no-password", "--exit-on-error",
+                       f"--dbname={RESTORED}", str(self.fixture_path)], env)
+        sample = Sample(time.perf_counter() - start, restore.sample.max_rss)
+        self.check_restored()
+        return sample
+
+    def restore_local(self) -> Sample:
+        """Case 6: restore with the local file present (hash check, then pg_restore)."""
+        self.lab.cluster.dropdb(RESTORED)
+        done = self.cli.run("backup", "restore", self.fixture["id"], "--yes",
+                            "--target-url", self.lab.cluster.url(RESTORED))
+        self.check_restored()
+        return done.sample
+
+    def restore_s3(self) -> Sample:
+        """Case 6: restore with only the S3 copy (fetched, hashed, saved locally, restored)."""
+        self.fixture_path.unlink()
+        return self.restore_local()
+
+    def check_restored(self) -> None:
+        """A restore that is fast because it restored nothing must not count."""
+        rows = int(self.lab.cluster.psql("SELECT count(*) FROM pgbench_accounts", RESTORED))
+        if rows != self.rows:
+            raise BenchError(f"restore gave {rows} accounts, expected {self.rows}")
