@@ -2,6 +2,7 @@
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -85,6 +86,11 @@ class LocalStorage:
 
     def uri(self, filename: str) -> str:
         return str(self.path(filename))
+
+    def check(self) -> None:
+        """Raise OSError unless a file can be written in the folder (an unnamed temporary one)."""
+        with tempfile.TemporaryFile(dir=self.root) as probe:
+            probe.write(b"ready")
 
     def exists(self, filename: str) -> bool:
         return self.path(filename).is_file()
