@@ -4,6 +4,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from . import security_headers
 from .config import Config
 from .errorhandlers import register_errorhandlers
 from .extensions import csrf, db, login_manager, migrate
@@ -24,6 +25,7 @@ def create_app(config: object | dict | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
+    security_headers.init_app(app)
     register_template_filters(app)
     register_commands(app)
     return app
@@ -59,12 +61,14 @@ def register_blueprints(app: Flask) -> None:
     from .backups import bp as backups_bp
     from .health import bp as health_bp
     from .job_pages import bp as jobs_bp
+    from .metrics import bp as metrics_bp
 
     app.register_blueprint(backups_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(metrics_bp)
     csrf.exempt(api_bp)  # bearer tokens only: no ambient credential to forge a request with
 
 
