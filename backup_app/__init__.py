@@ -4,7 +4,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import security_headers
+from . import input_guard, security_headers
 from .config import Config
 from .errorhandlers import register_errorhandlers
 from .extensions import csrf, db, login_manager, migrate
@@ -26,6 +26,7 @@ def create_app(config: object | dict | None = None) -> Flask:
     register_blueprints(app)
     register_errorhandlers(app)
     security_headers.init_app(app)
+    input_guard.init_app(app)
     register_template_filters(app)
     register_commands(app)
     return app
