@@ -43,6 +43,13 @@ class BackupFileMissing(BackupError):
         super().__init__(f"{message} ({detail})" if detail else message)
 
 
+class UnsafeFilename(BackupError):
+    """A backup's file name is not a plain name inside BACKUP_DIR or the bucket (a tampered row)."""
+
+    def __init__(self, filename: str):
+        super().__init__(f"invalid backup file name: {filename!r}")
+
+
 class ChecksumMismatch(BackupError):
     """Bytes read back do not match the SHA-256 recorded at backup time."""
 

@@ -14,7 +14,7 @@ from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
 from minio.error import MinioException, S3Error
 
-from ..errors import BackupError, ObjectNotFound, StorageUnavailable
+from ..errors import ObjectNotFound, StorageUnavailable, UnsafeFilename
 
 # Filenames are made by the app, never taken from a user; this is the second fence.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
@@ -22,10 +22,15 @@ READ_SIZE = 1024 * 1024
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
 
 
+def is_safe_name(filename: str) -> bool:
+    """Whether `filename` is a plain file name: no folder, nothing outside the folder it is put in."""
+    return bool(SAFE_NAME.fullmatch(filename)) and ".." not in filename
+
+
 def check_name(filename: str) -> str:
-    """Return `filename` if it is a plain file name, else raise."""
-    if not SAFE_NAME.fullmatch(filename) or ".." in filename:
-        raise BackupError(f"invalid backup file name: {filename!r}")
+    """Return `filename` if it is a plain file name, else raise UnsafeFilename."""
+    if not is_safe_name(filename):
+        raise UnsafeFilename(filename)
     return filename
 
 
@@ -81,7 +86,7 @@ class LocalStorage:
     def path(self, filename: str) -> Path:
         path = (self.root / check_name(filename)).resolve()
         if path.parent != self.root:
-            raise BackupError(f"invalid backup file name: {filename!r}")
+            raise UnsafeFilename(filename)
         return path
 
     def uri(self, filename: str) -> str:
