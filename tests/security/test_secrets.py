@@ -24,7 +24,7 @@ class CommandLineWatcher:
     def __init__(self, secret: str):
         self.secret = secret.encode()
         self.leaks: list[str] = []
-        self.pg_dump_pids: set[int] = set()
+        self.pg_dump_pids: set[int] = set()  # of running dumps seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -37,8 +37,9 @@ class CommandLineWatcher:
                     continue
                 if self.secret in cmdline:
                     self.leaks.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
-                if os.path.basename(cmdline.split(b"\0")[0]) == b"pg_dump":
-                    self.pg_dump_pids.add(int(pid))
+                args = cmdline.split(b"\0")
+                if os.path.basename(args[0]) == b"pg_dump" and any(a.startswith(b"--format=") for a in args):
+                    self.pg_dump_pids.add(int(pid))  # a dump, not a `pg_dump --version` probe
             self._stop.wait(0.02)
 
     def __enter__(self) -> "CommandLineWatcher":
