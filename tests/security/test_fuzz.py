@@ -11,9 +11,9 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from minio.error import S3Error
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
+from minio.error import S3Error
 
 from backup_app import wiring
 from backup_app.extensions import db
