@@ -4,6 +4,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from . import input_guard, security_headers
 from .config import Config
 from .errorhandlers import register_errorhandlers
 from .extensions import csrf, db, login_manager, migrate
@@ -24,6 +25,8 @@ def create_app(config: object | dict | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
+    security_headers.init_app(app)
+    input_guard.init_app(app)
     register_template_filters(app)
     register_commands(app)
     from . import notifications  # noqa: F401 - subscribes to the services' events
@@ -62,6 +65,7 @@ def register_blueprints(app: Flask) -> None:
     from .dashboard import bp as dashboard_bp
     from .health import bp as health_bp
     from .job_pages import bp as jobs_bp
+    from .metrics import bp as metrics_bp
 
     app.register_blueprint(backups_bp)
     app.register_blueprint(auth_bp)
@@ -70,6 +74,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health_bp)
     app.register_blueprint(audit_bp)
     app.register_blueprint(dashboard_bp)
+    app.register_blueprint(metrics_bp)
     csrf.exempt(api_bp)  # bearer tokens only: no ambient credential to forge a request with
 
 

@@ -47,6 +47,10 @@ class Config:
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
+        # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is 404.
+        self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
+        # Log lines as "text" or "json" (one object a line); see backup_app/logs.py.
+        self.LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
 
 
 class TestConfig(Config):

@@ -17,6 +17,7 @@ from .errors import (
     QueueUnavailable,
     StorageUnavailable,
     UnknownDatabase,
+    UnsafeFilename,
 )
 from .extensions import db
 
@@ -24,6 +25,7 @@ STATUS_CODES = {
     InvalidRequest: 400,
     ConfigurationError: 400,
     UnknownDatabase: 400,
+    UnsafeFilename: 400,
     ConfirmationMismatch: 403,
     BackupNotFound: 404,
     JobNotFound: 404,

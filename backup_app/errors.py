@@ -1,13 +1,18 @@
 """Domain errors. Views and CLI commands turn each into a one-line message."""
 
 
+def shown(value: str) -> str:
+    """`value` as given, or its repr if it holds control characters (a message stays one plain line)."""
+    return value if value.isprintable() else repr(value)
+
+
 class BackupError(Exception):
     """Base class of every error a user of the app can be shown."""
 
 
 class BackupNotFound(BackupError):
     def __init__(self, backup_id: str):
-        super().__init__(f"Backup not found: {backup_id}")
+        super().__init__(f"Backup not found: {shown(backup_id)}")
 
 
 class UnknownDatabase(BackupError):
@@ -36,6 +41,13 @@ class BackupFileMissing(BackupError):
     def __init__(self, detail: str = ""):
         message = "Backup file not found locally or in storage"
         super().__init__(f"{message} ({detail})" if detail else message)
+
+
+class UnsafeFilename(BackupError):
+    """A backup's file name is not a plain name inside BACKUP_DIR or the bucket (a tampered row)."""
+
+    def __init__(self, filename: str):
+        super().__init__(f"invalid backup file name: {filename!r}")
 
 
 class ChecksumMismatch(BackupError):
@@ -90,7 +102,7 @@ class TooManyLoginAttempts(BackupError):
 
 class JobNotFound(BackupError):
     def __init__(self, job_id: str):
-        super().__init__(f"Job not found: {job_id}")
+        super().__init__(f"Job not found: {shown(job_id)}")
 
 
 class InvalidRequest(BackupError):

@@ -27,6 +27,7 @@ from .adapters.storage import LocalStorage
 from .errors import BackupError, ConfirmationMismatch, JobConflict, JobNotFound, QueueUnavailable
 from .extensions import db
 from .formatting import human_size
+from .logs import job_context
 from .models import (
     ACTIVE_JOB_STATUSES,
     COMPLETED,
@@ -57,7 +58,7 @@ class JobQueue:
         self._task = self.huey.task(name="run_job")(self._run_in_app)
 
     def _run_in_app(self, job_id: str, target_url: str | None = None) -> None:
-        with self.app.app_context():
+        with self.app.app_context(), job_context(job_id):
             run_job(job_id, target_url)
 
     def submit(self, job_id: str, target_url: str | None = None) -> None:
@@ -157,6 +158,7 @@ def record(job_id: str, message: str | None = None, **values) -> None:
     """Update a job's row in its own short transaction, apart from the service's session."""
     if message:
         values["log"] = Job.log + log_line(message)
+        log.info("%s", message)
     with db.engine.begin() as connection:
         connection.execute(update(Job).where(Job.id == job_id).values(**values))
 

@@ -2,11 +2,13 @@
 import logging
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 
 from . import jobs
 from .commands import upgrade_catalog_if_needed
 from .errors import BackupError
+from .logs import configure_logging
 
 
 @click.command("worker")
@@ -15,8 +17,8 @@ from .errors import BackupError
 @with_appcontext
 def worker_command(workers):
     """Run queued create and restore jobs until stopped (Ctrl-C finishes the running ones first)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    upgrade_catalog_if_needed()
+    upgrade_catalog_if_needed()  # first: Alembic's logging setup replaces the root handlers
+    configure_logging(current_app.config["LOG_FORMAT"], logging.INFO)
     try:
         jobs.run_worker(workers)
     except BackupError as exc:

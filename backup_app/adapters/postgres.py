@@ -133,6 +133,12 @@ def count_table_rows(db: psycopg.Connection) -> dict[str, int]:
     return counts
 
 
+def ping(conn: ConnInfo, timeout: int = 2) -> None:
+    """Connect and run `SELECT 1` within `timeout` seconds; raises psycopg.Error if that fails."""
+    with psycopg.connect(**{**conn.keywords(), "connect_timeout": str(timeout)}) as db:
+        db.execute("SELECT 1")
+
+
 class SnapshotCounter:
     """Exact row counts in the snapshot that pg_dump reads (`pg_dump --snapshot=<id>`).
 

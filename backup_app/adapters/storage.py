@@ -2,6 +2,7 @@
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -14,7 +15,7 @@ from minio.commonconfig import REPLACE, CopySource
 from minio.datatypes import Part
 from minio.error import MinioException, S3Error
 
-from ..errors import BackupError, ObjectNotFound, StorageUnavailable
+from ..errors import ObjectNotFound, StorageUnavailable, UnsafeFilename
 from ..streams import read_full
 
 # Filenames are made by the app, never taken from a user; this is the second fence.
@@ -23,10 +24,15 @@ READ_SIZE = 1024 * 1024
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
 
 
+def is_safe_name(filename: str) -> bool:
+    """Whether `filename` is a plain file name: no folder, nothing outside the folder it is put in."""
+    return bool(SAFE_NAME.fullmatch(filename)) and ".." not in filename
+
+
 def check_name(filename: str) -> str:
-    """Return `filename` if it is a plain file name, else raise."""
-    if not SAFE_NAME.fullmatch(filename) or ".." in filename:
-        raise BackupError(f"invalid backup file name: {filename!r}")
+    """Return `filename` if it is a plain file name, else raise UnsafeFilename."""
+    if not is_safe_name(filename):
+        raise UnsafeFilename(filename)
     return filename
 
 
@@ -82,11 +88,16 @@ class LocalStorage:
     def path(self, filename: str) -> Path:
         path = (self.root / check_name(filename)).resolve()
         if path.parent != self.root:
-            raise BackupError(f"invalid backup file name: {filename!r}")
+            raise UnsafeFilename(filename)
         return path
 
     def uri(self, filename: str) -> str:
         return str(self.path(filename))
+
+    def check(self) -> None:
+        """Raise OSError unless a file can be written in the folder (an unnamed temporary one)."""
+        with tempfile.TemporaryFile(dir=self.root) as probe:
+            probe.write(b"ready")
 
     def exists(self, filename: str) -> bool:
         return self.path(filename).is_file()

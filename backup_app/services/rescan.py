@@ -12,12 +12,13 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..adapters.storage import LocalStorage, S3Storage
+from ..adapters.storage import LocalStorage, S3Storage, is_safe_name
 from ..models import COMPLETED, LOCAL, PRESENT, S3, Backup
 from .backups import set_copy, verified_local_path
 
+BACKUP_ID = re.compile(r"[a-z][a-z0-9]{5,31}")
 FILENAME = re.compile(
-    r"backup-(?P<database>.+)-(?P<stamp>\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ)-(?P<id>[a-z][a-z0-9]{5,31})"
+    rf"backup-(?P<database>.+)-(?P<stamp>\d{{4}}-\d\d-\d\dT\d\d-\d\d-\d\dZ)-(?P<id>{BACKUP_ID.pattern})"
     r"(?P<format>\.dump|\.sql)(?P<zst>\.zst)?(?P<gz>\.gz)?(?P<enc>\.enc)?")
 
 
@@ -29,9 +30,13 @@ class RescanReport:
 
 
 def describe_filename(filename: str) -> dict | None:
-    """What a backup file name says about its backup, or None if it is not one of ours."""
+    """What a backup file name says about its backup, or None if it is not one of ours.
+
+    Only plain names can be ours: a key with a folder in it, or any other name that could not
+    address a file inside BACKUP_DIR, is not.
+    """
     match = FILENAME.fullmatch(filename)
-    if not match:
+    if not match or not is_safe_name(filename):
         return None
     fmt = "custom" if match["format"] == ".dump" else "plain"
     codec = "zstd" if match["zst"] else ("gzip" if match["gz"] or fmt == "custom" else "plain")
@@ -40,10 +45,9 @@ def describe_filename(filename: str) -> dict | None:
             "encrypted": bool(match["enc"]), "created_at": created, "sha256": None}
 
 
-def describe_object(filename: str, metadata: dict[str, str]) -> dict | None:
-    """The file name's description, corrected and completed by the object's metadata."""
-    info = describe_filename(filename)
-    if info is None or "x-backup-id" not in metadata:
+def with_metadata(info: dict, metadata: dict[str, str]) -> dict:
+    """A file name's description, corrected and completed by its object's metadata (if it has a valid id)."""
+    if not BACKUP_ID.fullmatch(metadata.get("x-backup-id", "")):
         return info
     info.update(id=metadata["x-backup-id"], database=metadata.get("x-database", info["database"]),
                 format=metadata.get("x-backup-format", info["format"]),
@@ -74,10 +78,11 @@ def rescan(session: Session, local: LocalStorage, s3: S3Storage | None) -> Resca
     added_ids = set()
     if s3 is not None:
         for filename, size in s3.list():
-            info = describe_object(filename, s3.metadata(filename))
+            info = describe_filename(filename)  # first: a key that is no plain name is never read
             if info is None:
                 report.skipped.append(f"s3://{s3.bucket}/{filename}")
                 continue
+            info = with_metadata(info, s3.metadata(filename))
             backup = find_backup(session, info, filename)
             if backup is None:
                 backup = add_backup(session, info, filename, size, report)
