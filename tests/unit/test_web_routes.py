@@ -1,42 +1,22 @@
 """Every page and API route through the Flask test client, on an app with no target database
 and no S3: sign-in required, CSRF tokens required, bad ids, and each service error's message."""
-import hashlib
 import os
 from datetime import timedelta
 
 import pytest
 
-from backup_app import wiring
 from backup_app.extensions import db
-from backup_app.models import COMPLETED, LOCAL, PRESENT, S3, Backup, BackupCopy, Job, utcnow
-from tests.web_helpers import EMAIL, PASSWORD, add_user, api_token, csrf_token, sign_in, submit, text
+from backup_app.models import LOCAL, Backup, Job, utcnow
+from tests.web_helpers import EMAIL, PASSWORD, add_backup, add_user, api_token, csrf_token, sign_in, submit, text
 
 PAGES = ["/", "/backups/new", "/backups/b1", "/backups/b1/download", "/backups/b1/restore",
-         "/backups/b1/delete", "/jobs/", "/jobs/j1.json"]
-FORM_POSTS = ["/backups/new", "/backups/b1/restore", "/backups/b1/delete", "/logout"]
+         "/backups/b1/delete", "/jobs/", "/jobs/j1.json", "/targets/", "/targets/new", "/targets/shop/edit",
+         "/targets/shop/remove", "/targets/shop/retention"]
+FORM_POSTS = ["/backups/new", "/backups/b1/restore", "/backups/b1/delete", "/backups/b1/verify", "/logout",
+              "/targets/new", "/targets/shop/edit", "/targets/shop/remove", "/targets/shop/test", "/targets/shop/run"]
 API_CALLS = [("post", "/api/backups"), ("get", "/api/backups"), ("get", "/api/backups/b1"),
              ("get", "/api/backups/b1/download"), ("post", "/api/backups/b1/restore"),
              ("delete", "/api/backups/b1"), ("get", "/api/jobs/j1")]
-
-
-def add_backup(app, content: bytes = b"PGDMP fake dump", *, backup_id: str = "b1", database: str = "shop",
-               s3_copy: bool = False, created_at=None) -> dict:
-    """A completed backup row with its local file; returns it as the API shows it."""
-    with app.app_context():
-        filename = f"backup-{database}-{backup_id}.dump"
-        path = str(wiring.local_storage().path(filename))
-        with open(path, "wb") as out:
-            out.write(content)
-        backup = Backup(id=backup_id, filename=filename, database=database, status=COMPLETED,
-                        size_bytes=len(content), sha256=hashlib.sha256(content).hexdigest(),
-                        created_at=created_at or utcnow(), completed_at=utcnow())
-        backup.copies.append(BackupCopy(location=LOCAL, uri=path, status=PRESENT))
-        if s3_copy:
-            backup.storage_url = f"s3://backups/{filename}"
-            backup.copies.append(BackupCopy(location=S3, uri=backup.storage_url, status=PRESENT))
-        db.session.add(backup)
-        db.session.commit()
-        return backup.to_dict()
 
 
 @pytest.mark.parametrize("url", PAGES)
