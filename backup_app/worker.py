@@ -18,8 +18,8 @@ class TickingConsumer(Consumer):
     """Huey's consumer, running its periodic tasks every `tick_seconds` instead of every minute."""
 
     def __init__(self, huey, tick_seconds: int, **options):
+        self.tick_seconds = tick_seconds  # before Consumer.__init__, which makes the scheduler
         super().__init__(huey, **options)
-        self.tick_seconds = tick_seconds
 
     def _create_scheduler(self):
         scheduler = super()._create_scheduler()
