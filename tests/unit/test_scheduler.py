@@ -2,12 +2,14 @@
 verifies, the prune and the sync are queued once each, busy targets are skipped with a note."""
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from backup_app import jobs, scheduler, wiring
 from backup_app.extensions import db
-from backup_app.models import Job, PeriodicRun, Target
+from backup_app.localservers import free_port
+from backup_app.models import Backup, Job, PeriodicRun, Target
 from tests.conftest import both_catalogs
 from tests.web_helpers import add_backup
 
@@ -171,3 +173,22 @@ def test_concurrent_ticks_queue_each_due_run_once(queued_app):
     assert [job.database for job in jobs_of(queued_app, "create")] == ["crm", "shop"]
     with queued_app.app_context():
         assert [run.name for run in db.session.query(PeriodicRun)] == ["prune"], "planned once (no S3: no sync)"
+
+
+def test_a_prune_that_cannot_reach_s3_fails_and_deletes_nothing(make_app):
+    app = make_app(MINIO_ENDPOINT=f"127.0.0.1:{free_port()}", MINIO_ACCESS_KEY="k", MINIO_SECRET_KEY="s",
+                   SYNC_SCHEDULE="")
+    add_backup(app, backup_id="old", s3_copy=True, created_at=NOW - timedelta(days=40))
+    with app.app_context():
+        db.session.add(Target(name="shop", dbname="shop", keep_days=30, keep_last=0))
+        db.session.commit()
+    tick(app)
+
+    tick(app, datetime(2026, 11, 26, 3, 30, 5, tzinfo=timezone.utc))  # runs the job here: huey immediate mode
+
+    [prune] = jobs_of(app, "prune")
+    assert (prune.status, prune.phase) == ("failed", "failed")
+    assert prune.error.startswith("could not delete old: cannot reach S3")
+    with app.app_context():
+        assert db.session.get(Backup, "old") is not None
+    assert (Path(app.config["BACKUP_DIR"]) / "backup-shop-old.dump").exists()

@@ -245,3 +245,19 @@ def test_retention_preview_with_nothing_to_delete(keyed):
     _, client = keyed
     add_crm(client)
     assert "A prune now would delete nothing of crm." in text(client.get("/targets/crm/retention"))
+
+
+def test_run_now_of_a_target_that_cannot_be_backed_up_says_why(make_app):
+    app = make_app()
+    add_user(app)
+    with app.app_context():
+        db.session.add(Target(name="secret", dbname="secret", host="db.example", encrypt=True))
+        db.session.commit()
+    client = app.test_client()
+    sign_in(client)
+
+    response = submit(client, "/targets/secret/run", form_url="/targets/", follow_redirects=True)
+
+    assert "secret: target &#39;secret&#39; is encrypted but APP_ENCRYPTION_KEY is not set" in text(response)
+    with app.app_context():
+        assert db.session.query(Job).count() == 0

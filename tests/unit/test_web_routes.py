@@ -301,3 +301,27 @@ def test_unexpected_errors_get_the_500_page(bare_app, bare_client, monkeypatch):
     response = bare_client.get("/")
     assert response.status_code == 500
     assert "500 · Something went wrong" in text(response) and "boom" not in text(response)
+
+
+def test_verify_now_refuses_a_failed_backup_and_a_second_verify(make_app, tmp_path):
+    app = make_app(BACKUP_DATABASE_URL="postgresql://app@db.example:5432/shop", HUEY_IMMEDIATE=False,
+                   HUEY_SQLITE_PATH=str(tmp_path / "huey.db"))
+    add_user(app)
+    add_backup(app, backup_id="b1")
+    add_backup(app, backup_id="b2")
+    with app.app_context():
+        db.session.get(Backup, "b2").status = "failed"
+        db.session.commit()
+    client = app.test_client()
+    sign_in(client)
+
+    first = submit(client, "/backups/b1/verify", form_url="/backups/b1")
+    again = submit(client, "/backups/b1/verify", form_url="/backups/b1", follow_redirects=True)
+    failed = submit(client, "/backups/b2/verify", form_url="/backups/b2", follow_redirects=True)
+
+    with app.app_context():
+        [job] = db.session.query(Job).all()
+    assert first.headers["Location"] == f"/jobs/?highlight={job.id}"
+    assert (job.kind, job.backup_id, job.target) == ("verify", "b1", "scratch copy of b1 on db.example:5432")
+    assert f"A verify job for shop is already queued (job {job.id}); wait for it to finish" in text(again)
+    assert "backup b2 is failed, not completed" in text(failed)
