@@ -5,12 +5,14 @@ for every target whose backup schedule is due, a verify job of the newest comple
 of every target whose verify schedule is due, the prune (PRUNE_SCHEDULE) and the sync
 (SYNC_SCHEDULE). Each due run is claimed by a compare-and-set first, so however many
 workers tick at once it is queued once. A run whose target already has an active job is
-skipped, and the skip is written to that job's log and to the worker's.
+skipped, and the skip is written to that job's log and to the worker's (every line `tick`
+returns is).
 """
 import logging
 from datetime import datetime
 
 from flask import Flask, current_app
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import jobs, wiring
@@ -18,7 +20,7 @@ from .errors import BackupError, JobConflict
 from .extensions import db
 from .models import ACTIVE_JOB_STATUSES, COMPLETED, CREATE, PRUNE, SYNC, VERIFY, Job, Target, utcnow
 from .services import schedules
-from .services.backups import list_backups
+from .services.backups import backups_query
 from .services.sync import needs_sync
 
 log = logging.getLogger(__name__)
@@ -59,22 +61,19 @@ def _queue_backup(session: Session, target: Target) -> str:
     try:
         spec = wiring.dump_spec(target.name)
     except BackupError as exc:
-        job = jobs.record_failed(session, CREATE, target.name, f"{what} could not start: {exc}")
-        log.error("%s", job.error)
-        return job.error
+        return jobs.record_failed(session, CREATE, target.name, f"{what} could not start: {exc}").error
     return _queue(session, jobs.create_job(spec), what)
 
 
 def _queue_verify(session: Session, target: Target) -> str:
     what = f"scheduled verify of {target.name}"
-    newest = list_backups(session, database=target.name, status=COMPLETED)[:1]
-    if not newest:
+    newest = session.scalars(backups_query(target.name, COMPLETED).limit(1)).first()
+    if newest is None:
         return f"{what} skipped: it has no completed backup yet"
     try:
-        job = jobs.verify_job(session, newest[0].id)
+        job = jobs.verify_job(session, newest.id)
     except BackupError as exc:
-        failed = jobs.record_failed(session, VERIFY, target.name, f"{what} could not start: {exc}")
-        return failed.error
+        return jobs.record_failed(session, VERIFY, target.name, f"{what} could not start: {exc}").error
     return _queue(session, job, what)
 
 
@@ -84,10 +83,8 @@ def _queue(session: Session, job: Job, what: str) -> str:
     try:
         jobs.queue(session, job)
     except JobConflict as exc:
-        line = f"{what} skipped: {exc}"
-        busy = session.scalar(db.select(Job).where(Job.target == target, Job.status.in_(ACTIVE_JOB_STATUSES)))
+        busy = session.scalar(select(Job).where(Job.target == target, Job.status.in_(ACTIVE_JOB_STATUSES)))
         if busy is not None:
             jobs.record(busy.id, f"{what} skipped while this job holds {target}")
-        log.warning("%s", line)
-        return line
+        return f"{what} skipped: {exc}"
     return f"{what} queued (job {job.id})"
