@@ -46,7 +46,7 @@ def apply_instance_defaults(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from . import jobs
+    from . import jobs, scheduler
     from .auth.guard import require_login
 
     db.init_app(app)
@@ -55,6 +55,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     app.before_request(require_login)  # instead of @login_required on each view: none can be forgotten
     jobs.init_app(app)
+    scheduler.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -66,10 +67,12 @@ def register_blueprints(app: Flask) -> None:
     from .health import bp as health_bp
     from .job_pages import bp as jobs_bp
     from .metrics import bp as metrics_bp
+    from .targets import bp as targets_bp
 
     app.register_blueprint(backups_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(jobs_bp)
+    app.register_blueprint(targets_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(audit_bp)

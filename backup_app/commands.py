@@ -9,7 +9,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
-from . import wiring
+from . import jobs, wiring
 from .adapters.postgres import ConnInfo
 from .errors import BackupError, ConfigurationError
 from .extensions import db
@@ -114,6 +114,16 @@ def progress_printer(label: str):
     return report
 
 
+def run_job_here(job, target_url, progress):
+    """Run a job in this process, holding its target like a worker's job; its error is the command's."""
+    job = jobs.run_here(db.session, job, target_url, progress)
+    if progress:
+        click.echo(err=True)  # end the progress line
+    if job.status != "completed":
+        raise BackupError(job.error)
+    return job
+
+
 def warn_failed_copies(backup) -> None:
     for copy in backup.copies:
         if copy.status == COPY_FAILED:
@@ -129,11 +139,10 @@ def describe(backup) -> str:
 @click.option("--database", "database", metavar="NAME", help="Target to back up (default: BACKUP_DATABASE_URL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the backup as JSON.")
 def create_command(database, as_json):
-    """Dump a database to the local folder and S3 at the same time."""
+    """Dump a database to the local folder and S3 at the same time (as a job, here and now)."""
     upgrade_catalog_if_needed()
-    backup = service.create_backup(
-        db.session, wiring.dump_spec(database), wiring.local_storage(), wiring.s3_storage(),
-        wiring.pg_tools(), key=wiring.master_key(), progress=progress_printer("dumped"))
+    job = run_job_here(jobs.create_job(wiring.dump_spec(database)), None, progress_printer("dumped"))
+    backup = service.get_backup(db.session, job.backup_id)
     warn_failed_copies(backup)
     if as_json:
         echo_json(backup.to_dict())
@@ -187,9 +196,8 @@ def restore_command(backup_id, target_url, yes):
     conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
     confirm(f"Restore {backup.filename} into {conn.display()}? "
             "Objects in that database that the backup contains will be replaced.", yes)
-    service.restore_backup(db.session, backup.id, conn, wiring.local_storage(), wiring.s3_storage(),
-                           wiring.pg_tools(), key=wiring.master_key(),
-                           progress=progress_printer("fetched"))
+    run_job_here(jobs.restore_job(db.session, backup.id, conn.dbname, target_url), target_url,
+                 progress_printer("fetched"))
     click.echo(f"Restored backup {backup.id} into {conn.display()}")
 
 
@@ -241,9 +249,8 @@ def sync_command(fetch_local, as_json):
                        + (f"  ({action['error']})" if action["error"] else ""))
         if not report.actions:
             click.echo("Every backup has its copies.")
-    if report.failed:
-        raise click.ClickException(f"{len(report.failed)} backup(s) could not be synced: "
-                                   + "; ".join(f"{a['id']}: {a['error']}" for a in report.failed))
+    if report.error:
+        raise click.ClickException(report.error)
 
 
 @backup_cli.command("verify")
@@ -259,9 +266,7 @@ def verify_command(backup_id, as_json):
     if as_json:
         echo_json(backup.to_dict())
     elif verification.status == "passed":
-        tables = verification.tables or {}
-        click.echo(f"Verified {backup.id}: restorable, {len(tables)} tables, "
-                   f"{sum(tables.values())} rows, in {verification.duration_seconds:.1f} s")
+        click.echo(f"Verified {backup.id}: {verification.summary()}")
     if verification.status != "passed":
         raise click.ClickException(f"verification of {backup.id} failed: {verification.error}")
 
@@ -339,5 +344,5 @@ def prune_command(database, dry_run, as_json):
             click.echo(f"{verb} {item['id']}  {item['filename']}  ({item['reason']})")
         if not report.deleted:
             click.echo("Nothing to prune.")
-    if report.errors:
-        raise click.ClickException("could not delete " + "; ".join(report.errors))
+    if report.error:
+        raise click.ClickException(report.error)

@@ -43,6 +43,12 @@ class Config:
         self.REDIS_URL = os.environ.get("REDIS_URL") or None
         self.HUEY_SQLITE_PATH = os.environ.get("HUEY_SQLITE_PATH") or None
         self.HUEY_IMMEDIATE = False
+        # The worker's periodic work: every SCHEDULER_INTERVAL seconds it queues the due scheduled
+        # backups and verifies, the prune (PRUNE_SCHEDULE) and the sync (SYNC_SCHEDULE), cron in UTC;
+        # an empty schedule turns that job off.
+        self.SCHEDULER_INTERVAL = int(os.environ.get("SCHEDULER_INTERVAL", 60))
+        self.PRUNE_SCHEDULE = os.environ.get("PRUNE_SCHEDULE", "30 3 * * *")
+        self.SYNC_SCHEDULE = os.environ.get("SYNC_SCHEDULE", "*/10 * * * *")
         # The session cookie: never readable by scripts, not sent on cross-site requests.
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

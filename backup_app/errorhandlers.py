@@ -16,6 +16,7 @@ from .errors import (
     ObjectNotFound,
     QueueUnavailable,
     StorageUnavailable,
+    TargetExists,
     UnknownDatabase,
     UnsafeFilename,
 )
@@ -33,6 +34,7 @@ STATUS_CODES = {
     ObjectNotFound: 404,
     InvalidBackupState: 409,
     JobConflict: 409,
+    TargetExists: 409,
     StorageUnavailable: 503,
     QueueUnavailable: 503,
 }

@@ -25,6 +25,10 @@ class ConfigurationError(BackupError):
     """A setting is missing or malformed."""
 
 
+class TargetExists(BackupError):
+    """A target of that name is already configured."""
+
+
 class StorageUnavailable(BackupError):
     """The S3 store cannot be reached or refuses the request."""
 
@@ -68,6 +72,14 @@ class VersionMismatch(BackupError):
 
 class JobConflict(BackupError):
     """Another job for the same target database is queued or running."""
+
+
+class VerificationFailed(BackupError):
+    """A restore-verify found a bad copy, or the backup did not restore into a scratch database."""
+
+
+class SomeBackupsFailed(BackupError):
+    """A prune or sync went through every backup, but some of them could not be handled."""
 
 
 class QueueUnavailable(BackupError):

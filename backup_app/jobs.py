@@ -1,10 +1,13 @@
-"""Background jobs: creates and restores run in a Huey worker, never inside a web request.
+"""Background jobs: create, restore, verify, prune and sync run in a Huey worker, never
+inside a web request.
 
-Each run has a Job row. The request queues it (`queue_create`, `queue_restore`); the worker
-claims it, runs the same service function the CLI calls, and writes its phase, bytes done
-and log lines to the row as the stream flows, for the pages and the API to poll. The
-catalog allows one queued or running job per target database (a partial unique index),
-so a second request is refused with JobConflict and nothing ever runs twice.
+Each run has a Job row. A request (or the worker's scheduler) queues it (`queue_create`,
+`queue_restore`, `queue_verify`, `queue`); the worker claims it, runs the same service
+function the CLI calls, and writes its phase, bytes done and log lines to the row as the
+stream flows, for the pages and the API to poll. `flask backup create/restore` run the
+same job code in their own process (`run_here`). The catalog allows one queued or running
+job per target (a partial unique index), so a second request is refused with JobConflict
+and nothing ever runs twice.
 
 The queue is SqliteHuey in the instance folder, or RedisHuey when REDIS_URL is set.
 """
@@ -12,6 +15,8 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -24,7 +29,15 @@ from sqlalchemy.orm import Session
 from . import wiring
 from .adapters.postgres import ConnInfo
 from .adapters.storage import LocalStorage
-from .errors import BackupError, ConfirmationMismatch, JobConflict, JobNotFound, QueueUnavailable
+from .errors import (
+    BackupError,
+    ConfirmationMismatch,
+    JobConflict,
+    JobNotFound,
+    QueueUnavailable,
+    SomeBackupsFailed,
+    VerificationFailed,
+)
 from .extensions import db
 from .formatting import human_size
 from .logs import job_context
@@ -34,23 +47,31 @@ from .models import (
     CREATE,
     FAILED,
     INTERRUPTED,
+    PRUNE,
     QUEUED,
     RESTORE,
     RUNNING,
+    SYNC,
+    VERIFY,
     Backup,
     Job,
     new_id,
     utcnow,
 )
 from .services import backups as service
+from .services.prune import prune
+from .services.sync import sync_backups
 from .services.targets import DumpSpec
+from .services.verify import PASSED, verify_backup
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5  # seconds between two writes of a job's bytes done
+# The database and the target of prune and sync jobs: they share one slot.
+ALL_TARGETS, ALL_BACKUPS = "all targets", "all backups"
 
 
 class JobQueue:
-    """The app's Huey instance and the one task it runs: `run_job(job_id, target_url)`."""
+    """The app's Huey instance and the task it runs for every job: `run_job(job_id, target_url)`."""
 
     def __init__(self, app: Flask):
         self.app = app
@@ -83,7 +104,7 @@ def job_queue() -> JobQueue:
     return current_app.extensions["job_queue"]
 
 
-# --- queueing (in the web request) -----------------------------------------------------
+# --- making jobs: queued for the worker, or run here (the CLI) -------------------------
 
 def get_job(session: Session, job_id: str) -> Job:
     """The job with this id, or JobNotFound."""
@@ -106,14 +127,14 @@ def jobs_of_backup(session: Session, backup_id: str) -> list[Job]:
     return list(session.scalars(select(Job).where(Job.backup_id == backup_id).order_by(Job.created_at)))
 
 
-def queue_create(session: Session, spec: DumpSpec) -> Job:
-    """Queue a backup of `spec`'s database; the new backup's id is chosen now, so the job can link it."""
-    job = Job(kind=CREATE, database=spec.name, target=spec.conn.display(), backup_id=new_id())
-    return _submit(session, job, None, f"backup of {spec.name} queued")
+def create_job(spec: DumpSpec) -> Job:
+    """A backup of `spec`'s database; the new backup's id is chosen now, so the job can link it."""
+    return Job(kind=CREATE, database=spec.name, target=spec.conn.display(), backup_id=new_id(),
+               log=log_line(f"backup of {spec.name} requested"))
 
 
-def queue_restore(session: Session, backup_id: str, confirm: str, target_url: str | None = None) -> Job:
-    """Queue a restore of a completed backup into its own target or into `target_url`.
+def restore_job(session: Session, backup_id: str, confirm: str, target_url: str | None = None) -> Job:
+    """A restore of a completed backup into its own target or into `target_url`.
 
     `confirm` must be the target database's name (ConfirmationMismatch otherwise).
     """
@@ -121,12 +142,72 @@ def queue_restore(session: Session, backup_id: str, confirm: str, target_url: st
     conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
     if (confirm or "").strip() != conn.dbname:
         raise ConfirmationMismatch(conn.dbname)
-    job = Job(kind=RESTORE, database=conn.dbname, target=conn.display(), backup_id=backup.id)
-    return _submit(session, job, target_url, f"restore of {backup.filename} into {conn.display()} queued")
+    return Job(kind=RESTORE, database=conn.dbname, target=conn.display(), backup_id=backup.id,
+               log=log_line(f"restore of {backup.filename} into {conn.display()} requested"))
 
 
-def _submit(session: Session, job: Job, target_url: str | None, message: str) -> Job:
-    job.status, job.phase, job.log = QUEUED, "queued", log_line(message)
+def verify_job(session: Session, backup_id: str) -> Job:
+    """A restore-verify of a completed backup, in a scratch database on its target's server.
+
+    It holds the backup (one verify of it at a time), not its target database.
+    """
+    backup = service.get_completed_backup(session, backup_id)
+    conn = wiring.target_conn(backup.database)
+    server = f"{conn.host or 'localhost'}:{conn.port or 5432}"
+    return Job(kind=VERIFY, database=backup.database, target=f"scratch copy of {backup.id} on {server}",
+               backup_id=backup.id, log=log_line(f"verify of {backup.filename} requested"))
+
+
+def app_wide_job(kind: str) -> Job:
+    """A prune or a sync: they go through every backup, so one of them runs at a time."""
+    return Job(kind=kind, database=ALL_TARGETS, target=ALL_BACKUPS, log=log_line(f"{kind} requested"))
+
+
+def queue_create(session: Session, spec: DumpSpec) -> Job:
+    """Queue a backup of `spec`'s database."""
+    return queue(session, create_job(spec))
+
+
+def queue_restore(session: Session, backup_id: str, confirm: str, target_url: str | None = None) -> Job:
+    """Queue a restore; `confirm` must be the target database's name."""
+    return queue(session, restore_job(session, backup_id, confirm, target_url), target_url)
+
+
+def queue_verify(session: Session, backup_id: str) -> Job:
+    """Queue a restore-verify of a completed backup."""
+    return queue(session, verify_job(session, backup_id))
+
+
+def queue(session: Session, job: Job, target_url: str | None = None) -> Job:
+    """Save a job and put it on the queue for the worker (JobConflict if its target is busy)."""
+    _save(session, job)
+    # The URL (it may hold a password) travels in the queue message only, never in the catalog.
+    try:
+        job_queue().submit(job.id, target_url)
+    except Exception as exc:  # the SQLite file or Redis refused: the job must not stay queued
+        record(job.id, status=FAILED, phase="failed", finished_at=utcnow(),
+               error=f"could not queue the job: {exc}")
+        raise QueueUnavailable(f"The job queue is unavailable: {exc}") from exc
+    return job
+
+
+def run_here(session: Session, job: Job, target_url: str | None = None,
+             progress: Callable[[int], None] | None = None) -> Job:
+    """Save a job and run it in this process to its end (the CLI's create and restore).
+
+    The job holds its target like a queued one (JobConflict if another job does). Jobs left
+    running by dead processes of this host are marked interrupted first, so a killed command
+    does not hold its target for ever.
+    """
+    recover_interrupted_jobs(session, wiring.local_storage())
+    _save(session, job)
+    run_job(job.id, target_url, progress)
+    session.refresh(job)
+    return job
+
+
+def _save(session: Session, job: Job) -> None:
+    job.status, job.phase = QUEUED, "queued"
     session.add(job)
     try:
         session.commit()
@@ -138,13 +219,14 @@ def _submit(session: Session, job: Job, target_url: str | None, message: str) ->
             raise
         raise JobConflict(f"A {active.kind} job for {active.database} is already {active.status} "
                           f"(job {active.id}); wait for it to finish") from None
-    # The URL (it may hold a password) travels in the queue message only, never in the catalog.
-    try:
-        job_queue().submit(job.id, target_url)
-    except Exception as exc:  # the SQLite file or Redis refused: the job must not stay queued
-        record(job.id, status=FAILED, phase="failed", finished_at=utcnow(),
-               error=f"could not queue the job: {exc}")
-        raise QueueUnavailable(f"The job queue is unavailable: {exc}") from exc
+
+
+def record_failed(session: Session, kind: str, database: str, error: str) -> Job:
+    """Keep as history a job that could not even be queued (a scheduled run of a misconfigured target)."""
+    job = Job(kind=kind, status=FAILED, phase="failed", database=database, target=database, error=error,
+              log=log_line(f"failed: {error}"), finished_at=utcnow())
+    session.add(job)
+    session.commit()
     return job
 
 
@@ -164,13 +246,17 @@ def record(job_id: str, message: str | None = None, **values) -> None:
 
 
 class ProgressRecorder:
-    """The services' progress callback: writes bytes done at most every PROGRESS_INTERVAL."""
+    """The services' progress callback: writes bytes done at most every PROGRESS_INTERVAL,
+    and passes every call on to `also` (the CLI's progress line)."""
 
-    def __init__(self, job_id: str):
+    def __init__(self, job_id: str, also: Callable[[int], None] | None = None):
         self.job_id = job_id
+        self.also = also
         self._last = 0.0
 
     def __call__(self, nbytes: int) -> None:
+        if self.also:
+            self.also(nbytes)
         now = time.monotonic()
         if now - self._last >= PROGRESS_INTERVAL:
             self._last = now
@@ -190,19 +276,19 @@ def claim(job_id: str) -> bool:
     return result.rowcount == 1
 
 
-def run_job(job_id: str, target_url: str | None = None) -> None:
+def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int], None] | None = None) -> None:
     """Run a queued job to its end, recording the outcome on its row (the worker's task)."""
     if not claim(job_id):
         log.warning("job %s is not queued; not running it", job_id)
         return
     session = db.session
     job = session.get(Job, job_id)
-    progress = ProgressRecorder(job_id)
+    recorder = ProgressRecorder(job_id, progress)
     try:
-        if job.kind == CREATE:
-            result = _run_create(session, job, progress)
+        if job.kind == RESTORE:
+            result = _run_restore(session, job, target_url, recorder)
         else:
-            result = _run_restore(session, job, target_url, progress)
+            result = RUNNERS[job.kind](session, job, recorder)
     except BackupError as exc:
         session.rollback()
         record(job_id, f"failed: {exc}", status=FAILED, phase="failed", error=str(exc),
@@ -211,6 +297,12 @@ def run_job(job_id: str, target_url: str | None = None) -> None:
         session.rollback()
         message = f"internal error: {type(exc).__name__}: {exc}"
         record(job_id, f"failed: {message}", status=FAILED, phase="failed", error=message,
+               finished_at=utcnow())
+        raise
+    except BaseException as exc:  # Ctrl-C in `flask backup create/restore`
+        session.rollback()
+        message = f"stopped by {type(exc).__name__}"
+        record(job_id, f"interrupted: {message}", status=INTERRUPTED, phase="interrupted", error=message,
                finished_at=utcnow())
         raise
     else:
@@ -241,6 +333,45 @@ def _run_restore(session: Session, job: Job, target_url: str | None, progress: P
         key=wiring.master_key(), progress=progress,
         on_restoring=lambda: record(job.id, f"restoring into {conn.display()}", phase="restoring"))
     return f"restored {backup.filename} into {conn.display()}"
+
+
+def _run_verify(session: Session, job: Job, progress: ProgressRecorder) -> str:
+    backup = service.get_completed_backup(session, job.backup_id)
+    record(job.id, f"checking the SHA-256 of every copy of {backup.filename}", phase="checking")
+    verification = verify_backup(
+        session, backup.id, wiring.target_conn(backup.database), wiring.local_storage(), wiring.s3_storage(),
+        wiring.pg_tools(), wiring.master_key(),
+        on_restoring=lambda: record(job.id, "restoring into a scratch database", phase="restoring"))
+    if verification.status != PASSED:
+        raise VerificationFailed(f"{backup.filename} failed verification: {verification.error}")
+    return f"{backup.filename}: {verification.summary()}"
+
+
+def _run_prune(session: Session, job: Job, progress: ProgressRecorder) -> str:
+    record(job.id, "applying each target's retention policy", phase="pruning")
+    report = prune(session, wiring.all_targets(), wiring.local_storage(), wiring.s3_storage())
+    for item in report.deleted:
+        record(job.id, f"deleted {item['filename']} ({item['reason']})")
+    if report.error:
+        raise SomeBackupsFailed(report.error)
+    return f"deleted {len(report.deleted)} backup(s)" if report.deleted else "nothing to prune"
+
+
+def _run_sync(session: Session, job: Job, progress: ProgressRecorder) -> str:
+    fetch_local = current_app.config.get("SYNC_FETCH_LOCAL", False)
+    record(job.id, "uploading missing S3 copies" + (" and fetching missing local ones" if fetch_local else ""),
+           phase="syncing")
+    report = sync_backups(session, wiring.local_storage(), wiring.s3_storage(), fetch_local=fetch_local)
+    for action in report.actions:
+        record(job.id, f"{action['action']} {action['filename']}"
+               + (f": {action['error']}" if action["error"] else ""))
+    if report.error:
+        raise SomeBackupsFailed(report.error)
+    done = Counter(action["action"] for action in report.actions)
+    return f"uploaded {done['uploaded']}, fetched {done['fetched']}"
+
+
+RUNNERS = {CREATE: _run_create, VERIFY: _run_verify, PRUNE: _run_prune, SYNC: _run_sync}
 
 
 # --- a worker that died ----------------------------------------------------------------
@@ -291,16 +422,3 @@ def recover_interrupted_jobs(session: Session, local: LocalStorage) -> list[Job]
                 backup.status, backup.error, backup.completed_at = FAILED, job.error, utcnow()
     session.commit()
     return jobs
-
-
-def run_worker(workers: int) -> None:
-    """Recover what a dead worker left, then consume jobs in the foreground until stopped."""
-    for job in recover_interrupted_jobs(db.session, wiring.local_storage()):
-        log.warning("job %s (%s of %s) marked interrupted", job.id, job.kind, job.database)
-    db.session.remove()
-    huey = job_queue().huey
-    if huey.immediate:
-        raise BackupError("HUEY_IMMEDIATE is set: jobs run inside the request, there is nothing to consume")
-    # Poll an idle SQLite queue every second at most (Huey's default backs off to 10 s);
-    # Redis blocks on the queue instead of polling.
-    huey.create_consumer(workers=workers, worker_type="thread", periodic=False, max_delay=1.0).run()

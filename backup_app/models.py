@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from .adapters.postgres import ConnInfo
 from .extensions import db
 
 ID_FIRST = string.ascii_lowercase
@@ -34,7 +35,7 @@ LOCAL, S3 = "local", "s3"
 # BackupCopy.status
 PRESENT, MISSING, COPY_FAILED = "present", "missing", "failed"
 # Job.kind
-CREATE, RESTORE = "create", "restore"
+CREATE, RESTORE, VERIFY, PRUNE, SYNC = "create", "restore", "verify", "prune", "sync"
 # Job.status: QUEUED, RUNNING, COMPLETED, FAILED, or INTERRUPTED (its worker died mid-job)
 QUEUED, INTERRUPTED = "queued", "interrupted"
 ACTIVE_JOB_STATUSES = (QUEUED, RUNNING)
@@ -183,6 +184,16 @@ class Verification(db.Model):
 
     backup: Mapped[Backup] = relationship(back_populates="verifications")
 
+    @property
+    def rows(self) -> int:
+        """Rows restored, all tables together."""
+        return sum((self.tables or {}).values())
+
+    def summary(self) -> str:
+        """'restorable, 2 tables, 4000 rows, in 1.2 s'."""
+        return (f"restorable, {len(self.tables or {})} tables, {self.rows} rows, "
+                f"in {self.duration_seconds or 0:.1f} s")
+
     def to_dict(self) -> dict:
         return {
             "status": self.status,
@@ -216,6 +227,9 @@ class Target(db.Model):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     schedule_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # A restore-verify of the newest completed backup, on its own cron (same time zone).
+    verify_schedule: Mapped[str | None] = mapped_column(String(120))
+    verify_next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     keep_days: Mapped[int] = mapped_column(Integer, default=30)
     keep_last: Mapped[int] = mapped_column(Integer, default=3)
     gfs_daily: Mapped[int] = mapped_column(Integer, default=0)
@@ -247,6 +261,8 @@ class Target(db.Model):
             "timezone": self.timezone,
             "schedule_enabled": self.schedule_enabled,
             "next_run_at": isoformat(self.next_run_at),
+            "verify_schedule": self.verify_schedule,
+            "verify_next_run_at": isoformat(self.verify_next_run_at),
             "keep_days": self.keep_days,
             "keep_last": self.keep_last,
             "gfs": [self.gfs_daily, self.gfs_weekly, self.gfs_monthly],
@@ -257,8 +273,30 @@ class Target(db.Model):
             "notify_on_success": self.notify_on_success,
             "stale_after_hours": self.stale_after_hours,
         }
+
+    def display(self, env_url: str | None) -> str:
+        """The connection as a URL without its password."""
+        if self.from_env:
+            return ConnInfo.from_url(env_url).display() if env_url else "BACKUP_DATABASE_URL (not set)"
+        return ConnInfo(self.dbname, self.host, self.port, self.user).display()
+
+
+class PeriodicRun(db.Model):
+    """When an app-wide periodic job (the daily prune, the sync) is next due.
+
+    Claimed by a compare-and-set on `next_run_at`, like a target's schedule, so several
+    workers never queue one run twice. `schedule` is the cron it was computed from.
+    """
+
+    __tablename__ = "periodic_runs"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    schedule: Mapped[str] = mapped_column(String(120))
+    next_run_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Job(db.Model):
-    """A create or restore run by the worker; the pages poll it for progress."""
+    """A create, restore, verify, prune or sync run by the worker; the pages poll it for progress."""
 
     __tablename__ = "jobs"
     # At most one queued or running job per target database, enforced by the catalog itself.

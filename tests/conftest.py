@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from flask_migrate import upgrade
+from minio import Minio
 
 from backup_app import create_app
 from backup_app.adapters.pgtools import wheel_bin_dir
@@ -123,13 +124,33 @@ def make_app(tmp_path, catalog_url):
 
 @pytest.fixture
 def s3_settings(s3_server):
-    """Settings for a fresh, not yet created bucket on the session's S3 server."""
-    return {
+    """Settings for a fresh, not yet created bucket on the session's S3 server.
+
+    The bucket is removed afterwards: SeaweedFS gives each bucket volumes of its own, and a
+    suite that left hundreds behind would run the server out of volumes.
+    """
+    settings = {
         "MINIO_ENDPOINT": s3_server.endpoint,
         "MINIO_ACCESS_KEY": s3_server.access_key,
         "MINIO_SECRET_KEY": s3_server.secret_key,
         "MINIO_BUCKET": unique_name("bucket"),
     }
+    yield settings
+    remove_bucket(s3_server, settings["MINIO_BUCKET"])
+
+
+def remove_bucket(s3_server, bucket: str) -> None:
+    """Delete a bucket with everything in it (objects and unfinished multipart uploads)."""
+    client = Minio(s3_server.endpoint, access_key=s3_server.access_key, secret_key=s3_server.secret_key,
+                   secure=False)
+    if not client.bucket_exists(bucket_name=bucket):
+        return
+    for obj in client.list_objects(bucket_name=bucket, recursive=True):
+        client.remove_object(bucket_name=bucket, object_name=obj.object_name)
+    for upload in client._list_multipart_uploads(bucket_name=bucket).uploads or []:
+        client._abort_multipart_upload(bucket_name=bucket, object_name=upload.object_name,
+                                       upload_id=upload.upload_id)
+    client.remove_bucket(bucket_name=bucket)
 
 
 @pytest.fixture

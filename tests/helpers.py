@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from backup_app.extensions import db
+from backup_app.jobs import process_alive
 from backup_app.models import Backup
 
 
@@ -59,3 +60,11 @@ def age_backups(app, days_by_id: dict[str, float]) -> None:
         for backup_id, days in days_by_id.items():
             db.session.get(Backup, backup_id).created_at -= timedelta(days=days)
         db.session.commit()
+
+
+def dead_pid() -> int:
+    """A process id that no running process has."""
+    pid = os.getpid() + 1
+    while process_alive(pid):
+        pid += 1
+    return pid

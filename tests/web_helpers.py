@@ -1,4 +1,5 @@
 """Helpers for the tests of the pages, the API and the worker."""
+import hashlib
 import json
 import re
 import subprocess
@@ -6,8 +7,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from backup_app import wiring
 from backup_app.extensions import db
 from backup_app.localservers import DEBIAN_PG_BIN, free_port, wait_until
+from backup_app.models import COMPLETED, LOCAL, PRESENT, S3, Backup, BackupCopy, utcnow
 from backup_app.services import users
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +55,26 @@ def text(response) -> str:
 
 def count_orders(pg_cluster, dbname: str) -> int:
     return int(pg_cluster.psql("SELECT count(*) FROM orders", dbname))
+
+
+def add_backup(app, content: bytes = b"PGDMP fake dump", *, backup_id: str = "b1", database: str = "shop",
+               s3_copy: bool = False, created_at=None) -> dict:
+    """A completed backup row with its local file; returns it as the API shows it."""
+    with app.app_context():
+        filename = f"backup-{database}-{backup_id}.dump"
+        path = str(wiring.local_storage().path(filename))
+        with open(path, "wb") as out:
+            out.write(content)
+        backup = Backup(id=backup_id, filename=filename, database=database, status=COMPLETED,
+                        size_bytes=len(content), sha256=hashlib.sha256(content).hexdigest(),
+                        created_at=created_at or utcnow(), completed_at=utcnow())
+        backup.copies.append(BackupCopy(location=LOCAL, uri=path, status=PRESENT))
+        if s3_copy:
+            backup.storage_url = f"s3://backups/{filename}"
+            backup.copies.append(BackupCopy(location=S3, uri=backup.storage_url, status=PRESENT))
+        db.session.add(backup)
+        db.session.commit()
+        return backup.to_dict()
 
 
 def answers(url: str) -> bool:

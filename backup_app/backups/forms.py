@@ -25,8 +25,8 @@ class RestoreForm(FlaskForm):
         return self.target_url.data if self.target.data == "other" else None
 
 
-class DeleteForm(FlaskForm):
-    """Only the CSRF token: the page itself is the confirmation."""
+class ButtonForm(FlaskForm):
+    """Only the CSRF token: a button that posts (the page or the button is the confirmation)."""
 
 
 STATUS_CHOICES = [SelectChoice("", "any status"), SelectChoice(RUNNING), SelectChoice(COMPLETED),

@@ -1,5 +1,6 @@
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from wtforms import SelectChoice
 
 from .. import jobs, wiring
@@ -10,8 +11,9 @@ from ..errors import BackupError, StorageUnavailable
 from ..extensions import db
 from ..models import S3, Backup
 from ..services import backups as service
+from ..services.usage import storage_usage
 from . import bp
-from .forms import CreateBackupForm, DeleteForm, FilterForm, RestoreForm
+from .forms import ButtonForm, CreateBackupForm, FilterForm, RestoreForm
 
 PER_PAGE = 50
 
@@ -36,9 +38,9 @@ def index():
     database = status = None
     if form.validate():
         database, status = form.database.data or None, form.status.data or None
-    page = db.paginate(service.backups_query(database, status), page=request.args.get("page", 1, type=int),
-                       per_page=PER_PAGE, error_out=False)
-    return render_template("backups/index.html", page=page, form=form,
+    query = service.backups_query(database, status).options(selectinload(Backup.verifications))
+    page = db.paginate(query, page=request.args.get("page", 1, type=int), per_page=PER_PAGE, error_out=False)
+    return render_template("backups/index.html", page=page, form=form, usage=storage_usage(db.session),
                            filters={"database": database, "status": status})
 
 
@@ -80,8 +82,21 @@ def detail(backup_id):
     """Every catalog field of a backup, its copies, its S3 object's metadata and its job log."""
     backup = service.get_backup(db.session, backup_id)
     metadata, metadata_error = object_details(backup)
-    return render_template("backups/detail.html", backup=backup, metadata=metadata,
+    return render_template("backups/detail.html", backup=backup, metadata=metadata, button=ButtonForm(),
                            metadata_error=metadata_error, jobs=jobs.jobs_of_backup(db.session, backup.id))
+
+
+@bp.post("/backups/<backup_id>/verify")
+def verify(backup_id):
+    """Queue a restore-verify of the backup into a scratch database."""
+    backup = service.get_backup(db.session, backup_id)
+    try:
+        job = jobs.queue_verify(db.session, backup.id)
+    except BackupError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("backups.detail", backup_id=backup.id))
+    flash(f"Verify of {backup.filename} queued (job {job.id}).", "success")
+    return redirect(url_for("jobs.index", highlight=job.id))
 
 
 @bp.get("/backups/<backup_id>/download")
@@ -118,7 +133,7 @@ def restore(backup_id):
 def delete(backup_id):
     """Delete a backup everywhere, after confirming."""
     backup = service.get_backup(db.session, backup_id)
-    form = DeleteForm()
+    form = ButtonForm()
     if form.validate_on_submit():
         filename = backup.filename
         try:

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from .. import codecs
@@ -109,6 +109,15 @@ def backups_query(database: str | None = None, status: str | None = None) -> Sel
 def list_backups(session: Session, database: str | None = None, status: str | None = None) -> list[Backup]:
     """Backups, newest first, optionally filtered."""
     return list(session.scalars(backups_query(database, status)))
+
+
+def latest_backups(session: Session) -> dict[str, Backup]:
+    """The newest backup (of any status) of each database, by database name."""
+    newest = (select(Backup.database, func.max(Backup.created_at).label("created_at"))
+              .group_by(Backup.database).subquery())
+    query = select(Backup).join(newest, (Backup.database == newest.c.database)
+                                & (Backup.created_at == newest.c.created_at))
+    return {backup.database: backup for backup in session.scalars(query)}
 
 
 def get_backup(session: Session, backup_id: str) -> Backup:

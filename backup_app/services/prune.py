@@ -18,6 +18,11 @@ class PruneReport:
     deleted: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def error(self) -> str | None:
+        """One line naming every backup that could not be deleted, or None."""
+        return "could not delete " + "; ".join(self.errors) if self.errors else None
+
 
 def prune(session: Session, targets: list[Target], local: LocalStorage, s3: S3Storage | None, *,
           dry_run: bool = False, now: datetime | None = None) -> PruneReport:

@@ -6,11 +6,12 @@ uploaded and the object as read back after; the fetched bytes while they are wri
 """
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..adapters.storage import LocalStorage, S3Storage, sha256_of
 from ..errors import BackupError, ChecksumMismatch, ConfigurationError
-from ..models import COMPLETED, COPY_FAILED, LOCAL, MISSING, PRESENT, S3, Backup
+from ..models import COMPLETED, COPY_FAILED, LOCAL, MISSING, PRESENT, S3, Backup, BackupCopy
 from .backups import content_type, fetch_from_s3, list_backups, object_metadata, set_copy, verified_local_path
 
 
@@ -27,6 +28,14 @@ class SyncReport:
     @property
     def failed(self) -> list[dict]:
         return [a for a in self.actions if a["error"]]
+
+    @property
+    def error(self) -> str | None:
+        """One line naming every backup that could not be synced, or None."""
+        if not self.failed:
+            return None
+        return (f"{len(self.failed)} backup(s) could not be synced: "
+                + "; ".join(f"{a['id']}: {a['error']}" for a in self.failed))
 
 
 def s3_copy_present(backup: Backup, s3: S3Storage) -> bool:
@@ -55,6 +64,17 @@ def upload_copy(session: Session, backup: Backup, local: LocalStorage, s3: S3Sto
     backup.storage_url = uri
     set_copy(backup, S3, uri, PRESENT, size_bytes=backup.size_bytes, verified=True)
     session.commit()
+
+
+def needs_sync(session: Session, fetch_local: bool = False) -> bool:
+    """Whether the catalog has a completed backup without a present S3 copy (or, with
+    `fetch_local`, without a present local copy): what a periodic sync is for."""
+    for location in (S3, LOCAL) if fetch_local else (S3,):
+        present = select(BackupCopy.id).where(BackupCopy.backup_id == Backup.id, BackupCopy.location == location,
+                                              BackupCopy.status == PRESENT)
+        if session.scalar(select(Backup.id).where(Backup.status == COMPLETED, ~present.exists()).limit(1)):
+            return True
+    return False
 
 
 def sync_backups(session: Session, local: LocalStorage, s3: S3Storage | None, *,

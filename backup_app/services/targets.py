@@ -1,6 +1,6 @@
 """Target databases: the ones the app backs up, with how and when."""
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import apprise
@@ -9,11 +9,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import codecs
+from ..adapters.pgtools import PgTools
 from ..adapters.postgres import ConnInfo
 from ..crypto import MasterKey
-from ..errors import BackupError, ConfigurationError, UnknownDatabase
+from ..errors import ConfigurationError, TargetExists, UnknownDatabase
 from ..models import Target
-from .schedules import check_cron, next_run_time
+from .schedules import check_cron, reschedule
 
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -41,17 +42,17 @@ class TargetSettings:
     format: str = "custom"
     codec: str = "gzip"
     encrypt: bool = False
+    verify_schedule: str | None = None
+    schedule_enabled: bool = True
     notify_urls: tuple[str, ...] = ()
     notify_on_success: bool = False
     stale_after_hours: int | None = None
 
     def check(self) -> None:
-        if self.schedule:
-            check_cron(self.schedule)
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigurationError(f"unknown time zone {self.timezone!r} (use e.g. UTC, Europe/Berlin)") from None
+        for expression in (self.schedule, self.verify_schedule):
+            if expression:
+                check_cron(expression)
+        check_timezone(self.timezone)
         if self.keep_days < 0 or self.keep_last < 0 or min(self.gfs) < 0:
             raise ConfigurationError("retention numbers cannot be negative")
         if self.stale_after_hours is not None and self.stale_after_hours < 1:
@@ -60,6 +61,14 @@ class TargetSettings:
         if invalid:
             raise ConfigurationError(f"not an Apprise notification URL: {', '.join(invalid)}")
         codecs.check(self.format, self.codec)
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(f"unknown time zone {name!r} (use e.g. UTC, Europe/Berlin)") from None
+    return name
 
 
 def list_targets(session: Session) -> list[Target]:
@@ -133,42 +142,92 @@ def dump_spec(target: Target, env_url: str | None, key: MasterKey | None) -> Dum
                     target.encrypt)
 
 
-def add_target(session: Session, name: str, url: str, settings: TargetSettings,
+def add_target(session: Session, name: str, conn: ConnInfo, settings: TargetSettings,
                key: MasterKey | None, env_url: str | None = None) -> Target:
-    """Store a new target; its password (if the URL has one) is encrypted with `key`."""
+    """Store a new target; its password (if `conn` has one) is encrypted with `key`."""
     if not TARGET_NAME.fullmatch(name):
         raise ConfigurationError("a target name is 1-100 letters, digits, '-', '_' or '.'")
-    settings.check()
-    conn = ConnInfo.from_url(url)
+    check_new_settings(settings, conn, key)
     sync_env_target(session, env_url)
     if session.scalar(select(Target).where(Target.name == name)) is not None:
-        raise BackupError(f"a target named {name!r} already exists")
-    if conn.password and key is None:
-        raise ConfigurationError("set APP_ENCRYPTION_KEY to store a target's password")
-    if settings.encrypt and key is None:
-        raise ConfigurationError("set APP_ENCRYPTION_KEY to encrypt backups")
-    target = Target(
-        name=name, host=conn.host, port=conn.port, user=conn.user, dbname=conn.dbname,
-        sslmode=dict(conn.params).get("sslmode"),
-        password_encrypted=key.encrypt_secret(conn.password) if conn.password else None,
-        schedule=settings.schedule or None, timezone=settings.timezone,
-        keep_days=settings.keep_days, keep_last=settings.keep_last,
-        gfs_daily=settings.gfs[0], gfs_weekly=settings.gfs[1], gfs_monthly=settings.gfs[2],
-        format=settings.format, codec=settings.codec, encrypt=settings.encrypt,
-        notify_urls="\n".join(settings.notify_urls) or None, notify_on_success=settings.notify_on_success,
-        stale_after_hours=settings.stale_after_hours)
-    if target.schedule:
-        target.next_run_at = next_run_time(target.schedule, target.timezone)
+        raise TargetExists(f"a target named {name!r} already exists")
+    target = Target(name=name)
+    _set_connection(target, conn, key, clear_password=False)
+    _set_settings(target, settings)
+    reschedule(target)
     session.add(target)
     session.commit()
     return target
+
+
+def update_target(session: Session, name: str, settings: TargetSettings, key: MasterKey | None,
+                  conn: ConnInfo | None = None, *, clear_password: bool = False) -> Target:
+    """Change a target's settings and, given `conn`, its connection.
+
+    The stored password stays unless `conn` carries a new one or `clear_password` is set. The
+    connection of BACKUP_DATABASE_URL's target comes from the environment and is not changed
+    here. A changed schedule, verify schedule, time zone or enabled flag recomputes the next runs.
+    """
+    target = get_target(session, name)
+    check_new_settings(settings, conn, key)
+    if conn is not None and target.from_env:
+        raise ConfigurationError(f"target {name!r} comes from BACKUP_DATABASE_URL; change its connection there")
+    timing = (target.schedule, target.verify_schedule, target.timezone, target.schedule_enabled)
+    if conn is not None:
+        _set_connection(target, conn, key, clear_password)
+    _set_settings(target, settings)
+    if timing != (target.schedule, target.verify_schedule, target.timezone, target.schedule_enabled):
+        reschedule(target)
+    session.commit()
+    return target
+
+
+def check_new_settings(settings: TargetSettings, conn: ConnInfo | None, key: MasterKey | None) -> None:
+    """Refuse bad settings, and a password or encryption without APP_ENCRYPTION_KEY, before any change."""
+    settings.check()
+    if conn is not None and conn.password and key is None:
+        raise ConfigurationError("set APP_ENCRYPTION_KEY to store a target's password")
+    if settings.encrypt and key is None:
+        raise ConfigurationError("set APP_ENCRYPTION_KEY to encrypt backups")
+
+
+def _set_connection(target: Target, conn: ConnInfo, key: MasterKey | None, clear_password: bool) -> None:
+    target.host, target.port, target.user, target.dbname = conn.host, conn.port, conn.user, conn.dbname
+    target.sslmode = dict(conn.params).get("sslmode")
+    if conn.password:
+        target.password_encrypted = key.encrypt_secret(conn.password)
+    elif clear_password:
+        target.password_encrypted = None
+
+
+def _set_settings(target: Target, settings: TargetSettings) -> None:
+    target.schedule, target.verify_schedule = settings.schedule or None, settings.verify_schedule or None
+    target.timezone, target.schedule_enabled = settings.timezone, settings.schedule_enabled
+    target.keep_days, target.keep_last = settings.keep_days, settings.keep_last
+    target.gfs_daily, target.gfs_weekly, target.gfs_monthly = settings.gfs
+    target.format, target.codec, target.encrypt = settings.format, settings.codec, settings.encrypt
+    target.notify_urls = "\n".join(settings.notify_urls) or None
+    target.notify_on_success, target.stale_after_hours = settings.notify_on_success, settings.stale_after_hours
+
+
+def check_connection(conn: ConnInfo, pg: PgTools) -> str:
+    """Connect and tell which pg_dump would back the server up: 'PostgreSQL 15.18 (pg_dump 15.18 in …)'.
+
+    Raises VersionMismatch when every pg_dump is older than the server, DumpFailed with
+    psql's message when the connection fails (after 10 s at most unless the URL sets
+    connect_timeout).
+    """
+    if "connect_timeout" not in dict(conn.params):
+        conn = replace(conn, params=conn.params + (("connect_timeout", "10"),))
+    server, client = pg.for_dump(conn)
+    return f"PostgreSQL {server} (pg_dump {client.describe()})"
 
 
 def remove_target(session: Session, name: str) -> Target:
     """Forget a target; its backups stay in the catalog and in storage."""
     target = get_target(session, name)
     if target.from_env:
-        raise BackupError(f"target {name!r} comes from BACKUP_DATABASE_URL; unset it to remove the target")
+        raise ConfigurationError(f"target {name!r} comes from BACKUP_DATABASE_URL; unset it to remove the target")
     session.delete(target)
     session.commit()
     return target

@@ -1,6 +1,7 @@
 """Restore-verify: check every copy's SHA-256, restore into a scratch database, count rows, drop it."""
 import secrets
 import time
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
@@ -29,13 +30,14 @@ def compare_counts(expected: dict[str, int] | None, restored: dict[str, int]) ->
 
 
 def verify_backup(session: Session, backup_id: str, server: ConnInfo, local: LocalStorage,
-                  s3: S3Storage | None, pg: PgTools, key: MasterKey | None = None) -> Verification:
+                  s3: S3Storage | None, pg: PgTools, key: MasterKey | None = None,
+                  on_restoring: Callable[[], None] | None = None) -> Verification:
     """Verify one backup; the returned Verification says `passed` or `failed` and why.
 
     Each copy is read whole and its SHA-256 checked (a bad copy is marked failed/missing on the
     backup, not repaired: sync does that). A good copy is restored into a new database on
     `server`'s server, its tables counted and compared with the counts taken at backup time,
-    and the database dropped again.
+    and the database dropped again. `on_restoring` is called once the copies are checked.
     """
     backup = get_completed_backup(session, backup_id)
     decoding_key(backup, key)
@@ -66,6 +68,8 @@ def verify_backup(session: Session, backup_id: str, server: ConnInfo, local: Loc
         if source is None:
             problems.append("no intact copy to restore")
         else:
+            if on_restoring:
+                on_restoring()
             restore_from_file(backup, source, scratch, pg, key)
             verification.tables = client.table_row_counts(scratch)
             problems += compare_counts(backup.row_counts, verification.tables)

@@ -2,6 +2,7 @@
 import click
 
 from .. import wiring
+from ..adapters.postgres import ConnInfo
 from ..commands import ServiceGroup, confirm, echo_json, upgrade_catalog_if_needed
 from ..errors import ConfigurationError
 from ..extensions import db
@@ -32,19 +33,26 @@ def parse_gfs(value: str | None) -> tuple[int, int, int]:
 @click.option("--format", "fmt", type=click.Choice(["custom", "plain"]), default="custom", show_default=True)
 @click.option("--encrypt/--no-encrypt", default=False, show_default=True,
               help="Encrypt backups at rest with APP_ENCRYPTION_KEY.")
+@click.option("--verify-schedule", metavar="CRON",
+              help="When to restore-verify the newest backup in a scratch database, e.g. '0 5 * * 0'.")
 @click.option("--notify", "notify_urls", multiple=True, metavar="URL",
               help="An Apprise URL told about this target (repeatable), besides NOTIFY_URLS.")
 @click.option("--notify-on-success", is_flag=True, help="Also tell about successful backups.")
 @click.option("--stale-after-hours", type=int, help="Alert when the newest good backup is older than this.")
-def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec, fmt, encrypt, notify_urls,
-                notify_on_success, stale_after_hours):
+def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec, fmt, encrypt, verify_schedule,
+                notify_urls, notify_on_success, stale_after_hours):
     """Add a database to back up (its password is stored encrypted)."""
     upgrade_catalog_if_needed()
-    settings = service.TargetSettings(schedule, timezone, keep_days, keep_last, parse_gfs(gfs),
-                                      fmt, codec, encrypt, notify_urls, notify_on_success, stale_after_hours)
-    target = service.add_target(db.session, name, url, settings, wiring.master_key(), wiring.env_url())
+    settings = service.TargetSettings(
+        schedule=schedule, timezone=timezone, keep_days=keep_days, keep_last=keep_last, gfs=parse_gfs(gfs),
+        format=fmt, codec=codec, encrypt=encrypt, verify_schedule=verify_schedule, notify_urls=notify_urls,
+        notify_on_success=notify_on_success, stale_after_hours=stale_after_hours)
+    target = service.add_target(db.session, name, ConnInfo.from_url(url), settings, wiring.master_key(),
+                                wiring.env_url())
     next_run = f", next run {target.next_run_at:%Y-%m-%d %H:%M} UTC" if target.next_run_at else ""
-    click.echo(f"Added target {target.name} ({target.dbname} on {target.host or 'localhost'}){next_run}")
+    next_verify = (f", next verify {target.verify_next_run_at:%Y-%m-%d %H:%M} UTC"
+                   if target.verify_next_run_at else "")
+    click.echo(f"Added target {target.name} ({target.dbname} on {target.host or 'localhost'}){next_run}{next_verify}")
 
 
 @targets_cli.command("list")
@@ -61,6 +69,10 @@ def list_command(as_json):
     for t in targets:
         source = "BACKUP_DATABASE_URL" if t.from_env else f"{t.host or 'localhost'}:{t.port or 5432}/{t.dbname}"
         schedule = f"'{t.schedule}' {t.timezone}" if t.schedule else "no schedule"
+        if t.verify_schedule:
+            schedule += f", verify '{t.verify_schedule}'"
+        if not t.schedule_enabled:
+            schedule += " (paused)"
         click.echo(f"{t.name}  {source}  {schedule}  keep {t.keep_days}d/last {t.keep_last}  "
                    f"{t.format}/{t.codec}{'/encrypted' if t.encrypt else ''}")
 
@@ -82,5 +94,4 @@ def remove_command(name, yes):
 def test_command(name):
     """Connect to a database; print its server version and the pg_dump that would back it up."""
     upgrade_catalog_if_needed()
-    server, client = wiring.pg_tools().for_dump(wiring.target_conn(name))
-    click.echo(f"{name}: PostgreSQL {server} (pg_dump {client.describe()})")
+    click.echo(f"{name}: {service.check_connection(wiring.target_conn(name), wiring.pg_tools())}")

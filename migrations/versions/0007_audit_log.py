@@ -1,7 +1,7 @@
 """audit log
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-25 04:58:45.468122
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "0007"
-down_revision = '0004'
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -32,7 +32,7 @@ def test_migrations_apply_revert_and_keep_older_rows(make_app):
         downgrade(revision="base")
         assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
         upgrade()
-        assert {"backups", "backup_copies", "targets"} <= set(inspect(db.engine).get_table_names())
+        assert {"backups", "backup_copies", "targets", "periodic_runs"} <= set(inspect(db.engine).get_table_names())
 
 
 @pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)

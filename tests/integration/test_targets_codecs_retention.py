@@ -24,7 +24,7 @@ def test_targets_add_list_test_remove(keyed_app, pg_cluster, source_db, other_db
 
     add_target(runner, "other", pg_cluster.url(other_db), "--schedule", "0 3 * * *",
                "--timezone", "Europe/Berlin", "--keep-days", "7", "--keep-last", "2", "--gfs", "7,4,12",
-               "--codec", "zstd", "--encrypt")
+               "--codec", "zstd", "--encrypt", "--verify-schedule", "0 5 * * 0")
     listed = {t["name"]: t for t in json.loads(invoke(runner, "targets", "list", "--json").stdout)}
 
     assert set(listed) == {source_db, "other"}
@@ -33,6 +33,7 @@ def test_targets_add_list_test_remove(keyed_app, pg_cluster, source_db, other_db
     assert (other["codec"], other["encrypt"], other["keep_days"], other["keep_last"], other["gfs"]) == \
         ("zstd", True, 7, 2, [7, 4, 12])
     assert other["next_run_at"].endswith(":00Z") and other["has_password"] is True
+    assert other["verify_schedule"] == "0 5 * * 0" and other["verify_next_run_at"].endswith(":00Z")
     assert pg_cluster.password not in json.dumps(listed)
     with keyed_app.app_context():
         stored = db.session.query(Target).filter_by(name="other").one().password_encrypted
@@ -45,6 +46,7 @@ def test_targets_add_list_test_remove(keyed_app, pg_cluster, source_db, other_db
 
 @pytest.mark.parametrize("args, message", [
     (["--schedule", "every day"], "invalid cron expression"),
+    (["--verify-schedule", "weekly"], "invalid cron expression 'weekly'"),
     (["--timezone", "Mars/Olympus"], "unknown time zone"),
     (["--gfs", "7,4"], "--gfs takes three numbers"),
     (["--keep-days", "-1"], "cannot be negative"),

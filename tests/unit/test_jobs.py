@@ -15,6 +15,7 @@ from backup_app.models import COMPLETED, CREATE, RESTORE, RUNNING, Backup, Job, 
 from backup_app.services.backups import backups_query
 from backup_app.services.targets import DumpSpec
 from backup_app.services.users import throttle_wait
+from tests.helpers import dead_pid
 from tests.web_helpers import add_user, sign_in
 
 SHOP = DumpSpec("shop", ConnInfo.from_url("postgresql://app@db.example:5432/shop"))
@@ -71,13 +72,6 @@ def test_progress_is_written_at_most_twice_a_second(queued_app):
         progress(300)
         db.session.refresh(job)
         assert job.bytes_done == 300
-
-
-def dead_pid() -> int:
-    pid = os.getpid() + 1
-    while jobs.process_alive(pid):
-        pid += 1
-    return pid
 
 
 def running_job(kind: str, worker: str, backup: Backup | None = None) -> Job:

@@ -1,42 +1,22 @@
 """Every page and API route through the Flask test client, on an app with no target database
 and no S3: sign-in required, CSRF tokens required, bad ids, and each service error's message."""
-import hashlib
 import os
 from datetime import timedelta
 
 import pytest
 
-from backup_app import wiring
 from backup_app.extensions import db
-from backup_app.models import COMPLETED, LOCAL, PRESENT, S3, Backup, BackupCopy, Job, utcnow
-from tests.web_helpers import EMAIL, PASSWORD, add_user, api_token, csrf_token, sign_in, submit, text
+from backup_app.models import LOCAL, Backup, Job, utcnow
+from tests.web_helpers import EMAIL, PASSWORD, add_backup, add_user, api_token, csrf_token, sign_in, submit, text
 
 PAGES = ["/", "/backups/new", "/backups/b1", "/backups/b1/download", "/backups/b1/restore",
-         "/backups/b1/delete", "/jobs/", "/jobs/j1.json"]
-FORM_POSTS = ["/backups/new", "/backups/b1/restore", "/backups/b1/delete", "/logout"]
+         "/backups/b1/delete", "/jobs/", "/jobs/j1.json", "/targets/", "/targets/new", "/targets/shop/edit",
+         "/targets/shop/remove", "/targets/shop/retention"]
+FORM_POSTS = ["/backups/new", "/backups/b1/restore", "/backups/b1/delete", "/backups/b1/verify", "/logout",
+              "/targets/new", "/targets/shop/edit", "/targets/shop/remove", "/targets/shop/test", "/targets/shop/run"]
 API_CALLS = [("post", "/api/backups"), ("get", "/api/backups"), ("get", "/api/backups/b1"),
              ("get", "/api/backups/b1/download"), ("post", "/api/backups/b1/restore"),
              ("delete", "/api/backups/b1"), ("get", "/api/jobs/j1")]
-
-
-def add_backup(app, content: bytes = b"PGDMP fake dump", *, backup_id: str = "b1", database: str = "shop",
-               s3_copy: bool = False, created_at=None) -> dict:
-    """A completed backup row with its local file; returns it as the API shows it."""
-    with app.app_context():
-        filename = f"backup-{database}-{backup_id}.dump"
-        path = str(wiring.local_storage().path(filename))
-        with open(path, "wb") as out:
-            out.write(content)
-        backup = Backup(id=backup_id, filename=filename, database=database, status=COMPLETED,
-                        size_bytes=len(content), sha256=hashlib.sha256(content).hexdigest(),
-                        created_at=created_at or utcnow(), completed_at=utcnow())
-        backup.copies.append(BackupCopy(location=LOCAL, uri=path, status=PRESENT))
-        if s3_copy:
-            backup.storage_url = f"s3://backups/{filename}"
-            backup.copies.append(BackupCopy(location=S3, uri=backup.storage_url, status=PRESENT))
-        db.session.add(backup)
-        db.session.commit()
-        return backup.to_dict()
 
 
 @pytest.mark.parametrize("url", PAGES)
@@ -321,3 +301,27 @@ def test_unexpected_errors_get_the_500_page(bare_app, bare_client, monkeypatch):
     response = bare_client.get("/")
     assert response.status_code == 500
     assert "500 · Something went wrong" in text(response) and "boom" not in text(response)
+
+
+def test_verify_now_refuses_a_failed_backup_and_a_second_verify(make_app, tmp_path):
+    app = make_app(BACKUP_DATABASE_URL="postgresql://app@db.example:5432/shop", HUEY_IMMEDIATE=False,
+                   HUEY_SQLITE_PATH=str(tmp_path / "huey.db"))
+    add_user(app)
+    add_backup(app, backup_id="b1")
+    add_backup(app, backup_id="b2")
+    with app.app_context():
+        db.session.get(Backup, "b2").status = "failed"
+        db.session.commit()
+    client = app.test_client()
+    sign_in(client)
+
+    first = submit(client, "/backups/b1/verify", form_url="/backups/b1")
+    again = submit(client, "/backups/b1/verify", form_url="/backups/b1", follow_redirects=True)
+    failed = submit(client, "/backups/b2/verify", form_url="/backups/b2", follow_redirects=True)
+
+    with app.app_context():
+        [job] = db.session.query(Job).all()
+    assert first.headers["Location"] == f"/jobs/?highlight={job.id}"
+    assert (job.kind, job.backup_id, job.target) == ("verify", "b1", "scratch copy of b1 on db.example:5432")
+    assert f"A verify job for shop is already queued (job {job.id}); wait for it to finish" in text(again)
+    assert "backup b2 is failed, not completed" in text(failed)

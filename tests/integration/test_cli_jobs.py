@@ -1,0 +1,85 @@
+"""`flask backup create/restore` run as jobs in the foreground: they hold their target like a
+worker's job, so a second one for the same database is refused and nothing is lost."""
+import os
+import socket
+
+import pytest
+
+from backup_app.extensions import db
+from backup_app.models import RUNNING, Backup, Job, utcnow
+from tests.helpers import create, dead_pid, error_line, invoke
+from tests.web_helpers import count_orders
+
+pytestmark = pytest.mark.integration
+
+
+def all_jobs(app) -> list[Job]:
+    with app.app_context():
+        found = db.session.query(Job).order_by(Job.created_at).all()
+        db.session.expunge_all()
+        return found
+
+
+def hold_target(app, pg_cluster, dbname: str, worker: str | None = None) -> str:
+    """A running restore job of another process on the target; returns its id."""
+    with app.app_context():
+        job = Job(kind="restore", status=RUNNING, phase="restoring", database=dbname, log="",
+                  target=f"postgresql://postgres@127.0.0.1:{pg_cluster.port}/{dbname}", worker=worker,
+                  started_at=utcnow())
+        db.session.add(job)
+        db.session.commit()
+        return job.id
+
+
+def test_create_and_restore_leave_completed_jobs(app, runner, pg_cluster, source_db):
+    backup = create(runner)
+    pg_cluster.psql("DELETE FROM orders", source_db)
+    invoke(runner, "backup", "restore", backup["id"], "--yes")
+
+    made, restored = all_jobs(app)
+    assert (made.kind, made.status, made.backup_id, made.worker) == \
+        ("create", "completed", backup["id"], f"{socket.gethostname()}:{os.getpid()}")
+    assert "dumping postgresql://" in made.log and made.result.startswith(f"completed {backup['filename']}")
+    assert (restored.kind, restored.status, restored.backup_id) == ("restore", "completed", backup["id"])
+    assert count_orders(pg_cluster, source_db) == 3000
+
+
+def test_a_busy_target_refuses_create_and_restore_and_nothing_is_lost(app, runner, pg_cluster, source_db,
+                                                                     backup_dir):
+    backup = create(runner)
+    busy = hold_target(app, pg_cluster, source_db, worker="another-host:1")
+    pg_cluster.psql("DELETE FROM orders WHERE id > 100", source_db)
+
+    refused = invoke(runner, "backup", "create", "--json", ok=False)
+    assert error_line(refused) == (f"Error: A restore job for {source_db} is already running (job {busy}); "
+                                   "wait for it to finish")
+    assert refused.stdout == ""
+    refused = invoke(runner, "backup", "restore", backup["id"], "--yes", ok=False)
+    assert f"A restore job for {source_db} is already running (job {busy})" in error_line(refused)
+
+    assert count_orders(pg_cluster, source_db) == 100, "the target was not touched"
+    with app.app_context():
+        assert [b.id for b in db.session.query(Backup)] == [backup["id"]]
+    assert sorted(p.name for p in backup_dir.iterdir()) == [backup["filename"]]
+    assert [(job.kind, job.status) for job in all_jobs(app)] == [("create", "completed"), ("restore", "running")], \
+        "no job row for the refusals"
+
+
+def test_a_job_left_by_a_killed_command_does_not_hold_the_target(app, runner, pg_cluster, source_db):
+    dead = hold_target(app, pg_cluster, source_db, worker=f"{socket.gethostname()}:{dead_pid()}")
+
+    backup = create(runner)
+
+    assert backup["status"] == "completed"
+    stale = next(job for job in all_jobs(app) if job.id == dead)
+    assert stale.status == "interrupted" and "stopped while the job was running" in stale.error
+
+
+def test_a_failed_dump_is_the_commands_error_and_a_failed_job(make_app, pg_cluster, source_db):
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db, password="wrong-password"))
+
+    result = invoke(app.test_cli_runner(), "backup", "create", ok=False)
+
+    assert "password authentication failed" in error_line(result)
+    [job] = all_jobs(app)
+    assert job.status == "failed" and "password authentication failed" in job.error
