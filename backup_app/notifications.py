@@ -10,7 +10,6 @@ import logging
 import re
 import threading
 
-import apprise
 from flask import current_app
 from sqlalchemy import select
 
@@ -31,6 +30,8 @@ def send(urls: list[str], title: str, body: str) -> str | None:
     """Send one message to every URL now; None when it went, else why not."""
     if not urls:
         return "no notification URLs configured (NOTIFY_URLS or the target's own)"
+    import apprise  # here, not at the top: it adds ~17 MB to every process that never notifies
+
     sender = apprise.Apprise()
     invalid = [audit.redact(url) for url in urls if not sender.add(url)]
     if invalid:

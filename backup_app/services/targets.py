@@ -3,7 +3,6 @@ import re
 from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import apprise
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -28,6 +27,12 @@ class DumpSpec:
     format: str = "custom"
     codec: str = "gzip"
     encrypt: bool = False
+
+
+def is_apprise_url(url: str) -> bool:
+    import apprise  # here, not at the top: it is heavy and only adding a target needs it
+
+    return bool(apprise.Apprise.instantiate(url))
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class TargetSettings:
             raise ConfigurationError("retention numbers cannot be negative")
         if self.stale_after_hours is not None and self.stale_after_hours < 1:
             raise ConfigurationError("the staleness limit is at least 1 hour")
-        invalid = [url for url in self.notify_urls if not apprise.Apprise.instantiate(url)]
+        invalid = [url for url in self.notify_urls if not is_apprise_url(url)]
         if invalid:
             raise ConfigurationError(f"not an Apprise notification URL: {', '.join(invalid)}")
         codecs.check(self.format, self.codec)
