@@ -1,4 +1,5 @@
 from flask import g, jsonify, request, url_for
+from sqlalchemy import func, select
 
 from .. import jobs, wiring
 from ..downloads import download_response
@@ -8,6 +9,8 @@ from ..models import Job
 from ..services import backups as service
 from ..services.users import user_for_token
 from . import bp
+
+DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
 
 @bp.before_request
@@ -55,9 +58,20 @@ def create_backup():
 
 @bp.get("/backups")
 def list_backups():
-    """Backups, newest first; `?database=` and `?status=` filter."""
-    backups = service.list_backups(db.session, request.args.get("database"), request.args.get("status"))
-    return jsonify([backup.to_dict() for backup in backups])
+    """Backups, newest first; `?database=` and `?status=` filter, `?limit=` (≤ 1000) and `?offset=` page.
+
+    The total that matches is in the X-Total-Count header.
+    """
+    limit = request.args.get("limit", DEFAULT_LIMIT, type=int)
+    offset = request.args.get("offset", 0, type=int)
+    if not 1 <= limit <= MAX_LIMIT or offset < 0:
+        raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT} and offset 0 or more")
+    query = service.backups_query(request.args.get("database"), request.args.get("status"))
+    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    backups = db.session.scalars(query.limit(limit).offset(offset))
+    response = jsonify([backup.to_dict() for backup in backups])
+    response.headers["X-Total-Count"] = str(total)
+    return response
 
 
 @bp.get("/backups/<backup_id>")

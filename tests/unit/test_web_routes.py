@@ -325,3 +325,19 @@ def test_verify_now_refuses_a_failed_backup_and_a_second_verify(make_app, tmp_pa
     assert (job.kind, job.backup_id, job.target) == ("verify", "b1", "scratch copy of b1 on db.example:5432")
     assert f"A verify job for shop is already queued (job {job.id}); wait for it to finish" in text(again)
     assert "backup b2 is failed, not completed" in text(failed)
+
+
+def test_api_list_is_paged_with_the_total_in_a_header(bare_app):
+    token = api_token(bare_app)
+    headers = {"Authorization": f"Bearer {token}"}
+    for number in range(5):
+        add_backup(bare_app, backup_id=f"b{number}")
+    client = bare_app.test_client()
+
+    first = client.get("/api/backups?limit=2", headers=headers)
+    rest = client.get("/api/backups?limit=2&offset=4", headers=headers)
+    bad = client.get("/api/backups?limit=5000", headers=headers)
+
+    assert len(first.json) == 2 and first.headers["X-Total-Count"] == "5"
+    assert len(rest.json) == 1
+    assert bad.status_code == 400 and "limit must be 1 to 1000" in bad.json["error"]
