@@ -5,6 +5,7 @@ refuse to run as root, so as root they run as the `postgres` user with the one
 capability (dac_override) that lets them use the caller's private temporary folders.
 """
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -45,11 +46,12 @@ class PostgresCluster:
     """A PostgreSQL cluster in `base_dir`, listening on 127.0.0.1 with password auth."""
 
     def __init__(self, base_dir: str | Path, bin_dir: str = DEBIAN_PG_BIN, port: int | None = None,
-                 password: str = "postgres-secret", env: dict[str, str] | None = None):
+                 password: str | None = None, env: dict[str, str] | None = None):
         self.base_dir = Path(base_dir)
         self.bin_dir = Path(bin_dir)
         self.port = port or free_port()
-        self.password = password
+        # Random unless given, so no other process on the machine can carry the same string.
+        self.password = password or secrets.token_urlsafe(16)
         self.env = {**os.environ, **(env or {})}
         self.data_dir = self.base_dir / "data"
         self.log_file = self.base_dir / "postgres.log"
