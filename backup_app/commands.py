@@ -11,7 +11,7 @@ from flask.cli import AppGroup, ScriptInfo
 
 from . import jobs, wiring
 from .adapters.postgres import ConnInfo
-from .errors import BackupError, ConfigurationError
+from .errors import BackupError, ConfigurationError, StorageUnavailable
 from .extensions import db
 from .formatting import human_size
 from .models import COPY_FAILED
@@ -213,7 +213,7 @@ def download_command(backup_id, output, decode):
     if output.exists() and not output.is_dir():
         raise ConfigurationError(f"{output} already exists; not overwriting it")
     backup = service.download_backup(db.session, backup_id, output, wiring.local_storage(),
-                                     wiring.s3_storage(), decode=decode, key=wiring.master_key(),
+                                     wiring.s3_stores(), decode=decode, key=wiring.master_key(),
                                      progress=progress_printer("fetched"))
     target = output / backup.filename if output.is_dir() else output
     click.echo(f"Wrote {target} ({human_size(backup.size_bytes)}, sha256 {backup.sha256})")
@@ -227,25 +227,26 @@ def delete_command(backup_id, yes):
     upgrade_catalog_if_needed()
     backup = service.get_backup(db.session, backup_id)
     confirm(f"Delete {backup.filename} from every location?", yes)
-    service.delete_backup(db.session, backup.id, wiring.local_storage(), wiring.s3_storage())
+    service.delete_backup(db.session, backup.id, wiring.local_storage(), wiring.s3_stores())
     click.echo(f"Deleted backup {backup_id}")
 
 
 @backup_cli.command("sync")
 @click.option("--fetch-local", is_flag=True, default=None,
               help="Also fetch S3-only backups back to disk (default: SYNC_FETCH_LOCAL).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, filename, action, error}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of {id, filename, action, location, error}.")
 def sync_command(fetch_local, as_json):
-    """Upload every backup whose S3 copy is missing or failed (and fetch S3-only ones back)."""
+    """Upload every backup whose copy in an S3 store is missing or failed (and fetch S3-only ones back)."""
     upgrade_catalog_if_needed()
     if fetch_local is None:
         fetch_local = current_app.config.get("SYNC_FETCH_LOCAL", False)
-    report = sync_backups(db.session, wiring.local_storage(), wiring.s3_storage(), fetch_local=fetch_local)
+    report = sync_backups(db.session, wiring.local_storage(), wiring.s3_stores(), fetch_local=fetch_local)
     if as_json:
         echo_json(report.actions)
     else:
         for action in report.actions:
-            click.echo(f"{action['action']:<9}{action['id']}  {action['filename']}"
+            click.echo(f"{action['action']:<9}{action['id']}  {action['filename']}  {action['location']}"
                        + (f"  ({action['error']})" if action["error"] else ""))
         if not report.actions:
             click.echo("Every backup has its copies.")
@@ -261,7 +262,7 @@ def verify_command(backup_id, as_json):
     upgrade_catalog_if_needed()
     backup = service.get_completed_backup(db.session, backup_id)
     verification = verify_backup(db.session, backup.id, wiring.target_conn(backup.database),
-                                 wiring.local_storage(), wiring.s3_storage(), wiring.pg_tools(),
+                                 wiring.local_storage(), wiring.s3_stores(), wiring.pg_tools(),
                                  wiring.master_key())
     if as_json:
         echo_json(backup.to_dict())
@@ -276,7 +277,7 @@ def verify_command(backup_id, as_json):
 def rescan_command(as_json):
     """Rebuild catalog rows from the bucket's objects and the files in BACKUP_DIR."""
     upgrade_catalog_if_needed()
-    report = rescan(db.session, wiring.local_storage(), wiring.s3_storage())
+    report = rescan(db.session, wiring.local_storage(), wiring.s3_stores())
     if as_json:
         echo_json({"added": report.added, "recorded": report.recorded, "skipped": report.skipped})
         return
@@ -294,24 +295,33 @@ def rescan_command(as_json):
 def storage_usage_command(as_json):
     """Bytes used per location and per target."""
     upgrade_catalog_if_needed()
-    usage = storage_usage(db.session)
+    locations = wiring.copy_locations()
+    usage = storage_usage(db.session, locations)
     if as_json:
         echo_json(usage)
         return
-    for location in ("local", "s3"):
-        click.echo(f"{location:<6}{human_size(usage[location]['bytes']):>12}  {usage[location]['backups']} backups")
+    for location in locations:
+        click.echo(f"{location:<12}{human_size(usage[location]['bytes']):>12}  {usage[location]['backups']} backups")
     for database, places in sorted(usage["by_database"].items()):
         click.echo(f"  {database}: " + ", ".join(f"{loc} {human_size(v['bytes'])}" for loc, v in places.items()))
 
 
 @storage_cli.command("init")
 def storage_init_command():
-    """Create the bucket (private) if it is missing."""
-    s3 = wiring.s3_storage()
-    if s3 is None:
+    """Create each S3 store's bucket (private) if it is missing."""
+    stores = wiring.s3_stores()
+    if not stores:
         raise ConfigurationError("MINIO_ENDPOINT is not set: the app runs local-only, no bucket to create")
-    created = s3.ensure_bucket()
-    click.echo(f"{'Created' if created else 'Bucket exists:'} s3://{s3.bucket} on {s3.endpoint}")
+    errors = []
+    for store in stores:
+        try:
+            created = store.ensure_bucket()
+        except StorageUnavailable as exc:
+            errors.append(f"{store.location}: {exc}")
+            continue
+        click.echo(f"{'Created' if created else 'Bucket exists:'} s3://{store.bucket} on {store.endpoint}")
+    if errors:
+        raise StorageUnavailable("; ".join(errors))
 
 
 def confirm(question: str, yes: bool) -> None:
@@ -335,7 +345,7 @@ def prune_command(database, dry_run, as_json):
     """Delete the backups each target's retention policy no longer keeps."""
     upgrade_catalog_if_needed()
     targets = [wiring.target(database)] if database else wiring.all_targets()
-    report = prune(db.session, targets, wiring.local_storage(), wiring.s3_storage(), dry_run=dry_run)
+    report = prune(db.session, targets, wiring.local_storage(), wiring.s3_stores(), dry_run=dry_run)
     if as_json:
         echo_json(report.deleted)
     else:

@@ -1,14 +1,43 @@
 """Settings, read from environment variables (a `.env` file may set them)."""
 import os
+import re
+from collections.abc import Mapping
 
 MIB = 1024 * 1024
+STORE_NAME = re.compile(r"[a-z][a-z0-9_]{0,28}")  # fits BackupCopy.location as "s3:<name>"
 
 
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
+def env_bool(name: str, default: bool = False, env: Mapping[str, str] = os.environ) -> bool:
+    value = env.get(name)
     if value is None or value == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def extra_s3_stores(env: Mapping[str, str]) -> list[dict]:
+    """The S3 stores named in S3_STORES (beside MINIO_*'s), each from its S3_<NAME>_* variables."""
+    stores: list[dict] = []
+    for name in re.split(r"[\s,]+", env.get("S3_STORES", "").strip()):
+        if not name:
+            continue
+        if not STORE_NAME.fullmatch(name):
+            raise ValueError(f"S3_STORES: {name!r} is not a store name "
+                             "(a lowercase letter, then letters, digits or _; at most 29)")
+        if any(store["name"] == name for store in stores):
+            raise ValueError(f"S3_STORES names {name!r} twice")
+        prefix = f"S3_{name.upper()}_"
+        if not env.get(prefix + "ENDPOINT"):
+            raise ValueError(f"S3_STORES names {name!r} but {prefix}ENDPOINT is not set")
+        stores.append({
+            "name": name,
+            "endpoint": env[prefix + "ENDPOINT"],
+            "access_key": env.get(prefix + "ACCESS_KEY"),
+            "secret_key": env.get(prefix + "SECRET_KEY"),
+            "bucket": env.get(prefix + "BUCKET") or "backups",
+            "secure": env_bool(prefix + "SECURE", env=env),
+            "region": env.get(prefix + "REGION") or None,
+        })
+    return stores
 
 
 class Config:
@@ -29,6 +58,8 @@ class Config:
         # 16 MiB parts with one upload thread keep the backup process under
         # ~100 MB RSS (DESIGN.md measurements); bigger parts upload faster.
         self.MINIO_PART_SIZE = int(os.environ.get("MINIO_PART_SIZE", 16 * MIB))
+        # More S3-compatible stores: every backup is copied to each one in the same stream.
+        self.S3_STORES = extra_s3_stores(os.environ)
         self.PG_BIN_DIR = os.environ.get("PG_BIN_DIR") or None
         self.APP_ENCRYPTION_KEY = os.environ.get("APP_ENCRYPTION_KEY") or None
         self.SYNC_FETCH_LOCAL = env_bool("SYNC_FETCH_LOCAL")

@@ -12,7 +12,7 @@ def download_response(backup_id: str) -> Response:
     Errors before the first byte (not found, no copy readable) raise as usual; a copy that
     turns out corrupt at the end is cut off before its last chunk (see BackupStream).
     """
-    stream = service.open_backup_stream(db.session, backup_id, wiring.local_storage(), wiring.s3_storage())
+    stream = service.open_backup_stream(db.session, backup_id, wiring.local_storage(), wiring.s3_stores())
     backup = stream.backup
     response = Response(stream_with_context(stream), mimetype=service.content_type(backup))
     response.headers.set("Content-Disposition", "attachment", filename=backup.filename)

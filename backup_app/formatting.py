@@ -40,5 +40,5 @@ LOCATION_LABELS = {"local": "Local", "s3": "MinIO"}
 
 
 def location_label(location: str) -> str:
-    """How the pages name a copy's location: 'Local', 'MinIO'."""
-    return LOCATION_LABELS.get(location, location)
+    """How the pages name a copy's location: 'Local', 'MinIO', and each of S3_STORES by its name."""
+    return LOCATION_LABELS.get(location, location.removeprefix("s3:"))

@@ -312,7 +312,7 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
 def _run_create(session: Session, job: Job, progress: ProgressRecorder) -> str:
     spec = wiring.dump_spec(job.database)
     record(job.id, f"dumping {spec.conn.display()}", phase="dumping")
-    backup = service.create_backup(session, spec, wiring.local_storage(), wiring.s3_storage(),
+    backup = service.create_backup(session, spec, wiring.local_storage(), wiring.s3_stores(),
                                    wiring.pg_tools(), key=wiring.master_key(), progress=progress,
                                    backup_id=job.backup_id)
     for copy in backup.copies:
@@ -329,7 +329,7 @@ def _run_restore(session: Session, job: Job, target_url: str | None, progress: P
     record(job.id, f"checking the local file of {backup.filename} (fetched from S3 if needed)",
            phase="fetching")
     service.restore_backup(
-        session, backup.id, conn, wiring.local_storage(), wiring.s3_storage(), wiring.pg_tools(),
+        session, backup.id, conn, wiring.local_storage(), wiring.s3_stores(), wiring.pg_tools(),
         key=wiring.master_key(), progress=progress,
         on_restoring=lambda: record(job.id, f"restoring into {conn.display()}", phase="restoring"))
     return f"restored {backup.filename} into {conn.display()}"
@@ -339,7 +339,7 @@ def _run_verify(session: Session, job: Job, progress: ProgressRecorder) -> str:
     backup = service.get_completed_backup(session, job.backup_id)
     record(job.id, f"checking the SHA-256 of every copy of {backup.filename}", phase="checking")
     verification = verify_backup(
-        session, backup.id, wiring.target_conn(backup.database), wiring.local_storage(), wiring.s3_storage(),
+        session, backup.id, wiring.target_conn(backup.database), wiring.local_storage(), wiring.s3_stores(),
         wiring.pg_tools(), wiring.master_key(),
         on_restoring=lambda: record(job.id, "restoring into a scratch database", phase="restoring"))
     if verification.status != PASSED:
@@ -349,7 +349,7 @@ def _run_verify(session: Session, job: Job, progress: ProgressRecorder) -> str:
 
 def _run_prune(session: Session, job: Job, progress: ProgressRecorder) -> str:
     record(job.id, "applying each target's retention policy", phase="pruning")
-    report = prune(session, wiring.all_targets(), wiring.local_storage(), wiring.s3_storage())
+    report = prune(session, wiring.all_targets(), wiring.local_storage(), wiring.s3_stores())
     for item in report.deleted:
         record(job.id, f"deleted {item['filename']} ({item['reason']})")
     if report.error:
@@ -361,9 +361,9 @@ def _run_sync(session: Session, job: Job, progress: ProgressRecorder) -> str:
     fetch_local = current_app.config.get("SYNC_FETCH_LOCAL", False)
     record(job.id, "uploading missing S3 copies" + (" and fetching missing local ones" if fetch_local else ""),
            phase="syncing")
-    report = sync_backups(session, wiring.local_storage(), wiring.s3_storage(), fetch_local=fetch_local)
+    report = sync_backups(session, wiring.local_storage(), wiring.s3_stores(), fetch_local=fetch_local)
     for action in report.actions:
-        record(job.id, f"{action['action']} {action['filename']}"
+        record(job.id, f"{action['action']} {action['filename']} ({action['location']})"
                + (f": {action['error']}" if action["error"] else ""))
     if report.error:
         raise SomeBackupsFailed(report.error)

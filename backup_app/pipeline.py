@@ -1,13 +1,13 @@
-"""The streaming dump: one pass over pg_dump's output feeds the SHA-256, the local file and the upload.
+"""The streaming dump: one pass over pg_dump's output feeds the SHA-256, the local file and the uploads.
 
-The upload never makes pg_dump wait. It runs in its own thread and reads the local
-`.partial` file as it grows (DESIGN.md: feeding the uploader through a pipe stalls pg_dump
-on every part and is slower than not streaming at all). Memory stays bounded by the
-chunk size plus one upload part, whatever the size of the database.
+An upload never makes pg_dump wait. Each runs in its own thread (one per S3 store) and reads
+the local `.partial` file as it grows (DESIGN.md: feeding the uploader through a pipe stalls
+pg_dump on every part and is slower than not streaming at all). Memory stays bounded by the
+chunk size plus one upload part per store, whatever the size of the database.
 """
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -76,13 +76,12 @@ class UploadOutcome:
 
 
 class Upload:
-    """Runs `upload(reader)` in a thread fed by a GrowingFileReader."""
+    """Runs `upload(reader)` in a thread (called `name`) fed by a GrowingFileReader."""
 
-    def __init__(self, partial_path, upload: Callable[[BinaryIO], None]):
+    def __init__(self, partial_path, upload: Callable[[BinaryIO], None], name: str = "upload"):
         self.reader = GrowingFileReader(partial_path)
         self.outcome = UploadOutcome()
-        self._thread = threading.Thread(target=self._run, args=(upload,), name="s3-upload",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(upload,), name=name, daemon=True)
         self._thread.start()
 
     def _run(self, upload: Callable[[BinaryIO], None]) -> None:
@@ -109,11 +108,11 @@ class StreamResult:
     sha256: str
 
 
-def stream_to_file(source: BinaryIO, partial: PartialFile, upload: Upload | None = None,
+def stream_to_file(source: BinaryIO, partial: PartialFile, uploads: Sequence[Upload] = (),
                    progress: Callable[[int], None] | None = None) -> StreamResult:
-    """Copy `source` to `partial` in chunks, hashing as it goes and feeding `upload`.
+    """Copy `source` to `partial` in chunks, hashing as it goes and feeding every upload.
 
-    The caller commits or discards `partial` and finishes or aborts `upload`.
+    The caller commits or discards `partial` and finishes or aborts the uploads.
     """
     digest = hashlib.sha256()
     size = 0
@@ -121,7 +120,7 @@ def stream_to_file(source: BinaryIO, partial: PartialFile, upload: Upload | None
         digest.update(chunk)
         partial.write(chunk)
         size += len(chunk)
-        if upload:
+        for upload in uploads:
             upload.reader.advance(len(chunk))
         if progress:
             progress(size)

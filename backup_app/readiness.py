@@ -1,6 +1,6 @@
 """/readyz's checks: is each part the app needs up right now?
 
-Each check is "ok", "fail", or "disabled" (S3 when MINIO_ENDPOINT is unset). The reason of a
+Each check is "ok", "fail", or "disabled" (s3 when MINIO_ENDPOINT is unset). The reason of a
 failure goes to the log only: the endpoint is open to anyone, so it says nothing but statuses.
 Every check is bounded by a short timeout; the target databases are tried all at once.
 """
@@ -8,7 +8,6 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from flask import current_app
 from sqlalchemy import text
 
 from . import jobs, wiring
@@ -41,10 +40,10 @@ def check_catalog() -> str:
     return status
 
 
-def check_s3() -> str:
-    if not current_app.config.get("MINIO_ENDPOINT"):
-        return DISABLED
-    return probe("s3", lambda: wiring.s3_storage().check())
+def check_stores() -> dict[str, str]:
+    """`s3` (MINIO_*'s store; disabled when unset) and `s3:<name>` for each of S3_STORES."""
+    checks = {store.location: probe(store.location, store.check) for store in wiring.s3_stores()}
+    return {"s3": DISABLED, **checks}
 
 
 def configured_targets(catalog_ok: bool) -> list[Target]:
@@ -79,11 +78,11 @@ def check_targets(targets: list[Target]) -> dict[str, str]:
 
 
 def check_all() -> dict[str, str]:
-    """Every check: catalog, local, s3, queue, then one per target database."""
+    """Every check: catalog, local, s3 (and each other store), queue, then one per target database."""
     checks = {
         "catalog": check_catalog(),
         "local": probe("local", lambda: wiring.local_storage().check()),
-        "s3": check_s3(),
+        **check_stores(),
         "queue": probe("queue", lambda: jobs.job_queue().huey.pending_count()),
     }
     checks.update(check_targets(configured_targets(checks["catalog"] == OK)))

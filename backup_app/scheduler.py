@@ -49,9 +49,9 @@ def tick(session: Session, now: datetime | None = None) -> list[str]:
     config = current_app.config
     if config["PRUNE_SCHEDULE"] and schedules.claim_periodic(session, PRUNE, config["PRUNE_SCHEDULE"], now):
         lines.append(_queue(session, jobs.app_wide_job(PRUNE), "prune"))
-    if (config["SYNC_SCHEDULE"] and config.get("MINIO_ENDPOINT")
-            and schedules.claim_periodic(session, SYNC, config["SYNC_SCHEDULE"], now)):
-        if needs_sync(session, config.get("SYNC_FETCH_LOCAL", False)):
+    stores = [store.location for store in wiring.s3_stores()]
+    if config["SYNC_SCHEDULE"] and stores and schedules.claim_periodic(session, SYNC, config["SYNC_SCHEDULE"], now):
+        if needs_sync(session, stores, config.get("SYNC_FETCH_LOCAL", False)):
             lines.append(_queue(session, jobs.app_wide_job(SYNC), "sync"))
     return lines
 

@@ -6,7 +6,7 @@ from .adapters.postgres import ConnInfo
 from .adapters.storage import LocalStorage, S3Storage
 from .crypto import MasterKey
 from .extensions import db
-from .models import Target
+from .models import LOCAL, S3, Target
 from .services import targets as target_service
 
 
@@ -14,15 +14,29 @@ def local_storage() -> LocalStorage:
     return LocalStorage(current_app.config["BACKUP_DIR"])
 
 
-def s3_storage() -> S3Storage | None:
-    """The S3 store, or None when MINIO_ENDPOINT is unset (local-only mode)."""
+def s3_stores() -> list[S3Storage]:
+    """Every configured S3 store: MINIO_*'s first (if MINIO_ENDPOINT is set), then S3_STORES'.
+
+    Empty means local-only mode."""
     config = current_app.config
-    if not config.get("MINIO_ENDPOINT"):
-        return None
-    return S3Storage.connect(
-        config["MINIO_ENDPOINT"], config.get("MINIO_ACCESS_KEY"), config.get("MINIO_SECRET_KEY"),
-        bucket=config["MINIO_BUCKET"], secure=config.get("MINIO_SECURE", False),
-        region=config.get("MINIO_REGION"), part_size=config["MINIO_PART_SIZE"])
+    stores = []
+    if config.get("MINIO_ENDPOINT"):
+        stores.append(S3Storage.connect(
+            config["MINIO_ENDPOINT"], config.get("MINIO_ACCESS_KEY"), config.get("MINIO_SECRET_KEY"),
+            bucket=config["MINIO_BUCKET"], secure=config.get("MINIO_SECURE", False),
+            region=config.get("MINIO_REGION"), part_size=config["MINIO_PART_SIZE"]))
+    for store in config.get("S3_STORES", []):
+        prefix = f"S3_{store['name'].upper()}_"
+        stores.append(S3Storage.connect(
+            store["endpoint"], store["access_key"], store["secret_key"], bucket=store["bucket"],
+            secure=store["secure"], region=store["region"], part_size=config["MINIO_PART_SIZE"],
+            location=f"{S3}:{store['name']}", key_settings=f"{prefix}ACCESS_KEY and {prefix}SECRET_KEY"))
+    return stores
+
+
+def copy_locations() -> list[str]:
+    """Where backups can have copies: local, s3 (even when unset), then each of S3_STORES."""
+    return [LOCAL, S3, *(f"{S3}:{store['name']}" for store in current_app.config.get("S3_STORES", []))]
 
 
 def pg_tools() -> PgTools:

@@ -179,7 +179,7 @@ def s3(app):
     """The app's S3 adapter, for looking at the bucket directly."""
     from backup_app import wiring
     with app.app_context():
-        return wiring.s3_storage()
+        return wiring.s3_stores()[0]
 
 
 @pytest.fixture

@@ -142,12 +142,11 @@ class LocalStorage:
         return removed
 
 
-def describe_s3_error(exc: Exception, endpoint: str) -> str:
+def describe_s3_error(exc: Exception, endpoint: str, key_settings: str) -> str:
     """A one-line reason for an S3 failure that names what the admin should check."""
     if isinstance(exc, S3Error):
         if exc.code in CREDENTIAL_ERRORS:
-            return (f"S3 at {endpoint} refused the credentials ({exc.code}): "
-                    "check MINIO_ACCESS_KEY and MINIO_SECRET_KEY")
+            return f"S3 at {endpoint} refused the credentials ({exc.code}): check {key_settings}"
         return f"S3 at {endpoint} answered {exc.code}: {exc.message}"
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
         exc = exc.reason
@@ -155,21 +154,28 @@ def describe_s3_error(exc: Exception, endpoint: str) -> str:
 
 
 class S3Storage:
-    """Backups as objects in one private bucket of an S3-compatible store."""
+    """Backups as objects in one private bucket of an S3-compatible store.
 
-    location = "s3"
+    `location` names the store's copies in the catalog: "s3" for MINIO_*'s store, "s3:<name>"
+    for each of S3_STORES; `key_settings` names its credential settings in error messages.
+    """
 
-    def __init__(self, client: Minio, bucket: str, endpoint: str, part_size: int):
+    def __init__(self, client: Minio, bucket: str, endpoint: str, part_size: int, *,
+                 location: str = "s3", key_settings: str = "MINIO_ACCESS_KEY and MINIO_SECRET_KEY"):
         self.client = client
         self.bucket = bucket
         self.endpoint = endpoint
         self.part_size = part_size
+        self.location = location
+        self.key_settings = key_settings
 
     @classmethod
     def connect(cls, endpoint: str, access_key: str | None, secret_key: str | None, *,
                 bucket: str, secure: bool = False, region: str | None = None,
-                part_size: int = 16 * 1024 * 1024) -> "S3Storage":
-        """A client that fails in seconds when the store is down, not after a minute of retries."""
+                part_size: int = 16 * 1024 * 1024, **names: str) -> "S3Storage":
+        """A client that fails in seconds when the store is down, not after a minute of retries.
+
+        `names`: the store's `location` and `key_settings` (see the class)."""
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=3, read=60),
             retries=urllib3.Retry(total=2, connect=1, backoff_factor=0.2,
@@ -177,7 +183,7 @@ class S3Storage:
         )
         client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
                        region=region, http_client=http)
-        return cls(client, bucket, endpoint, part_size)
+        return cls(client, bucket, endpoint, part_size, **names)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -186,9 +192,9 @@ class S3Storage:
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject"):
                 raise ObjectNotFound(f"s3://{self.bucket}/{exc.object_name} does not exist") from exc
-            raise StorageUnavailable(describe_s3_error(exc, self.endpoint)) from exc
+            raise StorageUnavailable(describe_s3_error(exc, self.endpoint, self.key_settings)) from exc
         except (MinioException, urllib3.exceptions.HTTPError) as exc:
-            raise StorageUnavailable(describe_s3_error(exc, self.endpoint)) from exc
+            raise StorageUnavailable(describe_s3_error(exc, self.endpoint, self.key_settings)) from exc
 
     def key(self, filename: str) -> str:
         return check_name(filename)

@@ -98,7 +98,7 @@ def restore_backup(backup_id):
 @bp.delete("/backups/<backup_id>")
 def delete_backup(backup_id):
     """Delete a backup from S3, the catalog and disk → 204."""
-    service.delete_backup(db.session, backup_id, wiring.local_storage(), wiring.s3_storage())
+    service.delete_backup(db.session, backup_id, wiring.local_storage(), wiring.s3_stores())
     return "", 204
 
 

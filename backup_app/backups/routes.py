@@ -1,3 +1,5 @@
+from dataclasses import dataclass
+
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -5,11 +7,12 @@ from wtforms import SelectChoice
 
 from .. import jobs, wiring
 from ..adapters.postgres import ConnInfo
+from ..adapters.storage import S3Storage
 from ..downloads import download_response
 from ..errorhandlers import status_code
 from ..errors import BackupError, StorageUnavailable
 from ..extensions import db
-from ..models import S3, Backup
+from ..models import Backup
 from ..services import backups as service
 from ..services.usage import storage_usage
 from . import bp
@@ -40,8 +43,9 @@ def index():
         database, status = form.database.data or None, form.status.data or None
     query = service.backups_query(database, status).options(selectinload(Backup.verifications))
     page = db.paginate(query, page=request.args.get("page", 1, type=int), per_page=PER_PAGE, error_out=False)
-    return render_template("backups/index.html", page=page, form=form, usage=storage_usage(db.session),
-                           filters={"database": database, "status": status})
+    locations = wiring.copy_locations()
+    return render_template("backups/index.html", page=page, form=form, locations=locations,
+                           usage=storage_usage(db.session, locations), filters={"database": database, "status": status})
 
 
 @bp.route("/backups/new", methods=["GET", "POST"])
@@ -59,31 +63,36 @@ def create():
     return render_template("backups/create.html", form=form)
 
 
-def object_details(backup: Backup) -> tuple[dict | None, str | None]:
-    """The S3 object's content type, size and metadata, or why they cannot be shown."""
-    s3 = wiring.s3_storage()
-    if s3 is None or backup.copy(S3) is None:
-        return None, None
+@dataclass
+class ObjectDetails:
+    """One store's object of a backup: its content type, size and metadata, or why they cannot be shown."""
+
+    location: str
+    fields: dict | None = None
+    error: str | None = None
+
+
+def object_details(backup: Backup, store: S3Storage) -> ObjectDetails:
     try:
-        stat = s3.stat(backup.filename)
+        stat = store.stat(backup.filename)
     except StorageUnavailable as exc:
-        return None, str(exc)
+        return ObjectDetails(store.location, error=str(exc))
     if stat is None:
-        return None, "the object does not exist"
-    details = {"Content-Type": stat.content_type, "Size": stat.size, "ETag": stat.etag,
-               "Last-Modified": stat.last_modified}
-    details.update({key[len("x-amz-meta-"):]: value for key, value in stat.metadata.items()
-                    if key.lower().startswith("x-amz-meta-")})
-    return details, None
+        return ObjectDetails(store.location, error="the object does not exist")
+    fields = {"Content-Type": stat.content_type, "Size": stat.size, "ETag": stat.etag,
+              "Last-Modified": stat.last_modified}
+    fields.update({key[len("x-amz-meta-"):]: value for key, value in stat.metadata.items()
+                   if key.lower().startswith("x-amz-meta-")})
+    return ObjectDetails(store.location, fields)
 
 
 @bp.get("/backups/<backup_id>")
 def detail(backup_id):
     """Every catalog field of a backup, its copies, its S3 object's metadata and its job log."""
     backup = service.get_backup(db.session, backup_id)
-    metadata, metadata_error = object_details(backup)
-    return render_template("backups/detail.html", backup=backup, metadata=metadata, button=ButtonForm(),
-                           metadata_error=metadata_error, jobs=jobs.jobs_of_backup(db.session, backup.id))
+    objects = [object_details(backup, store) for store in wiring.s3_stores() if backup.copy(store.location)]
+    return render_template("backups/detail.html", backup=backup, objects=objects, button=ButtonForm(),
+                           jobs=jobs.jobs_of_backup(db.session, backup.id))
 
 
 @bp.post("/backups/<backup_id>/verify")
@@ -137,7 +146,7 @@ def delete(backup_id):
     if form.validate_on_submit():
         filename = backup.filename
         try:
-            service.delete_backup(db.session, backup.id, wiring.local_storage(), wiring.s3_storage())
+            service.delete_backup(db.session, backup.id, wiring.local_storage(), wiring.s3_stores())
         except BackupError as exc:
             return form_failed(exc, "backups/delete.html", form=form, backup=backup)
         flash(f"Deleted {filename}.", "success")

@@ -21,7 +21,7 @@ def index():
             durations[backup.database].append((backup.created_at,
                                                (backup.completed_at - backup.created_at).total_seconds()))
     return render_template(
-        "dashboard/index.html", now=utcnow(),
+        "dashboard/index.html", now=utcnow(), locations=wiring.copy_locations(),
         targets=target_overviews(db.session, current_app.config.get("STALE_AFTER_HOURS")),
         size_chart=line_chart("Backup size", sizes, "MB"),
         duration_chart=line_chart("Backup duration", durations, "s"))

@@ -3,7 +3,7 @@ import errno
 import hashlib
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from . import events
 from .targets import DumpSpec
 
 Progress = Callable[[int], None]
+Stores = Sequence[S3Storage]  # every configured S3 store; empty in local-only mode
 
 
 def make_filename(database: str, created_at: datetime, backup_id: str, suffix: str) -> str:
@@ -137,16 +138,16 @@ def get_completed_backup(session: Session, backup_id: str) -> Backup:
 
 # --- create ----------------------------------------------------------------------------
 
-def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3Storage | None,
+def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, stores: Stores,
                   pg: PgTools, *, key: MasterKey | None = None, progress: Progress | None = None,
                   backup_id: str | None = None) -> Backup:
-    """Dump `spec`'s database once, streaming to the local file and to S3 at the same time.
+    """Dump `spec`'s database once, streaming to the local file and to every S3 store at the same time.
 
     Every table's rows are counted in pg_dump's own snapshot, for verify to compare. The dump
     runs the client `pg` picks for the server; both versions are recorded.
 
-    Returns the completed backup; an s3 copy that failed is recorded as `failed` with the
-    reason (the backup still completes locally). Raises DumpFailed, VersionMismatch (no
+    Returns the completed backup; a store's copy that failed is recorded as `failed` with the
+    reason (the backup still completes locally and in the other stores). Raises DumpFailed, VersionMismatch (no
     client can dump the server) or another BackupError after recording the backup as
     failed, leaving no file and no object. `backup_id` lets a caller (a job) know the new
     backup's id before it exists.
@@ -163,12 +164,12 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
     session.add(backup)
     session.commit()
 
-    s3_error = None
-    if s3 is not None:
+    store_errors: dict[str, str] = {}
+    for store in stores:
         try:
-            s3.check()
+            store.check()
         except StorageUnavailable as exc:
-            s3_error = str(exc)
+            store_errors[store.location] = str(exc)
 
     try:
         backup.server_version, client = pg.for_dump(spec.conn)
@@ -195,18 +196,15 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
         dump.kill()
         return _fail(session, backup, BackupError(local_write_error(local, exc)))
 
-    upload = None
-    if s3 is not None and s3_error is None:
-        metadata = object_metadata(backup)
-        upload = Upload(partial.path, lambda reader: s3.upload(
-            backup.filename, reader, metadata, content_type(backup)))
+    uploads = {store.location: start_upload(store, backup, partial)
+               for store in stores if store.location not in store_errors}
     try:
         stored = codecs.encode(dump.stdout, spec.codec, key if spec.encrypt else None)
-        result = stream_to_file(stored, partial, upload, progress)
+        result = stream_to_file(stored, partial, list(uploads.values()), progress)
         dump.finish()
         path = partial.commit()
     except BaseException as exc:
-        if upload:
+        for upload in uploads.values():
             upload.abort()
         dump.kill()
         partial.discard()
@@ -222,25 +220,38 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, s3: S3S
     backup.size_bytes, backup.sha256 = result.size_bytes, result.sha256
     backup.row_counts = counter.counts() if counter is not None else None
     set_copy(backup, LOCAL, str(path), PRESENT, size_bytes=result.size_bytes, verified=True)
-    if s3 is not None:
-        if upload:
-            outcome = upload.finish()
-            s3_error = str(outcome.error) if outcome.error else None
-        if s3_error is None:
-            try:
-                s3.set_metadata(backup.filename, object_metadata(backup), content_type(backup))
-            except BackupError as exc:
-                s3_error = f"the object was uploaded but its metadata could not be set: {exc}"
-        if s3_error is None:
-            backup.storage_url = s3.uri(backup.filename)
-            set_copy(backup, S3, backup.storage_url, PRESENT, size_bytes=result.size_bytes, verified=True)
-        else:
-            set_copy(backup, S3, s3.uri(backup.filename), COPY_FAILED, error=s3_error)
+    for store in stores:
+        upload = uploads.get(store.location)
+        outcome = upload.finish() if upload else None
+        error = store_errors.get(store.location) or (str(outcome.error) if outcome and outcome.error else None)
+        record_upload(backup, store, error)
     backup.status = COMPLETED
     backup.completed_at = utcnow()
     session.commit()
     events.backup_completed.send(backup)
     return backup
+
+
+def start_upload(store: S3Storage, backup: Backup, partial: PartialFile) -> Upload:
+    """Upload the growing `.partial` file of `backup` to `store`, in a thread of its own."""
+    metadata = object_metadata(backup)
+    return Upload(partial.path, lambda reader: store.upload(backup.filename, reader, metadata, content_type(backup)),
+                  name=f"upload-{store.location}")
+
+
+def record_upload(backup: Backup, store: S3Storage, error: str | None) -> None:
+    """Record the store's copy of a dump streamed to it: present (with its final metadata), or failed."""
+    if error is None:
+        try:
+            store.set_metadata(backup.filename, object_metadata(backup), content_type(backup))
+        except BackupError as exc:
+            error = f"the object was uploaded but its metadata could not be set: {exc}"
+    uri = store.uri(backup.filename)
+    if error is None:
+        backup.storage_url = backup.storage_url or uri
+        set_copy(backup, store.location, uri, PRESENT, size_bytes=backup.size_bytes, verified=True)
+    else:
+        set_copy(backup, store.location, uri, COPY_FAILED, error=error)
 
 
 def local_write_error(local: LocalStorage, exc: OSError) -> str:
@@ -279,16 +290,16 @@ def verified_local_path(session: Session, backup: Backup, local: LocalStorage) -
     return local.path(filename)
 
 
-def fetch_from_s3(session: Session, backup: Backup, s3: S3Storage, dest: PartialFile,
+def fetch_from_store(session: Session, backup: Backup, store: S3Storage, dest: PartialFile,
                   progress: Progress | None = None) -> Path:
-    """Stream the S3 copy into `dest`, check its SHA-256 and commit it; records the outcome."""
-    uri = s3.uri(backup.filename)
+    """Stream the store's copy into `dest`, check its SHA-256 and commit it; records the outcome."""
+    uri = store.uri(backup.filename)
     try:
-        with s3.open(backup.filename) as stream:
+        with store.open(backup.filename) as stream:
             result = stream_to_file(stream, dest, progress=progress)
     except ObjectNotFound:
         dest.discard()
-        set_copy(backup, S3, uri, MISSING, error="object not found")
+        set_copy(backup, store.location, uri, MISSING, error="object not found")
         session.commit()
         raise
     except BaseException:
@@ -296,36 +307,53 @@ def fetch_from_s3(session: Session, backup: Backup, s3: S3Storage, dest: Partial
         raise
     if backup.sha256 and result.sha256 != backup.sha256:
         dest.discard()
-        set_copy(backup, S3, uri, COPY_FAILED, error="SHA-256 mismatch")
+        set_copy(backup, store.location, uri, COPY_FAILED, error="SHA-256 mismatch")
         session.commit()
-        raise ChecksumMismatch(f"the S3 copy of {backup.filename} does not match its recorded SHA-256")
-    set_copy(backup, S3, uri, PRESENT, verified=backup.sha256 is not None)
+        raise ChecksumMismatch(f"the {store.location} copy of {backup.filename} does not match its recorded SHA-256")
+    set_copy(backup, store.location, uri, PRESENT, verified=backup.sha256 is not None)
     session.commit()
     return dest.commit()
 
 
-def _missing(reason_local: str, s3: S3Storage | None, error: Exception | None = None) -> BackupFileMissing:
-    reason_s3 = "S3 not configured" if s3 is None else f"S3: {error}"
-    return BackupFileMissing(f"local: {reason_local}; {reason_s3}")
+# A copy that cannot be read: the next store is tried.
+UNREADABLE = (ObjectNotFound, StorageUnavailable, ChecksumMismatch)
 
 
-def local_reason(backup: Backup) -> str:
+def healthy_first(backup: Backup, stores: Stores) -> list[S3Storage]:
+    """The stores, those whose copy of `backup` is recorded present first (otherwise in order)."""
+    def known_bad(store: S3Storage) -> bool:
+        copy = backup.copy(store.location)
+        return copy is not None and copy.status != PRESENT
+    return sorted(stores, key=known_bad)
+
+
+def missing_error(backup: Backup, stores: Stores, problems: Sequence[str] = ()) -> BackupFileMissing:
+    """BackupFileMissing naming why each place failed: the local file, then each store tried."""
     copy = backup.copy(LOCAL)
-    return copy.error if copy and copy.error else "file not found"
+    reasons = [f"local: {copy.error if copy and copy.error else 'file not found'}"]
+    reasons += problems if stores else ["S3 not configured"]
+    return BackupFileMissing("; ".join(reasons))
 
 
-def ensure_local_copy(session: Session, backup: Backup, local: LocalStorage, s3: S3Storage | None,
+def fetch_to(session: Session, backup: Backup, stores: Stores, dest: Callable[[], PartialFile],
+             progress: Progress | None = None) -> Path:
+    """The first healthy store's copy written to a new `dest()`, SHA-256 checked; BackupFileMissing if none."""
+    problems = []
+    for store in healthy_first(backup, stores):
+        try:
+            return fetch_from_store(session, backup, store, dest(), progress)
+        except UNREADABLE as exc:
+            problems.append(f"{store.location}: {exc}")
+    raise missing_error(backup, stores, problems)
+
+
+def ensure_local_copy(session: Session, backup: Backup, local: LocalStorage, stores: Stores,
                       progress: Progress | None = None) -> Path:
-    """A verified local file of `backup`: the one on disk, else fetched again from S3."""
+    """A verified local file of `backup`: the one on disk, else fetched again from the first healthy store."""
     path = verified_local_path(session, backup, local)
     if path is not None:
         return path
-    if s3 is None:
-        raise _missing(local_reason(backup), s3)
-    try:
-        path = fetch_from_s3(session, backup, s3, local.open_partial(backup.filename), progress)
-    except (ObjectNotFound, StorageUnavailable, ChecksumMismatch) as exc:
-        raise _missing(local_reason(backup), s3, exc) from exc
+    path = fetch_to(session, backup, stores, lambda: local.open_partial(backup.filename), progress)
     set_copy(backup, LOCAL, str(path), PRESENT, size_bytes=backup.size_bytes, verified=True)
     session.commit()
     return path
@@ -343,12 +371,12 @@ def decoding_key(backup: Backup, key: MasterKey | None) -> MasterKey | None:
 
 
 def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: LocalStorage,
-                   s3: S3Storage | None, pg: PgTools, *, key: MasterKey | None = None,
+                   stores: Stores, pg: PgTools, *, key: MasterKey | None = None,
                    progress: Progress | None = None,
                    on_restoring: Callable[[], None] | None = None) -> Backup:
     """Restore a backup into `conn`'s database, creating the database if it is missing.
 
-    Uses the local file when it is intact, else the S3 copy (saved locally again); the
+    Uses the local file when it is intact, else the first intact S3 copy (saved locally again); the
     stored bytes are decrypted and decompressed on their way into pg_restore. The client
     is chosen for the dump's pg_dump version and the target server (VersionMismatch,
     before anything is fetched, if none fits). The restore runs in one transaction: on
@@ -358,7 +386,7 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
     backup = get_completed_backup(session, backup_id)
     decoding_key(backup, key)  # a missing key is reported before anything is fetched
     pg.for_restore(conn, backup.client_version)  # so is a server no client can restore into
-    path = ensure_local_copy(session, backup, local, s3, progress)
+    path = ensure_local_copy(session, backup, local, stores, progress)
     if on_restoring:
         on_restoring()
     restore_from_file(backup, path, conn, pg, key)
@@ -376,7 +404,7 @@ def restore_from_file(backup: Backup, path: Path, conn: ConnInfo, pg: PgTools, k
 
 
 def download_backup(session: Session, backup_id: str, output: Path, local: LocalStorage,
-                    s3: S3Storage | None, *, decode: bool = False, key: MasterKey | None = None,
+                    stores: Stores, *, decode: bool = False, key: MasterKey | None = None,
                     progress: Progress | None = None) -> Backup:
     """Write the backup to `output` (via `output.partial`): the stored bytes, checked against
     their SHA-256, or with `decode` pg_dump's original output (decrypted, decompressed)."""
@@ -387,15 +415,10 @@ def download_backup(session: Session, backup_id: str, output: Path, local: Local
         output = output / backup.filename
     source = verified_local_path(session, backup, local)
     if source is None and not decode:
-        if s3 is None:
-            raise _missing(local_reason(backup), s3)
-        try:
-            fetch_from_s3(session, backup, s3, PartialFile(output), progress)
-        except (ObjectNotFound, StorageUnavailable, ChecksumMismatch) as exc:
-            raise _missing(local_reason(backup), s3, exc) from exc
+        fetch_to(session, backup, stores, lambda: PartialFile(output), progress)
         return backup
     if source is None:
-        source = ensure_local_copy(session, backup, local, s3, progress)
+        source = ensure_local_copy(session, backup, local, stores, progress)
     dest = PartialFile(output)
     try:
         with open(source, "rb") as stored:
@@ -450,12 +473,11 @@ class BackupStream:
             yield held
 
 
-def open_backup_stream(session: Session, backup_id: str, local: LocalStorage,
-                       s3: S3Storage | None) -> BackupStream:
+def open_backup_stream(session: Session, backup_id: str, local: LocalStorage, stores: Stores) -> BackupStream:
     """A completed backup's bytes for a streaming download, never loaded whole into memory.
 
-    Reads the local file unless it is gone or known to be corrupt, else the S3 object;
-    raises BackupFileMissing when neither can be read.
+    Reads the local file unless it is gone or known to be corrupt, else the first S3 object
+    that can be opened; raises BackupFileMissing when none can be read.
     """
     backup = get_completed_backup(session, backup_id)
     filename = backup.filename
@@ -467,39 +489,58 @@ def open_backup_stream(session: Session, backup_id: str, local: LocalStorage,
     elif local_copy and local_copy.status == PRESENT:
         set_copy(backup, LOCAL, local.uri(filename), MISSING, error="file not found")
         session.commit()
-    if s3 is None:
-        raise _missing(local_reason(backup), s3)
-    resources = ExitStack()
-    try:
-        source = resources.enter_context(s3.open(filename))
-    except ObjectNotFound as exc:
-        set_copy(backup, S3, s3.uri(filename), MISSING, error="object not found")
-        session.commit()
-        raise _missing(local_reason(backup), s3, exc) from exc
-    except StorageUnavailable as exc:
-        raise _missing(local_reason(backup), s3, exc) from exc
-    return BackupStream(session, backup, S3, s3.uri(filename), source, resources.close)
+    problems = []
+    for store in healthy_first(backup, stores):
+        resources = ExitStack()
+        try:
+            source = resources.enter_context(store.open(filename))
+        except ObjectNotFound as exc:
+            set_copy(backup, store.location, store.uri(filename), MISSING, error="object not found")
+            session.commit()
+            problems.append(f"{store.location}: {exc}")
+            continue
+        except StorageUnavailable as exc:
+            problems.append(f"{store.location}: {exc}")
+            continue
+        return BackupStream(session, backup, store.location, store.uri(filename), source, resources.close)
+    raise missing_error(backup, stores, problems)
 
 
-def delete_backup(session: Session, backup_id: str, local: LocalStorage, s3: S3Storage | None) -> Backup:
-    """Remove a backup from S3, then the catalog, then disk. A copy already gone is fine.
+def has_store_copy(backup: Backup, location: str) -> bool:
+    """Whether the catalog says `backup` has an object at that store (so deleting it matters)."""
+    copy = backup.copy(location)
+    if copy is None:  # rows from before copies were recorded name their object in storage_url
+        return location == S3 and backup.storage_url is not None
+    return copy.status == PRESENT
 
-    If the S3 copy cannot be removed, nothing is deleted (the catalog keeps tracking it).
+
+def delete_backup(session: Session, backup_id: str, local: LocalStorage, stores: Stores) -> Backup:
+    """Remove a backup from every S3 store, then the catalog, then disk. A copy already gone is fine.
+
+    If an object the catalog knows of cannot be removed (its store is down, or no longer
+    configured), the catalog row and the local file stay; an object already removed from
+    another store is then recorded as missing.
     """
     backup = get_backup(session, backup_id)
     if backup.status == RUNNING:
         raise InvalidBackupState(f"backup {backup.id} is still running")
-    s3_copy = backup.copy(S3)
-    needs_s3 = backup.storage_url is not None or (s3_copy is not None and s3_copy.status == PRESENT)
-    if s3 is not None:
+    unconfigured = {S3, *(copy.location for copy in backup.copies)} - {LOCAL, *(store.location for store in stores)}
+    for location in sorted(unconfigured):
+        if has_store_copy(backup, location):
+            where = "S3 but MINIO_ENDPOINT is not set" if location == S3 else f"{location} but it is not in S3_STORES"
+            raise StorageUnavailable(f"backup {backup.id} has a copy in {where}; nothing deleted")
+    removed = []
+    for store in stores:
         try:
-            s3.delete(backup.filename)
+            store.delete(backup.filename)
         except StorageUnavailable:
-            if needs_s3:
+            if has_store_copy(backup, store.location):
+                for gone in removed:
+                    set_copy(backup, gone.location, gone.uri(backup.filename), MISSING, error="deleted")
+                session.commit()
                 raise
-    elif needs_s3:
-        raise StorageUnavailable(
-            f"backup {backup.id} has a copy in S3 but MINIO_ENDPOINT is not set; nothing deleted")
+        else:
+            removed.append(store)
     filename = backup.filename
     session.delete(backup)
     session.commit()

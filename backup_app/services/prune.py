@@ -4,10 +4,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from ..adapters.storage import LocalStorage, S3Storage
+from ..adapters.storage import LocalStorage
 from ..errors import BackupError
 from ..models import Target, utcnow
-from .backups import delete_backup, list_backups
+from .backups import Stores, delete_backup, list_backups
 from .retention import RetentionPolicy, plan_prune
 
 
@@ -24,7 +24,7 @@ class PruneReport:
         return "could not delete " + "; ".join(self.errors) if self.errors else None
 
 
-def prune(session: Session, targets: list[Target], local: LocalStorage, s3: S3Storage | None, *,
+def prune(session: Session, targets: list[Target], local: LocalStorage, stores: Stores, *,
           dry_run: bool = False, now: datetime | None = None) -> PruneReport:
     """Delete the backups each target's policy lets go; a failed deletion is reported, not fatal."""
     now = now or utcnow()
@@ -36,7 +36,7 @@ def prune(session: Session, targets: list[Target], local: LocalStorage, s3: S3St
                     "reason": reason}
             if not dry_run:
                 try:
-                    delete_backup(session, backup.id, local, s3)
+                    delete_backup(session, backup.id, local, stores)
                 except BackupError as exc:
                     report.errors.append(f"{backup.id}: {exc}")
                     continue

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..adapters.storage import LocalStorage, S3Storage, is_safe_name
-from ..models import COMPLETED, LOCAL, PRESENT, S3, Backup
-from .backups import set_copy, verified_local_path
+from ..models import COMPLETED, LOCAL, PRESENT, Backup
+from .backups import Stores, set_copy, verified_local_path
 
 BACKUP_ID = re.compile(r"[a-z][a-z0-9]{5,31}")
 FILENAME = re.compile(
@@ -72,28 +72,12 @@ def add_backup(session: Session, info: dict, filename: str, size: int, report: R
     return backup
 
 
-def rescan(session: Session, local: LocalStorage, s3: S3Storage | None) -> RescanReport:
-    """Add catalog rows (and copy records) for backups found in the bucket and in BACKUP_DIR."""
+def rescan(session: Session, local: LocalStorage, stores: Stores) -> RescanReport:
+    """Add catalog rows (and copy records) for backups found in every bucket and in BACKUP_DIR."""
     report = RescanReport()
-    added_ids = set()
-    if s3 is not None:
-        for filename, size in s3.list():
-            info = describe_filename(filename)  # first: a key that is no plain name is never read
-            if info is None:
-                report.skipped.append(f"s3://{s3.bucket}/{filename}")
-                continue
-            info = with_metadata(info, s3.metadata(filename))
-            backup = find_backup(session, info, filename)
-            if backup is None:
-                backup = add_backup(session, info, filename, size, report)
-                added_ids.add(backup.id)
-            elif backup.copy(S3) is not None and backup.copy(S3).status == PRESENT:
-                continue
-            else:
-                report.recorded.append({"id": backup.id, "filename": filename, "location": S3})
-            backup.storage_url = s3.uri(filename)
-            set_copy(backup, S3, backup.storage_url, PRESENT, size_bytes=size)
-            session.commit()
+    added_ids: set[str] = set()
+    for store in stores:
+        rescan_store(session, store, report, added_ids)
     for filename in local.filenames():
         info = describe_filename(filename)
         if info is None:
@@ -112,3 +96,24 @@ def rescan(session: Session, local: LocalStorage, s3: S3Storage | None) -> Resca
         session.commit()
         verified_local_path(session, backup, local)  # records the copy: present, or failed on mismatch
     return report
+
+
+def rescan_store(session: Session, store: S3Storage, report: RescanReport, added_ids: set[str]) -> None:
+    """Record every backup object of one store; ids of the rows it adds go into `added_ids`."""
+    for filename, size in store.list():
+        info = describe_filename(filename)  # first: a key that is no plain name is never read
+        if info is None:
+            report.skipped.append(f"{store.location}: s3://{store.bucket}/{filename}")
+            continue
+        info = with_metadata(info, store.metadata(filename))
+        backup = find_backup(session, info, filename)
+        if backup is None:
+            backup = add_backup(session, info, filename, size, report)
+            added_ids.add(backup.id)
+        elif backup.copy(store.location) is not None and backup.copy(store.location).status == PRESENT:
+            continue
+        elif backup.id not in added_ids:
+            report.recorded.append({"id": backup.id, "filename": filename, "location": store.location})
+        backup.storage_url = backup.storage_url or store.uri(filename)
+        set_copy(backup, store.location, store.uri(filename), PRESENT, size_bytes=size)
+        session.commit()

@@ -7,12 +7,19 @@ from sqlalchemy.orm import Session
 
 from ..adapters.pgtools import PgTools
 from ..adapters.postgres import ConnInfo
-from ..adapters.storage import LocalStorage, PartialFile, S3Storage
+from ..adapters.storage import LocalStorage, PartialFile
 from ..crypto import MasterKey
 from ..errors import BackupError
 from ..models import FAILED, LOCAL, Verification, utcnow
 from . import events
-from .backups import decoding_key, fetch_from_s3, get_completed_backup, restore_from_file, verified_local_path
+from .backups import (
+    Stores,
+    decoding_key,
+    fetch_from_store,
+    get_completed_backup,
+    restore_from_file,
+    verified_local_path,
+)
 
 PASSED = "passed"
 
@@ -30,7 +37,7 @@ def compare_counts(expected: dict[str, int] | None, restored: dict[str, int]) ->
 
 
 def verify_backup(session: Session, backup_id: str, server: ConnInfo, local: LocalStorage,
-                  s3: S3Storage | None, pg: PgTools, key: MasterKey | None = None,
+                  stores: Stores, pg: PgTools, key: MasterKey | None = None,
                   on_restoring: Callable[[], None] | None = None) -> Verification:
     """Verify one backup; the returned Verification says `passed` or `failed` and why.
 
@@ -51,15 +58,18 @@ def verify_backup(session: Session, backup_id: str, server: ConnInfo, local: Loc
     local_copy = backup.copy(LOCAL)
     if source is None and local_copy is not None:
         problems.append(f"local copy {local_copy.status}: {local_copy.error}")
-    fetched = None
-    if s3 is not None:
-        fetched = PartialFile(local.root / f"verify-{backup.id}-{secrets.token_hex(4)}.tmp")
+    fetched = None  # a store's copy, read into a scratch file, to restore when the local one is bad
+    for store in stores:
         try:
-            s3_path = fetch_from_s3(session, backup, s3, fetched)
-            source = source or s3_path
+            store_path = fetch_from_store(session, backup, store,
+                                       PartialFile(local.root / f"verify-{backup.id}-{secrets.token_hex(4)}.tmp"))
         except BackupError as exc:
-            problems.append(f"s3 copy: {exc}")
-            fetched = None
+            problems.append(f"{store.location} copy: {exc}")
+            continue
+        if source is None:
+            source = fetched = store_path
+        else:
+            store_path.unlink()
 
     scratch = server.with_dbname(f"verify_{backup.id}_{secrets.token_hex(3)}")
     client = None
@@ -82,7 +92,7 @@ def verify_backup(session: Session, backup_id: str, server: ConnInfo, local: Loc
         except BackupError as exc:
             problems.append(f"could not drop scratch database {scratch.dbname}: {exc}")
         if fetched is not None:
-            fetched.final_path.unlink(missing_ok=True)
+            fetched.unlink(missing_ok=True)
 
     verification.status = FAILED if problems else PASSED
     verification.error = "; ".join(problems) or None

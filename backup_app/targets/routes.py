@@ -111,5 +111,5 @@ def run_now(name):
 def retention(name):
     """What the target's retention policy would delete now, and why (a dry run of prune)."""
     target = service.get_target(db.session, name)
-    report = prune(db.session, [target], wiring.local_storage(), wiring.s3_storage(), dry_run=True)
+    report = prune(db.session, [target], wiring.local_storage(), wiring.s3_stores(), dry_run=True)
     return render_template("targets/retention.html", target=target, doomed=report.deleted)

@@ -60,7 +60,7 @@ def test_01_s3_killed_mid_upload_then_sync_uploads_it(make_app, pg_cluster, big_
 
         with app.app_context():
             backup = service.create_backup(db.session, wiring.dump_spec(), wiring.local_storage(),
-                                           wiring.s3_storage(), wiring.pg_tools(), progress=kill_s3_midway)
+                                           wiring.s3_stores(), wiring.pg_tools(), progress=kill_s3_midway)
             backup_id, filename, sha = backup.id, backup.filename, backup.sha256
             assert backup.status == "completed"
             assert backup.copy("s3").status == "failed" and "S3" in backup.copy("s3").error
@@ -70,10 +70,10 @@ def test_01_s3_killed_mid_upload_then_sync_uploads_it(make_app, pg_cluster, big_
         result = invoke(runner, "backup", "sync", "--json")
 
         assert json.loads(result.stdout) == [{"id": backup_id, "filename": filename, "action": "uploaded",
-                                              "error": None}]
+                                              "location": "s3", "error": None}]
         assert copy_status(show(runner, backup_id)) == {"local": "present", "s3": "present"}
         with app.app_context():
-            with wiring.s3_storage().open(filename) as stream:
+            with wiring.s3_stores()[0].open(filename) as stream:
                 assert sha256_of(stream) == sha
     finally:
         for running in (server, restarted):
@@ -136,7 +136,7 @@ def test_04_pg_dump_failure_leaves_nothing_behind(case, expected, make_app, pg_c
     assert row["copies"] == [] and row["sha256"] is None
     assert leftovers(Path(app.config["BACKUP_DIR"])) == []
     with app.app_context():
-        objects = list(wiring.s3_storage().client.list_objects(bucket_name=s3_settings["MINIO_BUCKET"]))
+        objects = list(wiring.s3_stores()[0].client.list_objects(bucket_name=s3_settings["MINIO_BUCKET"]))
     assert objects == []
 
 
@@ -168,9 +168,9 @@ def test_05_killed_pg_dump_leaves_nothing_behind(make_app, pg_cluster, big_db, s
                 os.kill(pid, signal.SIGKILL)
 
     with app.app_context():
-        s3 = wiring.s3_storage()
+        s3 = wiring.s3_stores()[0]
         with pytest.raises(DumpFailed, match="killed by signal 9"):
-            service.create_backup(db.session, wiring.dump_spec(), wiring.local_storage(), s3,
+            service.create_backup(db.session, wiring.dump_spec(), wiring.local_storage(), [s3],
                                   wiring.pg_tools(), progress=kill_pg_dump_midway)
         objects = list(s3.client.list_objects(bucket_name=s3.bucket))
         uploads = s3.client._list_multipart_uploads(bucket_name=s3.bucket).uploads
@@ -209,7 +209,7 @@ def test_08_local_disk_full_fails_clearly_and_leaves_nothing(make_app, pg_cluste
     assert row["status"] == "failed" and "is full" in row["error"]
     assert leftovers(tiny_backup_dir) == ["earlier.dump"]
     with app.app_context():
-        assert bucket_keys(wiring.s3_storage()) == []
+        assert bucket_keys(wiring.s3_stores()[0]) == []
 
 
 def test_09_corrupt_local_copy_restores_from_s3(runner, pg_cluster, source_db, backup_dir):

@@ -150,7 +150,7 @@ def test_the_sync_job_uploads_once_s3_is_back(make_app, start_worker, pg_cluster
         assert (up.status, up.result) == ("completed", "uploaded 1, fetched 0")
         assert f"uploaded {backup['filename']}" in up.log
         assert copy_status(show(runner, backup["id"])) == {"local": "present", "s3": "present"}
-        with app.app_context(), wiring.s3_storage().open(backup["filename"]) as stream:
+        with app.app_context(), wiring.s3_stores()[0].open(backup["filename"]) as stream:
             assert sha256_of(stream) == backup["sha256"]
     finally:
         for running in (server, restarted):

@@ -100,7 +100,7 @@ def test_server_newer_than_every_client_is_refused_before_any_dump(make_app, pg1
     backup_dir = Path(app.config["BACKUP_DIR"])
     assert not backup_dir.exists() or list(backup_dir.iterdir()) == []
     with app.app_context():
-        s3 = wiring.s3_storage()
+        s3 = wiring.s3_stores()[0]
         assert list(s3.client.list_objects(bucket_name=s3.bucket)) == []
 
 

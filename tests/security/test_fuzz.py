@@ -58,7 +58,7 @@ class Playground:
         self.runner = app.test_cli_runner()
         self.client = app.test_client()
         with app.app_context():
-            self.s3 = wiring.s3_storage()
+            self.s3 = wiring.s3_stores()[0]
             self.s3.upload(REAL_FILENAME, io.BytesIO(CONTENT), {}, "application/octet-stream")
             self.s3.upload(OTHER_KEY, io.BytesIO(b"another backup"), {}, "application/octet-stream")
             local = wiring.local_storage()

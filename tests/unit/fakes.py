@@ -55,9 +55,8 @@ class FakePg:
 class FakeS3:
     """An in-memory bucket; `down` makes every call fail, `fail_upload_after` cuts uploads."""
 
-    location = "s3"
-
-    def __init__(self):
+    def __init__(self, location: str = "s3"):
+        self.location = location
         self.bucket = "fake"
         self.objects: dict[str, bytes] = {}
         self.metadata: dict[str, dict] = {}

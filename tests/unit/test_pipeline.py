@@ -47,7 +47,7 @@ def test_stream_feeds_hash_file_and_upload(tmp_path):
     uploaded = []
     upload = Upload(partial.path, lambda reader: uploaded.append(b"".join(iter(lambda: reader.read(777_777), b""))))
 
-    result = stream_to_file(io.BytesIO(data), partial, upload)
+    result = stream_to_file(io.BytesIO(data), partial, [upload])
     outcome = upload.finish()
     partial.commit()
 
@@ -66,7 +66,7 @@ def test_upload_failure_is_recorded_not_raised(tmp_path):
         reader.read(10)
         raise OSError("connection reset")
     upload = Upload(partial.path, broken)
-    stream_to_file(io.BytesIO(b"z" * 100_000), partial, upload)
+    stream_to_file(io.BytesIO(b"z" * 100_000), partial, [upload])
 
     assert str(upload.finish().error) == "connection reset"
     partial.discard()
