@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .localservers import PostgresCluster, SeaweedS3
+from .localservers import PostgresCluster, SeaweedS3, exit_on_sigterm
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = ROOT / "instance"
@@ -78,6 +78,7 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def main() -> int:
+    exit_on_sigterm()
     INSTANCE.mkdir(exist_ok=True)
     settings = demo_settings()
     env = dict(os.environ)

@@ -3,12 +3,13 @@ import argparse
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+
+from backup_app.localservers import exit_on_sigterm
 
 from . import dataset, report
 from .appcli import AppCli
@@ -106,13 +107,9 @@ def measure(lab: Lab, args: argparse.Namespace) -> dict:
     }
 
 
-def stop_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)  # unwinds the with-blocks, which stop the servers
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    exit_on_sigterm()  # unwinds the with-blocks, which stop the servers
     started = datetime.now(timezone.utc).replace(microsecond=0)
     results = {"started_at": started.isoformat(), "machine": machine(),
                "params": {**vars(args), "results": str(args.results)}}
