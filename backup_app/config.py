@@ -78,6 +78,9 @@ class Config:
         # backups and verifies, the prune (PRUNE_SCHEDULE) and the sync (SYNC_SCHEDULE), cron in UTC;
         # an empty schedule turns that job off.
         self.SCHEDULER_INTERVAL = int(os.environ.get("SCHEDULER_INTERVAL", 60))
+        # A running job writes a heartbeat this often; one silent for STALE_HEARTBEATS of them is
+        # taken as dead (its worker killed, its machine gone) and marked interrupted by any worker.
+        self.JOB_HEARTBEAT_SECONDS = int(os.environ.get("JOB_HEARTBEAT_SECONDS", 10))
         self.PRUNE_SCHEDULE = os.environ.get("PRUNE_SCHEDULE", "30 3 * * *")
         self.SYNC_SCHEDULE = os.environ.get("SYNC_SCHEDULE", "*/10 * * * *")
         # The session cookie: never readable by scripts, not sent on cross-site requests.

@@ -14,10 +14,12 @@ The queue is SqliteHuey in the instance folder, or RedisHuey when REDIS_URL is s
 import logging
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from flask import Flask, current_app
@@ -66,6 +68,7 @@ from .services.verify import PASSED, verify_backup
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5  # seconds between two writes of a job's bytes done
+STALE_HEARTBEATS = 6  # a running job silent for this many heartbeats is taken as dead
 # The database and the target of prune and sync jobs: they share one slot.
 ALL_TARGETS, ALL_BACKUPS = "all targets", "all backups"
 
@@ -269,11 +272,34 @@ def worker_name() -> str:
 
 def claim(job_id: str) -> bool:
     """Move a queued job to running; False if it is not queued (already run, or gone)."""
+    now = utcnow()
     with db.engine.begin() as connection:
         result = connection.execute(
             update(Job).where(Job.id == job_id, Job.status == QUEUED)
-            .values(status=RUNNING, phase="starting", started_at=utcnow(), worker=worker_name()))
+            .values(status=RUNNING, phase="starting", started_at=now, heartbeat_at=now, worker=worker_name()))
     return result.rowcount == 1
+
+
+@contextmanager
+def heartbeat(job_id: str):
+    """Write the job's heartbeat every JOB_HEARTBEAT_SECONDS, from a thread, while the block runs."""
+    app = current_app._get_current_object()
+    stopped = threading.Event()
+
+    def beat() -> None:
+        with app.app_context():
+            while not stopped.wait(app.config["JOB_HEARTBEAT_SECONDS"]):
+                try:
+                    record(job_id, heartbeat_at=utcnow())
+                except Exception:  # a busy or unreachable catalog: the next beat tries again
+                    log.warning("could not write the heartbeat of job %s", job_id, exc_info=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join()
 
 
 def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int], None] | None = None) -> None:
@@ -285,10 +311,11 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
     job = session.get(Job, job_id)
     recorder = ProgressRecorder(job_id, progress)
     try:
-        if job.kind == RESTORE:
-            result = _run_restore(session, job, target_url, recorder)
-        else:
-            result = RUNNERS[job.kind](session, job, recorder)
+        with heartbeat(job_id):
+            if job.kind == RESTORE:
+                result = _run_restore(session, job, target_url, recorder)
+            else:
+                result = RUNNERS[job.kind](session, job, recorder)
     except BackupError as exc:
         session.rollback()
         record(job_id, f"failed: {exc}", status=FAILED, phase="failed", error=str(exc),
@@ -386,27 +413,33 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def orphaned(job: Job, host: str, own_pid: int) -> bool:
-    """Whether a running job's worker on this host is gone.
+def orphaned(job: Job, host: str, own_pid: int | None, stale_before: datetime) -> bool:
+    """Whether a running job's process is gone.
 
-    Its own pid counts as gone: at start-up this worker runs nothing yet, so a job under
-    its pid belongs to an earlier life (a restarted container keeps host name and pid).
-    Jobs of other hosts are left alone: their workers may be alive.
+    On this host, when its process no longer exists. `own_pid` (given at a worker's start-up,
+    when it runs nothing yet) counts as gone: a job under it belongs to an earlier life (a
+    restarted container keeps host name and pid). On any host, when its heartbeat is older
+    than `stale_before`: its machine may be gone with it.
     """
+    if job.heartbeat_at is not None and job.heartbeat_at < stale_before:
+        return True
     job_host, _, pid = (job.worker or "").rpartition(":")
     if job_host != host or not pid.isdigit():
         return False
     return int(pid) == own_pid or not process_alive(int(pid))
 
 
-def recover_interrupted_jobs(session: Session, local: LocalStorage) -> list[Job]:
-    """Mark running jobs whose worker died as interrupted, and remove their partial files.
+def recover_interrupted_jobs(session: Session, local: LocalStorage, *, starting: bool = True) -> list[Job]:
+    """Mark running jobs whose process died as interrupted, and remove their partial files.
 
-    A create's unfinished backup is marked failed. Called when a worker starts.
+    A create's unfinished backup is marked failed. Called when a worker or a CLI job starts
+    (`starting`: this process's own pid counts as dead) and at every scheduler tick.
     """
-    host, own_pid = socket.gethostname(), os.getpid()
+    host = socket.gethostname()
+    own_pid = os.getpid() if starting else None
+    stale_before = utcnow() - timedelta(seconds=STALE_HEARTBEATS * current_app.config["JOB_HEARTBEAT_SECONDS"])
     jobs = [job for job in session.scalars(select(Job).where(Job.status == RUNNING))
-            if orphaned(job, host, own_pid)]
+            if orphaned(job, host, own_pid, stale_before)]
     for job in jobs:
         job.status, job.phase, job.finished_at = INTERRUPTED, "interrupted", utcnow()
         job.error = f"the worker ({job.worker}) stopped while the job was running"

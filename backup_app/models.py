@@ -320,6 +320,9 @@ class Job(db.Model):
     log: Mapped[str] = mapped_column(Text, default="")
     # host:pid of the worker running it, so a restarted worker can tell its dead jobs.
     worker: Mapped[str | None] = mapped_column(String(255))
+    # Written every JOB_HEARTBEAT_SECONDS while it runs, so any worker can tell a job whose
+    # process is gone, on whatever machine it ran.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

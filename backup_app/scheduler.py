@@ -1,6 +1,7 @@
 """The worker's periodic work: queue what is due, as ordinary jobs.
 
-Every SCHEDULER_INTERVAL seconds each running worker runs `tick`: it queues a create job
+Every SCHEDULER_INTERVAL seconds each running worker runs `tick`: it marks interrupted the
+running jobs whose process is gone (see jobs.recover_interrupted_jobs), and queues a create job
 for every target whose backup schedule is due, a verify job of the newest completed backup
 of every target whose verify schedule is due, the prune (PRUNE_SCHEDULE) and the sync
 (SYNC_SCHEDULE). Each due run is claimed by a compare-and-set first, so however many
@@ -39,9 +40,11 @@ def init_app(app: Flask) -> None:
 
 
 def tick(session: Session, now: datetime | None = None) -> list[str]:
-    """Queue every scheduled run due at `now` (default: now); one line per run queued or skipped."""
+    """Mark the jobs of dead workers interrupted, then queue every scheduled run due at `now`
+    (default: now); one line per job recovered and per run queued or skipped."""
     now = now or utcnow()
-    lines = []
+    lines = [f"job {job.id} ({job.kind} of {job.database}) marked interrupted: {job.error}"
+             for job in jobs.recover_interrupted_jobs(session, wiring.local_storage(), starting=False)]
     for target in schedules.claim_due_targets(session, now, schedules.BACKUP):
         lines.append(_queue_backup(session, target))
     for target in schedules.claim_due_targets(session, now, schedules.VERIFY):

@@ -12,6 +12,7 @@ from backup_app.adapters.postgres import ConnInfo
 from backup_app.errors import JobConflict
 from backup_app.extensions import db
 from backup_app.models import COMPLETED, CREATE, RESTORE, RUNNING, Backup, Job, utcnow
+from backup_app.scheduler import tick
 from backup_app.services.backups import backups_query
 from backup_app.services.targets import DumpSpec
 from backup_app.services.users import throttle_wait
@@ -111,6 +112,44 @@ def test_recovery_marks_dead_workers_jobs_interrupted_and_removes_their_partial_
         for job in (alive, elsewhere):
             db.session.refresh(job)
             assert job.status == RUNNING
+
+
+def test_a_job_silent_past_its_heartbeats_is_interrupted_by_any_workers_tick(queued_app):
+    host = socket.gethostname()
+    stale_after = timedelta(seconds=jobs.STALE_HEARTBEATS * queued_app.config["JOB_HEARTBEAT_SECONDS"])
+    with queued_app.app_context():
+        gone_machine = running_job(CREATE, f"other-host:{os.getppid()}")
+        gone_machine.heartbeat_at = utcnow() - stale_after - timedelta(seconds=1)
+        beating = running_job(CREATE, f"other-host:{dead_pid()}")
+        beating.heartbeat_at = utcnow() - stale_after + timedelta(seconds=5)
+        dead_here = running_job(RESTORE, f"{host}:{dead_pid()}")
+        this_process = running_job(CREATE, f"{host}:{os.getpid()}")
+        db.session.commit()
+
+        lines = tick(db.session)
+
+        assert len([line for line in lines if "marked interrupted" in line]) == 2, lines
+        for job in (gone_machine, dead_here):
+            db.session.refresh(job)
+            assert job.status == "interrupted"
+            assert f"job {job.id} ({job.kind} of shop) marked interrupted: the worker ({job.worker}) stopped" \
+                in "\n".join(lines)
+        for job in (beating, this_process):
+            db.session.refresh(job)
+            assert job.status == RUNNING, "a job whose heartbeat is fresh, or of the ticking process, is alive"
+
+
+def test_a_running_job_writes_its_heartbeat(queued_app):
+    queued_app.config["JOB_HEARTBEAT_SECONDS"] = 0.05
+    with queued_app.app_context():
+        job = jobs.queue_create(db.session, SHOP)
+        assert jobs.claim(job.id)
+        db.session.refresh(job)
+        claimed_at = job.heartbeat_at
+        with jobs.heartbeat(job.id):
+            time.sleep(0.3)
+        db.session.refresh(job)
+        assert job.heartbeat_at > claimed_at
 
 
 def test_recent_jobs_lists_active_ones_first_by_time(queued_app):
