@@ -35,12 +35,24 @@ AUDITED_COMMANDS = {
 }
 
 
+def audit_subject(ctx: click.Context, command: click.Command, name: str, args: list[str]) -> str:
+    """What a command acts on, for the audit log: its ID, NAME or EMAIL argument, else its --database.
+
+    A command may name it better itself, in `ctx.meta["audit.subject"]` (create: the target).
+    """
+    try:
+        params = command.make_context(name, list(args), parent=ctx, resilient_parsing=True).params
+    except click.ClickException:
+        return ""
+    return next((str(params[key]) for key in ("backup_id", "name", "email", "database") if params.get(key)), "")
+
+
 class ServiceGroup(AppGroup):
     """A command group whose commands report BackupErrors as `Error: …` and are audited."""
 
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)
-        ctx.meta["audit.command"] = (name, list(rest))  # a copy: click consumes `rest` as it parses
+        ctx.meta["audit.command"] = (name, audit_subject(ctx, command, name, rest))
         return name, command, rest
 
     def invoke(self, ctx):
@@ -57,13 +69,13 @@ class ServiceGroup(AppGroup):
 
     def _audit(self, ctx, error: str | None) -> None:
         """Append `cli` did `<command>` (`<command>-failed` with the error) to the audit log."""
-        name, args = ctx.meta.get("audit.command", (None, []))
+        name, subject = ctx.meta.get("audit.command", (None, ""))
         if name not in AUDITED_COMMANDS.get(self.name, ()):
             return
+        subject = ctx.meta.get("audit.subject") or subject
         app = ctx.ensure_object(ScriptInfo).load_app()
         with app.app_context():
             action = name if self.name == "backup" else f"{self.name}-{name}"
-            subject = " ".join(arg for arg in args if arg not in ("--yes", "--json"))
             try:
                 upgrade_catalog_if_needed()  # `storage init` may be the first command ever run
                 record_audit(db.session, "cli", action + ("-failed" if error else ""), subject,
@@ -74,16 +86,21 @@ class ServiceGroup(AppGroup):
 
 
 def upgrade_catalog_if_needed() -> None:
-    """Apply pending catalog migrations, so a fresh install works without `flask db upgrade`."""
+    """Apply pending catalog migrations, so a fresh install works without `flask db upgrade`.
+
+    Quietly: Alembic's progress lines would come before a command's own output (and its
+    one `Error:` line); `flask db upgrade` still prints them.
+    """
+    from alembic import command
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
-    from flask_migrate import upgrade
 
-    script = ScriptDirectory.from_config(current_app.extensions["migrate"].migrate.get_config())
+    config = current_app.extensions["migrate"].migrate.get_config()
     with db.engine.connect() as connection:
         current = set(MigrationContext.configure(connection).get_current_heads())
-    if current != set(script.get_heads()):
-        upgrade()
+    if current != set(ScriptDirectory.from_config(config).get_heads()):
+        config.attributes["quiet"] = True  # migrations/env.py then leaves logging alone
+        command.upgrade(config, "head")
 
 
 backup_cli = ServiceGroup("backup", help="Create, list, restore, download and delete backups.")
@@ -141,7 +158,9 @@ def describe(backup) -> str:
 def create_command(database, as_json):
     """Dump a database to the local folder and S3 at the same time (as a job, here and now)."""
     upgrade_catalog_if_needed()
-    job = run_job_here(jobs.create_job(wiring.dump_spec(database)), None, progress_printer("dumped"))
+    spec = wiring.dump_spec(database)
+    click.get_current_context().meta["audit.subject"] = spec.name
+    job = run_job_here(jobs.create_job(spec), None, progress_printer("dumped"))
     backup = service.get_backup(db.session, job.backup_id)
     warn_failed_copies(backup)
     if as_json:
@@ -197,7 +216,7 @@ def restore_command(backup_id, target_url, yes):
     confirm(f"Restore {backup.filename} into {conn.display()}? "
             "Objects in that database that the backup contains will be replaced.", yes)
     run_job_here(jobs.restore_job(db.session, backup.id, conn.dbname, target_url), target_url,
-                 progress_printer("fetched"))
+                 progress_printer("read"))
     click.echo(f"Restored backup {backup.id} into {conn.display()}")
 
 
@@ -241,14 +260,17 @@ def sync_command(fetch_local, as_json):
     upgrade_catalog_if_needed()
     if fetch_local is None:
         fetch_local = current_app.config.get("SYNC_FETCH_LOCAL", False)
-    report = sync_backups(db.session, wiring.local_storage(), wiring.s3_stores(), fetch_local=fetch_local)
+    stores = wiring.s3_stores()
+    report = sync_backups(db.session, wiring.local_storage(), stores, fetch_local=fetch_local)
     if as_json:
         echo_json(report.actions)
     else:
         for action in report.actions:
             click.echo(f"{action['action']:<9}{action['id']}  {action['filename']}  {action['location']}"
                        + (f"  ({action['error']})" if action["error"] else ""))
-        if not report.actions:
+        if not stores:
+            click.echo("MINIO_ENDPOINT is not set: local-only, nothing to sync.")
+        elif not report.actions:
             click.echo("Every backup has its copies.")
     if report.error:
         raise click.ClickException(report.error)
@@ -311,7 +333,7 @@ def storage_init_command():
     """Create each S3 store's bucket (private) if it is missing."""
     stores = wiring.s3_stores()
     if not stores:
-        raise ConfigurationError("MINIO_ENDPOINT is not set: the app runs local-only, no bucket to create")
+        click.echo("MINIO_ENDPOINT is not set: the app runs local-only, there is no bucket to create.")
     errors = []
     for store in stores:
         try:

@@ -75,3 +75,5 @@ def configure_logging(log_format: str, level: int | str = logging.WARNING) -> No
         root.removeHandler(handler)
     root.addHandler(make_handler(log_format))
     root.setLevel(level)
+    # urllib3 warns of each retry of an S3 request; the error that follows (if any) says it all.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)

@@ -1,5 +1,21 @@
 """Reading from streams that may return less than asked for (pipes, sockets, decoders)."""
+from collections.abc import Callable
 from typing import BinaryIO
+
+
+class CountingReader:
+    """A stream that tells `progress` how many bytes have been read from it so far."""
+
+    def __init__(self, stream: BinaryIO, progress: Callable[[int], None]):
+        self._stream = stream
+        self._progress = progress
+        self._done = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._done += len(data)
+        self._progress(self._done)
+        return data
 
 
 def read_full(stream: BinaryIO, size: int) -> bytes:

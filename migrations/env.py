@@ -8,10 +8,11 @@ from flask import current_app
 # access to the values within the .ini file in use.
 config = context.config
 
-# Interpret the config file for Python logging.
-# This line sets up loggers basically.
-# Loggers created before (the app's own, when a command upgrades the catalog) stay enabled.
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# Interpret the config file for Python logging, unless a command upgrades the catalog quietly
+# before its own work (backup_app.commands.upgrade_catalog_if_needed).
+# Loggers created before (the app's own) stay enabled.
+if not config.attributes.get("quiet"):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 

@@ -142,6 +142,12 @@ class LocalStorage:
         return removed
 
 
+def user_metadata(stat) -> dict[str, str]:
+    """An object's user metadata (from its stat) with lowercase names and no `x-amz-meta-` prefix."""
+    return {k.lower().removeprefix("x-amz-meta-"): v for k, v in stat.metadata.items()
+            if k.lower().startswith("x-amz-meta-")}
+
+
 def describe_s3_error(exc: Exception, endpoint: str, key_settings: str) -> str:
     """A one-line reason for an S3 failure that names what the admin should check."""
     if isinstance(exc, S3Error):
@@ -158,11 +164,15 @@ class S3Storage:
 
     `location` names the store's copies in the catalog: "s3" for MINIO_*'s store, "s3:<name>"
     for each of S3_STORES; `key_settings` names its credential settings in error messages.
+    `probe_client` (default: `client`) answers `check()`: it gives up sooner than the client
+    that moves the data.
     """
 
     def __init__(self, client: Minio, bucket: str, endpoint: str, part_size: int, *,
-                 location: str = "s3", key_settings: str = "MINIO_ACCESS_KEY and MINIO_SECRET_KEY"):
+                 location: str = "s3", key_settings: str = "MINIO_ACCESS_KEY and MINIO_SECRET_KEY",
+                 probe_client: Minio | None = None):
         self.client = client
+        self.probe_client = probe_client or client
         self.bucket = bucket
         self.endpoint = endpoint
         self.part_size = part_size
@@ -173,17 +183,20 @@ class S3Storage:
     def connect(cls, endpoint: str, access_key: str | None, secret_key: str | None, *,
                 bucket: str, secure: bool = False, region: str | None = None,
                 part_size: int = 16 * 1024 * 1024, **names: str) -> "S3Storage":
-        """A client that fails in seconds when the store is down, not after a minute of retries.
+        """Clients that fail in seconds when the store is down or hangs, not after minutes of retries.
 
+        The probe (`check()`) tries once with a 5 s read timeout; the data client retries a
+        failed request once or twice, waiting at most 20 s for an answer each time.
         `names`: the store's `location` and `key_settings` (see the class)."""
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=3, read=60),
-            retries=urllib3.Retry(total=2, connect=1, backoff_factor=0.2,
-                                  status_forcelist=(500, 502, 503, 504)),
-        )
-        client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
-                       region=region, http_client=http)
-        return cls(client, bucket, endpoint, part_size, **names)
+        def client(timeout: urllib3.Timeout, retries: urllib3.Retry) -> Minio:
+            http = urllib3.PoolManager(timeout=timeout, retries=retries)
+            return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
+                         region=region, http_client=http)
+        data = client(urllib3.Timeout(connect=3, read=20),
+                      urllib3.Retry(total=2, connect=1, read=1, backoff_factor=0.2,
+                                    status_forcelist=(500, 502, 503, 504)))
+        probe = client(urllib3.Timeout(connect=3, read=5), urllib3.Retry(total=0))
+        return cls(data, bucket, endpoint, part_size, probe_client=probe, **names)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -205,7 +218,7 @@ class S3Storage:
     def check(self) -> None:
         """Raise StorageUnavailable unless the bucket exists and the keys work."""
         with self._errors():
-            exists = self.client.bucket_exists(bucket_name=self.bucket)
+            exists = self.probe_client.bucket_exists(bucket_name=self.bucket)
         if not exists:
             raise StorageUnavailable(
                 f"bucket {self.bucket!r} does not exist on {self.endpoint}; run `flask storage init`")
@@ -280,8 +293,7 @@ class S3Storage:
         stat = self.stat(filename)
         if stat is None:
             raise ObjectNotFound(f"s3://{self.bucket}/{filename} does not exist")
-        return {k.lower().removeprefix("x-amz-meta-"): v for k, v in stat.metadata.items()
-                if k.lower().startswith("x-amz-meta-")}
+        return user_metadata(stat)
 
     @contextmanager
     def open(self, filename: str) -> Iterator[BinaryIO]:

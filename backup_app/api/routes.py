@@ -28,7 +28,7 @@ def require_token():
 
 def json_body() -> dict:
     """The request's JSON object ({} for an empty body)."""
-    if not request.get_data():
+    if not (request.content_length or request.get_data()):
         return {}
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -43,6 +43,17 @@ def optional_string(body: dict, key: str) -> str | None:
     return value or None
 
 
+def whole_number_arg(name: str, default: int) -> int:
+    """The query argument `name` as an int (`default` when absent); InvalidRequest if it is not one."""
+    value = request.args.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a whole number, not {value!r}") from None
+
+
 def job_accepted(job: Job):
     response = jsonify(job_id=job.id)
     response.headers["Location"] = url_for("api.get_job", job_id=job.id)
@@ -52,8 +63,9 @@ def job_accepted(job: Job):
 @bp.post("/backups")
 def create_backup():
     """Queue a backup of `database` (default: the configured target) → 202 {job_id}."""
-    database = optional_string(json_body(), "database")
-    return job_accepted(jobs.queue_create(db.session, wiring.dump_spec(database)))
+    spec = wiring.dump_spec(optional_string(json_body(), "database"))
+    g.audit_subject = spec.name
+    return job_accepted(jobs.queue_create(db.session, spec))
 
 
 @bp.get("/backups")
@@ -62,8 +74,7 @@ def list_backups():
 
     The total that matches is in the X-Total-Count header.
     """
-    limit = request.args.get("limit", DEFAULT_LIMIT, type=int)
-    offset = request.args.get("offset", 0, type=int)
+    limit, offset = whole_number_arg("limit", DEFAULT_LIMIT), whole_number_arg("offset", 0)
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT} and offset 0 or more")
     query = service.backups_query(request.args.get("database"), request.args.get("status"))

@@ -28,7 +28,9 @@ READS = {"download"}
 
 
 def request_subject() -> str:
-    """What the request acts on: the backup, else the database named in the form or body."""
+    """What the request acts on: the backup, else the database (named by the view, the form or the body)."""
+    if g.get("audit_subject"):
+        return g.audit_subject
     if request.view_args and "backup_id" in request.view_args:
         return request.view_args["backup_id"]
     body = request.get_json(silent=True) if request.is_json else None

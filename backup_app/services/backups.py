@@ -42,6 +42,7 @@ from ..models import (
     utcnow,
 )
 from ..pipeline import CHUNK_SIZE, Upload, stream_to_file
+from ..streams import CountingReader
 from . import events
 from .targets import DumpSpec
 
@@ -285,7 +286,8 @@ def verified_local_path(session: Session, backup: Backup, local: LocalStorage) -
         set_copy(backup, LOCAL, local.uri(filename), COPY_FAILED, error="SHA-256 mismatch")
         session.commit()
         return None
-    set_copy(backup, LOCAL, local.uri(filename), PRESENT, verified=backup.sha256 is not None)
+    set_copy(backup, LOCAL, local.uri(filename), PRESENT, size_bytes=local.size(filename),
+             verified=backup.sha256 is not None)
     session.commit()
     return local.path(filename)
 
@@ -327,24 +329,26 @@ def healthy_first(backup: Backup, stores: Stores) -> list[S3Storage]:
     return sorted(stores, key=known_bad)
 
 
-def missing_error(backup: Backup, stores: Stores, problems: Sequence[str] = ()) -> BackupFileMissing:
-    """BackupFileMissing naming why each place failed: the local file, then each store tried."""
+def missing_error(backup: Backup, failures: Sequence[tuple[str, BackupError]] = ()) -> BackupFileMissing:
+    """BackupFileMissing, naming each place whose copy is there but unusable (corrupt, or its store
+    unreachable): `failures` are (location, error) of the stores tried. Copies that simply do not
+    exist need no words: "Backup file not found locally or in storage" says it."""
     copy = backup.copy(LOCAL)
-    reasons = [f"local: {copy.error if copy and copy.error else 'file not found'}"]
-    reasons += problems if stores else ["S3 not configured"]
+    reasons = [f"local: {copy.error}"] if copy and copy.error and copy.status == COPY_FAILED else []
+    reasons += [f"{location}: {exc}" for location, exc in failures if not isinstance(exc, ObjectNotFound)]
     return BackupFileMissing("; ".join(reasons))
 
 
 def fetch_to(session: Session, backup: Backup, stores: Stores, dest: Callable[[], PartialFile],
              progress: Progress | None = None) -> Path:
     """The first healthy store's copy written to a new `dest()`, SHA-256 checked; BackupFileMissing if none."""
-    problems = []
+    failures = []
     for store in healthy_first(backup, stores):
         try:
             return fetch_from_store(session, backup, store, dest(), progress)
         except UNREADABLE as exc:
-            problems.append(f"{store.location}: {exc}")
-    raise missing_error(backup, stores, problems)
+            failures.append((store.location, exc))
+    raise missing_error(backup, failures)
 
 
 def ensure_local_copy(session: Session, backup: Backup, local: LocalStorage, stores: Stores,
@@ -389,18 +393,28 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
     path = ensure_local_copy(session, backup, local, stores, progress)
     if on_restoring:
         on_restoring()
-    restore_from_file(backup, path, conn, pg, key)
+    restore_from_file(backup, path, conn, pg, key, progress)
     return backup
 
 
-def restore_from_file(backup: Backup, path: Path, conn: ConnInfo, pg: PgTools, key: MasterKey | None) -> None:
-    """Decode a verified file of `backup` into pg_restore/psql, creating the database if missing."""
+def restore_from_file(backup: Backup, path: Path, conn: ConnInfo, pg: PgTools, key: MasterKey | None,
+                      progress: Progress | None = None) -> None:
+    """Decode a verified file of `backup` into pg_restore/psql, creating the database if missing
+    (and dropping it again if the restore fails, so a failure leaves nothing behind).
+    `progress` is told the bytes of the file read so far."""
     with open(path, "rb") as stored:
-        source = codecs.decode(stored, backup.format, backup.codec, decoding_key(backup, key))
+        counted = CountingReader(stored, progress) if progress else stored
+        source = codecs.decode(counted, backup.format, backup.codec, decoding_key(backup, key))
         client = pg.for_restore(conn, backup.client_version)
-        if not client.database_exists(conn):
+        created = not client.database_exists(conn)
+        if created:
             client.create_database(conn)
-        client.restore(conn, source, backup.format, lock_timeout=pg.lock_timeout)
+        try:
+            client.restore(conn, source, backup.format, lock_timeout=pg.lock_timeout)
+        except BackupError:
+            if created:
+                client.drop_database(conn)
+            raise
 
 
 def download_backup(session: Session, backup_id: str, output: Path, local: LocalStorage,
@@ -489,7 +503,7 @@ def open_backup_stream(session: Session, backup_id: str, local: LocalStorage, st
     elif local_copy and local_copy.status == PRESENT:
         set_copy(backup, LOCAL, local.uri(filename), MISSING, error="file not found")
         session.commit()
-    problems = []
+    failures = []
     for store in healthy_first(backup, stores):
         resources = ExitStack()
         try:
@@ -497,13 +511,13 @@ def open_backup_stream(session: Session, backup_id: str, local: LocalStorage, st
         except ObjectNotFound as exc:
             set_copy(backup, store.location, store.uri(filename), MISSING, error="object not found")
             session.commit()
-            problems.append(f"{store.location}: {exc}")
+            failures.append((store.location, exc))
             continue
         except StorageUnavailable as exc:
-            problems.append(f"{store.location}: {exc}")
+            failures.append((store.location, exc))
             continue
         return BackupStream(session, backup, store.location, store.uri(filename), source, resources.close)
-    raise missing_error(backup, stores, problems)
+    raise missing_error(backup, failures)
 
 
 def has_store_copy(backup: Backup, location: str) -> bool:

@@ -1,9 +1,10 @@
 """Rebuild catalog rows from what storage holds: for an app whose catalog was lost.
 
-Objects carry their backup's id, database, timestamp, format, codec and SHA-256 in their
-metadata; the file names (`backup-<db>-<time>-<id><suffix>`) carry the same except the
-SHA-256, which is computed. Existing rows are never duplicated: a copy found for a known
-backup is recorded on that backup.
+Objects carry their backup's id, database, timestamp, format, codec, SHA-256 and the server's
+and pg_dump's versions in their metadata; the file names (`backup-<db>-<time>-<id><suffix>`)
+carry the same except the SHA-256, which is computed, and the versions. A backup's completion
+time is taken from its object's (or file's) last modification. Existing rows are never
+duplicated: a copy found for a known backup is recorded on that backup.
 """
 import re
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..adapters.storage import LocalStorage, S3Storage, is_safe_name
+from ..adapters.storage import LocalStorage, S3Storage, is_safe_name, user_metadata
 from ..models import COMPLETED, LOCAL, PRESENT, Backup
 from .backups import Stores, set_copy, verified_local_path
 
@@ -42,7 +43,8 @@ def describe_filename(filename: str) -> dict | None:
     codec = "zstd" if match["zst"] else ("gzip" if match["gz"] or fmt == "custom" else "plain")
     created = datetime.strptime(match["stamp"], "%Y-%m-%dT%H-%M-%SZ").replace(tzinfo=timezone.utc)
     return {"id": match["id"], "database": match["database"], "format": fmt, "codec": codec,
-            "encrypted": bool(match["enc"]), "created_at": created, "sha256": None}
+            "encrypted": bool(match["enc"]), "created_at": created, "sha256": None,
+            "server_version": None, "client_version": None}
 
 
 def with_metadata(info: dict, metadata: dict[str, str]) -> dict:
@@ -53,7 +55,8 @@ def with_metadata(info: dict, metadata: dict[str, str]) -> dict:
                 format=metadata.get("x-backup-format", info["format"]),
                 codec=metadata.get("x-backup-codec", info["codec"]),
                 encrypted=metadata.get("x-backup-encrypted", str(info["encrypted"]).lower()) == "true",
-                sha256=metadata.get("x-backup-sha256"))
+                sha256=metadata.get("x-backup-sha256"), server_version=metadata.get("x-server-version"),
+                client_version=metadata.get("x-client-version"))
     if "x-backup-timestamp" in metadata:
         info["created_at"] = datetime.fromisoformat(metadata["x-backup-timestamp"].replace("Z", "+00:00"))
     return info
@@ -63,10 +66,12 @@ def find_backup(session: Session, info: dict, filename: str) -> Backup | None:
     return session.scalar(select(Backup).where((Backup.id == info["id"]) | (Backup.filename == filename)))
 
 
-def add_backup(session: Session, info: dict, filename: str, size: int, report: RescanReport) -> Backup:
+def add_backup(session: Session, info: dict, filename: str, size: int, completed_at: datetime,
+               report: RescanReport) -> Backup:
     backup = Backup(id=info["id"], filename=filename, database=info["database"], format=info["format"],
                     codec=info["codec"], encrypted=info["encrypted"], sha256=info["sha256"],
-                    size_bytes=size, status=COMPLETED, created_at=info["created_at"])
+                    server_version=info["server_version"], client_version=info["client_version"],
+                    size_bytes=size, status=COMPLETED, created_at=info["created_at"], completed_at=completed_at)
     session.add(backup)
     report.added.append({"id": backup.id, "filename": filename, "database": backup.database})
     return backup
@@ -86,7 +91,8 @@ def rescan(session: Session, local: LocalStorage, stores: Stores) -> RescanRepor
         backup = find_backup(session, info, filename)
         if backup is None:
             info["sha256"] = local.sha256(filename)
-            backup = add_backup(session, info, filename, local.size(filename), report)
+            modified = datetime.fromtimestamp(local.path(filename).stat().st_mtime, timezone.utc)
+            backup = add_backup(session, info, filename, local.size(filename), modified, report)
         elif backup.copy(LOCAL) is not None and backup.copy(LOCAL).status == PRESENT:
             continue
         elif backup.id not in added_ids:
@@ -105,10 +111,13 @@ def rescan_store(session: Session, store: S3Storage, report: RescanReport, added
         if info is None:
             report.skipped.append(f"{store.location}: s3://{store.bucket}/{filename}")
             continue
-        info = with_metadata(info, store.metadata(filename))
+        stat = store.stat(filename)
+        if stat is None:  # deleted since it was listed
+            continue
+        info = with_metadata(info, user_metadata(stat))
         backup = find_backup(session, info, filename)
         if backup is None:
-            backup = add_backup(session, info, filename, size, report)
+            backup = add_backup(session, info, filename, size, stat.last_modified, report)
             added_ids.add(backup.id)
         elif backup.copy(store.location) is not None and backup.copy(store.location).status == PRESENT:
             continue

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..adapters.storage import LocalStorage, S3Storage, sha256_of
-from ..errors import BackupError, ChecksumMismatch, ConfigurationError, StorageUnavailable
+from ..errors import BackupError, ChecksumMismatch, StorageUnavailable
 from ..models import COMPLETED, COPY_FAILED, LOCAL, MISSING, PRESENT, Backup, BackupCopy
 from .backups import (
     Stores,
@@ -116,10 +116,12 @@ def reachable_stores(stores: Stores, report: SyncReport) -> list[S3Storage]:
 
 def sync_backups(session: Session, local: LocalStorage, stores: Stores, *,
                  fetch_local: bool = False) -> SyncReport:
-    """Give every completed backup its copy in each S3 store (and, with `fetch_local`, its local copy)."""
-    if not stores:
-        raise ConfigurationError("MINIO_ENDPOINT is not set: nothing to sync with")
+    """Give every completed backup its copy in each S3 store (and, with `fetch_local`, its local copy).
+
+    With no store (local-only) there is nothing to do."""
     report = SyncReport()
+    if not stores:
+        return report
     reachable = reachable_stores(stores, report)
     for backup in list_backups(session, status=COMPLETED):
         for store in reachable:

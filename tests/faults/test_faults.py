@@ -265,7 +265,12 @@ def test_11_lost_catalog_is_rebuilt_by_rescan(make_app, pg_cluster, source_db, s
             assert again[key] == original[key], key
         # A file name carries its time to the second; object metadata to the microsecond.
         assert again["created_at"][:19] == original["created_at"][:19]
+        assert again["completed_at"] is not None, "from the object's or the file's last modification"
         assert copy_status(again) == copy_status(original)
+        assert all(c["size_bytes"] == original["size_bytes"] for c in again["copies"])
+        if "s3" in copy_status(original):  # the object's metadata carries the versions
+            assert (again["server_version"], again["client_version"]) == (original["server_version"],
+                                                                          original["client_version"])
     assert json.loads(invoke(runner, "backup", "rescan", "--json").stdout)["added"] == [], "no duplicates"
     pg_cluster.psql("DELETE FROM orders", source_db)
     invoke(runner, "backup", "restore", made[0]["id"], "--yes")

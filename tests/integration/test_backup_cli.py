@@ -93,7 +93,7 @@ def test_neither_copy_gives_a_clear_error(runner, pg_cluster, source_db, s3, bac
 
     result = invoke(runner, "backup", "restore", backup["id"], "--yes", ok=False)
 
-    assert error_line(result).startswith("Error: Backup file not found locally or in storage")
+    assert error_line(result) == "Error: Backup file not found locally or in storage"
     assert count(pg_cluster, source_db) == 0, "nothing was restored"
     assert copy_status(show(runner, backup["id"])) == {"local": "missing", "s3": "missing"}
     assert not list(backup_dir.glob("*.partial"))

@@ -2,6 +2,8 @@
 killed, a dump that cannot be restored. Each checks the message and that nothing was lost
 or left half-written."""
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 from backup_app import wiring
 from backup_app.extensions import db
+from backup_app.localservers import SeaweedS3
 from backup_app.models import Backup, BackupCopy, utcnow
 from tests.helpers import copy_status, create, error_line, invoke, sha256_file
 
@@ -35,10 +38,38 @@ def test_local_only_mode(make_app, pg_cluster, source_db, tmp_path):
     pg_cluster.psql("DELETE FROM orders", source_db)
     invoke(runner, "backup", "restore", backup["id"], "--yes")
     assert pg_cluster.psql("SELECT count(*) FROM orders", source_db) == "3000"
-    init = invoke(runner, "storage", "init", ok=False)
-    assert "MINIO_ENDPOINT is not set" in error_line(init)
+    # Commands about S3 have nothing to do, and say so.
+    init = invoke(runner, "storage", "init")
+    assert init.stdout == "MINIO_ENDPOINT is not set: the app runs local-only, there is no bucket to create.\n"
+    assert json.loads(invoke(runner, "backup", "sync", "--json").stdout) == []
+    assert "MINIO_ENDPOINT is not set: local-only, nothing to sync" in invoke(runner, "backup", "sync").stdout
     invoke(runner, "backup", "delete", backup["id"], "--yes")
     assert leftovers(Path(app.config["BACKUP_DIR"])) == []
+
+
+def test_a_hung_s3_server_fails_only_the_s3_copy_and_readyz_answers(make_app, pg_cluster, source_db, tmp_path):
+    """A store that accepts connections but never answers (frozen) is given up after one short probe."""
+    server = SeaweedS3(tmp_path / "hung").start()
+    try:
+        app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), MINIO_ENDPOINT=server.endpoint,
+                       MINIO_ACCESS_KEY=server.access_key, MINIO_SECRET_KEY=server.secret_key)
+        runner = app.test_cli_runner()
+        invoke(runner, "storage", "init")
+        os.kill(server.process.pid, signal.SIGSTOP)
+
+        result = invoke(runner, "backup", "create", "--json")
+        with app.test_client() as client:
+            ready = client.get("/readyz")
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.kill()
+
+    backup = json.loads(result.stdout)
+    assert copy_status(backup) == {"local": "present", "s3": "failed"}
+    assert "Read timed out. (read timeout=5)" in next(c["error"] for c in backup["copies"] if c["location"] == "s3")
+    assert [line for line in result.stderr.splitlines() if line] == [
+        f"Warning: s3 copy failed: {backup['copies'][1]['error']}"], "no retry chatter from the HTTP client"
+    assert ready.status_code == 503 and ready.get_json()["checks"]["s3"] == "fail"
 
 
 def test_missing_bucket_names_storage_init(make_app, pg_cluster, source_db, s3_settings):
@@ -97,7 +128,7 @@ def test_legacy_row_without_storage_url_restores(app, runner, pg_cluster, source
     assert pg_cluster.psql("SELECT count(*) FROM orders", source_db) == "3000"
 
 
-def test_garbage_local_file_of_a_legacy_row_is_not_reported_as_restored(app, runner, backup_dir):
+def test_garbage_local_file_of_a_legacy_row_is_not_reported_as_restored(app, runner, backup_dir, pg_cluster):
     (backup_dir / "garbage.dump").write_bytes(b"this is not a dump\n" * 100)
     with app.app_context():
         db.session.add(Backup(id="garbage1", filename="garbage.dump", database="x", format="custom",
@@ -109,3 +140,9 @@ def test_garbage_local_file_of_a_legacy_row_is_not_reported_as_restored(app, run
 
     assert "does not appear to be a valid archive" in error_line(result)
     assert sha256_file(backup_dir / "garbage.dump")  # still there, untouched
+
+    # Into a database the restore would create: the failure leaves no empty database behind.
+    result = invoke(runner, "backup", "restore", "garbage1", "--target-url", pg_cluster.url("garbage_target"),
+                    "--yes", ok=False)
+    assert "does not appear to be a valid archive" in error_line(result)
+    assert pg_cluster.psql("SELECT count(*) FROM pg_database WHERE datname = 'garbage_target'") == "0"

@@ -135,3 +135,12 @@ def test_restore_reads_the_first_store_whose_copy_matches(session, local):
     assert pg.restored == [pg.data]
     assert {c.location: c.status for c in backup.copies} == {"local": "present", "s3": "failed",
                                                              "s3:offsite": "present"}
+
+
+def test_restore_reports_the_bytes_fed_to_pg_restore(session, local):
+    pg, seen = FakePg(), []
+    backup = service.create_backup(session, TARGET, local, [], pg)
+
+    service.restore_backup(session, backup.id, TARGET.conn, local, [], pg, progress=seen.append)
+
+    assert seen and seen[-1] == backup.size_bytes == len(pg.data)
