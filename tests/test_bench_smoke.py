@@ -27,7 +27,7 @@ def bench_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
             "--web-rows=300", "--web-seconds=0.5", f"--results={results}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        stdout, stderr = proc.communicate(timeout=300)
+        stdout, stderr = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         proc.terminate()  # the benchmark stops its servers on SIGTERM
         proc.communicate()
