@@ -79,8 +79,12 @@ class WorkerCases:
     def measure(self, workers: int) -> Sample:
         """One run: start `workers` processes, back up the whole fleet, stop them."""
         self.runs += 1
-        processes = [self.start_worker(self.lab.workdir / f"worker-{self.runs}-{n}.log") for n in range(workers)]
+        processes = []
         try:
+            for number in range(workers):
+                log = self.lab.workdir / f"worker-{self.runs}-{number}.log"
+                processes.append(self.start_worker(log))
+                wait_until_consuming(processes[-1], log)
             seconds = self.back_up_fleet()
         finally:
             for process in processes:
@@ -90,15 +94,10 @@ class WorkerCases:
         return Sample(seconds, steps={"backups_per_minute": len(self.fleet) * 60 / seconds})
 
     def start_worker(self, log: Path) -> subprocess.Popen:
-        """`flask worker --workers 1`, returned once it consumes the queue."""
+        """`flask worker --workers 1`, its output in `log`."""
         with open(log, "wb") as out:
-            process = subprocess.Popen([FLASK, "worker", "--workers", "1"], env=self.cli.env, cwd=PROJECT,
-                                       stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_until(lambda: process.poll() is not None or READY_LINE in log.read_text(errors="replace"),
-                   60, "flask worker")
-        if process.poll() is not None:
-            raise BenchError(f"flask worker exited; see {log}")
-        return process
+            return subprocess.Popen([FLASK, "worker", "--workers", "1"], env=self.cli.env, cwd=PROJECT,
+                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def back_up_fleet(self) -> float:
         """Queue a backup of every target; the seconds until the last one finished."""
@@ -119,3 +118,14 @@ class WorkerCases:
         if errors:
             raise BenchError(f"{len(errors)} of the fleet's backups failed: {errors[0]}")
         return seconds
+
+
+def wait_until_consuming(process: subprocess.Popen, log: Path) -> None:
+    """Return once the worker says it consumes the queue; BenchError if it exits or takes a minute."""
+    try:
+        wait_until(lambda: process.poll() is not None or READY_LINE in log.read_text(errors="replace"),
+                   60, "flask worker")
+    except RuntimeError as exc:
+        raise BenchError(f"{exc}; see {log}") from None
+    if process.poll() is not None:
+        raise BenchError(f"flask worker exited; see {log}")
