@@ -17,9 +17,11 @@ from .backups import BackupCases, Case
 from .lab import Lab
 from .measure import BenchError, Sample, run
 from .web import web_cases
+from .workers import FLEET, WORKER_COUNTS, Redis, WorkerCases, make_fleet
 
 DB = "bench"
 DB_BIG = "bench_big"
+FLEET_SCALE = 1  # pgbench scale of each of the worker case's small databases
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -95,16 +97,36 @@ def measure(lab: Lab, args: argparse.Namespace) -> dict:
     big_samples, big_errors = run_rounds(big_cases, args.repeat)
     lab.cluster.dropdb(DB_BIG)
 
+    worker_cases, worker_samples, worker_errors = measure_workers(lab, args.repeat)
+
     web_cli = AppCli(lab.settings(DB, lab.workdir / "web-catalog.db"))
-    web = web_cases(web_cli, lab.workdir, args.web_rows, args.web_seconds, args.connections, args.repeat, log)
+    try:
+        web = web_cases(web_cli, lab.workdir, args.web_rows, args.web_seconds, args.connections, args.repeat, log)
+    except BenchError as exc:
+        web, errors["web"] = {}, str(exc)
+        log(f"web case failed: {exc}")
     return {
         "database": {"name": DB, "bytes": size, "server": lab.cluster.psql("SHOW server_version"),
                      "pg_dump": run([lab.pg.program("pg_dump"), "--version"], None).stdout.strip()},
-        "labels": {case.key: case.label for case in [*cases, *big_cases]},
-        "samples": {key: [asdict(s) for s in runs] for key, runs in {**samples, **big_samples}.items()},
-        "errors": {**backups.errors, **errors, **big_errors},
+        "labels": {case.key: case.label for case in [*cases, *big_cases, *worker_cases]},
+        "samples": {key: [asdict(s) for s in runs]
+                    for key, runs in {**samples, **big_samples, **worker_samples}.items()},
+        "errors": {**errors, **big_errors, **worker_errors},
         "web": web,
     }
+
+
+def measure_workers(lab: Lab, repeat: int) -> tuple[list[Case], dict[str, list[Sample]], dict[str, str]]:
+    """Case 9: the fleet's backups through Redis by 1 and by 3 worker processes, alternating."""
+    log(f"building {FLEET} small databases for the worker case")
+    fleet = make_fleet(lab, FLEET_SCALE)
+    with Redis(lab.workdir / "redis") as redis:
+        settings = {**lab.settings(DB, lab.workdir / "workers-catalog.db"), "REDIS_URL": redis.url}
+        workers = WorkerCases(lab, settings, fleet)
+        cases = [Case(f"workers_{count}", f"{FLEET} small backups queued to {count} × `flask worker --workers 1` "
+                      "(Redis)", lambda count=count: workers.measure(count)) for count in WORKER_COUNTS]
+        samples, errors = run_rounds(cases, repeat)
+    return cases, samples, errors
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """Case 8: the backups page and `GET /api/backups` under gunicorn, with a large catalog.
 
 The catalog is filled with SQLAlchemy bulk inserts, gunicorn serves the app as `make run`
-does, and a second process (bench.loadgen) loads it over loopback. Whatever the app does
-not offer yet (login, API tokens, the API itself) is detected and reported as n/a.
+does, and a second process (bench.loadgen) loads it over loopback: the page with a signed-in
+session (through the login form), the API with a token from `flask users token`. Only 200
+answers count; anything else (a redirect to /login, an error) is counted as an error.
 """
 import json
 import secrets
@@ -19,13 +20,12 @@ from urllib.request import HTTPCookieProcessor, HTTPRedirectHandler, Request, bu
 
 from sqlalchemy import insert
 
-from backup_app import create_app
 from backup_app.extensions import db
 from backup_app.localservers import free_port, port_in_use, wait_until
 from backup_app.models import COMPLETED, FAILED, LOCAL, PRESENT, S3, Backup, BackupCopy, new_id, utcnow
 from backup_app.services.backups import make_filename
 
-from .appcli import PROJECT, AppCli
+from .appcli import PROJECT, AppCli, app_in_process
 from .measure import BenchError, run
 
 DATABASES = ("shop", "crm", "billing", "analytics", "auth")
@@ -34,15 +34,11 @@ USER = "bench@example.com"
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
 
-class Unavailable(Exception):
-    """The app does not offer what this measurement needs (yet); the message says what."""
-
-
 def catalog_row(i: int, now) -> tuple[dict, list[dict]]:
     """The i-th newest backup (15 minutes apart; every 50th failed) and its copies."""
     backup_id, database = new_id(), DATABASES[i % len(DATABASES)]
     created = now - timedelta(minutes=15 * i)
-    filename = make_filename(database, created, backup_id, "custom")
+    filename = make_filename(database, created, backup_id, ".dump")
     backup = {"id": backup_id, "filename": filename, "database": database, "format": "custom",
               "created_at": created, "completed_at": created + timedelta(seconds=40)}
     if i % 50 == 49:
@@ -58,8 +54,7 @@ def catalog_row(i: int, now) -> tuple[dict, list[dict]]:
 
 def fill_catalog(settings: dict[str, str], rows: int) -> None:
     """Insert `rows` backups with their copies, in batches of bulk inserts."""
-    app = create_app({"SQLALCHEMY_DATABASE_URI": settings["CATALOG_DATABASE_URL"],
-                      "BACKUP_DIR": settings["BACKUP_DIR"]})
+    app = app_in_process(settings)
     now = utcnow()
     with app.app_context():
         for first in range(0, rows, BATCH):
@@ -132,25 +127,10 @@ class Access:
     def __init__(self, base: str, cli: AppCli):
         self.base, self.cli = base, cli
         self.password = secrets.token_urlsafe(16)
-        self.user_made = False
-
-    def make_user(self) -> None:
-        if not self.user_made:
-            if not self.cli.offers("users", "create"):
-                raise Unavailable("no `flask users create` yet")
-            self.cli.run("users", "create", USER, "--password-stdin", stdin=self.password + "\n")
-            self.user_made = True
+        self.cli.run("users", "create", USER, "--password-stdin", stdin=self.password + "\n")
 
     def page_headers(self) -> dict[str, str]:
-        """No headers while `/` is open; a session cookie once it needs a login."""
-        status = status_of(self.base + "/")
-        if status == 200:
-            return {}
-        self.make_user()
-        return {"Cookie": self.log_in()}
-
-    def log_in(self) -> str:
-        """Sign in through the login form `/` redirects to; return the Cookie header."""
+        """Sign in through the login form `/` redirects to; the session's Cookie header."""
         jar = CookieJar()
         opener = build_opener(HTTPCookieProcessor(jar))
         with opener.open(self.base + "/", timeout=60) as page:
@@ -159,7 +139,7 @@ class Access:
         reader.feed(html)
         form = next((f for f in reader.forms if any(i.get("type") == "password" for i in f["inputs"])), None)
         if form is None:
-            raise Unavailable(f"`/` needs a login but {login_url} shows no password form")
+            raise BenchError(f"`/` shows no password form at {login_url}")
         fields = {}
         for field in form["inputs"]:
             name, kind = field.get("name"), field.get("type", "text")
@@ -172,22 +152,23 @@ class Access:
             elif kind in ("email", "text"):
                 fields[name] = USER
         opener.open(urljoin(login_url, form["action"]), urlencode(fields).encode(), timeout=60).close()
-        cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
-        if status_of(self.base + "/", {"Cookie": cookie}) != 200:
-            raise Unavailable(f"signing in through {login_url} did not open `/`")
-        return cookie
+        headers = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in jar)}
+        expect_ok(self.base + "/", headers)
+        return headers
 
     def api_headers(self) -> dict[str, str]:
-        """A Bearer token from `flask users token`, once the API exists."""
-        if not self.cli.offers("users", "token"):
-            raise Unavailable("no `flask users token` yet")
-        self.make_user()
+        """A Bearer token from `flask users token`."""
         token = self.cli.run("users", "token", USER).stdout.split()[-1]
         headers = {"Authorization": f"Bearer {token}"}
-        status = status_of(self.base + "/api/backups", headers)
-        if status != 200:
-            raise Unavailable(f"GET /api/backups answered {status}")
+        expect_ok(self.base + "/api/backups", headers)
         return headers
+
+
+def expect_ok(url: str, headers: dict[str, str]) -> None:
+    """The load must measure the real answer: a 200, not a redirect to /login or an error."""
+    status = status_of(url, headers)
+    if status != 200:
+        raise BenchError(f"GET {url} answered {status} with the benchmark's credentials")
 
 
 def load(url: str, headers: dict[str, str], seconds: float, connections: int) -> dict:
@@ -201,25 +182,19 @@ def web_cases(cli: AppCli, workdir: Path, rows: int, seconds: float, connections
               log) -> dict:
     """Fill the catalog, serve it, and load `/` and `/api/backups` in turn, `repeat` times each.
 
-    Returns {"page": …, "api": …}, each {"url", "runs": [loadgen results]} or {"unavailable": why}.
+    Returns {"page": …, "api": …}, each {"path", "runs": [loadgen results]}.
     """
     cli.run("db", "upgrade")
-    fill_catalog(cli.env, rows)
+    fill_catalog(cli.settings, rows)
     log(f"catalog filled with {rows} backups")
-    results, urls = {}, {}
     with Gunicorn(cli.env, workdir / "gunicorn.log") as server:
         access = Access(server.base, cli)
-        for key, path, headers_of in (("page", "/", access.page_headers),
-                                      ("api", "/api/backups", access.api_headers)):
-            try:
-                urls[key] = (server.base + path, headers_of())
-                results[key] = {"path": path, "runs": []}
-            except Unavailable as exc:
-                results[key] = {"path": path, "unavailable": str(exc)}
+        urls = {"page": ("/", access.page_headers()), "api": ("/api/backups", access.api_headers())}
+        results = {key: {"path": path, "runs": []} for key, (path, _) in urls.items()}
         for round_ in range(repeat):
-            for key, (url, headers) in urls.items():
-                outcome = load(url, headers, seconds, connections)
+            for key, (path, headers) in urls.items():
+                outcome = load(server.base + path, headers, seconds, connections)
                 results[key]["runs"].append(outcome)
-                log(f"round {round_ + 1}/{repeat} GET {results[key]['path']}: "
+                log(f"round {round_ + 1}/{repeat} GET {path}: "
                     f"{outcome['requests']} requests, {outcome['errors']} errors")
     return results

@@ -12,9 +12,11 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-ROWS = ("0", "1", "2", "2′", "3", "3′", "4a", "4b", "5", "6a", "6b", "7a", "7b", "7c", "7d", "8a", "8b")
-TIMED = ("startup", "dump_devnull", "dump_then_upload", "create", "pg_restore", "restore_local", "restore_s3",
-         "dump_devnull_big", "create_big")
+ROWS = ("0", "1", "2", "2′", "3", "3′", "4a", "4a′", "4b", "4b′", "4c", "4c′", "5", "6a", "6b", "7a", "7b", "7c",
+        "7d", "8a", "8b", "9a", "9b")
+TIMED = ("startup", "dump_devnull", "dump_then_upload", "create", "create_zstd", "create_plain",
+         "create_zstd_encrypted", "pg_restore", "restore_local", "restore_s3", "dump_devnull_big", "create_big",
+         "workers_1", "workers_3")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def bench_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
             "--web-rows=300", "--web-seconds=0.5", f"--results={results}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        stdout, stderr = proc.communicate(timeout=300)
+        stdout, stderr = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         proc.terminate()  # the benchmark stops its servers on SIGTERM
         proc.communicate()
@@ -47,7 +49,11 @@ def test_tiny_run_prints_the_table_and_writes_the_json(bench_run):
     assert all(s["max_rss"] > 0 for s in data["samples"]["create"])
     assert data["figures"]["create/dump_devnull"] > 0
     assert data["figures"]["create_big/create.max_rss"] > 0
-    assert data["figures"]["page.rps"] > 0
+    assert data["figures"]["page.rps"] > 0 and data["figures"]["api.rps"] > 0
+    assert all(run["errors"] == 0 for key in ("page", "api") for run in data["web"][key]["runs"]), \
+        "every request answered 200 (signed in, valid token)"
+    assert data["figures"]["create_zstd.size_ratio"] > 0
+    assert data["figures"]["workers_3/workers_1.throughput"] > 0
 
 
 def test_table_has_every_row_with_figures_or_n_a(bench_run):
@@ -57,10 +63,12 @@ def test_table_has_every_row_with_figures_or_n_a(bench_run):
     header, *rows = lines
     assert header.startswith("| # | case | median |")
     cells = {row.split(" | ")[0].removeprefix("| "): row.split(" | ") for row in rows}
-    assert tuple(row for row in cells if not row.startswith(("4a′", "4b′"))) == ROWS
-    for codec in ("4a", "4b"):  # a measured codec is followed by its size row
-        assert (cells[codec][2] == "n/a") == (codec + "′" not in cells), cells[codec]
-    for number in ("1", "2", "3", "5", "6a", "6b"):
+    assert tuple(cells) == ROWS
+    for number in ("1", "2", "3", "4a", "4b", "4c", "5", "6a", "6b"):
         assert cells[number][2].endswith(" s"), cells[number]
-    for number in ("4a", "4b", "8b"):
-        assert cells[number][2] == "n/a" or cells[number][2][0].isdigit(), cells[number]
+    for number in ("4a′", "4b′", "4c′"):
+        assert cells[number][2].endswith(" MB") and cells[number][4].endswith("× (3′)"), cells[number]
+    for number in ("8a", "8b"):
+        assert " req/s · p50 " in cells[number][2], cells[number]
+    for number in ("9a", "9b"):
+        assert cells[number][2].endswith(" backups/min"), cells[number]

@@ -1,11 +1,12 @@
 from flask import g, jsonify, request, url_for
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from .. import jobs, wiring
 from ..downloads import download_response
 from ..errors import InvalidRequest
 from ..extensions import db
-from ..models import Job
+from ..models import Backup, Job
 from ..services import backups as service
 from ..services.users import user_for_token
 from . import bp
@@ -79,7 +80,8 @@ def list_backups():
         raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT} and offset 0 or more")
     query = service.backups_query(request.args.get("database"), request.args.get("status"))
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    backups = db.session.scalars(query.limit(limit).offset(offset))
+    # Each backup's last verification is in its JSON: load them all in one query, not one per backup.
+    backups = db.session.scalars(query.options(selectinload(Backup.verifications)).limit(limit).offset(offset))
     response = jsonify([backup.to_dict() for backup in backups])
     response.headers["X-Total-Count"] = str(total)
     return response

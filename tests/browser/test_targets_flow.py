@@ -55,8 +55,12 @@ def test_targets_page_run_now_verify_badge(live_app, page, screenshot, source_db
     page.get_by_role("link", name="Backups", exact=True).click()
     listed = page.locator("table.backups tbody tr")
     expect(listed.locator(".verify")).to_have_text("verified restorable just now")
-    expect(page.locator("table.usage tfoot")).to_contain_text("(1 backup)")
+    expect(page.locator(".usage-panel table.usage tfoot")).to_contain_text("(1 backup)")  # loaded after the list
     screenshot("backups-verified")
+    page.get_by_role("link", name="Storage used").click()
+    expect(page.locator("table.usage tfoot")).to_contain_text("(1 backup)")
+    screenshot("storage-used")
+    page.get_by_role("link", name="Backups", exact=True).click()
     listed.get_by_role("link").click()
     expect(page.locator("table.verifications > tbody > tr")).to_contain_text("passed 2 4,000")
     screenshot("backup-verifications")

@@ -5,8 +5,9 @@ import pytest
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, select, text
 
+from backup_app.backups.routes import backed_up_databases
 from backup_app.extensions import db
-from backup_app.models import Target
+from backup_app.models import Backup, Target
 from backup_app.services import backups as service
 from tests.conftest import both_catalogs
 
@@ -48,3 +49,13 @@ def test_times_are_stored_as_the_instant_whatever_the_session_time_zone(make_app
 
         assert float(epoch) == moment.timestamp()
         assert db.session.scalar(select(Target)).next_run_at == moment
+
+
+@both_catalogs
+def test_the_list_filter_reads_every_database_name_of_the_catalog(make_app):
+    with make_app().app_context():
+        for number, database in enumerate(["shop", "crm", "shop", "Zeta", "crm-2", "crm"]):
+            db.session.add(Backup(id=f"b{number}", filename=f"f{number}.dump", database=database, status="completed"))
+        db.session.commit()
+
+        assert sorted(backed_up_databases()) == ["Zeta", "crm", "crm-2", "shop"]

@@ -1,4 +1,4 @@
-"""Verify from the backup page, the verify badges and storage usage on the list, and "Test
+"""Verify from the backup page, the verify badges on the list, storage usage, and "Test
 connection" on the targets page, against real PostgreSQL and SeaweedFS (jobs run inside the
 request: huey immediate mode)."""
 import re
@@ -40,7 +40,9 @@ def test_verify_from_the_page_shows_restorable_on_the_list_and_its_history(app, 
     assert "restoring into a scratch database" in job.log
     listing = text(client.get("/"))
     assert "verified restorable just now" in listing
-    assert f"<td>{source_db}</td>" in listing.split("Storage used")[1], "usage per target"
+    assert f"<td>{source_db}</td>" in text(client.get("/storage")).split("<tbody>")[1], "usage per target"
+    assert 'data-fragment="/storage/table"' in listing, "the list loads the same table after itself"
+    assert f"<td>{source_db}</td>" in text(client.get("/storage/table")).split("<tbody>")[1]
     detail = text(client.get(f"/backups/{backup_id}"))
     history = detail.split("<h2>Verifications</h2>")[1].split("<h2>")[0]
     assert "passed" in history and "<td>2</td>" in history and "<td>4,000</td>" in history

@@ -11,7 +11,7 @@ from tests.web_helpers import EMAIL, PASSWORD, add_backup, add_user, api_token, 
 
 PAGES = ["/", "/backups/new", "/backups/b1", "/backups/b1/download", "/backups/b1/restore",
          "/backups/b1/delete", "/jobs/", "/jobs/j1.json", "/targets/", "/targets/new", "/targets/shop/edit",
-         "/targets/shop/remove", "/targets/shop/retention"]
+         "/targets/shop/remove", "/targets/shop/retention", "/storage", "/storage/table"]
 FORM_POSTS = ["/backups/new", "/backups/b1/restore", "/backups/b1/delete", "/backups/b1/verify", "/logout",
               "/targets/new", "/targets/shop/edit", "/targets/shop/remove", "/targets/shop/test", "/targets/shop/run"]
 API_CALLS = [("post", "/api/backups"), ("get", "/api/backups"), ("get", "/api/backups/b1"),
