@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--web-rows", type=int, default=100_000, help="catalog rows for the web case")
     parser.add_argument("--web-seconds", type=float, default=10, help="seconds of load per web run")
     parser.add_argument("--connections", type=int, default=4, help="concurrent keep-alive connections")
+    parser.add_argument("--fleet", type=int, default=FLEET,
+                        help=f"small databases backed up by the workers of case 9 (default {FLEET})")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON file")
     return parser.parse_args(argv)
 
@@ -97,7 +99,7 @@ def measure(lab: Lab, args: argparse.Namespace) -> dict:
     big_samples, big_errors = run_rounds(big_cases, args.repeat)
     lab.cluster.dropdb(DB_BIG)
 
-    worker_cases, worker_samples, worker_errors = measure_workers(lab, args.repeat)
+    worker_cases, worker_samples, worker_errors = measure_workers(lab, args.fleet, args.repeat)
 
     web_cli = AppCli(lab.settings(DB, lab.workdir / "web-catalog.db"))
     try:
@@ -116,14 +118,14 @@ def measure(lab: Lab, args: argparse.Namespace) -> dict:
     }
 
 
-def measure_workers(lab: Lab, repeat: int) -> tuple[list[Case], dict[str, list[Sample]], dict[str, str]]:
-    """Case 9: the fleet's backups through Redis by 1 and by 3 worker processes, alternating."""
-    log(f"building {FLEET} small databases for the worker case")
-    fleet = make_fleet(lab, FLEET_SCALE)
+def measure_workers(lab: Lab, size: int, repeat: int) -> tuple[list[Case], dict[str, list[Sample]], dict[str, str]]:
+    """Case 9: backups of `size` small databases through Redis by 1 and by 3 worker processes, alternating."""
+    log(f"building {size} small databases for the worker case")
+    fleet = make_fleet(lab, FLEET_SCALE, size)
     with Redis(lab.workdir / "redis") as redis:
         settings = {**lab.settings(DB, lab.workdir / "workers-catalog.db"), "REDIS_URL": redis.url}
         workers = WorkerCases(lab, settings, fleet)
-        cases = [Case(f"workers_{count}", f"{FLEET} small backups queued to {count} × `flask worker --workers 1` "
+        cases = [Case(f"workers_{count}", f"{size} small backups queued to {count} × `flask worker --workers 1` "
                       "(Redis)", lambda count=count: workers.measure(count)) for count in WORKER_COUNTS]
         samples, errors = run_rounds(cases, repeat)
     return cases, samples, errors

@@ -53,10 +53,10 @@ class Redis:
         self.process.wait(10)
 
 
-def make_fleet(lab: Lab, scale: int) -> list[str]:
-    """FLEET small databases (pgbench at `scale` plus the wide table), copied from one template."""
+def make_fleet(lab: Lab, scale: int, size: int = FLEET) -> list[str]:
+    """`size` small databases (pgbench at `scale` plus the wide table), copied from one template."""
     dataset.build(lab.cluster, FLEET_TEMPLATE, scale)
-    names = [f"fleet_{n:02d}" for n in range(1, FLEET + 1)]
+    names = [f"fleet_{n:02d}" for n in range(1, size + 1)]
     for name in names:
         lab.cluster.psql(f'CREATE DATABASE "{name}" TEMPLATE "{FLEET_TEMPLATE}"')
     return names

@@ -24,7 +24,7 @@ def bench_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """One tiny benchmark run for the module: its process result and its results folder."""
     results = tmp_path_factory.mktemp("bench-results")
     args = [sys.executable, "-m", "bench", "--scale=1", "--repeat=2", "--rss-multiplier=2",
-            "--web-rows=300", "--web-seconds=0.5", f"--results={results}"]
+            "--web-rows=300", "--web-seconds=0.5", "--fleet=3", f"--results={results}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate(timeout=600)
