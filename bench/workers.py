@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from backup_app import jobs, wiring
 from backup_app.extensions import db
-from backup_app.localservers import free_port, wait_until
+from backup_app.localservers import wait_until
 from backup_app.models import COMPLETED, FAILED, Job
 
 from . import dataset
@@ -27,30 +27,6 @@ FLEET_TEMPLATE = "fleet_template"
 WORKER_COUNTS = (1, 3)
 JOBS_TIMEOUT = 300  # seconds for one run's backups
 READY_LINE = "Huey consumer started"
-
-
-class Redis:
-    """A throwaway redis-server on loopback (Debian's; `make bench` installs it), no persistence."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = None
-
-    def __enter__(self) -> "Redis":
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        ping = ["redis-cli", "-p", str(self.port), "ping"]
-        wait_until(lambda: subprocess.run(ping, check=False, capture_output=True, text=True).stdout.strip() == "PONG",
-                   20, "Redis")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        self.process.wait(10)
 
 
 def make_fleet(lab: Lab, scale: int, size: int = FLEET) -> list[str]:

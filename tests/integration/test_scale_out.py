@@ -3,12 +3,11 @@ import os
 import signal
 import socket
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from backup_app.localservers import free_port, wait_until
+from backup_app.localservers import RedisServer, wait_until
 from tests.conftest import fill_shop, unique_name
 from tests.helpers import new_key
 from tests.web_helpers import BIN, EMAIL, LiveApp, TableLock
@@ -19,15 +18,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def redis_url(tmp_path):
     """A throwaway Redis on loopback (Debian's redis-server; `make test` installs it)."""
-    port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    ping = ["redis-cli", "-p", str(port), "ping"]
-    wait_until(lambda: subprocess.run(ping, capture_output=True, text=True).stdout.strip() == "PONG", 20, "Redis")
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
+    with RedisServer(tmp_path / "redis") as redis:
+        yield redis.url
 
 
 @pytest.fixture
