@@ -6,6 +6,7 @@ from flask_login import current_user
 from ..extensions import db
 from ..services import audit as service
 from . import bp
+from .forms import AuditFilterForm
 
 log = logging.getLogger(__name__)
 PER_PAGE = 100
@@ -70,8 +71,8 @@ def record_request(response):
 @bp.get("/audit")
 def index():
     """The audit log, newest first, filtered by actor and action."""
-    actor = request.args.get("actor") or None
-    action = request.args.get("action") or None
+    form = AuditFilterForm(request.args)
+    actor, action = form.actor.data or None, form.action.data or None
     page = db.paginate(service.events_query(actor, action), page=request.args.get("page", 1, type=int),
                        per_page=PER_PAGE, error_out=False)
-    return render_template("audit/index.html", page=page, actor=actor, action=action)
+    return render_template("audit/index.html", page=page, form=form, actor=actor, action=action)

@@ -106,6 +106,13 @@ def test_sign_in_back_up_watch_download_restore_delete(live_app, page, screensho
     expect(page.locator(".error-page")).to_contain_text("Backup not found: nosuchid")
     screenshot("not-found")
 
+    # Everything above, in the audit log: who did what, newest first.
+    page.get_by_role("link", name="Audit", exact=True).click()
+    actions = page.locator("table.audit tbody tr")
+    expect(actions.first).to_contain_text("delete")
+    expect(page.locator("table.audit")).to_contain_text("restore")
+    screenshot("audit")
+
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(url + "/login")
     expect(page.get_by_role("status")).to_have_text("Signed out.")
