@@ -23,7 +23,7 @@ TIMED = ("startup", "dump_devnull", "dump_then_upload", "create", "create_zstd",
 def bench_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """One tiny benchmark run for the module: its process result and its results folder."""
     results = tmp_path_factory.mktemp("bench-results")
-    args = [sys.executable, "-m", "bench", "--scale=1", "--repeat=2", "--rss-multiplier=2",
+    args = [sys.executable, "-m", "bench", "--scale=1", "--repeat=1", "--rss-multiplier=2",
             "--web-rows=300", "--web-seconds=0.5", "--fleet=3", f"--results={results}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -45,7 +45,7 @@ def test_tiny_run_prints_the_table_and_writes_the_json(bench_run):
     assert data["table"] in result.stdout
     for key in TIMED:
         samples = data["samples"][key]
-        assert len(samples) == 2 and all(s["seconds"] > 0 for s in samples), key
+        assert len(samples) == 1 and samples[0]["seconds"] > 0, key
     assert all(s["max_rss"] > 0 for s in data["samples"]["create"])
     assert data["figures"]["create/dump_devnull"] > 0
     assert data["figures"]["create_big/create.max_rss"] > 0
