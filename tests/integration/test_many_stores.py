@@ -196,3 +196,12 @@ def test_rescan_records_the_copies_of_every_store(runner, app, stores, backup_di
     rebuilt = show(runner, backup["id"])
     assert copy_status(rebuilt) == {"s3": "present", OFFSITE: "present"}
     assert rebuilt["sha256"] == backup["sha256"]
+
+
+def test_storage_init_names_the_store_it_could_not_reach_and_sets_up_the_others(runner, offsite, stores):
+    offsite.kill()
+
+    result = invoke(runner, "storage", "init", ok=False)
+
+    assert f"Bucket exists: s3://{stores['s3'].bucket}" in result.stdout, "the reachable store is still set up"
+    assert error_line(result).startswith(f"Error: {OFFSITE}: cannot reach S3 at {offsite.endpoint}")
