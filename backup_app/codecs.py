@@ -44,6 +44,12 @@ def content_type(fmt: str, codec: str, encrypted: bool) -> str:
     return "application/sql"
 
 
+def is_bare_archive(fmt: str, codec: str, encrypted: bool) -> bool:
+    """Whether the stored bytes are pg_dump's own custom archive, which pg_restore can read
+    (and seek in, for a parallel restore) itself."""
+    return fmt == "custom" and codec in ("gzip", "plain") and not encrypted
+
+
 def encode(dump_output: BinaryIO, codec: str, key: MasterKey | None) -> BinaryIO:
     """The bytes to store, read from pg_dump's output: zstd-compressed and/or encrypted."""
     stream = dump_output

@@ -11,17 +11,16 @@ from flask.cli import AppGroup, ScriptInfo
 
 from . import jobs, wiring
 from .adapters.postgres import ConnInfo
-from .errors import BackupError, ConfigurationError, StorageUnavailable
+from .errors import BackupError, ConfigurationError, SomeBackupsFailed, StorageUnavailable, VerificationFailed
 from .extensions import db
 from .formatting import human_size
-from .models import COPY_FAILED
+from .models import COPY_FAILED, PRUNE, SYNC
 from .services import backups as service
 from .services.audit import record as record_audit
 from .services.prune import prune
 from .services.rescan import rescan
-from .services.sync import sync_backups
+from .services.restore import describe_restore
 from .services.usage import storage_usage
-from .services.verify import verify_backup
 
 log = logging.getLogger(__name__)
 
@@ -131,14 +130,14 @@ def progress_printer(label: str):
     return report
 
 
-def run_job_here(job, target_url, progress):
-    """Run a job in this process, holding its target like a worker's job; its error is the command's."""
-    job = jobs.run_here(db.session, job, target_url, progress)
-    if progress:
-        click.echo(err=True)  # end the progress line
-    if job.status != "completed":
-        raise BackupError(job.error)
-    return job
+def run_job_here(job, target_url=None, progress=None):
+    """Run a job in this process, holding its slot like a worker's job; returns what it made
+    (its error is the command's)."""
+    try:
+        return jobs.run_here(db.session, job, target_url, progress)
+    finally:
+        if progress:
+            click.echo(err=True)  # end the progress line
 
 
 def warn_failed_copies(backup) -> None:
@@ -160,8 +159,7 @@ def create_command(database, as_json):
     upgrade_catalog_if_needed()
     spec = wiring.dump_spec(database)
     click.get_current_context().meta["audit.subject"] = spec.name
-    job = run_job_here(jobs.create_job(spec), None, progress_printer("dumped"))
-    backup = service.get_backup(db.session, job.backup_id)
+    backup = run_job_here(jobs.create_job(spec), None, progress_printer("dumped"))
     warn_failed_copies(backup)
     if as_json:
         echo_json(backup.to_dict())
@@ -207,17 +205,37 @@ def show_command(backup_id, as_json):
 @backup_cli.command("restore")
 @click.argument("backup_id", metavar="ID")
 @click.option("--target-url", metavar="URL", help="Restore into this database instead of the backup's own.")
+@click.option("--in-place", is_flag=True,
+              help="Replace the objects in the current database, in one transaction (pg_restore --clean), "
+                   "instead of building a new one beside it: for a role that cannot create databases.")
+@click.option("--drop-previous", is_flag=True,
+              help="Drop the previous database once the restored one has taken its place "
+                   "(default: keep it as <name>_before_restore_<time>).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def restore_command(backup_id, target_url, yes):
-    """Restore a backup (local file if intact, else the S3 copy)."""
+@click.option("--json", "as_json", is_flag=True, help='Print {"backup", "database", "previous_database"}.')
+def restore_command(backup_id, target_url, in_place, drop_previous, yes, as_json):
+    """Restore a backup (local file if intact, else an S3 copy) beside the database, then swap."""
     upgrade_catalog_if_needed()
+    if in_place and drop_previous:
+        raise ConfigurationError("--drop-previous has nothing to drop with --in-place (no previous database is kept)")
     backup = service.get_completed_backup(db.session, backup_id)
     conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
-    confirm(f"Restore {backup.filename} into {conn.display()}? "
-            "Objects in that database that the backup contains will be replaced.", yes)
-    run_job_here(jobs.restore_job(db.session, backup.id, conn.dbname, target_url), target_url,
-                 progress_printer("read"))
+    effect = describe_restore(conn.dbname, in_place=in_place, drop_previous=drop_previous,
+                              keep_hours=current_app.config["KEEP_PREVIOUS_HOURS"])
+    confirm(f"Restore {backup.filename} into {conn.display()}? {effect}", yes)
+    job = jobs.restore_job(db.session, backup.id, conn.dbname, target_url, in_place=in_place,
+                           drop_previous=drop_previous)
+    restored = run_job_here(job, target_url, progress_printer("read"))
+    if as_json:
+        echo_json({"backup": restored.backup_id, "database": restored.database,
+                   "previous_database": restored.previous_database})
+        return
     click.echo(f"Restored backup {backup.id} into {conn.display()}")
+    if restored.swap_seconds is not None:
+        click.echo(f"Swapped in: {restored.database} was unavailable for {restored.swap_seconds:.2f} s "
+                   f"({restored.sessions_ended} session(s) ended)")
+    if restored.previous_database:
+        click.echo(f"The previous database is kept as {restored.previous_database}")
 
 
 @backup_cli.command("download")
@@ -231,11 +249,9 @@ def download_command(backup_id, output, decode):
     upgrade_catalog_if_needed()
     if output.exists() and not output.is_dir():
         raise ConfigurationError(f"{output} already exists; not overwriting it")
-    backup = service.download_backup(db.session, backup_id, output, wiring.local_storage(),
-                                     wiring.s3_stores(), decode=decode, key=wiring.master_key(),
-                                     progress=progress_printer("fetched"))
-    target = output / backup.filename if output.is_dir() else output
-    click.echo(f"Wrote {target} ({human_size(backup.size_bytes)}, sha256 {backup.sha256})")
+    backup, written = run_job_here(jobs.download_job(db.session, backup_id, output.absolute(), decode), None,
+                                   progress_printer("fetched"))
+    click.echo(f"Wrote {written} ({human_size(backup.size_bytes)}, sha256 {backup.sha256})")
 
 
 @backup_cli.command("delete")
@@ -246,7 +262,7 @@ def delete_command(backup_id, yes):
     upgrade_catalog_if_needed()
     backup = service.get_backup(db.session, backup_id)
     confirm(f"Delete {backup.filename} from every location?", yes)
-    service.delete_backup(db.session, backup.id, wiring.local_storage(), wiring.s3_stores())
+    run_job_here(jobs.delete_job(db.session, backup.id))
     click.echo(f"Deleted backup {backup_id}")
 
 
@@ -261,19 +277,32 @@ def sync_command(fetch_local, as_json):
     if fetch_local is None:
         fetch_local = current_app.config.get("SYNC_FETCH_LOCAL", False)
     stores = wiring.s3_stores()
-    report = sync_backups(db.session, wiring.local_storage(), stores, fetch_local=fetch_local)
+    run_reported(jobs.app_wide_job(SYNC, options={"fetch_local": fetch_local}),
+                 lambda report: print_sync(report, as_json, stores))
+
+
+def print_sync(report, as_json: bool, stores) -> None:
     if as_json:
         echo_json(report.actions)
-    else:
-        for action in report.actions:
-            click.echo(f"{action['action']:<9}{action['id']}  {action['filename']}  {action['location']}"
-                       + (f"  ({action['error']})" if action["error"] else ""))
-        if not stores:
-            click.echo("MINIO_ENDPOINT is not set: local-only, nothing to sync.")
-        elif not report.actions:
-            click.echo("Every backup has its copies.")
-    if report.error:
-        raise click.ClickException(report.error)
+        return
+    for action in report.actions:
+        click.echo(f"{action['action']:<9}{action['id']}  {action['filename']}  {action['location']}"
+                   + (f"  ({action['error']})" if action["error"] else ""))
+    if not stores:
+        click.echo("MINIO_ENDPOINT is not set: local-only, nothing to sync.")
+    elif not report.actions:
+        click.echo("Every backup has its copies.")
+
+
+def run_reported(job, show) -> None:
+    """Run a prune or sync job and `show` its report, also when some backups failed (its error follows)."""
+    try:
+        report = run_job_here(job)
+    except SomeBackupsFailed as exc:
+        if exc.report is not None:
+            show(exc.report)
+        raise
+    show(report)
 
 
 @backup_cli.command("verify")
@@ -283,15 +312,17 @@ def verify_command(backup_id, as_json):
     """Check every copy's SHA-256 and restore the backup into a scratch database."""
     upgrade_catalog_if_needed()
     backup = service.get_completed_backup(db.session, backup_id)
-    verification = verify_backup(db.session, backup.id, wiring.target_conn(backup.database),
-                                 wiring.local_storage(), wiring.s3_stores(), wiring.pg_tools(),
-                                 wiring.master_key())
+    try:
+        verification = run_job_here(jobs.verify_job(db.session, backup.id))
+    except VerificationFailed:
+        if as_json:
+            echo_json(service.get_backup(db.session, backup.id).to_dict())
+        raise click.ClickException(f"verification of {backup.id} failed: "
+                                   f"{service.get_backup(db.session, backup.id).last_verification.error}") from None
     if as_json:
-        echo_json(backup.to_dict())
-    elif verification.status == "passed":
+        echo_json(service.get_backup(db.session, backup.id).to_dict())
+    else:
         click.echo(f"Verified {backup.id}: {verification.summary()}")
-    if verification.status != "passed":
-        raise click.ClickException(f"verification of {backup.id} failed: {verification.error}")
 
 
 @backup_cli.command("rescan")
@@ -367,14 +398,20 @@ def prune_command(database, dry_run, as_json):
     """Delete the backups each target's retention policy no longer keeps."""
     upgrade_catalog_if_needed()
     targets = [wiring.target(database)] if database else wiring.all_targets()
-    report = prune(db.session, targets, wiring.local_storage(), wiring.s3_stores(), dry_run=dry_run)
-    if as_json:
-        echo_json(report.deleted)
-    else:
+
+    def show(report) -> None:
+        if as_json:
+            echo_json(report.deleted)
+            return
         verb = "Would delete" if dry_run else "Deleted"
         for item in report.deleted:
             click.echo(f"{verb} {item['id']}  {item['filename']}  ({item['reason']})")
+        for item in report.kept_in_use:
+            click.echo(f"Kept for now {item['id']}  {item['filename']}  (due, but a job is reading it)")
         if not report.deleted:
             click.echo("Nothing to prune.")
-    if report.error:
-        raise click.ClickException(report.error)
+
+    if dry_run:  # reads only: no slot to hold
+        show(prune(db.session, targets, wiring.local_storage(), wiring.s3_stores(), dry_run=True))
+    else:
+        run_reported(jobs.app_wide_job(PRUNE, database=targets[0].name if database else None), show)

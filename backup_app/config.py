@@ -67,8 +67,13 @@ class Config:
         self.NOTIFY_URLS = os.environ.get("NOTIFY_URLS", "")
         self.NOTIFY_ON_SUCCESS = env_bool("NOTIFY_ON_SUCCESS")
         self.STALE_AFTER_HOURS = int(os.environ["STALE_AFTER_HOURS"]) if os.environ.get("STALE_AFTER_HOURS") else None
-        # Seconds a restore waits for a lock held by another session before it fails.
+        # Seconds an in-place restore waits for a lock held by another session before it fails.
         self.RESTORE_LOCK_TIMEOUT = int(os.environ.get("RESTORE_LOCK_TIMEOUT", 60))
+        # pg_restore jobs at once, when it restores into a new database from a file it can seek.
+        self.RESTORE_JOBS = max(1, int(os.environ.get("RESTORE_JOBS") or os.cpu_count() or 1))
+        # Hours a database replaced by a restore is kept (<name>_before_restore_<time>) before the
+        # worker drops it; 0 keeps it until it is dropped by hand.
+        self.KEEP_PREVIOUS_HOURS = int(os.environ.get("KEEP_PREVIOUS_HOURS") or 24)
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         # Jobs: RedisHuey when REDIS_URL is set, else SqliteHuey (default <instance>/huey.db).
         self.REDIS_URL = os.environ.get("REDIS_URL") or None

@@ -13,10 +13,10 @@ def download_response(backup_id: str) -> Response:
     turns out corrupt at the end is cut off before its last chunk (see BackupStream).
     """
     stream = service.open_backup_stream(db.session, backup_id, wiring.local_storage(), wiring.s3_stores())
-    backup = stream.backup
-    response = Response(stream_with_context(stream), mimetype=service.content_type(backup))
-    response.headers.set("Content-Disposition", "attachment", filename=backup.filename)
-    if backup.size_bytes is not None:
-        response.content_length = backup.size_bytes
+    file = stream.file  # plain values: no catalog transaction is open while the bytes stream
+    response = Response(stream_with_context(stream), mimetype=service.content_type(file))
+    response.headers.set("Content-Disposition", "attachment", filename=file.filename)
+    if file.size_bytes is not None:
+        response.content_length = file.size_bytes
     response.call_on_close(stream.close)
     return response

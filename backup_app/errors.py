@@ -79,7 +79,12 @@ class VerificationFailed(BackupError):
 
 
 class SomeBackupsFailed(BackupError):
-    """A prune or sync went through every backup, but some of them could not be handled."""
+    """A prune or sync went through every backup, but some of them could not be handled;
+    `report` is what it did."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
 
 
 class QueueUnavailable(BackupError):

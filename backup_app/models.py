@@ -1,6 +1,7 @@
 """The catalog: backups and their copies; the jobs that make and restore them; users."""
 import secrets
 import string
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from flask_login import UserMixin
@@ -36,6 +37,7 @@ LOCAL, S3 = "local", "s3"
 PRESENT, MISSING, COPY_FAILED = "present", "missing", "failed"
 # Job.kind
 CREATE, RESTORE, VERIFY, PRUNE, SYNC = "create", "restore", "verify", "prune", "sync"
+DELETE, DOWNLOAD = "delete", "download"
 # Job.status: QUEUED, RUNNING, COMPLETED, FAILED, or INTERRUPTED (its worker died mid-job)
 QUEUED, INTERRUPTED = "queued", "interrupted"
 ACTIVE_JOB_STATUSES = (QUEUED, RUNNING)
@@ -72,6 +74,25 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    """A backup's stored bytes as plain values: what writing, reading, uploading or restoring
+    them needs. Taken before the bytes stream, so no catalog transaction stays open meanwhile."""
+
+    id: str
+    filename: str
+    database: str
+    format: str
+    codec: str
+    encrypted: bool
+    created_at: datetime
+    sha256: str | None = None
+    size_bytes: int | None = None
+    server_version: str | None = None
+    client_version: str | None = None
+    row_counts: dict | None = None
 
 
 class Backup(db.Model):
@@ -117,6 +138,11 @@ class Backup(db.Model):
     def copy(self, location: str) -> "BackupCopy | None":
         """This backup's copy at `location`, if the catalog has one."""
         return next((c for c in self.copies if c.location == location), None)
+
+    def file(self) -> BackupFile:
+        return BackupFile(self.id, self.filename, self.database, self.format, self.codec, self.encrypted,
+                          self.created_at, self.sha256, self.size_bytes, self.server_version,
+                          self.client_version, self.row_counts)
 
     def to_dict(self) -> dict:
         """The JSON shape shared by the CLI's --json and the API."""
@@ -296,12 +322,13 @@ class PeriodicRun(db.Model):
 
 
 class Job(db.Model):
-    """A create, restore, verify, prune or sync run by the worker; the pages poll it for progress."""
+    """A create, restore, verify, prune, sync, delete or download; the pages poll it for progress."""
 
     __tablename__ = "jobs"
-    # At most one queued or running job per target database, enforced by the catalog itself.
+    # At most one queued or running job per slot (a target database, a backup, all backups),
+    # enforced by the catalog itself.
     __table_args__ = (
-        Index("uq_jobs_active_target", "target", unique=True,
+        Index("uq_jobs_active_slot", "slot", unique=True,
               sqlite_where=text("status IN ('queued', 'running')"),
               postgresql_where=text("status IN ('queued', 'running')")),
     )
@@ -311,8 +338,13 @@ class Job(db.Model):
     status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
     phase: Mapped[str] = mapped_column(String(64), default="queued")
     database: Mapped[str] = mapped_column(String(255))
-    # The target without its password (postgresql://user@host:port/db): shown, and locked on.
+    # What the job works on, shown: the database as a URL without its password, "all backups", …
     target: Mapped[str] = mapped_column(String(1024))
+    # What it holds: a database by its server's identity and name, however its URL spells them
+    # (`system 7714…/shop`), `backup <id>`, or `all backups`.
+    slot: Mapped[str] = mapped_column(String(1024))
+    # What the job was asked, beyond its kind and target (a restore's in_place/drop_previous, …).
+    options: Mapped[dict | None] = mapped_column(JSON)
     backup_id: Mapped[str | None] = mapped_column(String(32), index=True)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
     result: Mapped[str | None] = mapped_column(Text)
@@ -360,6 +392,34 @@ class Job(db.Model):
             "finished_at": isoformat(self.finished_at),
             "elapsed_seconds": self.elapsed_seconds(),
         }
+
+
+class PreviousDatabase(db.Model):
+    """A database a restore replaced, kept under another name (`shop_before_restore_<time>`)
+    until `drop_after` (None: until it is dropped by hand)."""
+
+    __tablename__ = "previous_databases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    database: Mapped[str] = mapped_column(String(255))  # the database it was, and the restore replaced
+    server: Mapped[str] = mapped_column(String(1024))   # where it is: postgresql://user@host:port/
+    # How the worker reaches it to drop it: the target the backup was restored into, or the
+    # URL the restore was given (encrypted with APP_ENCRYPTION_KEY when it is set).
+    target: Mapped[str | None] = mapped_column(String(100))
+    url_encrypted: Mapped[str | None] = mapped_column(Text)
+    backup_id: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    kept_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    drop_after: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    dropped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)  # why the last attempt to drop it failed
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "database": self.database, "server": self.server,
+                "backup_id": self.backup_id, "job_id": self.job_id, "kept_at": isoformat(self.kept_at),
+                "drop_after": isoformat(self.drop_after), "dropped_at": isoformat(self.dropped_at),
+                "error": self.error}
 
 
 class User(UserMixin, db.Model):

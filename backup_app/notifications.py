@@ -2,9 +2,9 @@
 
 Told: every failed backup and failed verify, successful backups when NOTIFY_ON_SUCCESS (or the
 target's own setting) asks, and targets gone stale. Each message goes to the global
-NOTIFY_URLS plus the target's own URLs. Sending runs on a thread of its own, so a slow or
-dead notification service never delays or fails a backup; each send's outcome is written
-to the audit log (`notify` or `notify-failed`, actor `notifier`).
+NOTIFY_URLS plus the target's own URLs. Looking them up and sending run on a thread of its
+own, so a slow or dead notification service (or catalog) never delays or fails a backup;
+each send's outcome is written to the audit log (`notify` or `notify-failed`, actor `notifier`).
 """
 import logging
 import re
@@ -53,23 +53,27 @@ def urls_for(database: str, success: bool = False) -> list[str]:
     return urls
 
 
-def dispatch(urls: list[str], subject: str, title: str, body: str) -> None:
-    """Send on a background thread and audit the outcome; returns at once."""
-    if not urls:
-        return
+def dispatch(database: str, title: str, body: str, *, success: bool = False) -> None:
+    """Send news about `database` on a background thread, which also looks up where to (see
+    `urls_for`), and audit the outcome; returns at once. Nothing here can fail the caller."""
     app = current_app._get_current_object()
 
     def run() -> None:
-        try:
-            error = send(urls, title, body)
-        except Exception as exc:  # noqa: BLE001 - a broken notifier is reported, never raised
-            error = f"{type(exc).__name__}: {exc}"
-        if error:
-            log.warning("notification about %s failed: %s", subject, error)
         with app.app_context():
             try:
-                audit.record(db.session, "notifier", "notify-failed" if error else "notify", subject,
+                urls = urls_for(database, success)
+                if not urls:
+                    return
+                error = send(urls, title, body)
+            except Exception as exc:  # noqa: BLE001 - a broken notifier is reported, never raised
+                error = f"{type(exc).__name__}: {exc}"
+            try:
+                if error:
+                    log.warning("notification about %s failed: %s", database, error)
+                audit.record(db.session, "notifier", "notify-failed" if error else "notify", database,
                              detail=error or title)
+            except Exception:  # noqa: BLE001
+                log.exception("could not audit a notification about %s", database)
             finally:
                 db.session.remove()
 
@@ -86,27 +90,24 @@ def wait_for_pending(timeout: float = 60) -> None:
 
 @events.backup_failed.connect
 def on_backup_failed(backup, **_) -> None:
-    dispatch(urls_for(backup.database), backup.database, f"Backup of {backup.database} FAILED",
-             f"{backup.filename}\n{backup.error}")
+    dispatch(backup.database, f"Backup of {backup.database} FAILED", f"{backup.filename}\n{backup.error}")
 
 
 @events.backup_completed.connect
 def on_backup_completed(backup, **_) -> None:
     failed = [c for c in backup.copies if c.status != "present"]
     if failed:  # completed, but not twice: that is news even when successes are not
-        dispatch(urls_for(backup.database), backup.database,
-                 f"Backup of {backup.database} is missing a copy",
+        dispatch(backup.database, f"Backup of {backup.database} is missing a copy",
                  "\n".join(f"{c.location}: {c.status} ({c.error})" for c in failed))
         return
-    dispatch(urls_for(backup.database, success=True), backup.database,
-             f"Backup of {backup.database} completed", f"{backup.filename} ({backup.size_bytes} bytes)")
+    dispatch(backup.database, f"Backup of {backup.database} completed",
+             f"{backup.filename} ({backup.size_bytes} bytes)", success=True)
 
 
 @events.verification_failed.connect
 def on_verification_failed(verification, **_) -> None:
     backup = verification.backup
-    dispatch(urls_for(backup.database), backup.database, f"Verify of a {backup.database} backup FAILED",
-             f"{backup.filename}\n{verification.error}")
+    dispatch(backup.database, f"Verify of a {backup.database} backup FAILED", f"{backup.filename}\n{verification.error}")
 
 
 def alert_stale_targets() -> list[dict]:
@@ -115,7 +116,7 @@ def alert_stale_targets() -> list[dict]:
     for stale in claim_stale_targets(db.session, current_app.config.get("STALE_AFTER_HOURS")):
         since = f"since {stale.last_success:%Y-%m-%d %H:%M} UTC" if stale.last_success else "ever"
         name = stale.target.name
-        dispatch(urls_for(name), name, f"No successful backup of {name} {since}",
+        dispatch(name, f"No successful backup of {name} {since}",
                  f"{name} has had no successful backup for more than {stale.limit_hours} h.")
         alerts.append({"database": name, "last_success": stale.last_success.isoformat()
                        if stale.last_success else None, "limit_hours": stale.limit_hours})

@@ -1,7 +1,8 @@
 """The worker's periodic work: queue what is due, as ordinary jobs.
 
 Every SCHEDULER_INTERVAL seconds each running worker runs `tick`: it marks interrupted the
-running jobs whose process is gone (see jobs.recover_interrupted_jobs), and queues a create job
+running jobs whose process is gone (see jobs.recover_interrupted_jobs), drops the databases
+restores kept once KEEP_PREVIOUS_HOURS have passed, and queues a create job
 for every target whose backup schedule is due, a verify job of the newest completed backup
 of every target whose verify schedule is due, the prune (PRUNE_SCHEDULE) and the sync
 (SYNC_SCHEDULE). Each due run is claimed by a compare-and-set first, so however many
@@ -20,7 +21,7 @@ from . import jobs, wiring
 from .errors import BackupError, JobConflict
 from .extensions import db
 from .models import ACTIVE_JOB_STATUSES, COMPLETED, CREATE, PRUNE, SYNC, VERIFY, Job, Target, utcnow
-from .services import schedules
+from .services import previous, schedules
 from .services.backups import backups_query
 from .services.sync import needs_sync
 
@@ -45,6 +46,7 @@ def tick(session: Session, now: datetime | None = None) -> list[str]:
     now = now or utcnow()
     lines = [f"job {job.id} ({job.kind} of {job.database}) marked interrupted: {job.error}"
              for job in jobs.recover_interrupted_jobs(session, wiring.local_storage(), starting=False)]
+    lines += previous.drop_due(session, wiring.previous_conn, now)
     for target in schedules.claim_due_targets(session, now, schedules.BACKUP):
         lines.append(_queue_backup(session, target))
     for target in schedules.claim_due_targets(session, now, schedules.VERIFY):

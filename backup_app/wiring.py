@@ -6,7 +6,7 @@ from .adapters.postgres import ConnInfo
 from .adapters.storage import LocalStorage, S3Storage
 from .crypto import MasterKey
 from .extensions import db
-from .models import LOCAL, S3, Target
+from .models import LOCAL, S3, PreviousDatabase, Target
 from .services import targets as target_service
 
 
@@ -72,3 +72,14 @@ def all_targets() -> list[Target]:
     """Every target, BACKUP_DATABASE_URL's included."""
     target_service.sync_env_target(db.session, env_url())
     return target_service.list_targets(db.session)
+
+
+def previous_conn(kept: PreviousDatabase) -> ConnInfo:
+    """How to reach the server of a database a restore kept: its target's connection, the
+    restore's own URL (stored encrypted), else the server's URL without a password."""
+    if kept.target:
+        return target_conn(kept.target)
+    key = master_key()
+    if kept.url_encrypted and key:
+        return ConnInfo.from_url(key.decrypt_secret(kept.url_encrypted))
+    return ConnInfo.from_url(kept.server + "postgres")

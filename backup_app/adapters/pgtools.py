@@ -23,6 +23,7 @@ from pathlib import Path
 import psycopg
 
 from ..errors import ConfigurationError, VersionMismatch
+from .databases import DatabaseServer
 from .postgres import ConnInfo, PgClient, SnapshotCounter, major
 
 PROGRAMS = ("pg_dump", "pg_restore", "psql")
@@ -105,6 +106,11 @@ class PgTools:
             return SnapshotCounter(conn)
         except psycopg.Error:
             return None
+
+    @staticmethod
+    def databases(conn: ConnInfo) -> DatabaseServer:
+        """Database-level work (exists, create, drop, swap …) on `conn`'s server."""
+        return DatabaseServer(conn)
 
     def found(self) -> str:
         """'15.18 in /usr/lib/postgresql/15/bin, 18.6 in …', for messages."""

@@ -4,10 +4,12 @@ Connection details travel in libpq environment variables (PGHOST, PGPASSWORD, â€
 that no password ever appears on a command line that `ps` can show.
 """
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -133,10 +135,46 @@ def count_table_rows(db: psycopg.Connection) -> dict[str, int]:
     return counts
 
 
+def connect(conn: ConnInfo, timeout: int = 10, **options) -> psycopg.Connection:
+    """A psycopg connection to `conn`, given up after `timeout` seconds unless the URL sets its own
+    connect_timeout (a libpq parameter, so it must not be passed twice)."""
+    return psycopg.connect(**{"connect_timeout": str(timeout), **conn.keywords()}, **options)
+
+
 def ping(conn: ConnInfo, timeout: int = 2) -> None:
     """Connect and run `SELECT 1` within `timeout` seconds; raises psycopg.Error if that fails."""
     with psycopg.connect(**{**conn.keywords(), "connect_timeout": str(timeout)}) as db:
         db.execute("SELECT 1")
+
+
+def server_identity(conn: ConnInfo) -> str:
+    """Who the server is, however the URL names it: its system identifier (`pg_control_system()`),
+    or its canonical address when it cannot be asked (see `canonical_address`)."""
+    for dbname in dict.fromkeys((conn.dbname, "postgres")):
+        try:
+            with connect(conn.with_dbname(dbname), timeout=3) as db:
+                return f"system {db.execute('SELECT system_identifier FROM pg_control_system()').fetchone()[0]}"
+        except psycopg.errors.InvalidCatalogName:
+            continue  # the database does not exist (yet): ask the maintenance database
+        except psycopg.Error:
+            break
+    return canonical_address(conn)
+
+
+def canonical_address(conn: ConnInfo) -> str:
+    """'address 10.0.0.5:5432': the host resolved to its first IP address (every loopback name is
+    'loopback'), the default port filled in; 'socket /run/postgresql:5432' for a Unix socket."""
+    params = dict(conn.params)
+    host, port = conn.host or params.get("host"), conn.port or int(params.get("port") or 5432)
+    if not host or host.startswith("/"):
+        return f"socket {host or 'default'}:{port}"
+    try:
+        addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    except OSError:
+        return f"address {host.lower()}:{port}"
+    if all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses):
+        return f"address loopback:{port}"
+    return f"address {addresses[0]}:{port}"
 
 
 class SnapshotCounter:
@@ -148,7 +186,7 @@ class SnapshotCounter:
     """
 
     def __init__(self, conn: ConnInfo):
-        self._db = psycopg.connect(**conn.keywords(), connect_timeout=10)
+        self._db = connect(conn)
         self._db.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         self._db.read_only = True
         self.snapshot_id = self._db.execute("SELECT pg_export_snapshot()").fetchone()[0]
@@ -191,7 +229,7 @@ class LockWatchdog:
 
     def _watch(self) -> None:
         try:
-            with psycopg.connect(**self._conn.keywords(), autocommit=True, connect_timeout=10) as db:
+            with connect(self._conn, autocommit=True) as db:
                 while not self._stop.wait(self._interval):
                     row = db.execute(WAITING_ON_LOCK_SQL, (self._name, self._timeout)).fetchone()
                     if row:
@@ -296,11 +334,19 @@ class PgClient:
                                  stderr=stderr, env=self._env(conn))
         return DumpProcess(popen, stderr)
 
-    def restore(self, conn: ConnInfo, source: BinaryIO, fmt: str, lock_timeout: float = 60) -> None:
-        """Restore a dump read from `source` into `conn` in one transaction.
+    def restore(self, conn: ConnInfo, source: BinaryIO, fmt: str, *, in_place: bool = False, jobs: int = 1,
+                lock_timeout: float = 60) -> None:
+        """Restore a dump read from `source` into `conn`'s database.
 
-        A restore that waits more than `lock_timeout` seconds for another session's lock (a
-        table that `--clean` must drop) is cancelled and rolled back instead of hanging.
+        Into a new, empty database (the default): pg_restore without `--clean`; with `jobs` > 1
+        it reads `source` itself (a custom archive in a file it can seek, opened by the caller
+        and read through /proc/self/fd, so the bytes restored are those the caller checked) and
+        restores `jobs` tables at a time. The caller drops the database if this fails.
+
+        `in_place`: over the objects the database holds (`--clean --if-exists`) in one
+        transaction, so a failure changes nothing. A restore that waits more than
+        `lock_timeout` seconds for another session's lock (a table that `--clean` must drop)
+        is cancelled and rolled back instead of hanging.
 
         Raises RestoreFailed with the server's message on any error. If reading `source`
         fails (a damaged or undecryptable backup), pg_restore is killed before it can
@@ -310,14 +356,20 @@ class PgClient:
             args = [self.program("psql"), "--no-password", "--quiet", "--no-psqlrc",
                     "--set=ON_ERROR_STOP=1", "--single-transaction", "--file=-"]
         else:
-            args = [self.program("pg_restore"), "--no-password", "--exit-on-error",
-                    "--single-transaction", "--clean", "--if-exists", f"--dbname={conn.dbname}"]
+            args = [self.program("pg_restore"), "--no-password", "--exit-on-error", f"--dbname={conn.dbname}"]
+            args += ["--single-transaction", "--clean", "--if-exists"] if in_place else []
         env = self._env(conn)
         env["PGAPPNAME"] = f"backup_app restore {secrets.token_hex(6)}"
         stderr = tempfile.TemporaryFile()
+        if jobs > 1 and fmt != "plain" and not in_place:
+            args += [f"--jobs={jobs}", f"/proc/self/fd/{source.fileno()}"]
+            code = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                  env=env, pass_fds=(source.fileno(),)).returncode
+            self._check_restored(args, code, read_stderr(stderr))
+            return
         popen = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=stderr, env=env)
-        watchdog = LockWatchdog(conn, env["PGAPPNAME"], lock_timeout)
+        watchdog = LockWatchdog(conn, env["PGAPPNAME"], lock_timeout) if in_place else None
         try:
             while chunk := source.read(CHUNK_SIZE):
                 popen.stdin.write(chunk)
@@ -327,44 +379,31 @@ class PgClient:
             # Kill before closing stdin: at end of input psql would commit what it has read.
             popen.kill()
             popen.wait()
-            watchdog.stop()
+            if watchdog:
+                watchdog.stop()
             close_quietly(popen.stdin)
             stderr.close()
             raise
         close_quietly(popen.stdin)
         code = popen.wait()
-        watchdog.stop()
-        message = read_stderr(stderr)
-        if watchdog.blocked_by:
-            raise RestoreFailed(
-                f"the restore waited more than {lock_timeout:g} s for locks held by other sessions "
-                f"({watchdog.blocked_by}) and was cancelled; nothing was changed")
+        if watchdog:
+            watchdog.stop()
+            if watchdog.blocked_by:
+                stderr.close()
+                raise RestoreFailed(
+                    f"the restore waited more than {lock_timeout:g} s for locks held by other sessions "
+                    f"({watchdog.blocked_by}) and was cancelled; nothing was changed")
+        self._check_restored(args, code, read_stderr(stderr))
+
+    @staticmethod
+    def _check_restored(args: list[str], code: int, message: str) -> None:
         if code != 0:
-            name = Path(args[0]).name
-            raise RestoreFailed(message or f"{name} exited with code {code}")
-
-    def database_exists(self, conn: ConnInfo) -> bool:
-        """Whether `conn.dbname` exists, asked of the server's maintenance database."""
-        literal = "'" + conn.dbname.replace("'", "''") + "'"
-        out = self._run([self.program("psql"), "--no-password", "--no-psqlrc", "--tuples-only",
-                         "--no-align", f"--command=SELECT 1 FROM pg_database WHERE datname = {literal}"],
-                        conn.with_dbname("postgres"), RestoreFailed)
-        return out.strip() == "1"
-
-    def create_database(self, conn: ConnInfo) -> None:
-        """CREATE DATABASE conn.dbname on conn's server."""
-        self._run([self.program("createdb"), "--no-password", conn.dbname],
-                  conn.with_dbname("postgres"), RestoreFailed)
-
-    def drop_database(self, conn: ConnInfo) -> None:
-        """DROP DATABASE IF EXISTS conn.dbname on conn's server."""
-        self._run([self.program("dropdb"), "--no-password", "--if-exists", conn.dbname],
-                  conn.with_dbname("postgres"), RestoreFailed)
+            raise RestoreFailed(message or f"{Path(args[0]).name} exited with code {code}")
 
     def table_row_counts(self, conn: ConnInfo) -> dict[str, int]:
         """Exact row count of every user table of `conn`'s database, keyed `schema.table`."""
         try:
-            with psycopg.connect(**conn.keywords(), connect_timeout=10) as db:
+            with connect(conn) as db:
                 return count_table_rows(db)
         except psycopg.Error as exc:
             raise RestoreFailed(f"counting the restored rows failed: {exc}") from exc

@@ -1,7 +1,10 @@
 """Where backup files live: a local folder, and an S3-compatible bucket."""
 import hashlib
+import logging
+import math
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +25,22 @@ from ..streams import read_full
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 READ_SIZE = 1024 * 1024
 CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"}
+# S3's limits on one multipart upload.
+MAX_PARTS, MAX_OBJECT, MAX_PART = 10_000, 5 * 1024 ** 4, 5 * 1024 ** 3
+log = logging.getLogger(__name__)
+
+
+def part_sizes(first: int, max_parts: int = MAX_PARTS, max_object: int = MAX_OBJECT) -> Iterator[int]:
+    """The size of each part of an upload whose length is unknown: `first` for the first tenth
+    of the parts, then one same step larger for each next tenth, chosen so that `max_parts`
+    parts hold `max_object` bytes. Memory holds one part: with 16 MiB, 16 MiB parts up to
+    15.6 GiB, 144 MiB parts for the next tenth, …, 1.14 GiB for the last tenth (past 4.3 TiB)."""
+    tenth = max(1, max_parts // 10)
+    steps = -(-max_parts // tenth)
+    # tenth × first × Σ (1 + k·step) for k < steps ≥ max_object
+    step = max(0, math.ceil((max_object / (tenth * first) - steps) / (steps * (steps - 1) / 2 or 1)))
+    for number in range(max_parts):
+        yield min(first * (1 + number // tenth * step), MAX_PART)
 
 
 def is_safe_name(filename: str) -> bool:
@@ -43,28 +62,52 @@ def sha256_of(stream: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-class PartialFile:
-    """A file written as `<name>.partial`, fsynced and renamed into place by `commit()`."""
+class ScratchFile:
+    """An unnamed temporary file in `folder`, gone once closed: a copy to be read only once."""
 
-    def __init__(self, final_path: Path):
-        self.final_path = final_path
-        self.path = final_path.with_name(final_path.name + ".partial")
-        self._file = open(self.path, "wb", buffering=0)
+    def __init__(self, folder: Path):
+        self._file = tempfile.TemporaryFile(dir=folder, buffering=0)
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[self._file.write(view):]
 
-    def commit(self) -> Path:
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self.path, self.final_path)
-        fsync_dir(self.final_path.parent)
-        return self.final_path
+    def commit_open(self) -> BinaryIO:
+        """The file, opened for reading from its start: the very bytes written."""
+        self._file.seek(0)
+        return self._file
 
     def discard(self) -> None:
         self._file.close()
+
+
+class PartialFile(ScratchFile):
+    """A new file written as `<name>.<random>.partial`, fsynced and renamed into place on commit.
+
+    Each writer has a partial file of its own, so two fetches of the same backup never write
+    into one file; the last to commit replaces the other's (identical, checked) file whole.
+    """
+
+    def __init__(self, final_path: Path):
+        self.final_path = final_path
+        self.path = final_path.with_name(f"{final_path.name}.{secrets.token_hex(4)}.partial")
+        self._file = open(self.path, "x+b", buffering=0)
+
+    def commit(self) -> Path:
+        self.commit_open().close()
+        return self.final_path
+
+    def commit_open(self) -> BinaryIO:
+        """Commit, and return the file opened for reading from its start: the very bytes written,
+        whatever later replaces the file at that name."""
+        os.fsync(self._file.fileno())
+        os.replace(self.path, self.final_path)
+        fsync_dir(self.final_path.parent)
+        return super().commit_open()
+
+    def discard(self) -> None:
+        super().discard()
         self.path.unlink(missing_ok=True)
 
 
@@ -126,20 +169,16 @@ class LocalStorage:
         """Names of the complete files in the folder (no `.partial`, nothing hidden)."""
         return sorted(p.name for p in self.root.iterdir()
                       if p.is_file() and SAFE_NAME.fullmatch(p.name) and not p.name.endswith(".partial"))
-    def remove_partial(self, filename: str) -> bool:
-        """Delete the `.partial` leftover of one interrupted write; False if there was none."""
-        path = self.path(filename)
-        partial = path.with_name(path.name + ".partial")
-        existed = partial.exists()
-        partial.unlink(missing_ok=True)
-        return existed
 
-    def remove_partials(self) -> list[Path]:
-        """Delete `*.partial` leftovers of interrupted work; return what was removed."""
-        removed = sorted(self.root.glob("*.partial"))
-        for path in removed:
-            path.unlink(missing_ok=True)
-        return removed
+    def remove_partial(self, filename: str) -> bool:
+        """Delete the `.partial` leftovers of interrupted writes of one file; False if there were none."""
+        leftovers = list(self.root.glob(f"{self.path(filename).name}.*.partial"))
+        for partial in leftovers:
+            partial.unlink(missing_ok=True)
+        return bool(leftovers)
+
+    def scratch_file(self) -> ScratchFile:
+        return ScratchFile(self.root)
 
 
 def user_metadata(stat) -> dict[str, str]:
@@ -170,7 +209,7 @@ class S3Storage:
 
     def __init__(self, client: Minio, bucket: str, endpoint: str, part_size: int, *,
                  location: str = "s3", key_settings: str = "MINIO_ACCESS_KEY and MINIO_SECRET_KEY",
-                 probe_client: Minio | None = None):
+                 probe_client: Minio | None = None, max_parts: int = MAX_PARTS, max_object: int = MAX_OBJECT):
         self.client = client
         self.probe_client = probe_client or client
         self.bucket = bucket
@@ -178,6 +217,7 @@ class S3Storage:
         self.part_size = part_size
         self.location = location
         self.key_settings = key_settings
+        self.max_parts, self.max_object = max_parts, max_object
 
     @classmethod
     def connect(cls, endpoint: str, access_key: str | None, secret_key: str | None, *,
@@ -235,10 +275,11 @@ class S3Storage:
                content_type: str) -> None:
         """Upload a stream of unknown length as a multipart upload, one part in memory at a time.
 
-        minio's put_object(length=-1) keeps three parts alive at once (the one just sent,
-        the one being read, and a copy of it shifted by one byte): 50 MB at 16 MiB parts.
-        This loop uses minio's multipart calls directly (not public API: minio < 8) and
-        drops each part before reading the next.
+        Parts grow as the upload does (see `part_sizes`), so any object up to S3's 5 TiB fits
+        in its 10,000 parts. minio's put_object(length=-1) keeps three parts alive at once;
+        this loop uses minio's multipart calls directly (not public API: minio < 8) and drops
+        each part before reading the next. On failure the upload is aborted; if the abort
+        fails too, the original error is the one raised.
         """
         key = self.key(filename)
         headers = {"Content-Type": content_type, **{f"X-Amz-Meta-{k}": v for k, v in metadata.items()}}
@@ -247,23 +288,31 @@ class S3Storage:
             upload_id = client._create_multipart_upload(
                 bucket_name=self.bucket, object_name=key, headers=headers)
             try:
-                parts = []
-                while True:
-                    data = read_full(stream, self.part_size)  # a short read means the end
-                    if data or not parts:
-                        number = len(parts) + 1
-                        etag = client._upload_part(bucket_name=self.bucket, object_name=key, data=data,
-                                                   headers=None, upload_id=upload_id, part_number=number)
-                        parts.append(Part(number, etag))
-                    last = len(data) < self.part_size
-                    del data
-                    if last:
-                        break
+                parts = self._upload_parts(key, upload_id, stream)
                 client._complete_multipart_upload(
                     bucket_name=self.bucket, object_name=key, upload_id=upload_id, parts=parts)
             except Exception:
-                client._abort_multipart_upload(bucket_name=self.bucket, object_name=key, upload_id=upload_id)
+                try:
+                    client._abort_multipart_upload(bucket_name=self.bucket, object_name=key, upload_id=upload_id)
+                except Exception:  # noqa: BLE001 - the failure that made us abort is the one to report
+                    log.warning("could not abort the multipart upload of %s to %s", key, self.endpoint,
+                                exc_info=True)
                 raise
+
+    def _upload_parts(self, key: str, upload_id: str, stream: BinaryIO) -> list[Part]:
+        parts = []
+        for number, size in enumerate(part_sizes(self.part_size, self.max_parts, self.max_object), start=1):
+            data = read_full(stream, size)  # a short read means the end
+            if data or not parts:
+                etag = self.client._upload_part(bucket_name=self.bucket, object_name=key, data=data, headers=None,
+                                                upload_id=upload_id, part_number=number)
+                parts.append(Part(number, etag))
+            last = len(data) < size
+            del data
+            if last:
+                return parts
+        raise StorageUnavailable(f"the backup is larger than one S3 object can be ({self.max_parts} parts, "
+                                 f"{self.max_object / 1024 ** 4:g} TiB)")
 
     def set_metadata(self, filename: str, metadata: dict[str, str], content_type: str) -> None:
         """Replace an object's metadata (a server-side copy onto itself)."""

@@ -99,19 +99,30 @@ def download_backup(backup_id):
     return download_response(backup_id)
 
 
+def optional_flag(body: dict, key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{key!r} must be true or false")
+    return value
+
+
 @bp.post("/backups/<backup_id>/restore")
 def restore_backup(backup_id):
-    """Queue a restore; `confirm` must name the target database → 202 {job_id}."""
+    """Queue a restore; `confirm` must name the target database; `in_place` and `drop_previous`
+    (booleans) as the CLI's flags → 202 {job_id}."""
     body = json_body()
+    in_place, drop_previous = optional_flag(body, "in_place"), optional_flag(body, "drop_previous")
+    if in_place and drop_previous:
+        raise InvalidRequest("drop_previous has nothing to drop with in_place (no previous database is kept)")
     job = jobs.queue_restore(db.session, backup_id, optional_string(body, "confirm") or "",
-                             optional_string(body, "target_url"))
+                             optional_string(body, "target_url"), in_place=in_place, drop_previous=drop_previous)
     return job_accepted(job)
 
 
 @bp.delete("/backups/<backup_id>")
 def delete_backup(backup_id):
     """Delete a backup from S3, the catalog and disk → 204."""
-    service.delete_backup(db.session, backup_id, wiring.local_storage(), wiring.s3_stores())
+    jobs.run_here(db.session, jobs.delete_job(db.session, backup_id), recover=False)
     return "", 204
 
 

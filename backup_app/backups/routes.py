@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 from wtforms import SelectChoice
@@ -14,6 +14,7 @@ from ..errors import BackupError, StorageUnavailable
 from ..extensions import db
 from ..models import Backup
 from ..services import backups as service
+from ..services.restore import describe_restore
 from ..services.usage import storage_usage
 from . import bp
 from .forms import ButtonForm, CreateBackupForm, FilterForm, RestoreForm
@@ -159,10 +160,17 @@ def restore(backup_id):
     """Queue a restore, after the user typed the target database's name."""
     backup = service.get_completed_backup(db.session, backup_id)
     form = RestoreForm()
-    context = {"form": form, "backup": backup, "configured": configured_target(backup)}
+    configured = configured_target(backup)
+    name = configured.dbname if configured else "the target database"
+    keep_hours = current_app.config["KEEP_PREVIOUS_HOURS"]
+    context = {"form": form, "backup": backup, "configured": configured,
+               "beside": describe_restore(name, keep_hours=keep_hours),
+               "dropped": describe_restore(name, drop_previous=True),
+               "in_place": describe_restore(name, in_place=True)}
     if form.validate_on_submit():
         try:
-            job = jobs.queue_restore(db.session, backup.id, form.confirm.data, form.chosen_url())
+            job = jobs.queue_restore(db.session, backup.id, form.confirm.data, form.chosen_url(),
+                                     in_place=form.in_place, drop_previous=form.drop_previous.data)
         except BackupError as exc:
             return form_failed(exc, "backups/restore.html", **context)
         flash(f"Restore of {backup.filename} into {job.target} queued (job {job.id}).", "success")
@@ -178,7 +186,7 @@ def delete(backup_id):
     if form.validate_on_submit():
         filename = backup.filename
         try:
-            service.delete_backup(db.session, backup.id, wiring.local_storage(), wiring.s3_stores())
+            jobs.run_here(db.session, jobs.delete_job(db.session, backup.id), recover=False)
         except BackupError as exc:
             return form_failed(exc, "backups/delete.html", form=form, backup=backup)
         flash(f"Deleted {filename}.", "success")

@@ -5,6 +5,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -14,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from .. import codecs
 from ..adapters.pgtools import PgTools
-from ..adapters.postgres import ConnInfo
-from ..adapters.storage import LocalStorage, PartialFile, S3Storage
+from ..adapters.postgres import PgClient, SnapshotCounter
+from ..adapters.storage import LocalStorage, PartialFile, S3Storage, ScratchFile, sha256_of
 from ..crypto import MasterKey
 from ..errors import (
     BackupError,
@@ -38,11 +39,11 @@ from ..models import (
     S3,
     Backup,
     BackupCopy,
+    BackupFile,
     new_id,
     utcnow,
 )
-from ..pipeline import CHUNK_SIZE, Upload, stream_to_file
-from ..streams import CountingReader
+from ..pipeline import CHUNK_SIZE, StreamResult, Upload, UploadOutcome, stream_to_file
 from . import events
 from .targets import DumpSpec
 
@@ -57,11 +58,11 @@ def make_filename(database: str, created_at: datetime, backup_id: str, suffix: s
     return f"backup-{safe_db}-{stamp}-{backup_id}{suffix}"
 
 
-def content_type(backup: Backup) -> str:
+def content_type(backup: Backup | BackupFile) -> str:
     return codecs.content_type(backup.format, backup.codec, backup.encrypted)
 
 
-def object_metadata(backup: Backup) -> dict[str, str]:
+def object_metadata(backup: Backup | BackupFile) -> dict[str, str]:
     """S3 object metadata: enough to rebuild the catalog row from the bucket alone."""
     metadata = {
         "X-Backup-Timestamp": backup.created_at.isoformat().replace("+00:00", "Z"),
@@ -148,10 +149,11 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, stores:
     runs the client `pg` picks for the server; both versions are recorded.
 
     Returns the completed backup; a store's copy that failed is recorded as `failed` with the
-    reason (the backup still completes locally and in the other stores). Raises DumpFailed, VersionMismatch (no
-    client can dump the server) or another BackupError after recording the backup as
-    failed, leaving no file and no object. `backup_id` lets a caller (a job) know the new
-    backup's id before it exists.
+    reason (the backup still completes locally and in the other stores). Raises DumpFailed,
+    VersionMismatch (no client can dump the server) or another BackupError after recording the
+    backup as failed, leaving no file and no object; any other exception is recorded as the
+    failure too before it propagates: a backup never stays `running`. `backup_id` lets a
+    caller (a job) know the new backup's id before it exists.
     """
     codecs.check(spec.format, spec.codec)
     if spec.encrypt and key is None:
@@ -164,41 +166,91 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, stores:
                                            codecs.file_suffix(spec.format, spec.codec, spec.encrypt)))
     session.add(backup)
     session.commit()
+    try:
+        backup.server_version, client = pg.for_dump(spec.conn)
+        backup.client_version = client.version
+        file = backup.file()
+        session.commit()  # no catalog transaction stays open while the dump streams
+        dumped = dump_everywhere(file, spec, client, local, stores, pg, key, progress)
+    except BackupError as exc:
+        return _fail(session, backup, exc)
+    except BaseException as exc:
+        cause = "internal error" if isinstance(exc, Exception) else "interrupted"
+        _fail(session, backup, BackupError(f"{cause}: {type(exc).__name__}: {exc}"), raise_error=False)
+        raise
 
-    store_errors: dict[str, str] = {}
+    backup.size_bytes, backup.sha256, backup.row_counts = dumped.size_bytes, dumped.sha256, dumped.row_counts
+    set_copy(backup, LOCAL, str(dumped.path), PRESENT, size_bytes=dumped.size_bytes, verified=True)
+    for store in stores:
+        uri, error = store.uri(backup.filename), dumped.store_errors[store.location]
+        if error is None:
+            backup.storage_url = backup.storage_url or uri
+            set_copy(backup, store.location, uri, PRESENT, size_bytes=dumped.size_bytes, verified=True)
+        else:
+            set_copy(backup, store.location, uri, COPY_FAILED, error=error)
+    backup.status = COMPLETED
+    backup.completed_at = utcnow()
+    session.commit()
+    events.announce(events.backup_completed, backup)
+    return backup
+
+
+@dataclass
+class Dumped:
+    """What one dump left: the local file, its size and SHA-256, the row counts, and per store
+    location why its copy failed (None: the object is complete, with its final metadata)."""
+
+    path: Path
+    size_bytes: int
+    sha256: str
+    row_counts: dict[str, int] | None
+    store_errors: dict[str, str | None]
+
+
+def dump_everywhere(file: BackupFile, spec: DumpSpec, client: PgClient, local: LocalStorage, stores: Stores,
+                    pg: PgTools, key: MasterKey | None, progress: Progress | None) -> Dumped:
+    """Run pg_dump once into the local file and every store that answers; touches no catalog row."""
+    store_errors: dict[str, str | None] = {}
     for store in stores:
         try:
             store.check()
         except StorageUnavailable as exc:
             store_errors[store.location] = str(exc)
-
-    try:
-        backup.server_version, client = pg.for_dump(spec.conn)
-        backup.client_version = client.version
-    except BackupError as exc:
-        return _fail(session, backup, exc)
-    session.commit()  # no write transaction may stay open while the stream runs (SQLite locks)
+    reachable = [store for store in stores if store.location not in store_errors]
     counter = pg.snapshot_counter(spec.conn)
+    try:
+        path, result, outcomes = stream_dump(file, spec, client, local, reachable, counter, key, progress)
+    finally:
+        row_counts = counter.counts() if counter is not None else None
+    final = replace(file, size_bytes=result.size_bytes, sha256=result.sha256)
+    for store in reachable:
+        error = outcomes[store.location].error
+        if error is None:
+            try:
+                store.set_metadata(file.filename, object_metadata(final), content_type(final))
+            except BackupError as exc:
+                error = f"the object was uploaded but its metadata could not be set: {exc}"
+        store_errors[store.location] = None if error is None else str(error)
+    return Dumped(path, result.size_bytes, result.sha256, row_counts, store_errors)
+
+
+def stream_dump(file: BackupFile, spec: DumpSpec, client: PgClient, local: LocalStorage, stores: Stores,
+                counter: SnapshotCounter | None, key: MasterKey | None,
+                progress: Progress | None) -> tuple[Path, StreamResult, dict[str, UploadOutcome]]:
+    """pg_dump → codec → the local `.partial` file (committed at the end), each store's upload
+    reading it as it grows. On any failure: pg_dump killed, uploads aborted, no file left."""
     options = codecs.pg_dump_compression(spec.format, spec.codec)
     if counter is not None:
         options.append(f"--snapshot={counter.snapshot_id}")
-    try:
-        dump = client.dump(spec.conn, spec.format, options)
-    except BackupError as exc:
-        if counter is not None:
-            counter.counts()
-        return _fail(session, backup, exc)
+    dump = client.dump(spec.conn, spec.format, options)
     if counter is not None:
         counter.start()
-
     try:
-        partial = local.open_partial(backup.filename)
+        partial = local.open_partial(file.filename)
     except OSError as exc:
         dump.kill()
-        return _fail(session, backup, BackupError(local_write_error(local, exc)))
-
-    uploads = {store.location: start_upload(store, backup, partial)
-               for store in stores if store.location not in store_errors}
+        raise BackupError(local_write_error(local, exc)) from exc
+    uploads = {store.location: start_upload(store, file, partial) for store in stores}
     try:
         stored = codecs.encode(dump.stdout, spec.codec, key if spec.encrypt else None)
         result = stream_to_file(stored, partial, list(uploads.values()), progress)
@@ -209,50 +261,17 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, stores:
             upload.abort()
         dump.kill()
         partial.discard()
-        if counter is not None:
-            counter.counts()
         if isinstance(exc, OSError):
-            exc = BackupError(local_write_error(local, exc))
-        if isinstance(exc, BackupError):
-            return _fail(session, backup, exc)
-        _fail(session, backup, BackupError(f"interrupted: {type(exc).__name__}"), raise_error=False)
+            raise BackupError(local_write_error(local, exc)) from exc
         raise
-
-    backup.size_bytes, backup.sha256 = result.size_bytes, result.sha256
-    backup.row_counts = counter.counts() if counter is not None else None
-    set_copy(backup, LOCAL, str(path), PRESENT, size_bytes=result.size_bytes, verified=True)
-    for store in stores:
-        upload = uploads.get(store.location)
-        outcome = upload.finish() if upload else None
-        error = store_errors.get(store.location) or (str(outcome.error) if outcome and outcome.error else None)
-        record_upload(backup, store, error)
-    backup.status = COMPLETED
-    backup.completed_at = utcnow()
-    session.commit()
-    events.backup_completed.send(backup)
-    return backup
+    return path, result, {location: upload.finish() for location, upload in uploads.items()}
 
 
-def start_upload(store: S3Storage, backup: Backup, partial: PartialFile) -> Upload:
-    """Upload the growing `.partial` file of `backup` to `store`, in a thread of its own."""
-    metadata = object_metadata(backup)
-    return Upload(partial.path, lambda reader: store.upload(backup.filename, reader, metadata, content_type(backup)),
+def start_upload(store: S3Storage, file: BackupFile, partial: PartialFile) -> Upload:
+    """Upload the growing `.partial` file of a backup to `store`, in a thread of its own."""
+    metadata, kind = object_metadata(file), content_type(file)
+    return Upload(partial.path, lambda reader: store.upload(file.filename, reader, metadata, kind),
                   name=f"upload-{store.location}")
-
-
-def record_upload(backup: Backup, store: S3Storage, error: str | None) -> None:
-    """Record the store's copy of a dump streamed to it: present (with its final metadata), or failed."""
-    if error is None:
-        try:
-            store.set_metadata(backup.filename, object_metadata(backup), content_type(backup))
-        except BackupError as exc:
-            error = f"the object was uploaded but its metadata could not be set: {exc}"
-    uri = store.uri(backup.filename)
-    if error is None:
-        backup.storage_url = backup.storage_url or uri
-        set_copy(backup, store.location, uri, PRESENT, size_bytes=backup.size_bytes, verified=True)
-    else:
-        set_copy(backup, store.location, uri, COPY_FAILED, error=error)
 
 
 def local_write_error(local: LocalStorage, exc: OSError) -> str:
@@ -262,42 +281,55 @@ def local_write_error(local: LocalStorage, exc: OSError) -> str:
 
 
 def _fail(session: Session, backup: Backup, exc: BackupError, raise_error: bool = True) -> Backup:
+    session.rollback()
     backup.status = FAILED
     backup.error = str(exc)
     backup.completed_at = utcnow()
     session.commit()
-    events.backup_failed.send(backup)
+    events.announce(events.backup_failed, backup)
     if raise_error:
         raise exc
     return backup
 
 
 # --- reading a copy back ---------------------------------------------------------------
+# Each of these ends the catalog transaction before bytes move, and returns the file opened:
+# what is restored, uploaded or copied is the very file whose SHA-256 was just checked.
 
-def verified_local_path(session: Session, backup: Backup, local: LocalStorage) -> Path | None:
-    """The local file if it exists and its SHA-256 matches; records what was found."""
-    filename = backup.filename
-    if not local.exists(filename):
+def open_local_copy(session: Session, backup: Backup, local: LocalStorage) -> BinaryIO | None:
+    """The local file, opened, if it is there and its SHA-256 (read through this handle) matches;
+    records what was found."""
+    file = backup.file()
+    session.commit()
+    try:
+        handle = local.open(file.filename)
+    except (FileNotFoundError, IsADirectoryError):
         if backup.copy(LOCAL):
-            set_copy(backup, LOCAL, local.uri(filename), MISSING, error="file not found")
+            set_copy(backup, LOCAL, local.uri(file.filename), MISSING, error="file not found")
             session.commit()
         return None
-    if backup.sha256 and local.sha256(filename) != backup.sha256:
-        set_copy(backup, LOCAL, local.uri(filename), COPY_FAILED, error="SHA-256 mismatch")
+    digest = sha256_of(handle)
+    size = handle.tell()
+    if file.sha256 and digest != file.sha256:
+        handle.close()
+        set_copy(backup, LOCAL, local.uri(file.filename), COPY_FAILED, error="SHA-256 mismatch")
         session.commit()
         return None
-    set_copy(backup, LOCAL, local.uri(filename), PRESENT, size_bytes=local.size(filename),
-             verified=backup.sha256 is not None)
+    handle.seek(0)
+    set_copy(backup, LOCAL, local.uri(file.filename), PRESENT, size_bytes=size, verified=file.sha256 is not None)
     session.commit()
-    return local.path(filename)
+    return handle
 
 
-def fetch_from_store(session: Session, backup: Backup, store: S3Storage, dest: PartialFile,
-                  progress: Progress | None = None) -> Path:
-    """Stream the store's copy into `dest`, check its SHA-256 and commit it; records the outcome."""
-    uri = store.uri(backup.filename)
+def fetch_from_store(session: Session, backup: Backup, store: S3Storage, dest: ScratchFile,
+                     progress: Progress | None = None) -> BinaryIO:
+    """Stream the store's copy into `dest`, check its SHA-256, commit `dest` and return it opened;
+    records the outcome."""
+    file = backup.file()
+    uri = store.uri(file.filename)
+    session.commit()
     try:
-        with store.open(backup.filename) as stream:
+        with store.open(file.filename) as stream:
             result = stream_to_file(stream, dest, progress=progress)
     except ObjectNotFound:
         dest.discard()
@@ -307,14 +339,15 @@ def fetch_from_store(session: Session, backup: Backup, store: S3Storage, dest: P
     except BaseException:
         dest.discard()
         raise
-    if backup.sha256 and result.sha256 != backup.sha256:
+    if file.sha256 and result.sha256 != file.sha256:
         dest.discard()
         set_copy(backup, store.location, uri, COPY_FAILED, error="SHA-256 mismatch")
         session.commit()
-        raise ChecksumMismatch(f"the {store.location} copy of {backup.filename} does not match its recorded SHA-256")
-    set_copy(backup, store.location, uri, PRESENT, verified=backup.sha256 is not None)
+        raise ChecksumMismatch(f"the {store.location} copy of {file.filename} does not match its recorded SHA-256")
+    handle = dest.commit_open()
+    set_copy(backup, store.location, uri, PRESENT, verified=file.sha256 is not None)
     session.commit()
-    return dest.commit()
+    return handle
 
 
 # A copy that cannot be read: the next store is tried.
@@ -339,9 +372,10 @@ def missing_error(backup: Backup, failures: Sequence[tuple[str, BackupError]] = 
     return BackupFileMissing("; ".join(reasons))
 
 
-def fetch_to(session: Session, backup: Backup, stores: Stores, dest: Callable[[], PartialFile],
-             progress: Progress | None = None) -> Path:
-    """The first healthy store's copy written to a new `dest()`, SHA-256 checked; BackupFileMissing if none."""
+def fetch_to(session: Session, backup: Backup, stores: Stores, dest: Callable[[], ScratchFile],
+             progress: Progress | None = None) -> BinaryIO:
+    """The first healthy store's copy written to a new `dest()`, SHA-256 checked, opened;
+    BackupFileMissing if none."""
     failures = []
     for store in healthy_first(backup, stores):
         try:
@@ -351,21 +385,22 @@ def fetch_to(session: Session, backup: Backup, stores: Stores, dest: Callable[[]
     raise missing_error(backup, failures)
 
 
-def ensure_local_copy(session: Session, backup: Backup, local: LocalStorage, stores: Stores,
-                      progress: Progress | None = None) -> Path:
-    """A verified local file of `backup`: the one on disk, else fetched again from the first healthy store."""
-    path = verified_local_path(session, backup, local)
-    if path is not None:
-        return path
-    path = fetch_to(session, backup, stores, lambda: local.open_partial(backup.filename), progress)
-    set_copy(backup, LOCAL, str(path), PRESENT, size_bytes=backup.size_bytes, verified=True)
+def open_checked_copy(session: Session, backup: Backup, local: LocalStorage, stores: Stores,
+                      progress: Progress | None = None) -> BinaryIO:
+    """A checked local file of `backup`, opened: the one on disk, else fetched again from the first
+    healthy store (and kept there)."""
+    handle = open_local_copy(session, backup, local)
+    if handle is not None:
+        return handle
+    handle = fetch_to(session, backup, stores, lambda: local.open_partial(backup.filename), progress)
+    set_copy(backup, LOCAL, local.uri(backup.filename), PRESENT, size_bytes=backup.size_bytes, verified=True)
     session.commit()
-    return path
+    return handle
 
 
-# --- restore, download, delete -----------------------------------------------------------
+# --- download, delete --------------------------------------------------------------------
 
-def decoding_key(backup: Backup, key: MasterKey | None) -> MasterKey | None:
+def decoding_key(backup: Backup | BackupFile, key: MasterKey | None) -> MasterKey | None:
     """The key to decrypt `backup` with (None if it is not encrypted); a clear error if missing."""
     if not backup.encrypted:
         return None
@@ -374,69 +409,27 @@ def decoding_key(backup: Backup, key: MasterKey | None) -> MasterKey | None:
     return key
 
 
-def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: LocalStorage,
-                   stores: Stores, pg: PgTools, *, key: MasterKey | None = None,
-                   progress: Progress | None = None,
-                   on_restoring: Callable[[], None] | None = None) -> Backup:
-    """Restore a backup into `conn`'s database, creating the database if it is missing.
-
-    Uses the local file when it is intact, else the first intact S3 copy (saved locally again); the
-    stored bytes are decrypted and decompressed on their way into pg_restore. The client
-    is chosen for the dump's pg_dump version and the target server (VersionMismatch,
-    before anything is fetched, if none fits). The restore runs in one transaction: on
-    any error nothing is changed, and RestoreFailed carries the server's message.
-    `on_restoring` is called once the file is ready and the database is about to be written.
-    """
-    backup = get_completed_backup(session, backup_id)
-    decoding_key(backup, key)  # a missing key is reported before anything is fetched
-    pg.for_restore(conn, backup.client_version)  # so is a server no client can restore into
-    path = ensure_local_copy(session, backup, local, stores, progress)
-    if on_restoring:
-        on_restoring()
-    restore_from_file(backup, path, conn, pg, key, progress)
-    return backup
-
-
-def restore_from_file(backup: Backup, path: Path, conn: ConnInfo, pg: PgTools, key: MasterKey | None,
-                      progress: Progress | None = None) -> None:
-    """Decode a verified file of `backup` into pg_restore/psql, creating the database if missing
-    (and dropping it again if the restore fails, so a failure leaves nothing behind).
-    `progress` is told the bytes of the file read so far."""
-    with open(path, "rb") as stored:
-        counted = CountingReader(stored, progress) if progress else stored
-        source = codecs.decode(counted, backup.format, backup.codec, decoding_key(backup, key))
-        client = pg.for_restore(conn, backup.client_version)
-        created = not client.database_exists(conn)
-        if created:
-            client.create_database(conn)
-        try:
-            client.restore(conn, source, backup.format, lock_timeout=pg.lock_timeout)
-        except BackupError:
-            if created:
-                client.drop_database(conn)
-            raise
-
-
 def download_backup(session: Session, backup_id: str, output: Path, local: LocalStorage,
                     stores: Stores, *, decode: bool = False, key: MasterKey | None = None,
                     progress: Progress | None = None) -> Backup:
-    """Write the backup to `output` (via `output.partial`): the stored bytes, checked against
-    their SHA-256, or with `decode` pg_dump's original output (decrypted, decompressed)."""
+    """Write the backup to `output` (via a `.partial` file beside it): the stored bytes, checked
+    against their SHA-256, or with `decode` pg_dump's original output (decrypted, decompressed)."""
     backup = get_completed_backup(session, backup_id)
     key = decoding_key(backup, key) if decode else None
     output = Path(output)
     if output.is_dir():
         output = output / backup.filename
-    source = verified_local_path(session, backup, local)
-    if source is None and not decode:
-        fetch_to(session, backup, stores, lambda: PartialFile(output), progress)
+    file = backup.file()
+    stored = open_local_copy(session, backup, local)
+    if stored is None and not decode:
+        fetch_to(session, backup, stores, lambda: PartialFile(output), progress).close()
         return backup
-    if source is None:
-        source = ensure_local_copy(session, backup, local, stores, progress)
+    if stored is None:
+        stored = open_checked_copy(session, backup, local, stores, progress)
     dest = PartialFile(output)
     try:
-        with open(source, "rb") as stored:
-            stream = codecs.decode(stored, backup.format, backup.codec, key) if decode else stored
+        with stored:
+            stream = codecs.decode(stored, file.format, file.codec, key) if decode else stored
             shutil.copyfileobj(stream, dest, 1024 * 1024)
     except BaseException:
         dest.discard()
@@ -451,14 +444,13 @@ class BackupStream:
     Iterating yields chunks. The last chunk is held back until the whole content has
     matched, so a corrupt copy never reaches the reader complete: the copy is marked
     failed and ChecksumMismatch is raised instead. The source is released once read;
-    `close()` releases it early (it may be called more than once).
+    `close()` releases it early (it may be called more than once). `file` holds plain
+    values: the response streams with no catalog transaction open.
     """
 
-    def __init__(self, session: Session, backup: Backup, location: str, uri: str,
+    def __init__(self, session: Session, file: BackupFile, location: str, uri: str,
                  source: BinaryIO, close: Callable[[], None]):
-        self.backup = backup
-        # Plain values: the response is streamed after the view's session has ended.
-        self._id, self._filename, self._sha256 = backup.id, backup.filename, backup.sha256
+        self.file = file
         self.location = location
         self._session = session
         self._uri = uri
@@ -476,12 +468,11 @@ class BackupStream:
                 held = chunk
         finally:
             self.close()
-        if self._sha256 and digest.hexdigest() != self._sha256:
-            # Read again: a web response is streamed after the view's session was closed.
-            backup = get_backup(self._session, self._id)
+        if self.file.sha256 and digest.hexdigest() != self.file.sha256:
+            backup = get_backup(self._session, self.file.id)
             set_copy(backup, self.location, self._uri, COPY_FAILED, error="SHA-256 mismatch")
             self._session.commit()
-            raise ChecksumMismatch(f"the {self.location} copy of {self._filename} "
+            raise ChecksumMismatch(f"the {self.location} copy of {self.file.filename} "
                                    "does not match its recorded SHA-256")
         if held:
             yield held
@@ -491,32 +482,35 @@ def open_backup_stream(session: Session, backup_id: str, local: LocalStorage, st
     """A completed backup's bytes for a streaming download, never loaded whole into memory.
 
     Reads the local file unless it is gone or known to be corrupt, else the first S3 object
-    that can be opened; raises BackupFileMissing when none can be read.
+    that can be opened; raises BackupFileMissing when none can be read. The catalog
+    transaction is over when it returns.
     """
     backup = get_completed_backup(session, backup_id)
-    filename = backup.filename
+    file = backup.file()
     local_copy = backup.copy(LOCAL)
-    if local.exists(filename):
+    if local.exists(file.filename):
         if not (local_copy and local_copy.status == COPY_FAILED):
-            source = local.open(filename)
-            return BackupStream(session, backup, LOCAL, local.uri(filename), source, source.close)
+            session.commit()
+            source = local.open(file.filename)
+            return BackupStream(session, file, LOCAL, local.uri(file.filename), source, source.close)
     elif local_copy and local_copy.status == PRESENT:
-        set_copy(backup, LOCAL, local.uri(filename), MISSING, error="file not found")
+        set_copy(backup, LOCAL, local.uri(file.filename), MISSING, error="file not found")
         session.commit()
     failures = []
     for store in healthy_first(backup, stores):
         resources = ExitStack()
         try:
-            source = resources.enter_context(store.open(filename))
+            source = resources.enter_context(store.open(file.filename))
         except ObjectNotFound as exc:
-            set_copy(backup, store.location, store.uri(filename), MISSING, error="object not found")
+            set_copy(backup, store.location, store.uri(file.filename), MISSING, error="object not found")
             session.commit()
             failures.append((store.location, exc))
             continue
         except StorageUnavailable as exc:
             failures.append((store.location, exc))
             continue
-        return BackupStream(session, backup, store.location, store.uri(filename), source, resources.close)
+        session.commit()
+        return BackupStream(session, file, store.location, store.uri(file.filename), source, resources.close)
     raise missing_error(backup, failures)
 
 

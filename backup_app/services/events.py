@@ -1,10 +1,23 @@
 """What the services announce when it happens; other parts (notifications) subscribe.
 
-Senders pass the catalog row as the sender. A subscriber must never raise into a service.
+Senders pass the catalog row as the sender. `announce` calls every subscriber and logs, never
+raises, what one of them raised: a broken subscriber must never fail the service that spoke.
 """
-from blinker import Namespace
+import logging
 
+from blinker import Namespace, Signal
+
+log = logging.getLogger(__name__)
 events = Namespace()
 backup_completed = events.signal("backup-completed")    # sender: the Backup
 backup_failed = events.signal("backup-failed")          # sender: the Backup
 verification_failed = events.signal("verification-failed")  # sender: the Verification
+
+
+def announce(signal: Signal, sender) -> None:
+    """Tell `signal`'s subscribers about `sender`; a subscriber's exception is logged, not raised."""
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender)
+        except Exception:  # noqa: BLE001
+            log.exception("a subscriber to %s failed", signal.name)

@@ -1,4 +1,5 @@
 """Apply each target's retention policy: delete what it does not keep, from every location."""
+from collections.abc import Set
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,6 +17,7 @@ class PruneReport:
     """What a prune deleted (or would, in a dry run), and what it could not delete."""
 
     deleted: list[dict] = field(default_factory=list)
+    kept_in_use: list[dict] = field(default_factory=list)  # due, but a job is reading them
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -25,8 +27,10 @@ class PruneReport:
 
 
 def prune(session: Session, targets: list[Target], local: LocalStorage, stores: Stores, *,
-          dry_run: bool = False, now: datetime | None = None) -> PruneReport:
-    """Delete the backups each target's policy lets go; a failed deletion is reported, not fatal."""
+          dry_run: bool = False, now: datetime | None = None, in_use: Set[str] = frozenset()) -> PruneReport:
+    """Delete the backups each target's policy lets go; a failed deletion is reported, not fatal.
+
+    Backups in `in_use` (ids that running jobs read) are kept until a later prune."""
     now = now or utcnow()
     report = PruneReport()
     for target in targets:
@@ -34,6 +38,9 @@ def prune(session: Session, targets: list[Target], local: LocalStorage, stores: 
         for backup, reason in plan:
             item = {"id": backup.id, "filename": backup.filename, "database": backup.database,
                     "reason": reason}
+            if backup.id in in_use:
+                report.kept_in_use.append(item)
+                continue
             if not dry_run:
                 try:
                     delete_backup(session, backup.id, local, stores)

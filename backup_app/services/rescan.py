@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..adapters.storage import LocalStorage, S3Storage, is_safe_name, user_metadata
 from ..models import COMPLETED, LOCAL, PRESENT, Backup
-from .backups import Stores, set_copy, verified_local_path
+from .backups import Stores, open_local_copy, set_copy
 
 BACKUP_ID = re.compile(r"[a-z][a-z0-9]{5,31}")
 FILENAME = re.compile(
@@ -100,7 +100,9 @@ def rescan(session: Session, local: LocalStorage, stores: Stores) -> RescanRepor
         if backup.sha256 is None:
             backup.sha256 = local.sha256(filename)
         session.commit()
-        verified_local_path(session, backup, local)  # records the copy: present, or failed on mismatch
+        checked = open_local_copy(session, backup, local)  # records the copy: present, or failed on mismatch
+        if checked is not None:
+            checked.close()
     return report
 
 

@@ -1,18 +1,22 @@
 """Which backups a target's retention policy keeps, and why the others go.
 
 A completed backup is kept while it is younger than `keep_days` × 24 h, while it is among
-the newest `keep_last` completed backups, or while it is the newest completed backup of one
-of the last `daily` days / `weekly` ISO weeks / `monthly` months that have one (GFS, in the
-target's time zone). Failed backups are never kept by count or GFS: a run of failures can
-never push a good backup out. They go once they are older than `keep_days`. Running
-backups are never touched.
+the newest `keep_last` good backups, or while it is the newest good backup of one of the
+last `daily` days / `weekly` ISO weeks / `monthly` months that have one (GFS, in the
+target's time zone). A good backup is a completed one with a present copy (its SHA-256
+checked) whose last restore-verify, if any, passed. The newest good backup is always kept,
+whatever the policy says. Failed backups, and completed ones with no good copy, are never
+kept by count or GFS: a run of failures can never push a good backup out. They go once they
+are older than `keep_days`. Running backups are never touched. A policy that keeps nothing
+(no days, no count, no GFS) is refused.
 """
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from ..models import COMPLETED, FAILED, Backup
+from ..errors import ConfigurationError
+from ..models import COMPLETED, FAILED, PRESENT, Backup
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,21 @@ class RetentionPolicy:
     def of(cls, target) -> "RetentionPolicy":
         return cls(target.keep_days, target.keep_last, target.gfs_daily, target.gfs_weekly,
                    target.gfs_monthly, target.timezone)
+
+    def check(self) -> None:
+        """ConfigurationError for negative numbers, or a policy that keeps nothing."""
+        if min(self.keep_days, self.keep_last, self.daily, self.weekly, self.monthly) < 0:
+            raise ConfigurationError("retention numbers cannot be negative")
+        if not (self.keep_days or self.keep_last or self.daily or self.weekly or self.monthly):
+            raise ConfigurationError("a retention that keeps nothing (keep-days 0, keep-last 0, no GFS) would "
+                                     "delete every backup at the next prune: keep at least one by age or count")
+
+
+def is_good(backup: Backup) -> bool:
+    """Completed, with a present copy, and not failed by its last restore-verify."""
+    last = backup.last_verification
+    return (backup.status == COMPLETED and any(copy.status == PRESENT for copy in backup.copies)
+            and not (last is not None and last.status == FAILED))
 
 
 def gfs_keepers(completed: Sequence[Backup], count: int, period: Callable[[datetime], tuple],
@@ -48,11 +67,11 @@ def plan_prune(backups: Sequence[Backup], policy: RetentionPolicy, now: datetime
     tz = ZoneInfo(policy.timezone)
     cutoff = now - timedelta(days=policy.keep_days)
     ordered = sorted(backups, key=lambda b: b.created_at, reverse=True)
-    completed = [b for b in ordered if b.status == COMPLETED]
-    kept = {b.id for b in completed[:policy.keep_last]}
-    kept |= gfs_keepers(completed, policy.daily, lambda t: (t.year, t.month, t.day), tz)
-    kept |= gfs_keepers(completed, policy.weekly, lambda t: tuple(t.isocalendar())[:2], tz)
-    kept |= gfs_keepers(completed, policy.monthly, lambda t: (t.year, t.month), tz)
+    good = [b for b in ordered if is_good(b)]
+    kept = {b.id for b in good[:max(policy.keep_last, 1)]}  # the newest good one, whatever the policy
+    kept |= gfs_keepers(good, policy.daily, lambda t: (t.year, t.month, t.day), tz)
+    kept |= gfs_keepers(good, policy.weekly, lambda t: tuple(t.isocalendar())[:2], tz)
+    kept |= gfs_keepers(good, policy.monthly, lambda t: (t.year, t.month), tz)
     plan = []
     for backup in ordered:
         if backup.created_at >= cutoff:
@@ -61,7 +80,7 @@ def plan_prune(backups: Sequence[Backup], policy: RetentionPolicy, now: datetime
         if backup.status == FAILED:
             plan.append((backup, f"failed backup {age}"))
         elif backup.status == COMPLETED and backup.id not in kept:
-            plan.append((backup, f"{age} and not among the newest {policy.keep_last} completed"
+            plan.append((backup, f"{age} and not among the newest {policy.keep_last} good backups"
                                  + (" nor a daily/weekly/monthly keeper" if policy.daily or policy.weekly
                                     or policy.monthly else "")))
     return plan

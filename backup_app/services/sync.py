@@ -18,11 +18,11 @@ from ..models import COMPLETED, COPY_FAILED, LOCAL, MISSING, PRESENT, Backup, Ba
 from .backups import (
     Stores,
     content_type,
-    ensure_local_copy,
     list_backups,
     object_metadata,
+    open_checked_copy,
+    open_local_copy,
     set_copy,
-    verified_local_path,
 )
 
 
@@ -52,34 +52,38 @@ class SyncReport:
         return "; ".join(problems) or None
 
 
-def copy_present(backup: Backup, store: S3Storage) -> bool:
-    """Whether the object really is in the store with the recorded size (one HEAD request)."""
+def copy_present(session: Session, backup: Backup, store: S3Storage) -> bool:
+    """Whether the object really is in the store with the recorded size (one HEAD request, with
+    no catalog transaction open)."""
     copy = backup.copy(store.location)
+    file = backup.file()
+    session.commit()
     if copy is None or copy.status != PRESENT:
         return False
-    stat = store.stat(backup.filename)
-    return stat is not None and (backup.size_bytes is None or stat.size == backup.size_bytes)
+    stat = store.stat(file.filename)
+    return stat is not None and (file.size_bytes is None or stat.size == file.size_bytes)
 
 
 def upload_copy(session: Session, backup: Backup, local: LocalStorage, store: S3Storage, others: Stores) -> None:
     """Upload the verified local file (fetched back from `others` if need be), then read the
-    object back and check its SHA-256."""
+    object back and check its SHA-256. No catalog transaction is open while bytes move."""
     copy = backup.copy(store.location)
     if copy is not None and copy.status == PRESENT:
         set_copy(backup, store.location, store.uri(backup.filename), MISSING, error="object not found")
         session.commit()
+    file = backup.file()
     if others:
-        path = ensure_local_copy(session, backup, local, others)
+        stored = open_checked_copy(session, backup, local, others)
     else:
-        path = verified_local_path(session, backup, local)
-        if path is None:
+        stored = open_local_copy(session, backup, local)
+        if stored is None:
             raise BackupError("no intact local copy to upload")
-    uri = store.uri(backup.filename)
-    with open(path, "rb") as stream:
-        store.upload(backup.filename, stream, object_metadata(backup), content_type(backup))
-    with store.open(backup.filename) as stream:
+    uri = store.uri(file.filename)
+    with stored:
+        store.upload(file.filename, stored, object_metadata(file), content_type(file))
+    with store.open(file.filename) as stream:
         uploaded = sha256_of(stream)
-    if backup.sha256 and uploaded != backup.sha256:
+    if file.sha256 and uploaded != file.sha256:
         set_copy(backup, store.location, uri, COPY_FAILED, error="SHA-256 mismatch after upload")
         session.commit()
         raise ChecksumMismatch(f"the uploaded copy of {backup.filename} reads back with another SHA-256")
@@ -126,7 +130,7 @@ def sync_backups(session: Session, local: LocalStorage, stores: Stores, *,
     for backup in list_backups(session, status=COMPLETED):
         for store in reachable:
             try:
-                if not copy_present(backup, store):
+                if not copy_present(session, backup, store):
                     upload_copy(session, backup, local, store, [other for other in reachable if other is not store])
                     report.add(backup, "uploaded", store.location)
             except BackupError as exc:
@@ -134,7 +138,7 @@ def sync_backups(session: Session, local: LocalStorage, stores: Stores, *,
                 report.add(backup, "failed", store.location, str(exc))
         if fetch_local and not local.exists(backup.filename):
             try:
-                ensure_local_copy(session, backup, local, reachable)
+                open_checked_copy(session, backup, local, reachable).close()
                 report.add(backup, "fetched", LOCAL)
             except BackupError as exc:
                 session.rollback()

@@ -13,6 +13,7 @@ from ..adapters.postgres import ConnInfo
 from ..crypto import MasterKey
 from ..errors import ConfigurationError, TargetExists, UnknownDatabase
 from ..models import Target
+from .retention import RetentionPolicy
 from .schedules import check_cron, reschedule
 
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -58,8 +59,7 @@ class TargetSettings:
             if expression:
                 check_cron(expression)
         check_timezone(self.timezone)
-        if self.keep_days < 0 or self.keep_last < 0 or min(self.gfs) < 0:
-            raise ConfigurationError("retention numbers cannot be negative")
+        RetentionPolicy(self.keep_days, self.keep_last, *self.gfs).check()
         if self.stale_after_hours is not None and self.stale_after_hours < 1:
             raise ConfigurationError("the staleness limit is at least 1 hour")
         invalid = [url for url in self.notify_urls if not is_apprise_url(url)]

@@ -5,6 +5,8 @@ import socket
 
 import pytest
 
+from backup_app import jobs
+from backup_app.adapters.postgres import ConnInfo
 from backup_app.extensions import db
 from backup_app.models import RUNNING, Backup, Job, utcnow
 from tests.helpers import create, dead_pid, error_line, invoke
@@ -20,12 +22,12 @@ def all_jobs(app) -> list[Job]:
         return found
 
 
-def hold_target(app, pg_cluster, dbname: str, worker: str | None = None) -> str:
-    """A running restore job of another process on the target; returns its id."""
+def hold_target(app, pg_cluster, dbname: str, worker: str | None = None, url: str | None = None) -> str:
+    """A running restore job of another process on the target (named by `url`); returns its id."""
+    conn = ConnInfo.from_url(url or pg_cluster.url(dbname))
     with app.app_context():
         job = Job(kind="restore", status=RUNNING, phase="restoring", database=dbname, log="",
-                  target=f"postgresql://postgres@127.0.0.1:{pg_cluster.port}/{dbname}", worker=worker,
-                  started_at=utcnow())
+                  target=conn.display(), slot=jobs.database_slot(conn), worker=worker, started_at=utcnow())
         db.session.add(job)
         db.session.commit()
         return job.id
@@ -63,6 +65,22 @@ def test_a_busy_target_refuses_create_and_restore_and_nothing_is_lost(app, runne
     assert sorted(p.name for p in backup_dir.iterdir()) == [backup["filename"]]
     assert [(job.kind, job.status) for job in all_jobs(app)] == [("create", "completed"), ("restore", "running")], \
         "no job row for the refusals"
+
+
+@pytest.mark.parametrize("spelling", ["localhost", "sslmode", "another user"])
+def test_a_database_is_one_slot_however_its_url_spells_it(app, runner, pg_cluster, source_db, spelling):
+    """localhost or 127.0.0.1, other parameters, another user: the same database on the same server."""
+    pg_cluster.psql("DO $$ BEGIN CREATE ROLE other_reader LOGIN PASSWORD 'reader'; "
+                    "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    url = {"localhost": pg_cluster.url(source_db).replace("@127.0.0.1:", "@localhost:"),
+           "sslmode": pg_cluster.url(source_db) + "?sslmode=disable",
+           "another user": f"postgresql://other_reader:reader@127.0.0.1:{pg_cluster.port}/{source_db}"}[spelling]
+    busy = hold_target(app, pg_cluster, source_db, worker="another-host:1", url=url)
+
+    refused = invoke(runner, "backup", "create", ok=False)
+
+    assert error_line(refused) == (f"Error: A restore job for {source_db} is already running (job {busy}); "
+                                   "wait for it to finish")
 
 
 def test_a_job_left_by_a_killed_command_does_not_hold_the_target(app, runner, pg_cluster, source_db):

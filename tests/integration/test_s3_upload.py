@@ -6,6 +6,7 @@ import pytest
 
 from backup_app.adapters.storage import S3Storage
 from backup_app.errors import StorageUnavailable
+from backup_app.localservers import SeaweedS3
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +77,40 @@ def test_short_reads_are_not_taken_for_the_end(storage):
     storage.upload("trickle.dump", Trickle(data), {}, "application/octet-stream")
 
     assert read_back(storage, "trickle.dump") == data
+
+
+def test_parts_grow_so_the_largest_object_fits_in_the_part_limit(s3_settings, storage):
+    """S3 allows 10,000 parts: fixed 16 MiB parts would fail at 156 GiB, hours into an upload.
+    Scaled down here: 4 parts must hold 50 MiB, so they grow 5, 10, 15, 20 MiB."""
+    small = S3Storage(storage.client, storage.bucket, storage.endpoint, PART, max_parts=4, max_object=50 * MIB)
+    data = os.urandom(45 * MIB)
+
+    small.upload("big.dump", io.BytesIO(data), {}, "application/octet-stream")
+
+    assert read_back(storage, "big.dump") == data
+    assert storage.stat("big.dump").etag.endswith("-4"), "four parts, not nine of 5 MiB"
+    with pytest.raises(StorageUnavailable, match="larger than one S3 object can be"):
+        small.upload("huge.dump", io.BytesIO(os.urandom(51 * MIB)), {}, "application/octet-stream")
+    assert storage.stat("huge.dump") is None
+
+
+def test_a_failed_abort_keeps_the_original_error(tmp_path):
+    """The dump fails, and the store is gone by the time the upload is aborted: the error raised
+    is the dump's, not the abort's."""
+    server = SeaweedS3(tmp_path / "s3").start()
+    try:
+        store = S3Storage.connect(server.endpoint, server.access_key, server.secret_key, bucket="aborts",
+                                  part_size=PART)
+        store.ensure_bucket()
+
+        class DiesAfterOnePart(io.BytesIO):
+            def read(self, size=-1):
+                if self.tell() >= PART:
+                    server.kill()
+                    raise RuntimeError("dump failed")
+                return super().read(size)
+
+        with pytest.raises(RuntimeError, match="dump failed"):
+            store.upload("obj.dump", DiesAfterOnePart(os.urandom(2 * PART)), {}, "application/octet-stream")
+    finally:
+        server.stop()

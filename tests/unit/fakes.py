@@ -2,6 +2,7 @@
 import io
 from contextlib import contextmanager
 
+from backup_app.adapters.databases import Swap
 from backup_app.errors import DumpFailed, ObjectNotFound, StorageUnavailable
 
 
@@ -20,15 +21,54 @@ class FakeDump:
         self.killed = True
 
 
+class FakeServer:
+    """A server's databases by name (`databases`: name → what was restored into it)."""
+
+    def __init__(self, databases: dict[str, list[bytes]]):
+        self.databases = databases
+        self.swaps = []
+
+    def exists(self, name):
+        return name in self.databases
+
+    def swap_problems(self, name):
+        return []
+
+    def shape(self, name):
+        return name
+
+    def create(self, name, like=None):
+        assert name not in self.databases, f"{name} exists"
+        self.databases[name] = []
+
+    def drop(self, name):
+        self.databases.pop(name, None)
+
+    def swap(self, current, replacement, previous, like):
+        self.databases[previous] = self.databases.pop(current)
+        self.databases[current] = self.databases.pop(replacement)
+        self.swaps.append((current, previous))
+        return Swap(0.01, 0)
+
+
 class FakePg:
-    """PgTools with one client, 15.4, whose pg_dump 'dumps' fixed bytes, optionally failing at the end."""
+    """PgTools with one client, 15.4, whose pg_dump 'dumps' fixed bytes, optionally failing at the end;
+    restores go into the databases of one fake server (`restored`: what each restore read)."""
 
     version = "15.4"
 
-    def __init__(self, data: bytes = b"PGDMP" + bytes(range(256)) * 5000, error: str | None = None):
+    def __init__(self, data: bytes = b"PGDMP" + bytes(range(256)) * 5000, error: str | None = None,
+                 databases: tuple[str, ...] = ("shop",)):
         self.data = data
         self.error = error
         self.restored = []
+        self.server = FakeServer({name: [] for name in databases})
+
+    def databases(self, conn):
+        return self.server
+
+    def table_row_counts(self, conn):
+        return {}
 
     def snapshot_counter(self, conn):
         return None
@@ -43,13 +83,12 @@ class FakePg:
         self.last_dump = FakeDump(self.data, self.error)
         return self.last_dump
 
-    def database_exists(self, conn):
-        return True
-
     lock_timeout = 60
 
-    def restore(self, conn, source, fmt, lock_timeout=60):
-        self.restored.append(source.read())
+    def restore(self, conn, source, fmt, *, in_place=False, jobs=1, lock_timeout=60):
+        data = source.read()
+        self.restored.append(data)
+        self.server.databases[conn.dbname].append(data)
 
 
 class FakeS3:

@@ -33,10 +33,32 @@ def test_local_storage_never_leaves_its_folder(tmp_path, name):
         local.path(name)
 
 
-def test_partials_are_removed(tmp_path):
+def test_partials_of_a_file_are_removed(tmp_path):
     local = LocalStorage(tmp_path)
     local.open_partial("a.dump")._file.close()
-    (tmp_path / "keep.dump").write_bytes(b"x")
+    local.open_partial("a.dump")._file.close()
+    local.open_partial("b.dump")._file.close()
+    (tmp_path / "a.dump").write_bytes(b"x")
 
-    assert [p.name for p in local.remove_partials()] == ["a.dump.partial"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.dump"]
+    assert local.remove_partial("a.dump") is True
+    assert local.remove_partial("a.dump") is False
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("b.dump.")) == ["a.dump"]
+
+
+def test_two_writers_of_one_file_never_share_a_partial(tmp_path):
+    """Two fetches of the same backup (a restore and a download) each write a file of their own:
+    neither truncates the other, and each reads back exactly what it wrote."""
+    local = LocalStorage(tmp_path)
+    first, second = local.open_partial("a.dump"), local.open_partial("a.dump")
+    first.write(b"first " * 1000)
+    second.write(b"second")
+    first.write(b"end")
+
+    assert first.path != second.path
+    with first.commit_open() as committed:
+        second_committed = second.commit_open()
+        assert committed.read() == b"first " * 1000 + b"end", "the bytes written, though replaced since"
+    assert second_committed.read() == b"second"
+    second_committed.close()
+    assert (tmp_path / "a.dump").read_bytes() == b"second"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.dump"]

@@ -5,9 +5,11 @@ import pytest
 
 from backup_app.adapters.postgres import ConnInfo
 from backup_app.adapters.storage import LocalStorage
-from backup_app.errors import BackupFileMissing, DumpFailed, InvalidBackupState
+from backup_app.errors import BackupFileMissing, DumpFailed, InvalidBackupState, RestoreFailed
 from backup_app.extensions import db
 from backup_app.services import backups as service
+from backup_app.services import events
+from backup_app.services.restore import RestoreOptions, restore_backup
 from backup_app.services.targets import DumpSpec
 from tests.unit.fakes import FakePg, FakeS3
 
@@ -69,12 +71,12 @@ def test_restore_prefers_the_intact_local_file_then_s3(session, local):
     backup = service.create_backup(session, TARGET, local, [s3], pg)
     s3.objects[backup.filename] = b"tampered"
 
-    service.restore_backup(session, backup.id, TARGET.conn, local, [s3], pg)
+    restore_backup(session, backup.id, TARGET.conn, local, [s3], pg)
     assert pg.restored == [pg.data], "the intact local file is used, the S3 copy never read"
 
     local.path(backup.filename).write_bytes(b"rotten")
     with pytest.raises(BackupFileMissing, match="SHA-256"):
-        service.restore_backup(session, backup.id, TARGET.conn, local, [s3], pg)
+        restore_backup(session, backup.id, TARGET.conn, local, [s3], pg)
     assert backup.copy("local").status == "failed" and backup.copy("s3").status == "failed"
     assert local.path(backup.filename).read_bytes() == b"rotten", "not replaced by bad bytes"
 
@@ -108,7 +110,7 @@ def test_failed_backup_cannot_be_restored(session, local):
     [row] = service.list_backups(session)
 
     with pytest.raises(InvalidBackupState, match="is failed, not completed"):
-        service.restore_backup(session, row.id, TARGET.conn, local, [], FakePg())
+        restore_backup(session, row.id, TARGET.conn, local, [], FakePg())
 
 
 def test_every_store_gets_the_stream_and_one_down_fails_only_its_copy(session, local):
@@ -130,7 +132,7 @@ def test_restore_reads_the_first_store_whose_copy_matches(session, local):
     local.path(backup.filename).unlink()
     first.objects[backup.filename] = b"tampered"
 
-    service.restore_backup(session, backup.id, TARGET.conn, local, [first, second], pg)
+    restore_backup(session, backup.id, TARGET.conn, local, [first, second], pg)
 
     assert pg.restored == [pg.data]
     assert {c.location: c.status for c in backup.copies} == {"local": "present", "s3": "failed",
@@ -141,6 +143,91 @@ def test_restore_reports_the_bytes_fed_to_pg_restore(session, local):
     pg, seen = FakePg(), []
     backup = service.create_backup(session, TARGET, local, [], pg)
 
-    service.restore_backup(session, backup.id, TARGET.conn, local, [], pg, progress=seen.append)
+    restore_backup(session, backup.id, TARGET.conn, local, [], pg, progress=seen.append)
 
     assert seen and seen[-1] == backup.size_bytes == len(pg.data)
+
+
+def test_restore_over_an_existing_database_builds_beside_it_and_swaps(session, local):
+    pg = FakePg()
+    pg.server.databases["shop"] = [b"today's data"]
+    backup = service.create_backup(session, TARGET, local, [], pg)
+
+    restored = restore_backup(session, backup.id, TARGET.conn, local, [], pg)
+
+    assert pg.server.databases["shop"] == [pg.data], "the target holds the backup"
+    assert restored.previous_database.startswith("shop_before_restore_")
+    assert pg.server.databases[restored.previous_database] == [b"today's data"], "nothing lost"
+    assert set(pg.server.databases) == {"shop", restored.previous_database}, "no half-built database left"
+
+    again = restore_backup(session, backup.id, TARGET.conn, local, [], pg, options=RestoreOptions(drop_previous=True))
+    assert again.previous_database is None and pg.server.databases["shop"] == [pg.data]
+    assert set(pg.server.databases) == {"shop", restored.previous_database}
+
+
+def test_restore_into_a_missing_database_creates_it_without_a_swap(session, local):
+    pg = FakePg(databases=())
+    backup = service.create_backup(session, TARGET, local, [], pg)
+
+    restored = restore_backup(session, backup.id, TARGET.conn, local, [], pg)
+
+    assert restored.previous_database is None and restored.swap_seconds is None
+    assert pg.server.databases == {"shop": [pg.data]} and pg.server.swaps == []
+
+
+def test_a_failed_restore_leaves_the_current_database_and_drops_the_half_built_one(session, local):
+    pg = FakePg()
+    pg.server.databases["shop"] = [b"today's data"]
+    backup = service.create_backup(session, TARGET, local, [], pg)
+    pg.table_row_counts = lambda conn: {"public.orders": 1}
+    backup.row_counts = {"public.orders": 3000}
+    session.commit()
+
+    with pytest.raises(RestoreFailed, match="public.orders: 3000 rows at backup time, 1 restored"):
+        restore_backup(session, backup.id, TARGET.conn, local, [], pg)
+
+    assert pg.server.databases == {"shop": [b"today's data"]} and pg.server.swaps == []
+
+
+def test_a_role_that_cannot_swap_is_told_to_restore_in_place(session, local):
+    pg = FakePg()
+    pg.server.swap_problems = lambda name: ["the role app cannot create databases (it needs CREATEDB)"]
+    backup = service.create_backup(session, TARGET, local, [], pg)
+
+    with pytest.raises(RestoreFailed, match="cannot create databases .*Restore with --in-place"):
+        restore_backup(session, backup.id, TARGET.conn, local, [], pg)
+    assert pg.restored == [], "refused before anything was fetched or restored"
+
+    restored = restore_backup(session, backup.id, TARGET.conn, local, [], pg, options=RestoreOptions(in_place=True))
+    assert restored.previous_database is None and pg.server.databases == {"shop": [pg.data]}
+
+
+def test_an_unexpected_error_before_the_stream_still_fails_the_backup(session, local):
+    """Not only BackupErrors: whatever breaks between "running" and the stream ends the row."""
+    pg = FakePg()
+
+    def broken(conn):
+        raise TypeError("connect() got multiple values for keyword argument 'connect_timeout'")
+    pg.snapshot_counter = broken
+
+    with pytest.raises(TypeError):
+        service.create_backup(session, TARGET, local, [], pg)
+
+    [row] = service.list_backups(session)
+    assert row.status == "failed" and row.completed_at is not None
+    assert row.error == ("internal error: TypeError: connect() got multiple values for keyword argument "
+                         "'connect_timeout'")
+    assert list(local.root.iterdir()) == []
+
+
+def test_a_broken_subscriber_never_fails_a_backup(session, local):
+    """A notification whose own lookup fails (a busy catalog, a bug) is logged, never raised."""
+    def broken(backup, **_):
+        raise RuntimeError("database is locked")
+    events.backup_completed.connect(broken)
+    try:
+        backup = service.create_backup(session, TARGET, local, [], FakePg())
+    finally:
+        events.backup_completed.disconnect(broken)
+
+    assert backup.status == "completed"

@@ -77,6 +77,7 @@ def test_progress_is_written_at_most_twice_a_second(queued_app):
 
 def running_job(kind: str, worker: str, backup: Backup | None = None) -> Job:
     job = Job(kind=kind, status=RUNNING, database="shop", target=f"postgresql://{worker}/shop",
+              slot=f"postgresql://{worker}/shop",
               backup_id=backup.id if backup else None, worker=worker, log="", started_at=utcnow())
     db.session.add(job)
     db.session.commit()
@@ -89,9 +90,9 @@ def test_recovery_marks_dead_workers_jobs_interrupted_and_removes_their_partial_
         local = wiring.local_storage()
         backup = Backup(id="b1", filename="backup-shop-b1.dump", database="shop", status=RUNNING)
         db.session.add(backup)
-        partial = local.path(backup.filename).with_name(backup.filename + ".partial")
+        partial = local.path(backup.filename).with_name(backup.filename + ".1a2b3c4d.partial")
         partial.write_bytes(b"half a dump")
-        other_partial = local.path("backup-crm-b2.dump").with_name("backup-crm-b2.dump.partial")
+        other_partial = local.path("backup-crm-b2.dump").with_name("backup-crm-b2.dump.5e6f7a8b.partial")
         other_partial.write_bytes(b"another worker's dump")
 
         dead = running_job(CREATE, f"{host}:{dead_pid()}", backup)
@@ -106,7 +107,7 @@ def test_recovery_marks_dead_workers_jobs_interrupted_and_removes_their_partial_
             db.session.refresh(job)
             assert job.status == "interrupted" and job.finished_at is not None
             assert "stopped while the job was running" in job.error
-        assert "removed the partial file backup-shop-b1.dump.partial" in dead.log
+        assert "removed the partial file of backup-shop-b1.dump" in dead.log
         assert not partial.exists() and other_partial.exists()
         assert db.session.get(Backup, "b1").status == "failed"
         for job in (alive, elsewhere):
@@ -154,7 +155,7 @@ def test_a_running_job_writes_its_heartbeat(queued_app):
 
 def test_recent_jobs_lists_active_ones_first_by_time(queued_app):
     with queued_app.app_context():
-        old = Job(kind=CREATE, status=COMPLETED, database="a", target="a", log="",
+        old = Job(kind=CREATE, status=COMPLETED, database="a", target="a", slot="a", log="",
                   created_at=utcnow() - timedelta(days=1))
         db.session.add(old)
         db.session.commit()
@@ -193,3 +194,48 @@ def test_list_query_uses_the_indexes_with_100k_backups(make_app):
                 db.text("EXPLAIN QUERY PLAN " + str(query.limit(50).compile(
                     db.engine, compile_kwargs={"literal_binds": True})))))
             assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_heartbeats_are_judged_by_the_catalogs_clock_not_the_machines(queued_app, monkeypatch):
+    """A machine whose clock runs two minutes ahead must not take a live job for a dead one."""
+    with queued_app.app_context():
+        job = jobs.queue_create(db.session, SHOP)
+        assert jobs.claim(job.id)
+        db.session.execute(db.update(Job).where(Job.id == job.id).values(worker="other-host:1"))
+        db.session.commit()
+        ahead = utcnow() + timedelta(minutes=2)
+        monkeypatch.setattr(jobs, "utcnow", lambda: ahead)
+
+        assert jobs.recover_interrupted_jobs(db.session, wiring.local_storage(), starting=False) == []
+        db.session.refresh(job)
+        assert job.status == RUNNING
+
+
+def test_a_job_marked_interrupted_is_never_overwritten_as_completed(queued_app):
+    with queued_app.app_context():
+        job = jobs.queue_create(db.session, SHOP)
+        assert jobs.claim(job.id)
+        db.session.execute(db.update(Job).where(Job.id == job.id).values(status="interrupted"))
+        db.session.commit()
+
+        jobs.finish(job.id, "completed backup-shop.dump", status=COMPLETED, phase="done")
+
+        db.session.refresh(job)
+        assert job.status == "interrupted" and "completed backup-shop.dump" not in job.log
+
+
+def test_a_backup_left_running_with_no_live_job_is_failed(queued_app):
+    """A process that died before its job row said so (or a backup made outside any job)."""
+    with queued_app.app_context():
+        orphan = Backup(id="orphan1", filename="backup-shop-orphan1.dump", database="shop", status=RUNNING)
+        job = jobs.queue_create(db.session, SHOP)
+        assert jobs.claim(job.id)
+        served = Backup(id=job.backup_id, filename="backup-shop-served.dump", database="shop", status=RUNNING)
+        db.session.add_all([orphan, served])
+        db.session.commit()
+
+        jobs.recover_interrupted_jobs(db.session, wiring.local_storage(), starting=False)
+
+        assert db.session.get(Backup, "orphan1").status == "failed"
+        assert "no job is running this backup" in db.session.get(Backup, "orphan1").error
+        assert db.session.get(Backup, job.backup_id).status == RUNNING, "its job is alive"

@@ -54,9 +54,9 @@ def fill_catalog(app) -> None:
             backup("bold01", hours_ago=30, copies=((LOCAL, PRESENT), (S3, PRESENT))),
             backup("bfail1", FAILED, hours_ago=0.5, copies=()),
             Target(name="vault", dbname="vault"),  # never backed up
-            Job(kind=CREATE, status=QUEUED, database="vault", target="postgresql://h/vault"),
-            Job(kind=RESTORE, status=RUNNING, database="shop", target="postgresql://h/shop"),
-            Job(kind=CREATE, status=COMPLETED, database="shop", target="postgresql://h/shop"),
+            Job(kind=CREATE, status=QUEUED, database="vault", target="postgresql://h/vault", slot="h/vault"),
+            Job(kind=RESTORE, status=RUNNING, database="shop", target="postgresql://h/shop", slot="h/shop"),
+            Job(kind=CREATE, status=COMPLETED, database="shop", target="postgresql://h/shop", slot="h/shop"),
             Verification(backup_id="bnew01", status="passed", started_at=NOW - timedelta(minutes=50),
                          finished_at=NOW - timedelta(minutes=49)),
             Verification(backup_id="bold01", status=FAILED, started_at=NOW - timedelta(minutes=20),

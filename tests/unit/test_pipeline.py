@@ -55,7 +55,7 @@ def test_stream_feeds_hash_file_and_upload(tmp_path):
     assert result.sha256 == hashlib.sha256(data).hexdigest()
     assert (tmp_path / "x.dump").read_bytes() == data
     assert outcome.error is None and uploaded == [data]
-    assert not (tmp_path / "x.dump.partial").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["x.dump"]
 
 
 def test_upload_failure_is_recorded_not_raised(tmp_path):

@@ -1,16 +1,22 @@
 """The retention planner: days, keep-last, GFS, and failures that never push good backups out."""
 from datetime import datetime, timedelta, timezone
 
-from backup_app.models import Backup
+import pytest
+
+from backup_app.errors import ConfigurationError
+from backup_app.models import Backup, BackupCopy, Verification
 from backup_app.services.retention import RetentionPolicy, plan_prune
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 
 
-def backup(days_ago: float, status: str = "completed", name: str | None = None) -> Backup:
-    created = NOW - timedelta(days=days_ago)
+def backup(days_ago: float, status: str = "completed", name: str | None = None, copy: str = "present",
+           created_at: datetime | None = None) -> Backup:
+    """A backup made `days_ago`; a completed one has a local copy in the state `copy`."""
+    created = created_at or NOW - timedelta(days=days_ago)
+    copies = [BackupCopy(location="local", uri="/x", status=copy)] if status == "completed" else []
     return Backup(id=name or f"b{days_ago}{status[0]}", filename=f"f{days_ago}{status}",
-                  database="shop", status=status, created_at=created)
+                  database="shop", status=status, created_at=created, copies=copies)
 
 
 def pruned(backups, **policy) -> dict[str, str]:
@@ -22,7 +28,7 @@ def test_keeps_young_backups_and_the_newest_k():
 
     plan = pruned(backups, keep_days=30, keep_last=3)
 
-    assert set(plan) == {"b50c", "b60c", "b70c"}, "40 is old but among the newest 3 completed"
+    assert set(plan) == {"b50c", "b60c", "b70c"}, "40 is old but among the newest 3 good ones"
     assert "older than 30 days" in plan["b60c"] and "newest 3" in plan["b60c"]
 
 
@@ -48,11 +54,40 @@ def test_keep_days_zero_keeps_only_by_count():
     backups = [backup(d) for d in (0.1, 0.2, 0.3)]
 
     assert set(pruned(backups, keep_days=0, keep_last=1)) == {"b0.2c", "b0.3c"}
-    assert set(pruned(backups, keep_days=0, keep_last=0)) == {"b0.1c", "b0.2c", "b0.3c"}
+
+
+def test_a_policy_that_keeps_nothing_is_refused():
+    with pytest.raises(ConfigurationError, match="keeps nothing"):
+        RetentionPolicy(keep_days=0, keep_last=0).check()
+    with pytest.raises(ConfigurationError, match="negative"):
+        RetentionPolicy(keep_days=-1).check()
+    RetentionPolicy(keep_days=0, keep_last=0, weekly=1).check()  # GFS keeps something
+
+
+def test_the_newest_good_backup_is_kept_whatever_the_policy_says():
+    """A policy stored before such policies were refused still never empties a target."""
+    backups = [backup(d) for d in (5, 6, 7)]
+
+    assert set(pruned(backups, keep_days=0, keep_last=0)) == {"b6c", "b7c"}
+
+
+def test_keep_last_counts_only_backups_with_a_good_copy():
+    """Completed backups whose every copy is missing or failed, or whose restore-verify failed,
+    are not good: they never fill the newest K, and the newest good one is kept."""
+    lost = [backup(d, copy="missing") for d in (31, 32)]
+    corrupt = backup(33, copy="failed")
+    unrestorable = backup(34)
+    unrestorable.verifications = [Verification(status="failed", started_at=NOW)]
+    good = [backup(d) for d in (40, 41, 42)]
+
+    plan = pruned(lost + [corrupt, unrestorable] + good, keep_days=30, keep_last=2)
+
+    assert set(plan) == {"b31c", "b32c", "b33c", "b34c", "b42c"}
+    assert "not among the newest 2 good backups" in plan["b31c"]
 
 
 def test_running_backups_are_never_touched():
-    assert pruned([backup(100, "running")], keep_days=0, keep_last=0) == {}
+    assert pruned([backup(100, "running")], keep_days=1, keep_last=0) == {}
 
 
 def test_gfs_keeps_newest_of_each_recent_day_week_and_month():
@@ -75,8 +110,7 @@ def test_gfs_keeps_newest_of_each_recent_day_week_and_month():
 def test_gfs_periods_follow_the_time_zone():
     # 22:30 and 23:30 UTC on the 24th: one day in UTC, but 23:30 and 00:30 (the 25th) in Berlin.
     def at(hour, minute, name):
-        return Backup(id=name, filename=name, database="s", status="completed",
-                      created_at=datetime(2026, 11, 24, hour, minute, tzinfo=timezone.utc))
+        return backup(0, name=name, created_at=datetime(2026, 11, 24, hour, minute, tzinfo=timezone.utc))
     backups = [at(23, 30, "later"), at(22, 30, "earlier")]
 
     utc = pruned(backups, keep_days=0, keep_last=0, daily=2)

@@ -179,8 +179,9 @@ def test_a_prune_that_cannot_reach_s3_fails_and_deletes_nothing(make_app):
     app = make_app(MINIO_ENDPOINT=f"127.0.0.1:{free_port()}", MINIO_ACCESS_KEY="k", MINIO_SECRET_KEY="s",
                    SYNC_SCHEDULE="")
     add_backup(app, backup_id="old", s3_copy=True, created_at=NOW - timedelta(days=40))
+    add_backup(app, backup_id="new", created_at=NOW - timedelta(days=1))
     with app.app_context():
-        db.session.add(Target(name="shop", dbname="shop", keep_days=30, keep_last=0))
+        db.session.add(Target(name="shop", dbname="shop", keep_days=30, keep_last=1))
         db.session.commit()
     tick(app)
 

@@ -236,7 +236,7 @@ def test_retention_preview_lists_what_prune_would_delete_and_why(keyed):
     assert "A prune now would delete these 2 backups" in page
     assert "backup-crm-old1.dump" in page and "backup-crm-old2.dump" in page
     assert "new1" not in page and "new2" not in page
-    assert "older than 30 days and not among the newest 1 completed" in page
+    assert "older than 30 days and not among the newest 1 good backups" in page
     with app.app_context():
         assert db.session.query(Backup).count() == 4, "a preview deletes nothing"
 
