@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -365,6 +366,22 @@ def finish(job_id: str, message: str, **values) -> None:
         log.warning("job %s was no longer running (marked interrupted?); not recorded: %s", job_id, message)
 
 
+@dataclass(frozen=True)
+class RunningJob:
+    """What a runner knows of its job, as plain values: reading the row's attributes after a
+    commit would open a catalog transaction that lasts as long as the work."""
+
+    id: str
+    kind: str
+    database: str
+    backup_id: str | None
+    options: dict
+
+    @classmethod
+    def of(cls, job: Job) -> "RunningJob":
+        return cls(job.id, job.kind, job.database, job.backup_id, dict(job.options or {}))
+
+
 def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int], None] | None = None,
             *, raise_errors: bool = False):
     """Run a queued job to its end, recording the outcome on its row (the worker's task).
@@ -376,7 +393,8 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
         log.warning("job %s is not queued; not running it", job_id)
         return None
     session = db.session
-    job = session.get(Job, job_id)
+    job = RunningJob.of(session.get(Job, job_id))
+    session.commit()  # the runner reads its job from `job`: no transaction stays open for it
     recorder = ProgressRecorder(job_id, progress)
     try:
         with heartbeat(job_id):
@@ -404,7 +422,7 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
     return value
 
 
-def _run_create(session: Session, job: Job, progress: ProgressRecorder):
+def _run_create(session: Session, job: RunningJob, progress: ProgressRecorder):
     spec = wiring.dump_spec(job.database)
     record(job.id, f"dumping {spec.conn.display()}", phase="dumping")
     backup = service.create_backup(session, spec, wiring.local_storage(), wiring.s3_stores(),
@@ -418,13 +436,12 @@ def _run_create(session: Session, job: Job, progress: ProgressRecorder):
     return f"completed {backup.filename} ({human_size(backup.size_bytes)}); copies: {copies}", backup
 
 
-def _run_restore(session: Session, job: Job, target_url: str | None, progress: ProgressRecorder):
+def _run_restore(session: Session, job: RunningJob, target_url: str | None, progress: ProgressRecorder):
     backup = service.get_completed_backup(session, job.backup_id)
     conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
     config, key = current_app.config, wiring.master_key()
-    options = RestoreOptions(in_place=(job.options or {}).get("in_place", False),
-                             drop_previous=(job.options or {}).get("drop_previous", False),
-                             jobs=config["RESTORE_JOBS"])
+    options = RestoreOptions(in_place=job.options.get("in_place", False),
+                             drop_previous=job.options.get("drop_previous", False), jobs=config["RESTORE_JOBS"])
     filename = backup.filename
     record(job.id, f"checking the local file of {filename} (fetched from S3 if needed)", phase="fetching")
     restored = restore_backup(session, backup.id, conn, wiring.local_storage(), wiring.s3_stores(),
@@ -446,7 +463,7 @@ def _run_restore(session: Session, job: Job, target_url: str | None, progress: P
     return summary, restored
 
 
-def _run_verify(session: Session, job: Job, progress: ProgressRecorder):
+def _run_verify(session: Session, job: RunningJob, progress: ProgressRecorder):
     backup = service.get_completed_backup(session, job.backup_id)
     filename = backup.filename
     record(job.id, f"checking the SHA-256 of every copy of {filename}", phase="checking")
@@ -459,14 +476,14 @@ def _run_verify(session: Session, job: Job, progress: ProgressRecorder):
     return f"{filename}: {verification.summary()}", verification
 
 
-def in_use(session: Session, job: Job) -> dict[str, Job]:
+def in_use(session: Session, job: RunningJob) -> dict[str, Job]:
     """The backups other active jobs are reading (restores, verifies, downloads), by id."""
     busy = session.scalars(select(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES), Job.id != job.id,
                                              Job.backup_id.is_not(None), Job.kind != CREATE))
     return {other.backup_id: other for other in busy}
 
 
-def _run_prune(session: Session, job: Job, progress: ProgressRecorder):
+def _run_prune(session: Session, job: RunningJob, progress: ProgressRecorder):
     everything = job.database == ALL_TARGETS
     record(job.id, "applying " + ("each target's retention policy" if everything else
                                   f"the retention policy of {job.database}"), phase="pruning")
@@ -482,8 +499,8 @@ def _run_prune(session: Session, job: Job, progress: ProgressRecorder):
     return (f"deleted {len(report.deleted)} backup(s)" if report.deleted else "nothing to prune"), report
 
 
-def _run_sync(session: Session, job: Job, progress: ProgressRecorder):
-    fetch_local = (job.options or {}).get("fetch_local", current_app.config.get("SYNC_FETCH_LOCAL", False))
+def _run_sync(session: Session, job: RunningJob, progress: ProgressRecorder):
+    fetch_local = job.options.get("fetch_local", current_app.config.get("SYNC_FETCH_LOCAL", False))
     record(job.id, "uploading missing S3 copies" + (" and fetching missing local ones" if fetch_local else ""),
            phase="syncing")
     report = sync_backups(session, wiring.local_storage(), wiring.s3_stores(), fetch_local=fetch_local)
@@ -496,7 +513,7 @@ def _run_sync(session: Session, job: Job, progress: ProgressRecorder):
     return f"uploaded {done['uploaded']}, fetched {done['fetched']}", report
 
 
-def _run_delete(session: Session, job: Job, progress: ProgressRecorder):
+def _run_delete(session: Session, job: RunningJob, progress: ProgressRecorder):
     reader = in_use(session, job).get(job.backup_id)
     if reader is not None:
         raise JobConflict(f"A {reader.kind} job is reading backup {job.backup_id} (job {reader.id}); "
@@ -506,7 +523,7 @@ def _run_delete(session: Session, job: Job, progress: ProgressRecorder):
     return f"deleted {backup.filename} from every location", backup
 
 
-def _run_download(session: Session, job: Job, progress: ProgressRecorder):
+def _run_download(session: Session, job: RunningJob, progress: ProgressRecorder):
     output = Path(job.options["output"])
     record(job.id, f"writing to {output}", phase="downloading")
     backup = service.download_backup(session, job.backup_id, output, wiring.local_storage(), wiring.s3_stores(),

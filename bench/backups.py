@@ -1,6 +1,7 @@
 """Cases 1–7: dumping and restoring, bare PostgreSQL tools beside `flask backup …`."""
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from .measure import BenchError, Sample, run
 
 RESTORED = "bench_restored"
 BASELINE_BUCKET = "baseline"
+JOBS = os.cpu_count() or 1  # RESTORE_JOBS' default
 # The same database as targets with other codecs (the default target, case 3, is gzip):
 # case key suffix → (what the table calls it, `flask targets add` options).
 CODECS = {
@@ -57,8 +59,14 @@ class BackupCases:
                    lambda name=name: self.create(database=f"bench_{name}"))
               for name, (label, _) in CODECS.items()),
             Case("pg_restore", "`createdb` + `pg_restore` of a local file", self.pg_restore),
-            Case("restore_local", "`flask backup restore`, local copy present", self.restore_local),
-            Case("restore_s3", "`flask backup restore`, S3 copy only", self.restore_s3),
+            Case("pg_restore_jobs", f"`createdb` + `pg_restore --jobs={JOBS}` of a local file",
+                 lambda: self.pg_restore(JOBS)),
+            Case("restore_local", "`flask backup restore` into a new database, local copy present",
+                 self.restore_local),
+            Case("restore_s3", "`flask backup restore` into a new database, S3 copy only", self.restore_s3),
+            Case("restore_swap", f"`flask backup restore` over the database itself: built beside it, checked, "
+                                 f"swapped in (RESTORE_JOBS={JOBS})", lambda: self.restore_swap(JOBS)),
+            Case("restore_swap_1", "the same with RESTORE_JOBS=1", lambda: self.restore_swap(1)),
         ]
 
     def startup(self) -> Sample:
@@ -105,14 +113,15 @@ class BackupCases:
 
     # --- restores ----------------------------------------------------------------------
 
-    def pg_restore(self) -> Sample:
-        """Case 5: the bare restore of the same file into a fresh database."""
+    def pg_restore(self, jobs: int = 1) -> Sample:
+        """Case 5 (5′ with `jobs`): the bare restore of the same file into a fresh database."""
         self.lab.cluster.dropdb(RESTORED)
         env = self.lab.pg_env(RESTORED)
         start = time.perf_counter()
         run([self.lab.pg.program("createdb"), "--no-password", RESTORED], env)
         restore = run([self.lab.pg.program("pg_restore"), "--no-password", "--exit-on-error",
-                       f"--dbname={RESTORED}", str(self.fixture_path)], env)
+                       f"--dbname={RESTORED}", *([f"--jobs={jobs}"] if jobs > 1 else []),
+                       str(self.fixture_path)], env)
         sample = Sample(time.perf_counter() - start, restore.sample.max_rss)
         self.check_restored()
         return sample
@@ -130,8 +139,21 @@ class BackupCases:
         self.fixture_path.unlink()
         return self.restore_local()
 
-    def check_restored(self) -> None:
+    def restore_swap(self, jobs: int) -> Sample:
+        """Case 6c/6d: restore over the benchmark's own database, as a user restores a target:
+        built beside it, its rows checked, swapped in. The kept previous database is dropped
+        afterwards, outside the timing; how long the swap held the database is a step."""
+        done = self.cli.run("backup", "restore", self.fixture["id"], "--yes", RESTORE_JOBS=str(jobs))
+        unavailable = re.search(r"unavailable for ([\d.]+) s", done.stdout)
+        kept = re.search(r"kept as (\S+)", done.stdout)
+        if not (unavailable and kept):
+            raise BenchError(f"the restore did not swap: {done.stdout.strip()}")
+        self.lab.cluster.dropdb(kept.group(1))
+        self.check_restored(self.dbname)
+        return Sample(done.sample.seconds, done.sample.max_rss, steps={"unavailable": float(unavailable.group(1))})
+
+    def check_restored(self, dbname: str = RESTORED) -> None:
         """A restore that is fast because it restored nothing must not count."""
-        rows = int(self.lab.cluster.psql("SELECT count(*) FROM pgbench_accounts", RESTORED))
+        rows = int(self.lab.cluster.psql("SELECT count(*) FROM pgbench_accounts", dbname))
         if rows != self.rows:
             raise BenchError(f"restore gave {rows} accounts, expected {self.rows}")

@@ -90,17 +90,34 @@ class Table:
         self.size_row()
         self.codec_rows()
         self.timed_row("5", "pg_restore", labels["pg_restore"], {})
-        self.timed_row("6a", "restore_local", labels["restore_local"], {"pg_restore": "5"},
+        self.timed_row("5′", "pg_restore_jobs", labels["pg_restore_jobs"], {"pg_restore": "5"})
+        self.timed_row("6a", "restore_local", labels["restore_local"], {"pg_restore": "5", "pg_restore_jobs": "5′"},
                        extra=self.without_startup("restore_local", "6a", "pg_restore", "5"))
         self.timed_row("6b", "restore_s3", labels["restore_s3"], {"pg_restore": "5"},
                        "≤ 1.15× (5)", ("pg_restore", 1.15),
                        self.without_startup("restore_s3", "6b", "pg_restore", "5"))
+        self.timed_row("6c", "restore_swap", labels["restore_swap"], {"pg_restore": "5", "pg_restore_jobs": "5′"},
+                       extra=self.without_startup("restore_swap", "6c", "pg_restore_jobs", "5′"))
+        self.timed_row("6d", "restore_swap_1", labels["restore_swap_1"], {"pg_restore": "5"},
+                       extra=self.without_startup("restore_swap_1", "6d", "pg_restore", "5"))
+        self.unavailable_row()
         self.rss_rows()
         self.timed_row("7c", "dump_devnull_big", labels["dump_devnull_big"], {})
         self.timed_row("7d", "create_big", labels["create_big"], {"dump_devnull_big": "7c"})
         self.web_rows()
         self.worker_rows()
         return self.rows
+
+    def unavailable_row(self) -> None:
+        """6e: how long the swaps of 6c and 6d held the database unavailable (sessions ended, renamed)."""
+        swaps = [s.steps["unavailable"] for key in ("restore_swap", "restore_swap_1") if self.have(key)
+                 for s in self.samples[key]]
+        if not swaps:
+            return
+        summary = Summary.of(swaps)
+        self.numbers["swap_unavailable.seconds"] = summary.median
+        self.rows.append(("6e", "the database unavailable during the swap of 6c and 6d", *span(summary, "s", 3),
+                          "", "", ""))
 
     def dump_alone_row(self) -> None:
         """2′: the pg_dump step of case 2 alone, for the engine issue's note (create vs. a plain dump)."""

@@ -75,6 +75,13 @@ def fill_shop(cluster: PostgresCluster, dbname: str, rows: int = 1000) -> None:
     """, dbname)
 
 
+def drop_with_leftovers(cluster: PostgresCluster, name: str) -> None:
+    """Drop a test database and the ones restores kept or left beside it (`<name>_before_restore_…`)."""
+    beside = cluster.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{name}\\_%'").split()
+    for database in [name, *beside]:
+        cluster.dropdb(database)
+
+
 @pytest.fixture
 def source_db(pg_cluster):
     """A fresh database with 1000 customers and 3000 orders; yields its name."""
@@ -82,7 +89,7 @@ def source_db(pg_cluster):
     pg_cluster.createdb(name)
     fill_shop(pg_cluster, name)
     yield name
-    pg_cluster.dropdb(name)
+    drop_with_leftovers(pg_cluster, name)
 
 
 @pytest.fixture
@@ -220,7 +227,7 @@ def other_db(pg_cluster):
     pg_cluster.createdb(name)
     fill_shop(pg_cluster, name, rows=200)
     yield name
-    pg_cluster.dropdb(name)
+    drop_with_leftovers(pg_cluster, name)
 
 
 @pytest.fixture

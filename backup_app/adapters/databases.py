@@ -18,13 +18,14 @@ log = logging.getLogger(__name__)
 LIST_QUOTED_SETTINGS = {"local_preload_libraries", "search_path", "session_preload_libraries",
                         "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"}
 LOCALE_PROVIDERS = {"c": "libc", "i": "icu", "b": "builtin"}
-# The sessions that must end before a database can be renamed (autovacuum workers are
-# stopped by the server itself).
+# The sessions that must end before a database can be renamed (autovacuum workers, which have
+# no user, are stopped by the server itself). A role that is not a superuser sees no
+# backend_type for other roles' sessions: those are clients too.
 SESSIONS_SQL = """
-SELECT a.pid, a.usename, coalesce(r.rolsuper, false) AS superuser,
-       pg_has_role(current_user, a.usesysid, 'MEMBER') AS own_role
-FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
-WHERE a.datname = %s AND a.pid <> pg_backend_pid() AND a.backend_type IN ('client backend', 'walsender')
+SELECT a.pid, a.usename, r.rolsuper, pg_has_role(current_user, a.usesysid, 'MEMBER')
+FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
+WHERE a.datname = %s AND a.pid <> pg_backend_pid()
+      AND coalesce(a.backend_type, 'client backend') IN ('client backend', 'walsender')
 """
 ROLE_SQL = """
 SELECT current_user, rolsuper, rolcreatedb, pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')
@@ -170,10 +171,11 @@ class DatabaseServer:
         its owner, encoding, locale, tablespace, connection limit, settings, grants and comment."""
         statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
         if like is not None:
-            statement += sql.SQL(" OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {} TABLESPACE {} "
-                                 "CONNECTION LIMIT {}").format(
+            statement += sql.SQL(" OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {} CONNECTION LIMIT {}").format(
                 sql.Identifier(like.owner), sql.Literal(like.encoding), sql.Literal(like.collate),
-                sql.Literal(like.ctype), sql.Identifier(like.tablespace), sql.Literal(like.connection_limit))
+                sql.Literal(like.ctype), sql.Literal(like.connection_limit))
+            if like.tablespace != "pg_default":  # naming pg_default needs CREATE on it; leaving it out does not
+                statement += sql.SQL(" TABLESPACE {}").format(sql.Identifier(like.tablespace))
             if like.locale_provider:
                 statement += sql.SQL(" LOCALE_PROVIDER {}").format(sql.SQL(LOCALE_PROVIDERS[like.locale_provider]))
             if like.locale_provider == "i":

@@ -20,6 +20,11 @@ AUDITED_ENDPOINTS = {
     "backups.restore": "restore",
     "backups.delete": "delete",
     "backups.download": "download",
+    "backups.verify": "verify",
+    "targets.add": "targets-add",
+    "targets.edit": "targets-edit",
+    "targets.remove": "targets-remove",
+    "targets.run_now": "create",
     "api.create_backup": "create",
     "api.restore_backup": "restore",
     "api.delete_backup": "delete",
@@ -29,15 +34,18 @@ READS = {"download"}
 
 
 def request_subject() -> str:
-    """What the request acts on: the backup, else the database (named by the view, the form or the body)."""
+    """What the request acts on: the backup, the target, else the database (named by the view,
+    the form or the body)."""
     if g.get("audit_subject"):
         return g.audit_subject
     if request.view_args and "backup_id" in request.view_args:
         return request.view_args["backup_id"]
+    if request.view_args and "name" in request.view_args:
+        return request.view_args["name"]
     body = request.get_json(silent=True) if request.is_json else None
     if isinstance(body, dict) and isinstance(body.get("database"), str):
         return body["database"]
-    return request.form.get("database") or request.form.get("email") or ""
+    return request.form.get("database") or request.form.get("name") or request.form.get("email") or ""
 
 
 def request_actor() -> str:
@@ -55,9 +63,9 @@ def record_request(response):
     action = AUDITED_ENDPOINTS.get(request.endpoint or "")
     if action is None or (request.method == "GET" and action not in READS) or response.status_code == 404:
         return response
-    if action == "sign-in" and response.status_code != 302:
-        action = "sign-in-failed"
-    elif response.status_code >= 400:
+    # A page's form did what it was for when it redirects; shown again (200) or refused, it did not.
+    page_form = request.method == "POST" and request.blueprint != "api"
+    if response.status_code >= 400 or (page_form and not 300 <= response.status_code < 400):
         action += "-failed"
     try:
         service.record(db.session, request_actor(), action, request_subject(),

@@ -91,6 +91,7 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
     """
     backup = get_completed_backup(session, backup_id)
     file = backup.file()
+    session.commit()  # what follows asks the target server: no catalog transaction waits on it
     decoding_key(file, key)
     client = pg.for_restore(conn, file.client_version)
     server = pg.databases(conn)

@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, PasswordField, SelectChoice, SelectField, StringField
+from wtforms import BooleanField, IntegerField, PasswordField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from ..adapters.postgres import ConnInfo
@@ -62,6 +62,15 @@ class TargetForm(FlaskForm):
     codec = SelectField("Compression", choices=[SelectChoice(c) for c in CODECS], default="gzip",
                         description="gzip: pg_dump's own; zstd: faster and smaller; plain: none.")
     encrypt = BooleanField("Encrypt backups at rest (APP_ENCRYPTION_KEY)")
+    # Not `notify_urls`: the stored URLs may carry tokens, so the edit form never shows them back.
+    notify = TextAreaField("Notification URLs", validators=[Length(max=10_000)],
+                           description="Apprise URLs (e-mail, Slack, webhooks …), one per line, told about this "
+                                       "target besides NOTIFY_URLS.")
+    clear_notify = BooleanField("Forget the stored notification URLs")
+    notify_on_success = BooleanField("Also tell about successful backups")
+    stale_after_hours = IntegerField("Alert when the newest good backup is older than (hours)",
+                                     validators=[Optional(), NumberRange(min=1, max=100_000)],
+                                     description="Empty: STALE_AFTER_HOURS.")
 
     def conn(self) -> ConnInfo:
         """The connection entered (its password None when the field was left empty)."""
@@ -69,13 +78,20 @@ class TargetForm(FlaskForm):
         return ConnInfo(stripped(self.dbname), stripped(self.host), self.port.data, stripped(self.user),
                         self.password.data or None, params)
 
-    def settings(self) -> TargetSettings:
+    def settings(self, stored_notify_urls: str | None = None) -> TargetSettings:
+        """The settings entered; notification URLs left empty keep `stored_notify_urls` unless
+        "Forget" is ticked."""
+        urls = tuple((self.notify.data or "").split())
+        if not urls and not (self.clear_notify and self.clear_notify.data):
+            urls = tuple((stored_notify_urls or "").split())
         return TargetSettings(
             schedule=stripped(self.schedule), timezone=stripped(self.timezone),
             keep_days=self.keep_days.data, keep_last=self.keep_last.data,
             gfs=(self.gfs_daily.data, self.gfs_weekly.data, self.gfs_monthly.data),
             format=self.format.data, codec=self.codec.data, encrypt=self.encrypt.data,
-            verify_schedule=stripped(self.verify_schedule), schedule_enabled=self.schedule_enabled.data)
+            verify_schedule=stripped(self.verify_schedule), schedule_enabled=self.schedule_enabled.data,
+            notify_urls=urls, notify_on_success=self.notify_on_success.data,
+            stale_after_hours=self.stale_after_hours.data)
 
 
 def stripped(field) -> str | None:

@@ -7,6 +7,7 @@ from ..errors import BackupError
 from ..extensions import db
 from ..services import targets as service
 from ..services.backups import latest_backups
+from ..services.previous import kept_databases
 from ..services.prune import prune
 from . import bp
 from .forms import CONNECTION_FIELDS, TargetForm
@@ -23,14 +24,14 @@ def next_runs(target) -> str:
 def index():
     """Every target: connection, schedules, retention, storage and its last backup."""
     return render_template("targets/index.html", targets=wiring.all_targets(), env_url=wiring.env_url(),
-                           latest=latest_backups(db.session), button=ButtonForm())
+                           latest=latest_backups(db.session), kept=kept_databases(db.session), button=ButtonForm())
 
 
 @bp.route("/new", methods=["GET", "POST"])
 def add():
     """Add a database to back up."""
     form = TargetForm()
-    del form.clear_password
+    del form.clear_password, form.clear_notify
     if form.validate_on_submit():
         try:
             target = service.add_target(db.session, form.name.data.strip(), form.conn(), form.settings(),
@@ -53,10 +54,16 @@ def edit(name):
             delattr(form, field)
     else:
         form.password.description = "Leave empty to keep the stored password; it is never shown."
+    stored = len((target.notify_urls or "").split())
+    if stored:
+        form.notify.description = (f"{stored} stored, not shown (they may carry tokens): leave empty to keep them, "
+                                   "or give the whole new list, one per line.")
+    else:
+        del form.clear_notify
     context = {"form": form, "target": target, "env_url": wiring.env_url()}
     if form.validate_on_submit():
         try:
-            service.update_target(db.session, target.name, form.settings(), wiring.master_key(),
+            service.update_target(db.session, target.name, form.settings(target.notify_urls), wiring.master_key(),
                                   None if target.from_env else form.conn(),
                                   clear_password=not target.from_env and form.clear_password.data)
         except BackupError as exc:

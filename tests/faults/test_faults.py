@@ -277,30 +277,30 @@ def test_11_lost_catalog_is_rebuilt_by_rescan(make_app, pg_cluster, source_db, s
     assert count(pg_cluster, source_db) == 3000
 
 
-def test_12a_restore_into_conflicting_objects_fails_and_rolls_back(
-        app, runner, pg_cluster, source_db, backup_dir):
-    """Fault 12: conflicting objects → the server's message, nothing changed."""
+def test_12a_objects_made_since_the_backup_are_gone_after_a_restore_and_kept_aside(
+        app, runner, pg_cluster, source_db):
+    """Fault 12: objects the backup does not know (a view on a table it restores) → the restore
+    builds beside them and swaps: the target holds exactly the backup, the view is kept aside.
+    In place (`pg_restore --clean`) the same restore fails on the view and changes nothing."""
     backup = create(runner)
-    # The target has a view depending on orders: --clean cannot drop orders, so the restore fails.
-    other = source_db + "_dep"
-    pg_cluster.createdb(other)
-    try:
-        fill_shop(pg_cluster, other, rows=10)
-        pg_cluster.psql("CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 5", other)
+    pg_cluster.psql("CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 5; DELETE FROM orders", source_db)
 
-        result = invoke(runner, "backup", "restore", backup["id"], "--target-url",
-                        pg_cluster.url(other), "--yes", ok=False)
+    refused = invoke(runner, "backup", "restore", backup["id"], "--yes", "--in-place", ok=False)
+    assert "Error: pg_restore: error:" in error_line(refused) and "depend" in refused.stderr
+    assert count(pg_cluster, source_db) == 0, "rolled back"
 
-        assert "Error: pg_restore: error:" in error_line(result)
-        assert "depend" in result.stderr
-        assert pg_cluster.psql("SELECT count(*) FROM orders", other) == "30", "rolled back"
-    finally:
-        pg_cluster.dropdb(other)
+    previous = json.loads(invoke(runner, "backup", "restore", backup["id"], "--yes", "--json").stdout)[
+        "previous_database"]
+
+    assert count(pg_cluster, source_db) == 3000
+    assert pg_cluster.psql("SELECT count(*) FROM pg_views WHERE viewname = 'big_orders'", source_db) == "0"
+    assert pg_cluster.psql("SELECT count(*) FROM pg_views WHERE viewname = 'big_orders'", previous) == "1"
 
 
-def test_12b_restore_while_a_session_holds_a_lock_times_out_and_changes_nothing(
+def test_12b_a_session_holding_a_lock_is_ended_by_the_swap_and_times_out_in_place(
         make_app, pg_cluster, source_db, s3_settings):
-    """Fault 12: active connections → a lock timeout instead of a hang; nothing changed."""
+    """Fault 12: active connections → in place, a lock timeout instead of a hang and nothing
+    changed; built beside and swapped (the default), the session is ended and the restore done."""
     app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), RESTORE_LOCK_TIMEOUT=2, **s3_settings)
     runner = app.test_cli_runner()
     invoke(runner, "storage", "init")
@@ -310,18 +310,21 @@ def test_12b_restore_while_a_session_holds_a_lock_times_out_and_changes_nothing(
         ["/usr/lib/postgresql/15/bin/psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(pg_cluster.port),
          "-U", "postgres", "-d", source_db, "-c",
          "BEGIN; LOCK TABLE orders IN ACCESS SHARE MODE; SELECT pg_sleep(60);"],
-        env={**os.environ, "PGPASSWORD": pg_cluster.password}, stdout=subprocess.DEVNULL)
+        env={**os.environ, "PGPASSWORD": pg_cluster.password}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
         started = time.monotonic()
-        result = invoke(runner, "backup", "restore", backup["id"], "--yes", ok=False)
+        result = invoke(runner, "backup", "restore", backup["id"], "--yes", "--in-place", ok=False)
         assert time.monotonic() - started < 30
+        assert "waited more than 2 s for locks held by other sessions (pid " in error_line(result)
+        assert count(pg_cluster, source_db) == 100, "rolled back: the rows deleted before stay deleted"
+
+        invoke(runner, "backup", "restore", backup["id"], "--yes")
+        assert holder.wait(timeout=10) != 0, "the session holding the lock was ended"
     finally:
         holder.kill()
         holder.wait()
-
-    assert "waited more than 2 s for locks held by other sessions (pid " in error_line(result)
-    assert count(pg_cluster, source_db) == 100, "rolled back: the rows deleted before stay deleted"
+    assert count(pg_cluster, source_db) == 3000
 
 
 def test_14_prune_after_a_run_of_failures_keeps_the_good_backups(keyed_app, pg_cluster, other_db):

@@ -48,14 +48,16 @@ def test_06_a_worker_killed_mid_backup_leaves_an_interrupted_job_and_no_partial_
 
 
 def test_07_a_worker_killed_mid_restore_says_the_target_may_be_partial(live_app, pg_cluster, source_db):
-    """Fault 7: worker killed mid-restore → job interrupted; the message warns about the target."""
+    """Fault 7: worker killed mid-restore in place → job interrupted; the message warns about the target.
+    (A restore beside the target never touches it before the swap: see test_recovery_of_a_restore_….)"""
     token = live_app.flask("users", "token", EMAIL).strip()
     created = live_app.api("POST", "/api/backups", token)["job_id"]
     wait_until(lambda: live_app.api("GET", f"/api/jobs/{created}", token)["status"] == "completed", 30, "backup")
     backup_id = live_app.api("GET", f"/api/jobs/{created}", token)["backup_id"]
     lock = TableLock(pg_cluster, source_db, "orders")  # pg_restore --clean waits on it, mid-restore
     try:
-        job_id = live_app.api("POST", f"/api/backups/{backup_id}/restore", token, {"confirm": source_db})["job_id"]
+        job_id = live_app.api("POST", f"/api/backups/{backup_id}/restore", token,
+                              {"confirm": source_db, "in_place": True})["job_id"]
         wait_until(lambda: live_app.api("GET", f"/api/jobs/{job_id}", token)["phase"] == "restoring", 30,
                    "the restore")
         live_app.worker.send_signal(signal.SIGKILL)

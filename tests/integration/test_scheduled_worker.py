@@ -104,20 +104,23 @@ def test_scheduled_backups_verify_and_prune_run_in_the_worker(make_app, start_wo
     assert verify.status == "completed" and "restorable, 2 tables, 4000 rows" in verify.result
     assert verify.backup_id == jobs_of(app, "create", source_db)[0].backup_id
 
-    # The prune: other's backup is 40 days old and other keeps none by count.
+    # The prune: other's first backup is 40 days old and other keeps none by count (its newest,
+    # made now, is kept whatever the policy).
     doomed = jobs_of(app, "create", "other")[0].backup_id
     with app.app_context():
         doomed_file = db.session.get(Backup, doomed).filename
+    newest = create(runner, "--database", "other")
     age_backups(app, {doomed: 40})
     make_due(app, PeriodicRun, "prune")
     wait_until(finished(app, "prune"), 60, "the prune job")
 
     [prune] = jobs_of(app, "prune")
     assert (prune.status, prune.result) == ("completed", "deleted 1 backup(s)")
-    assert f"deleted {doomed_file} (older than 30 days and not among the newest 0 completed)" in prune.log
+    assert f"deleted {doomed_file} (older than 30 days and not among the newest 0 good backups)" in prune.log
     assert s3.stat(doomed_file) is None and not (backup_dir / doomed_file).exists()
     with app.app_context():
-        assert [b.database for b in db.session.query(Backup)] == [source_db]
+        assert sorted(b.id for b in db.session.query(Backup)) == sorted(
+            [jobs_of(app, "create", source_db)[0].backup_id, newest["id"]])
 
 
 def test_the_sync_job_uploads_once_s3_is_back(make_app, start_worker, pg_cluster, source_db, tmp_path):

@@ -14,11 +14,16 @@ from tests.web_helpers import add_user, api_token, count_orders, sign_in, submit
 pytestmark = pytest.mark.integration
 
 
-def only_job(app) -> Job:
+def all_jobs(app) -> list[Job]:
     with app.app_context():
-        jobs = db.session.query(Job).all()
-        assert len(jobs) == 1
-        return jobs[-1]
+        found = db.session.query(Job).order_by(Job.created_at).all()
+        db.session.expunge_all()
+        return found
+
+
+def only_job(app) -> Job:
+    [job] = all_jobs(app)
+    return job
 
 
 def create_through_page(client, source_db):
@@ -70,14 +75,22 @@ def test_restore_page_needs_the_typed_name_then_restores(app, client, pg_cluster
     url = f"/backups/{backup_id}/restore"
 
     page = text(client.get(url))
-    assert "This overwrites data" in page and f"type <strong>{source_db}</strong>" in page
+    assert f"type <strong>{source_db}</strong>" in page
+    assert f"are the sessions connected to {source_db} ended" in page, "said before anything runs"
+    assert f"the current {source_db} is then kept as {source_db}_before_restore_&lt;UTC time&gt; (dropped after 24 h)" \
+        in page, "and where the previous data is kept"
     wrong = submit(client, url, {"target": "configured", "confirm": "something-else"})
     assert wrong.status_code == 403 and "Confirmation does not match" in text(wrong)
     assert count_orders(pg_cluster, source_db) == 0
+    both = submit(client, url, {"target": "configured", "how": "in_place", "drop_previous": "y", "confirm": source_db})
+    assert both.status_code == 200 and "An in-place restore keeps no previous database to drop." in text(both)
 
     done = submit(client, url, {"target": "configured", "confirm": source_db})
     assert done.status_code == 302
     assert count_orders(pg_cluster, source_db) == 3000
+    [job] = [j for j in all_jobs(app) if j.kind == "restore"]
+    assert f"the previous database is kept as {source_db}_before_restore_" in job.result
+    assert f"{source_db}_before_restore_" in text(client.get("/targets/")), "listed with the targets"
 
 
 def test_restore_into_another_url(app, client, pg_cluster, source_db):

@@ -239,3 +239,12 @@ def test_a_backup_left_running_with_no_live_job_is_failed(queued_app):
         assert db.session.get(Backup, "orphan1").status == "failed"
         assert "no job is running this backup" in db.session.get(Backup, "orphan1").error
         assert db.session.get(Backup, job.backup_id).status == RUNNING, "its job is alive"
+
+
+def test_an_interrupted_restore_says_what_it_may_have_left():
+    beside = Job(kind=RESTORE, target="postgresql://db/shop", worker="h:1", options={"in_place": False})
+    in_place = Job(kind=RESTORE, target="postgresql://db/shop", worker="h:1", options={"in_place": True})
+
+    assert "postgresql://db/shop itself was not changed unless the swap had begun" in jobs.interrupted_error(beside)
+    assert "_restoring_" in jobs.interrupted_error(beside)
+    assert "may be partially restored" in jobs.interrupted_error(in_place)

@@ -7,7 +7,7 @@ import pytest
 from backup_app import wiring
 from backup_app.extensions import db
 from backup_app.localservers import free_port
-from backup_app.models import Backup, Job, Target, utcnow
+from backup_app.models import AuditEvent, Backup, Job, Target, utcnow
 from backup_app.services.schedules import next_run_time
 from tests.helpers import new_key
 from tests.web_helpers import add_backup, add_user, sign_in, submit, text
@@ -76,6 +76,9 @@ def test_add_then_list_shows_everything_but_the_password(keyed):
     ({"port": "70000"}, 200, "Number must be between 1 and 65535."),
     ({"codec": "lz4"}, 200, "Not a valid choice."),
     ({"name": "bad name!"}, 400, "a target name is 1-100 letters, digits"),
+    ({"keep_days": "0", "keep_last": "0", "gfs_daily": "0", "gfs_weekly": "0", "gfs_monthly": "0"}, 400,
+     "a retention that keeps nothing"),
+    ({"notify": "not-a-url"}, 400, "not an Apprise notification URL: not-a-url"),
 ])
 def test_bad_input_is_explained_and_nothing_is_added(keyed, changes, status, message):
     app, client = keyed
@@ -121,6 +124,30 @@ def test_edit_keeps_the_password_unless_a_new_one_is_given(keyed):
         assert wiring.master_key().decrypt_secret(target(app, "crm").password_encrypted) == "a-new-password"
     submit(client, "/targets/crm/edit", {**CRM, "password": "", "clear_password": "y"})
     assert target(app, "crm").password_encrypted is None
+
+
+HOOK = "json://hooks.example/backup?token=hook-secret"
+
+
+def test_edit_keeps_the_notification_settings_and_never_shows_the_urls(keyed):
+    app, client = keyed
+    add_crm(client, notify=HOOK, notify_on_success="y", stale_after_hours="30")
+    assert (target(app, "crm").notify_urls, target(app, "crm").notify_on_success,
+            target(app, "crm").stale_after_hours) == (HOOK, True, 30)
+
+    page = text(client.get("/targets/crm/edit"))
+    assert "hook-secret" not in page and "1 stored, not shown" in page
+    kept = submit(client, "/targets/crm/edit", {**CRM, "password": "", "keep_days": "9", "notify_on_success": "y",
+                                                "stale_after_hours": "30"})
+
+    assert kept.status_code == 302
+    after = target(app, "crm")
+    assert (after.keep_days, after.notify_urls, after.notify_on_success, after.stale_after_hours) == \
+        (9, HOOK, True, 30), "saving the page erased none of them"
+    submit(client, "/targets/crm/edit", {**CRM, "password": "", "notify": "json://other.example/x\n" + HOOK})
+    assert target(app, "crm").notify_urls == "json://other.example/x\n" + HOOK
+    submit(client, "/targets/crm/edit", {**CRM, "password": "", "clear_notify": "y"})
+    assert (target(app, "crm").notify_urls, target(app, "crm").notify_on_success) == (None, False)
 
 
 def test_changing_the_schedule_recomputes_the_next_run(keyed):
@@ -261,3 +288,22 @@ def test_run_now_of_a_target_that_cannot_be_backed_up_says_why(make_app):
     assert "secret: target &#39;secret&#39; is encrypted but APP_ENCRYPTION_KEY is not set" in text(response)
     with app.app_context():
         assert db.session.query(Job).count() == 0
+
+
+def test_target_pages_and_verify_are_audited(keyed):
+    app, client = keyed
+    add_crm(client)
+    submit(client, "/targets/crm/edit", {**CRM, "password": "", "keep_days": "9"})
+    submit(client, "/targets/crm/edit", {**CRM, "keep_days": "many"})  # shown again: nothing saved
+    submit(client, "/targets/crm/run", form_url="/targets/")
+    add_backup(app, backup_id="b1", database="crm")
+    submit(client, "/backups/b1/verify", form_url="/backups/b1")
+    submit(client, "/targets/crm/remove")
+
+    with app.app_context():
+        events = [(e.action, e.subject, e.actor) for e in db.session.scalars(
+            db.select(AuditEvent).where(AuditEvent.action != "sign-in").order_by(AuditEvent.id.desc()))]
+    assert [(action, subject) for action, subject, _ in events] == [
+        ("targets-remove", "crm"), ("verify", "b1"), ("create", "crm"), ("targets-edit-failed", "crm"),
+        ("targets-edit", "crm"), ("targets-add", "crm")]
+    assert {actor for *_, actor in events} == {"admin@example.com"}
