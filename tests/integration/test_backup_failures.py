@@ -146,3 +146,16 @@ def test_garbage_local_file_of_a_legacy_row_is_not_reported_as_restored(app, run
                     "--yes", ok=False)
     assert "does not appear to be a valid archive" in error_line(result)
     assert pg_cluster.psql("SELECT count(*) FROM pg_database WHERE datname = 'garbage_target'") == "0"
+
+
+def test_a_url_with_connect_timeout_backs_up_and_restores(make_app, pg_cluster, source_db):
+    """A documented libpq parameter in the URL: it must reach every connection exactly once."""
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db) + "?connect_timeout=5")
+    runner = app.test_cli_runner()
+
+    backup = create(runner)
+
+    assert backup["status"] == "completed" and backup["row_counts"] == {"public.customers": 1000, "public.orders": 3000}
+    pg_cluster.psql("DELETE FROM orders", source_db)
+    invoke(runner, "backup", "restore", backup["id"], "--yes")
+    assert pg_cluster.psql("SELECT count(*) FROM orders", source_db) == "3000"

@@ -101,3 +101,45 @@ def test_a_failed_dump_is_the_commands_error_and_a_failed_job(make_app, pg_clust
     assert "password authentication failed" in error_line(result)
     [job] = all_jobs(app)
     assert job.status == "failed" and "password authentication failed" in job.error
+
+
+def running(app, **fields) -> str:
+    """A running job of another worker with these fields; returns its id."""
+    with app.app_context():
+        job = Job(status=RUNNING, phase="running", log="", worker="another-host:1", started_at=utcnow(), **fields)
+        db.session.add(job)
+        db.session.commit()
+        return job.id
+
+
+def end(app, job_id: str) -> None:
+    with app.app_context():
+        db.session.get(Job, job_id).status = "completed"
+        db.session.commit()
+
+
+def test_verify_prune_sync_delete_and_download_take_the_slots_the_worker_holds(app, runner, source_db, backup_dir,
+                                                                              tmp_path):
+    backup = create(runner)
+    sync = running(app, kind="sync", database="all targets", target="all backups", slot="all backups")
+    for args in (["backup", "prune"], ["backup", "sync"], ["backup", "delete", backup["id"], "--yes"]):
+        refused = invoke(runner, *args, ok=False)
+        assert error_line(refused) == (f"Error: A sync job for all targets is already running (job {sync}); "
+                                       "wait for it to finish"), args
+    end(app, sync)
+    verify = running(app, kind="verify", database=source_db, target="scratch", slot=f"backup {backup['id']}",
+                     backup_id=backup["id"])
+    refused = invoke(runner, "backup", "verify", backup["id"], ok=False)
+    assert error_line(refused) == (f"Error: A verify job for {source_db} is already running (job {verify}); "
+                                   "wait for it to finish")
+
+    refused = invoke(runner, "backup", "delete", backup["id"], "--yes", ok=False)
+    assert error_line(refused) == (f"Error: A verify job is reading backup {backup['id']} (job {verify}); "
+                                   "wait for it to finish")
+    assert (backup_dir / backup["filename"]).exists(), "nothing deleted"
+    end(app, verify)
+
+    invoke(runner, "backup", "download", backup["id"], "--output", str(tmp_path / "copy.dump"))
+    invoke(runner, "backup", "delete", backup["id"], "--yes")
+    kinds = [(job.kind, job.status) for job in all_jobs(app)]
+    assert ("download", "completed") in kinds and ("delete", "completed") in kinds

@@ -50,6 +50,8 @@ def test_targets_add_list_test_remove(keyed_app, pg_cluster, source_db, other_db
     (["--timezone", "Mars/Olympus"], "unknown time zone"),
     (["--gfs", "7,4"], "--gfs takes three numbers"),
     (["--keep-days", "-1"], "cannot be negative"),
+    (["--keep-days", "0", "--keep-last", "0"], "a retention that keeps nothing (keep-days 0, keep-last 0, no GFS) "
+                                               "would delete every backup at the next prune"),
 ])
 def test_bad_target_settings_are_refused(keyed_app, pg_cluster, other_db, args, message):
     runner = keyed_app.test_cli_runner()

@@ -10,6 +10,7 @@ from backup_app.extensions import db
 from backup_app.services import backups as service
 from backup_app.services import events
 from backup_app.services.restore import RestoreOptions, restore_backup
+from backup_app.services.verify import verify_backup
 from backup_app.services.targets import DumpSpec
 from tests.unit.fakes import FakePg, FakeS3
 
@@ -231,3 +232,18 @@ def test_a_broken_subscriber_never_fails_a_backup(session, local):
         events.backup_completed.disconnect(broken)
 
     assert backup.status == "completed"
+
+
+def test_a_verify_that_meets_an_os_error_ends_failed_not_running(session, local):
+    """Not only BackupErrors: a connection reset while a copy is read still ends the verification."""
+    class ResetStore(FakeS3):
+        def open(self, filename):
+            raise ConnectionResetError("connection reset by peer")
+
+    store = ResetStore()
+    backup = service.create_backup(session, TARGET, local, [store], FakePg())
+
+    verification = verify_backup(session, backup.id, TARGET.conn, local, [store], FakePg())
+
+    assert verification.status == "failed" and verification.finished_at is not None
+    assert "verify stopped: ConnectionResetError: connection reset by peer" in verification.error

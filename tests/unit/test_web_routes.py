@@ -135,6 +135,11 @@ def test_api_errors_for_bad_requests(bare_app):
     bad_url = client.post("/api/backups/b1/restore", headers=headers,
                           json={"confirm": "x", "target_url": "mysql://h/x"})
     assert bad_url.status_code == 400 and "postgresql://" in bad_url.json["error"]
+    not_a_flag = client.post("/api/backups/b1/restore", headers=headers, json={"confirm": "x", "in_place": "yes"})
+    assert not_a_flag.status_code == 400 and not_a_flag.json["error"] == "'in_place' must be true or false"
+    both = client.post("/api/backups/b1/restore", headers=headers,
+                       json={"confirm": "x", "in_place": True, "drop_previous": True})
+    assert both.status_code == 400 and "drop_previous has nothing to drop with in_place" in both.json["error"]
 
 
 def test_create_page_without_a_configured_database(bare_client):
