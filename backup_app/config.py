@@ -14,6 +14,11 @@ def env_bool(name: str, default: bool = False, env: Mapping[str, str] = os.envir
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's share, not the whole machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def extra_s3_stores(env: Mapping[str, str]) -> list[dict]:
     """The S3 stores named in S3_STORES (beside MINIO_*'s), each from its S3_<NAME>_* variables."""
     stores: list[dict] = []
@@ -70,7 +75,7 @@ class Config:
         # Seconds an in-place restore waits for a lock held by another session before it fails.
         self.RESTORE_LOCK_TIMEOUT = int(os.environ.get("RESTORE_LOCK_TIMEOUT", 60))
         # pg_restore jobs at once, when it restores into a new database from a file it can seek.
-        self.RESTORE_JOBS = max(1, int(os.environ.get("RESTORE_JOBS") or os.cpu_count() or 1))
+        self.RESTORE_JOBS = max(1, int(os.environ.get("RESTORE_JOBS") or usable_cpus()))
         # Hours a database replaced by a restore is kept (<name>_before_restore_<time>) before the
         # worker drops it; 0 keeps it until it is dropped by hand.
         self.KEEP_PREVIOUS_HOURS = int(os.environ.get("KEEP_PREVIOUS_HOURS") or 24)

@@ -7,12 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from backup_app.config import usable_cpus
+
 from .lab import Lab
 from .measure import BenchError, Sample, run
 
 RESTORED = "bench_restored"
 BASELINE_BUCKET = "baseline"
-JOBS = os.cpu_count() or 1  # RESTORE_JOBS' default
+JOBS = usable_cpus()  # RESTORE_JOBS' default
 # The same database as targets with other codecs (the default target, case 3, is gzip):
 # case key suffix → (what the table calls it, `flask targets add` options).
 CODECS = {

@@ -12,11 +12,11 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-ROWS = ("0", "1", "2", "2′", "3", "3′", "4a", "4a′", "4b", "4b′", "4c", "4c′", "5", "6a", "6b", "7a", "7b", "7c",
-        "7d", "8a", "8b", "9a", "9b")
+ROWS = ("0", "1", "2", "2′", "3", "3′", "4a", "4a′", "4b", "4b′", "4c", "4c′", "5", "5′", "6a", "6b", "6c", "6d",
+        "6e", "7a", "7b", "7c", "7d", "8a", "8b", "9a", "9b")
 TIMED = ("startup", "dump_devnull", "dump_then_upload", "create", "create_zstd", "create_plain",
-         "create_zstd_encrypted", "pg_restore", "restore_local", "restore_s3", "dump_devnull_big", "create_big",
-         "workers_1", "workers_3")
+         "create_zstd_encrypted", "pg_restore", "pg_restore_jobs", "restore_local", "restore_s3", "restore_swap",
+         "restore_swap_1", "dump_devnull_big", "create_big", "workers_1", "workers_3")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_table_has_every_row_with_figures_or_n_a(bench_run):
     assert header.startswith("| # | case | median |")
     cells = {row.split(" | ")[0].removeprefix("| "): row.split(" | ") for row in rows}
     assert tuple(cells) == ROWS
-    for number in ("1", "2", "3", "4a", "4b", "4c", "5", "6a", "6b"):
+    for number in ("1", "2", "3", "4a", "4b", "4c", "5", "5′", "6a", "6b", "6c", "6d", "6e"):
         assert cells[number][2].endswith(" s"), cells[number]
     for number in ("4a′", "4b′", "4c′"):
         assert cells[number][2].endswith(" MB") and cells[number][4].endswith("× (3′)"), cells[number]

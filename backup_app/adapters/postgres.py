@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -273,6 +274,16 @@ class DumpProcess:
         self._stderr.close()
 
 
+def wait_reporting(popen: subprocess.Popen, waiting: Callable[[], None] | None, every: float = 1) -> int:
+    """Wait for a process, calling `waiting()` every `every` seconds until it ends; its exit code."""
+    while True:
+        try:
+            return popen.wait(timeout=every)
+        except subprocess.TimeoutExpired:
+            if waiting:
+                waiting()
+
+
 def major(version: str) -> int:
     return int(version.split(".")[0])
 
@@ -335,13 +346,14 @@ class PgClient:
         return DumpProcess(popen, stderr)
 
     def restore(self, conn: ConnInfo, source: BinaryIO, fmt: str, *, in_place: bool = False, jobs: int = 1,
-                lock_timeout: float = 60) -> None:
+                lock_timeout: float = 60, waiting: Callable[[], None] | None = None) -> None:
         """Restore a dump read from `source` into `conn`'s database.
 
         Into a new, empty database (the default): pg_restore without `--clean`; with `jobs` > 1
         it reads `source` itself (a custom archive in a file it can seek, opened by the caller
         and read through /proc/self/fd, so the bytes restored are those the caller checked) and
-        restores `jobs` tables at a time. The caller drops the database if this fails.
+        restores `jobs` tables at a time, calling `waiting()` every second meanwhile. The caller
+        drops the database if this fails.
 
         `in_place`: over the objects the database holds (`--clean --if-exists`) in one
         transaction, so a failure changes nothing. A restore that waits more than
@@ -363,9 +375,9 @@ class PgClient:
         stderr = tempfile.TemporaryFile()
         if jobs > 1 and fmt != "plain" and not in_place:
             args += [f"--jobs={jobs}", f"/proc/self/fd/{source.fileno()}"]
-            code = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                  env=env, pass_fds=(source.fileno(),)).returncode
-            self._check_restored(args, code, read_stderr(stderr))
+            popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                     env=env, pass_fds=(source.fileno(),))
+            self._check_restored(args, wait_reporting(popen, waiting), read_stderr(stderr))
             return
         popen = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=stderr, env=env)
@@ -399,6 +411,14 @@ class PgClient:
     def _check_restored(args: list[str], code: int, message: str) -> None:
         if code != 0:
             raise RestoreFailed(message or f"{Path(args[0]).name} exited with code {code}")
+
+    def database_size(self, conn: ConnInfo) -> int:
+        """Bytes `conn`'s database takes on its server (0 if it cannot be asked)."""
+        try:
+            with connect(conn, timeout=3) as db:
+                return db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        except psycopg.Error:
+            return 0
 
     def table_row_counts(self, conn: ConnInfo) -> dict[str, int]:
         """Exact row count of every user table of `conn`'s database, keyed `schema.table`."""

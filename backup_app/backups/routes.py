@@ -164,9 +164,7 @@ def restore(backup_id):
     name = configured.dbname if configured else "the target database"
     keep_hours = current_app.config["KEEP_PREVIOUS_HOURS"]
     context = {"form": form, "backup": backup, "configured": configured,
-               "beside": describe_restore(name, keep_hours=keep_hours),
-               "dropped": describe_restore(name, drop_previous=True),
-               "in_place": describe_restore(name, in_place=True)}
+               "beside": describe_restore(name, keep_hours=keep_hours), "in_place": describe_restore(name, in_place=True)}
     if form.validate_on_submit():
         try:
             job = jobs.queue_restore(db.session, backup.id, form.confirm.data, form.chosen_url(),

@@ -128,8 +128,9 @@ class Loader:
         return jobs if codecs.is_bare_archive(self.file.format, self.file.codec, self.file.encrypted) else 1
 
     def __call__(self, conn: ConnInfo, *, in_place: bool = False, jobs: int = 1) -> None:
-        if jobs > 1:
-            self.client.restore(conn, self.stored, self.file.format, jobs=jobs)
+        if jobs > 1:  # pg_restore reads the file itself: the restored database's growth is the progress
+            waiting = (lambda: self.progress(self.client.database_size(conn))) if self.progress else None
+            self.client.restore(conn, self.stored, self.file.format, jobs=jobs, waiting=waiting)
             return
         counted = CountingReader(self.stored, self.progress) if self.progress else self.stored
         source = codecs.decode(counted, self.file.format, self.file.codec, decoding_key(self.file, self.key))

@@ -79,7 +79,8 @@ def test_sign_in_back_up_watch_download_restore_delete(live_app, page, screensho
     # Restore, with the typed confirmation.
     pg_cluster.psql("DELETE FROM orders", source_db)
     page.get_by_role("link", name="Restore…").click()
-    expect(page.get_by_role("note")).to_contain_text("This overwrites data.")
+    expect(page.get_by_role("note")).to_contain_text(f"are the sessions connected to {source_db} ended")
+    expect(page.get_by_role("note")).to_contain_text(f"kept as {source_db}_before_restore_<UTC time>")
     page.get_by_label("Type the target database's name to confirm").fill("wrong-name")
     page.get_by_role("button", name="Restore").click()
     expect(page.get_by_role("alert")).to_contain_text("Confirmation does not match")
@@ -89,6 +90,7 @@ def test_sign_in_back_up_watch_download_restore_delete(live_app, page, screensho
     row = page.locator("tr.highlight")
     expect(row.locator('[data-field="status"]')).to_have_text("completed", timeout=30_000)
     expect(row.locator('[data-field="result"]')).to_contain_text(f"restored {filename}")
+    expect(row.locator('[data-field="result"]')).to_contain_text(f"the previous database is kept as {source_db}_before")
     assert count_orders(pg_cluster, source_db) == 3000
 
     # Delete, after the confirmation page.
@@ -101,6 +103,11 @@ def test_sign_in_back_up_watch_download_restore_delete(live_app, page, screensho
     expect(page.get_by_role("status")).to_have_text(f"Deleted {filename}.")
     expect(page.locator("p.empty")).to_contain_text("No backups yet")
     screenshot("backups-after-delete")
+
+    # The database the restore replaced, kept beside it until the worker drops it.
+    page.goto(url + "/targets/")
+    expect(page.locator("table.previous")).to_contain_text(f"{source_db}_before_restore_")
+    screenshot("targets-kept-databases")
 
     page.goto(url + "/backups/nosuchid")
     expect(page.locator(".error-page")).to_contain_text("Backup not found: nosuchid")
