@@ -232,10 +232,12 @@ def restore_command(backup_id, target_url, in_place, drop_previous, yes, as_json
         return
     click.echo(f"Restored backup {backup.id} into {conn.display()}")
     if restored.swap_seconds is not None:
-        click.echo(f"Swapped in: {restored.database} was unavailable for {restored.swap_seconds:.2f} s "
+        click.echo(f"Swapped in: {restored.database} was unavailable for {restored.swap_seconds:.3f} s "
                    f"({restored.sessions_ended} session(s) ended)")
     if restored.previous_database:
         click.echo(f"The previous database is kept as {restored.previous_database}")
+    for warning in restored.warnings:
+        click.echo(f"Warning: {warning}", err=True)
 
 
 @backup_cli.command("download")

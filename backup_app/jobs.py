@@ -62,6 +62,7 @@ from .models import (
     VERIFY,
     Backup,
     Job,
+    Verification,
     new_id,
     utcnow,
 )
@@ -234,7 +235,7 @@ def queue(session: Session, job: Job, target_url: str | None = None) -> Job:
     try:
         job_queue().submit(job.id, target_url)
     except Exception as exc:  # the SQLite file or Redis refused: the job must not stay queued
-        record(job.id, status=FAILED, phase="failed", finished_at=utcnow(),
+        record(job.id, if_status=QUEUED, status=FAILED, phase="failed", finished_at=utcnow(),
                error=f"could not queue the job: {exc}")
         raise QueueUnavailable(f"The job queue is unavailable: {exc}") from exc
     return job
@@ -442,25 +443,30 @@ def _run_restore(session: Session, job: RunningJob, target_url: str | None, prog
     config, key = current_app.config, wiring.master_key()
     options = RestoreOptions(in_place=job.options.get("in_place", False),
                              drop_previous=job.options.get("drop_previous", False), jobs=config["RESTORE_JOBS"])
-    filename = backup.filename
+    filename, target = backup.filename, None if target_url else backup.database
     record(job.id, f"checking the local file of {filename} (fetched from S3 if needed)", phase="fetching")
     restored = restore_backup(session, backup.id, conn, wiring.local_storage(), wiring.s3_stores(),
                               wiring.pg_tools(), key=key, options=options, progress=progress,
-                              on_restoring=lambda what: record(job.id, what, phase="restoring"))
+                              report=lambda line: record(job.id, line, phase="restoring"))
     summary = f"restored {filename} into {conn.display()}"
     if restored.swap_seconds is not None:
-        summary += (f" (built beside it, then swapped in: unavailable for {restored.swap_seconds:.2f} s, "
+        summary += (f" (built beside it, then swapped in: unavailable for {restored.swap_seconds:.3f} s, "
                     f"{restored.sessions_ended} session(s) ended)")
     if restored.previous_database:
+        summary += f"; the previous database is kept as {restored.previous_database}"
         hours = config["KEEP_PREVIOUS_HOURS"]
-        previous.keep(session, restored.previous_database, conn.dbname, conn, backup.id, hours=hours,
-                      job_id=job.id, target=None if target_url else backup.database,
-                      url_encrypted=key.encrypt_secret(target_url) if target_url and key else None)
-        summary += (f"; the previous database is kept as {restored.previous_database}"
-                    + (f" (dropped after {hours} h)" if hours > 0 else ""))
+        try:
+            previous.keep(session, restored.previous_database, conn.dbname, conn, backup.id, hours=hours,
+                          job_id=job.id, target=target,
+                          url_encrypted=key.encrypt_secret(target_url) if target_url and key else None)
+        except Exception as exc:  # noqa: BLE001 - the target holds the backup: the restore succeeded
+            session.rollback()
+            summary += f" (not recorded for the worker to drop: {exc}; drop it by hand)"
+        else:
+            summary += f" (dropped after {hours} h)" if hours > 0 else ""
     elif options.drop_previous and restored.swap_seconds is not None:
         summary += "; the previous database was dropped"
-    return summary, restored
+    return summary + "".join(f"; warning: {warning}" for warning in restored.warnings), restored
 
 
 def _run_verify(session: Session, job: RunningJob, progress: ProgressRecorder):
@@ -572,37 +578,55 @@ def interrupted_error(job: Job) -> str:
     if (job.options or {}).get("in_place", True):
         return (error + f"; the restore into {job.target} may not have finished, so that database may be "
                 "partially restored: check it, and run the restore again")
-    return (error + f"; {job.target} itself was not changed unless the swap had begun (see the job's log); a "
+    return (error + f"; {job.target} itself was not changed unless the swap had begun (see the job's log: if it "
+            "had, that database may refuse connections until ALTER DATABASE … ALLOW_CONNECTIONS true); a "
             "half-built database called <name>_restoring_… may be left on its server: drop it")
 
 
 def recover_interrupted_jobs(session: Session, local: LocalStorage, *, starting: bool = True) -> list[Job]:
     """Mark running jobs whose process died as interrupted, and remove their partial files.
 
-    A create's unfinished backup is marked failed, and so is any backup left running with no
-    job alive to finish it. Called when a worker or a CLI job starts (`starting`: this
-    process's own pid counts as dead) and at every scheduler tick.
+    A create's unfinished backup is marked failed, and so is any backup, or verification, left
+    running with no job alive to finish it. Each change is made only while the row is still
+    `running`, so a job that finished meanwhile keeps its outcome. Called when a worker or a
+    CLI job starts (`starting`: this process's own pid counts as dead) and at every scheduler tick.
     """
     host = socket.gethostname()
     own_pid = os.getpid() if starting else None
     stale_before = catalog_now() - timedelta(seconds=STALE_HEARTBEATS * current_app.config["JOB_HEARTBEAT_SECONDS"])
-    jobs = [job for job in session.scalars(select(Job).where(Job.status == RUNNING))
-            if orphaned(job, host, own_pid, stale_before)]
-    for job in jobs:
-        job.status, job.phase, job.finished_at = INTERRUPTED, "interrupted", utcnow()
-        job.error = interrupted_error(job)
-        job.log += log_line(f"interrupted: {job.error}")
-        backup = session.get(Backup, job.backup_id) if job.backup_id else None
-        if backup is not None and job.kind == CREATE:
-            if local.remove_partial(backup.filename):
-                job.log += log_line(f"removed the partial file of {backup.filename}")
-            if backup.status == RUNNING:
-                backup.status, backup.error, backup.completed_at = FAILED, job.error, utcnow()
-    session.flush()
+    candidates = [job for job in session.scalars(select(Job).where(Job.status == RUNNING))
+                  if orphaned(job, host, own_pid, stale_before)]
+    session.commit()
+    recovered = []
+    for job in candidates:
+        error = interrupted_error(job)
+        if not record(job.id, f"interrupted: {error}", if_status=RUNNING, status=INTERRUPTED, phase="interrupted",
+                      error=error, finished_at=utcnow()):
+            continue  # it finished after all
+        recovered.append(job)
+        if job.kind == CREATE and job.backup_id:
+            backup = session.get(Backup, job.backup_id)
+            if backup is not None and local.remove_partial(backup.filename):
+                record(job.id, f"removed the partial file of {backup.filename}")
     alive = select(Job.id).where(Job.backup_id == Backup.id, Job.kind == CREATE, Job.status.in_(ACTIVE_JOB_STATUSES))
     for backup in session.scalars(select(Backup).where(Backup.status == RUNNING, ~alive.exists())):
-        backup.status, backup.completed_at = FAILED, utcnow()
-        backup.error = "interrupted: no job is running this backup any more (its process stopped)"
-        local.remove_partial(backup.filename)
+        if fail_running(Backup, backup.id, "interrupted: no job is running this backup any more (its process "
+                                            "stopped)"):
+            local.remove_partial(backup.filename)
+    verifying = select(Job.id).where(Job.backup_id == Verification.backup_id, Job.kind == VERIFY,
+                                     Job.status.in_(ACTIVE_JOB_STATUSES))
+    for verification in session.scalars(select(Verification).where(Verification.status == RUNNING,
+                                                                   ~verifying.exists())):
+        fail_running(Verification, verification.id, "interrupted: no job is running this verify any more")
     session.commit()
-    return jobs
+    for job in recovered:
+        session.refresh(job)
+    return recovered
+
+
+def fail_running(model, row_id, error: str) -> bool:
+    """Mark a backup or a verification failed, only while it is still running; whether it was."""
+    with db.engine.begin() as connection:
+        return connection.execute(update(model).where(model.id == row_id, model.status == RUNNING).values(
+            status=FAILED, error=error, **({"completed_at": utcnow()} if model is Backup else
+                                           {"finished_at": utcnow()}))).rowcount == 1

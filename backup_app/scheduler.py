@@ -46,7 +46,11 @@ def tick(session: Session, now: datetime | None = None) -> list[str]:
     now = now or utcnow()
     lines = [f"job {job.id} ({job.kind} of {job.database}) marked interrupted: {job.error}"
              for job in jobs.recover_interrupted_jobs(session, wiring.local_storage(), starting=False)]
-    lines += previous.drop_due(session, wiring.previous_conn, now)
+    try:
+        lines += previous.drop_due(session, wiring.previous_conn, now)
+    except Exception as exc:  # noqa: BLE001 - never a reason not to queue the scheduled work below
+        session.rollback()
+        lines.append(f"dropping the databases restores kept failed: {type(exc).__name__}: {exc}")
     for target in schedules.claim_due_targets(session, now, schedules.BACKUP):
         lines.append(_queue_backup(session, target))
     for target in schedules.claim_due_targets(session, now, schedules.VERIFY):
@@ -84,11 +88,11 @@ def _queue_verify(session: Session, target: Target) -> str:
 
 def _queue(session: Session, job: Job, what: str) -> str:
     """Queue `job`; if its target is busy, skip it and say so in the busy job's log."""
-    target = job.target
+    target, slot = job.target, job.slot
     try:
         jobs.queue(session, job)
     except JobConflict as exc:
-        busy = session.scalar(select(Job).where(Job.target == target, Job.status.in_(ACTIVE_JOB_STATUSES)))
+        busy = session.scalar(select(Job).where(Job.slot == slot, Job.status.in_(ACTIVE_JOB_STATUSES)))
         if busy is not None:
             jobs.record(busy.id, f"{what} skipped while this job holds {target}")
         return f"{what} skipped: {exc}"

@@ -4,7 +4,9 @@ it, whether this role may replace it, ending its sessions, swapping two by renam
 """
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
@@ -13,6 +15,7 @@ from ..errors import RestoreFailed
 from .postgres import ConnInfo, connect
 
 log = logging.getLogger(__name__)
+MAINTENANCE_DATABASES = ("postgres", "template1")
 # Settings whose values are lists of quoted names: each element is given as its own literal
 # (as pg_dump does), or `"$user", public` would become one schema called that.
 LIST_QUOTED_SETTINGS = {"local_preload_libraries", "search_path", "session_preload_libraries",
@@ -27,8 +30,15 @@ FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
 WHERE a.datname = %s AND a.pid <> pg_backend_pid()
       AND coalesce(a.backend_type, 'client backend') IN ('client backend', 'walsender')
 """
+# Whatever still holds a database that could not be renamed.
+HOLDERS_SQL = """
+SELECT format('pid %s (%s, %s)', pid, coalesce(backend_type, 'session'), coalesce(usename, 'no user'))
+FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
+UNION ALL
+SELECT format('prepared transaction %L', gid) FROM pg_prepared_xacts WHERE database = %s
+"""
 ROLE_SQL = """
-SELECT current_user, rolsuper, rolcreatedb, pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')
+SELECT current_user, rolsuper, rolcreatedb, rolcreaterole, pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')
 FROM pg_roles WHERE rolname = current_user
 """
 SHAPE_SQL = """
@@ -45,6 +55,16 @@ WHERE d.datname = %s ORDER BY s.setrole, c.n
 GRANTS_SQL = """
 SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable
 FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s ORDER BY 1 NULLS FIRST, 2
+"""
+# Database settings only a superuser (or, from PostgreSQL 15, a role granted SET on them) may give.
+SUPERUSER_SETTINGS_SQL = """
+SELECT DISTINCT split_part(c.setting, '=', 1)
+FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) AS c(setting)
+JOIN pg_settings p ON p.name = lower(split_part(c.setting, '=', 1))
+WHERE d.datname = %s AND s.setrole = 0 AND p.context = 'superuser'
+      AND NOT (current_setting('server_version_num')::int >= 150000
+               AND has_parameter_privilege(p.name, 'SET'))
+ORDER BY 1
 """
 
 
@@ -63,6 +83,7 @@ class DatabaseShape:
     tablespace: str
     connection_limit: int
     allow_connections: bool
+    is_template: bool
     settings: tuple[tuple[str | None, str], ...]           # (role, or None for everyone; "name=value")
     grants: tuple[tuple[str | None, str, bool], ...] | None  # (grantee or None for PUBLIC, privilege,
     comment: str | None                                      # grantable); None: the default privileges
@@ -70,10 +91,12 @@ class DatabaseShape:
 
 @dataclass(frozen=True)
 class Swap:
-    """How a swap went: how long the database was unavailable, and how many sessions were ended."""
+    """How a swap went: how long the database was unavailable, how many sessions were ended, and
+    what did not work out after the swap itself had succeeded."""
 
     seconds: float
     sessions_ended: int
+    warnings: tuple[str, ...] = field(default=())
 
 
 def identifier_bytes(name: str, limit: int = 63) -> str:
@@ -115,47 +138,71 @@ def set_clause(setting: str) -> sql.Composed:
     return sql.SQL("SET {} TO {}").format(sql.Identifier(name), sql.SQL(", ").join(map(sql.Literal, values)))
 
 
+def allow_connections(name: str, allow: bool) -> sql.Composed:
+    return sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(sql.Identifier(name),
+                                                                   sql.SQL("true" if allow else "false"))
+
+
+@contextmanager
+def server_errors(doing: str) -> Iterator[None]:
+    """A psycopg error while `doing` something becomes RestoreFailed with the server's message."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise RestoreFailed(f"{doing} failed: {str(exc).strip()}") from exc
+
+
 class DatabaseServer:
-    """The server of `conn`, reached through its maintenance database (`postgres`, or
-    `template1` when `postgres` is the database being worked on). Each call connects anew."""
+    """The server of `conn`, reached through a maintenance database (`postgres`, else
+    `template1`; never the database being worked on). Each call connects anew."""
 
     def __init__(self, conn: ConnInfo):
         self.conn = conn
 
     def _connect(self, avoid: str | None = None) -> psycopg.Connection:
-        maintenance = "template1" if avoid == "postgres" else "postgres"
-        try:
-            return connect(self.conn.with_dbname(maintenance), autocommit=True)
-        except psycopg.Error as exc:
-            raise RestoreFailed(f"cannot connect to {self.conn.with_dbname(maintenance).display()}: "
-                                f"{str(exc).strip()}") from exc
+        errors = []
+        for maintenance in (name for name in MAINTENANCE_DATABASES if name != avoid):
+            try:
+                return connect(self.conn.with_dbname(maintenance), autocommit=True)
+            except psycopg.Error as exc:
+                errors.append(f"{maintenance}: {str(exc).strip()}")
+        raise RestoreFailed(f"cannot connect to the maintenance database of {self.conn.with_dbname('').display()} "
+                            f"({'; '.join(errors)})")
 
     def exists(self, name: str) -> bool:
-        with self._connect(name) as db:
+        with self._connect(name) as db, server_errors(f"looking for the database {name}"):
             return db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
     def shape(self, name: str) -> DatabaseShape:
         """Owner, encoding, locale, tablespace, limits, settings, grants and comment of `name`."""
-        with self._connect(name) as db:
-            row, owner, encoding, tablespace, comment, default_acl = db.execute(SHAPE_SQL, (name,)).fetchone()
+        with self._connect(name) as db, server_errors(f"reading what {name} is like"):
+            found = db.execute(SHAPE_SQL, (name,)).fetchone()
+            if found is None:
+                raise RestoreFailed(f"the database {name} does not exist (any more)")
+            row, owner, encoding, tablespace, comment, default_acl = found
             settings = tuple(db.execute(SETTINGS_SQL, (name,)).fetchall())
             grants = None if default_acl else tuple(db.execute(GRANTS_SQL, (name,)).fetchall())
         return DatabaseShape(
             name=name, owner=owner, encoding=encoding, collate=row["datcollate"], ctype=row["datctype"],
             locale_provider=row.get("datlocprovider"), locale=row.get("datlocale") or row.get("daticulocale"),
             icu_rules=row.get("daticurules"), tablespace=tablespace, connection_limit=row["datconnlimit"],
-            allow_connections=row["datallowconn"], settings=settings, grants=grants, comment=comment)
+            allow_connections=row["datallowconn"], is_template=row["datistemplate"], settings=settings,
+            grants=grants, comment=comment)
 
     def swap_problems(self, name: str) -> list[str]:
         """Why this role cannot build a database beside `name` and swap the two (empty: it can)."""
-        with self._connect(name) as db:
-            role, superuser, createdb, signals = db.execute(ROLE_SQL).fetchone()
-            owns = db.execute("SELECT pg_has_role(current_user, datdba, 'MEMBER') FROM pg_database "
-                              "WHERE datname = %s", (name,)).fetchone()[0]
+        with self._connect(name) as db, server_errors(f"checking what the role may do with {name}"):
+            role, superuser, createdb, createrole, signals = db.execute(ROLE_SQL).fetchone()
+            owns, template = db.execute("SELECT pg_has_role(current_user, datdba, 'MEMBER'), datistemplate "
+                                        "FROM pg_database WHERE datname = %s", (name,)).fetchone()
             sessions = db.execute(SESSIONS_SQL, (name,)).fetchall()
+            role_settings = db.execute("SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d "
+                                       "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole <> 0",
+                                       (name,)).fetchone()[0]
+            superuser_settings = [setting for (setting,) in db.execute(SUPERUSER_SETTINGS_SQL, (name,))]
+        problems = [f"{name} is a template database"] if template else []
         if superuser:
-            return []
-        problems = []
+            return problems
         if not createdb:
             problems.append(f"the role {role} cannot create databases (it needs CREATEDB)")
         if not owns:
@@ -164,18 +211,21 @@ class DatabaseServer:
         if others:
             problems.append(f"the role {role} is not allowed to end the sessions of {', '.join(others)} on {name} "
                             "(it needs pg_signal_backend, and no role but a superuser may end a superuser's)")
+        if role_settings and not createrole:
+            problems.append(f"{name} has settings of other roles (ALTER ROLE … IN DATABASE), which the role "
+                            f"{role} cannot give the new database (it needs CREATEROLE)")
+        if superuser_settings:
+            problems.append(f"only a superuser may give the new database the settings {', '.join(superuser_settings)}")
         return problems
 
     def create(self, name: str, like: DatabaseShape | None = None) -> None:
-        """CREATE DATABASE `name` from template0: empty, ready for a restore. Given `like`, with
-        its owner, encoding, locale, tablespace, connection limit, settings, grants and comment."""
+        """CREATE DATABASE `name` from template0: empty, ready for a restore. Given `like`, with its
+        owner, encoding, locale and tablespace; the rest of its shape comes with `give_shape`."""
         statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
         if like is not None:
-            statement += sql.SQL(" OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {} CONNECTION LIMIT {}").format(
+            statement += sql.SQL(" OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
                 sql.Identifier(like.owner), sql.Literal(like.encoding), sql.Literal(like.collate),
-                sql.Literal(like.ctype), sql.Literal(like.connection_limit))
-            if like.tablespace != "pg_default":  # naming pg_default needs CREATE on it; leaving it out does not
-                statement += sql.SQL(" TABLESPACE {}").format(sql.Identifier(like.tablespace))
+                sql.Literal(like.ctype))
             if like.locale_provider:
                 statement += sql.SQL(" LOCALE_PROVIDER {}").format(sql.SQL(LOCALE_PROVIDERS[like.locale_provider]))
             if like.locale_provider == "i":
@@ -184,20 +234,17 @@ class DatabaseServer:
                 statement += sql.SQL(" BUILTIN_LOCALE {}").format(sql.Literal(like.locale))
             if like.icu_rules:
                 statement += sql.SQL(" ICU_RULES {}").format(sql.Literal(like.icu_rules))
-        with self._connect(name) as db:
-            self._execute(db, statement, f"creating the database {name}")
-            if like is not None:
-                try:
-                    for statement in self._shape_statements(name, like):
-                        self._execute(db, statement, f"giving {name} the settings and grants of {like.name}")
-                except BaseException:
-                    self.drop(name)
-                    raise
+            if like.tablespace != "pg_default":  # naming pg_default needs CREATE on it; leaving it out does not
+                statement += sql.SQL(" TABLESPACE {}").format(sql.Identifier(like.tablespace))
+        with self._connect(name) as db, server_errors(f"creating the database {name}"):
+            db.execute(statement)
 
-    @staticmethod
-    def _shape_statements(name: str, like: DatabaseShape) -> list[sql.Composable]:
+    def give_shape(self, name: str, like: DatabaseShape) -> None:
+        """Give `name` the connection limit, settings, grants and comment of `like` (after the restore:
+        a read-only default or a low connection limit would stop pg_restore itself)."""
         database = sql.Identifier(name)
-        statements = []
+        statements = [sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(database,
+                                                                             sql.Literal(like.connection_limit))]
         for role, setting in like.settings:
             target = (sql.SQL("ALTER ROLE {} IN DATABASE {} ").format(sql.Identifier(role), database) if role
                       else sql.SQL("ALTER DATABASE {} ").format(database))
@@ -211,80 +258,96 @@ class DatabaseServer:
                     sql.SQL(" WITH GRANT OPTION" if grantable else "")))
         if like.comment is not None:
             statements.append(sql.SQL("COMMENT ON DATABASE {} IS {}").format(database, sql.Literal(like.comment)))
-        return statements
-
-    @staticmethod
-    def _execute(db: psycopg.Connection, statement: sql.Composable, doing: str) -> None:
-        try:
-            db.execute(statement)
-        except psycopg.Error as exc:
-            raise RestoreFailed(f"{doing} failed: {str(exc).strip()}") from exc
+        with self._connect(name) as db, server_errors(f"giving {name} the settings and grants of {like.name}"):
+            for statement in statements:
+                db.execute(statement)
 
     def drop(self, name: str) -> None:
         """DROP DATABASE IF EXISTS `name`, ending its sessions first."""
-        with self._connect(name) as db:
+        with self._connect(name) as db, server_errors(f"dropping the database {name}"):
             if db.info.server_version >= 130000:
-                statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             else:
                 self._end_sessions(db, name)
-                statement = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
-            self._execute(db, statement, f"dropping the database {name}")
+                db.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
-    def swap(self, current: str, replacement: str, previous: str, like: DatabaseShape,
-             timeout: float = 30) -> Swap:
+    def swap(self, current: str, replacement: str, previous: str, allow: bool = True, timeout: float = 30) -> Swap:
         """Rename `current` to `previous` and `replacement` to `current`, in one transaction.
 
-        New connections to `current` are refused first and its sessions ended (again, until the
-        rename finds none for `timeout` seconds); if the swap cannot be done, `current` is left
-        as it was, accepting connections again. Both end with `like`'s ALLOW_CONNECTIONS.
+        The sessions on `current` are ended and the renames tried at once; only if sessions come
+        back is `current` closed to new connections (ALLOW_CONNECTIONS false) while it is tried
+        again, for at most `timeout` seconds. If the swap cannot be done, `current` is as it was
+        and open again (RestoreFailed says so if even that failed). Both end with ALLOW_CONNECTIONS
+        `allow` (the current database's); a failure to set that after the swap is a warning.
         """
-        current_id, previous_id = sql.Identifier(current), sql.Identifier(previous)
-        allow = sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}")
+        started = time.monotonic()
+        ended: set[int] = set()
+        closed = False
         with self._connect(current) as db:
-            started = time.monotonic()
-            self._execute(db, allow.format(current_id, sql.SQL("false")), f"refusing new connections to {current}")
             try:
-                ended = self._rename_away(db, current, replacement, previous, started + timeout)
-            except BaseException:
-                try:
-                    db.execute(allow.format(current_id, sql.SQL(str(like.allow_connections).lower())))
-                except psycopg.Error:
-                    log.exception("could not let %s accept connections again", current)
+                while not self._rename_away(db, current, replacement, previous, ended):
+                    if time.monotonic() - started > timeout:
+                        holders = [holder for (holder,) in db.execute(HOLDERS_SQL, (current, current))]
+                        raise RestoreFailed(f"{current} was still in use after {timeout:g} s (by "
+                                            f"{', '.join(holders) or 'sessions that kept reconnecting'}); "
+                                            "nothing was changed")
+                    if not closed:
+                        with server_errors(f"refusing new connections to {current}"):
+                            db.execute(allow_connections(current, False))
+                        closed = True
+                    time.sleep(0.05)
+            except BaseException as exc:
+                if closed:
+                    self._reopen(current, allow, exc)
                 raise
-            seconds = time.monotonic() - started
-            self._execute(db, allow.format(previous_id, sql.SQL(str(like.allow_connections).lower())),
-                          f"letting {previous} accept connections again")
-            if not like.allow_connections:
-                self._execute(db, allow.format(current_id, sql.SQL("false")), f"closing {current} to connections")
-        return Swap(seconds, ended)
+        seconds = time.monotonic() - started
+        warnings = []
+        # The previous one was closed for the swap; the new one must be closed if the old one was.
+        for name, state in ([(previous, allow)] if closed else []) + ([(current, False)] if not allow else []):
+            try:
+                with self._connect(name) as db, server_errors(f"setting ALLOW_CONNECTIONS of {name}"):
+                    db.execute(allow_connections(name, state))
+            except RestoreFailed as exc:
+                warnings.append(f"{exc}: run ALTER DATABASE {name} ALLOW_CONNECTIONS {str(state).lower()}")
+        return Swap(seconds, len(ended), tuple(warnings))
 
     def _rename_away(self, db: psycopg.Connection, current: str, replacement: str, previous: str,
-                     deadline: float) -> int:
-        """End the sessions on `current` and do the two renames, retrying while sessions remain;
-        how many sessions were ended."""
-        ended = 0
-        while True:
-            ended += self._end_sessions(db, current)
-            try:
-                with db.transaction():
-                    db.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                        sql.Identifier(current), sql.Identifier(previous)))
-                    db.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                        sql.Identifier(replacement), sql.Identifier(current)))
-                return ended
-            except psycopg.errors.ObjectInUse as exc:
-                if time.monotonic() > deadline:
-                    raise RestoreFailed(f"sessions kept reconnecting to {current} ({str(exc).strip()})") from exc
-                time.sleep(0.05)
-            except psycopg.Error as exc:
-                raise RestoreFailed(f"renaming {current} failed: {str(exc).strip()}") from exc
+                     ended: set[int]) -> bool:
+        """End the sessions on `current`, then do the two renames in one transaction; False while
+        sessions remain (nothing was renamed). The pids ended are added to `ended`."""
+        ended.update(self._end_sessions(db, current))
+        try:
+            with db.transaction():
+                db.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(current), sql.Identifier(previous)))
+                db.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(replacement), sql.Identifier(current)))
+        except psycopg.errors.ObjectInUse:
+            return False
+        except psycopg.Error as exc:
+            raise RestoreFailed(f"renaming {current} failed: {str(exc).strip()}") from exc
+        return True
 
-    def _end_sessions(self, db: psycopg.Connection, name: str) -> int:
-        """Terminate every client session on `name`; how many there were."""
+    def _reopen(self, name: str, allow: bool, cause: BaseException, attempts: int = 5) -> None:
+        """Let `name` accept connections again after a swap that did not happen, from a new
+        connection (the old one may be what broke), trying a few times."""
+        for attempt in range(attempts):
+            try:
+                with self._connect(name) as db:
+                    db.execute(allow_connections(name, allow))
+                return
+            except (psycopg.Error, RestoreFailed) as exc:
+                error = exc
+                time.sleep(0.2 * (attempt + 1))
+        raise RestoreFailed(f"{cause}; and {name} could not be opened to connections again ({error}): run "
+                            f"ALTER DATABASE {name} ALLOW_CONNECTIONS true") from cause
+
+    def _end_sessions(self, db: psycopg.Connection, name: str) -> list[int]:
+        """Terminate every client session on `name`; their pids."""
         pids = [pid for pid, *_ in db.execute(SESSIONS_SQL, (name,)).fetchall()]
         for pid in pids:
             try:
                 db.execute("SELECT pg_terminate_backend(%s)", (pid,))
             except psycopg.errors.InsufficientPrivilege as exc:
                 raise RestoreFailed(f"not allowed to end the sessions on {name}: {str(exc).strip()}") from exc
-        return len(pids)
+        return pids

@@ -127,7 +127,9 @@ class ConnInfo:
 
 
 def count_table_rows(db: psycopg.Connection) -> dict[str, int]:
-    """Exact row count of every user table, keyed `schema.table`."""
+    """Exact row count of every user table, keyed `schema.table` (whatever statement timeout the
+    database sets for its own users)."""
+    db.execute("SET statement_timeout = 0")
     counts = {}
     for schema, table in db.execute(USER_TABLES_SQL).fetchall():
         query = psycopg.sql.SQL("SELECT count(*) FROM {}.{}").format(
@@ -150,15 +152,16 @@ def ping(conn: ConnInfo, timeout: int = 2) -> None:
 
 def server_identity(conn: ConnInfo) -> str:
     """Who the server is, however the URL names it: its system identifier (`pg_control_system()`),
-    or its canonical address when it cannot be asked (see `canonical_address`)."""
-    for dbname in dict.fromkeys((conn.dbname, "postgres")):
+    asked of a maintenance database (so a database that does not exist yet is on the same
+    server as once it does), else of the database itself; its canonical address when neither
+    can be asked (see `canonical_address`)."""
+    for dbname in dict.fromkeys(("postgres", "template1", conn.dbname)):
         try:
             with connect(conn.with_dbname(dbname), timeout=3) as db:
                 return f"system {db.execute('SELECT system_identifier FROM pg_control_system()').fetchone()[0]}"
-        except psycopg.errors.InvalidCatalogName:
-            continue  # the database does not exist (yet): ask the maintenance database
-        except psycopg.Error:
-            break
+        except psycopg.Error as exc:
+            if "timeout expired" in str(exc):
+                break  # the server does not answer: asking it again would only wait again
     return canonical_address(conn)
 
 

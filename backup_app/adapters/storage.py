@@ -171,8 +171,10 @@ class LocalStorage:
                       if p.is_file() and SAFE_NAME.fullmatch(p.name) and not p.name.endswith(".partial"))
 
     def remove_partial(self, filename: str) -> bool:
-        """Delete the `.partial` leftovers of interrupted writes of one file; False if there were none."""
-        leftovers = list(self.root.glob(f"{self.path(filename).name}.*.partial"))
+        """Delete the `.partial` leftovers of interrupted writes of one file (`<name>.<random>.partial`,
+        or `<name>.partial` of earlier versions); False if there were none."""
+        name = self.path(filename).name
+        leftovers = [*self.root.glob(f"{name}.*.partial"), *self.root.glob(f"{name}.partial")]
         for partial in leftovers:
             partial.unlink(missing_ok=True)
         return bool(leftovers)

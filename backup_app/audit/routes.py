@@ -64,12 +64,15 @@ def record_request(response):
     if action is None or (request.method == "GET" and action not in READS) or response.status_code == 404:
         return response
     # A page's form did what it was for when it redirects; shown again (200) or refused, it did not.
+    # A view that redirects with an error message names it in g.audit_error.
     page_form = request.method == "POST" and request.blueprint != "api"
-    if response.status_code >= 400 or (page_form and not 300 <= response.status_code < 400):
+    failed = response.status_code >= 400 or (page_form and not 300 <= response.status_code < 400)
+    if failed or g.get("audit_error"):
         action += "-failed"
+    detail = f"HTTP {response.status_code}" + (f": {g.audit_error}" if g.get("audit_error") else "")
     try:
         service.record(db.session, request_actor(), action, request_subject(),
-                       address=request.remote_addr, detail=f"HTTP {response.status_code}")
+                       address=request.remote_addr, detail=detail)
     except Exception:  # noqa: BLE001 - the response stands; the failure is logged loudly
         db.session.rollback()
         log.exception("could not append to the audit log")

@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 from wtforms import SelectChoice
@@ -136,6 +136,7 @@ def verify(backup_id):
         job = jobs.queue_verify(db.session, backup.id)
     except BackupError as exc:
         flash(str(exc), "error")
+        g.audit_error = str(exc)
         return redirect(url_for("backups.detail", backup_id=backup.id))
     flash(f"Verify of {backup.filename} queued (job {job.id}).", "success")
     return redirect(url_for("jobs.index", highlight=job.id))

@@ -324,27 +324,23 @@ def open_local_copy(session: Session, backup: Backup, local: LocalStorage) -> Bi
 def fetch_from_store(session: Session, backup: Backup, store: S3Storage, dest: ScratchFile,
                      progress: Progress | None = None) -> BinaryIO:
     """Stream the store's copy into `dest`, check its SHA-256, commit `dest` and return it opened;
-    records the outcome."""
-    file = backup.file()
-    uri = store.uri(file.filename)
-    session.commit()
+    records the outcome. On any failure `dest` is discarded."""
     try:
+        file = backup.file()
+        uri = store.uri(file.filename)
+        session.commit()
         with store.open(file.filename) as stream:
             result = stream_to_file(stream, dest, progress=progress)
-    except ObjectNotFound:
+        if file.sha256 and result.sha256 != file.sha256:
+            raise ChecksumMismatch(f"the {store.location} copy of {file.filename} does not match its recorded SHA-256")
+        handle = dest.commit_open()
+    except BaseException as exc:
         dest.discard()
-        set_copy(backup, store.location, uri, MISSING, error="object not found")
-        session.commit()
+        if isinstance(exc, (ObjectNotFound, ChecksumMismatch)):
+            set_copy(backup, store.location, uri, MISSING if isinstance(exc, ObjectNotFound) else COPY_FAILED,
+                     error="object not found" if isinstance(exc, ObjectNotFound) else "SHA-256 mismatch")
+            session.commit()
         raise
-    except BaseException:
-        dest.discard()
-        raise
-    if file.sha256 and result.sha256 != file.sha256:
-        dest.discard()
-        set_copy(backup, store.location, uri, COPY_FAILED, error="SHA-256 mismatch")
-        session.commit()
-        raise ChecksumMismatch(f"the {store.location} copy of {file.filename} does not match its recorded SHA-256")
-    handle = dest.commit_open()
     set_copy(backup, store.location, uri, PRESENT, verified=file.sha256 is not None)
     session.commit()
     return handle
@@ -422,20 +418,28 @@ def download_backup(session: Session, backup_id: str, output: Path, local: Local
     file = backup.file()
     stored = open_local_copy(session, backup, local)
     if stored is None and not decode:
-        fetch_to(session, backup, stores, lambda: PartialFile(output), progress).close()
+        fetch_to(session, backup, stores, lambda: writable(output), progress).close()
         return backup
     if stored is None:
         stored = open_checked_copy(session, backup, local, stores, progress)
-    dest = PartialFile(output)
-    try:
-        with stored:
+    with stored:
+        dest = writable(output)
+        try:
             stream = codecs.decode(stored, file.format, file.codec, key) if decode else stored
             shutil.copyfileobj(stream, dest, 1024 * 1024)
-    except BaseException:
-        dest.discard()
-        raise
-    dest.commit()
+            dest.commit()
+        except BaseException:
+            dest.discard()
+            raise
     return backup
+
+
+def writable(output: Path) -> PartialFile:
+    """A partial file beside `output`; ConfigurationError saying why when it cannot be written there."""
+    try:
+        return PartialFile(output)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 
 class BackupStream:

@@ -49,8 +49,9 @@ def drop_due(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo],
     for kept in list(due):
         try:
             DatabaseServer(conn_of(kept)).drop(kept.name)
-        except BackupError as exc:
-            kept.error, kept.drop_after = str(exc), now + RETRY_AFTER
+        except Exception as exc:  # noqa: BLE001 - one database that cannot be dropped never stops the others
+            session.rollback()
+            kept.error, kept.drop_after = str(exc) if isinstance(exc, BackupError) else repr(exc), now + RETRY_AFTER
             lines.append(f"could not drop {kept.name} (kept by a restore of {kept.database}): {exc}")
         else:
             kept.dropped_at, kept.error = now, None

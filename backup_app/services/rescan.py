@@ -89,6 +89,7 @@ def rescan(session: Session, local: LocalStorage, stores: Stores) -> RescanRepor
             report.skipped.append(str(local.path(filename)))
             continue
         backup = find_backup(session, info, filename)
+        session.commit()  # no catalog transaction while a file is hashed
         if backup is None:
             info["sha256"] = local.sha256(filename)
             modified = datetime.fromtimestamp(local.path(filename).stat().st_mtime, timezone.utc)
@@ -98,7 +99,9 @@ def rescan(session: Session, local: LocalStorage, stores: Stores) -> RescanRepor
         elif backup.id not in added_ids:
             report.recorded.append({"id": backup.id, "filename": filename, "location": LOCAL})
         if backup.sha256 is None:
-            backup.sha256 = local.sha256(filename)
+            session.commit()
+            digest = local.sha256(filename)
+            backup.sha256 = digest
         session.commit()
         checked = open_local_copy(session, backup, local)  # records the copy: present, or failed on mismatch
         if checked is not None:

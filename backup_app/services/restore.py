@@ -43,14 +43,15 @@ class RestoreOptions:
 @dataclass(frozen=True)
 class Restored:
     """Where a backup went: the database, where the data it replaced is kept (None: nowhere,
-    it did not exist, was restored in place or dropped), and how the swap went."""
+    it did not exist, was restored in place or dropped), how the swap went, and what did not
+    work out once the target held the backup (the restore itself succeeded)."""
 
     backup_id: str
     database: str
     previous_database: str | None = None
     swap_seconds: float | None = None
     sessions_ended: int = 0
-    jobs: int = 1
+    warnings: tuple[str, ...] = ()
 
 
 class SwapImpossible(RestoreFailed):
@@ -80,15 +81,16 @@ def describe_restore(database: str, *, in_place: bool = False, drop_previous: bo
 def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: LocalStorage,
                    stores: Stores, pg: PgTools, *, key: MasterKey | None = None,
                    options: RestoreOptions = RestoreOptions(), progress: Progress | None = None,
-                   on_restoring: Callable[[str], None] | None = None) -> Restored:
+                   report: Callable[[str], None] | None = None) -> Restored:
     """Restore a backup into `conn`'s database (see the module's docstring).
 
     Uses the local file when it is intact, else the first intact S3 copy (saved locally again).
     Whatever can be checked before anything is fetched is: the decryption key, a client that
     fits the dump and the server (VersionMismatch), and for a swap the role's rights
     (SwapImpossible, naming `--in-place`). A failure leaves the current database as it was and
-    drops what was half built. `on_restoring(what)` is told once the file is ready.
+    drops what was half built. `report(line)` is told each step once the file is ready.
     """
+    report = report or (lambda _line: None)
     backup = get_completed_backup(session, backup_id)
     file = backup.file()
     session.commit()  # what follows asks the target server: no catalog transaction waits on it
@@ -103,15 +105,13 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
     with open_checked_copy(session, backup, local, stores, progress) as stored:
         load = Loader(file, stored, client, key, pg.lock_timeout, progress)
         if options.in_place:
-            if on_restoring:
-                on_restoring(f"restoring into {conn.display()} in place")
-            return restore_in_place(server, conn, load)
+            report(f"restoring into {conn.display()} in place")
+            return restore_in_place(server, conn, load, exists)
         jobs = load.parallel(options.jobs)
         if not exists:
-            if on_restoring:
-                on_restoring(f"restoring into the new database {conn.dbname} ({jobs} pg_restore jobs)")
+            report(f"restoring into the new database {conn.dbname} ({jobs} pg_restore jobs)")
             return restore_new(server, conn, load, jobs)
-        return restore_beside_and_swap(server, conn, load, jobs, options.drop_previous, on_restoring)
+        return restore_beside_and_swap(server, conn, load, jobs, options.drop_previous, report)
 
 
 class Loader:
@@ -151,9 +151,9 @@ def compare_counts(expected: dict[str, int] | None, restored: dict[str, int]) ->
             for table in sorted(set(expected) | set(restored)) if expected.get(table) != restored.get(table)]
 
 
-def restore_in_place(server: DatabaseServer, conn: ConnInfo, load: Loader) -> Restored:
+def restore_in_place(server: DatabaseServer, conn: ConnInfo, load: Loader, exists: bool) -> Restored:
     """`--clean --if-exists` over the current objects in one transaction (a missing database is created)."""
-    created = not server.exists(conn.dbname)
+    created = not exists
     if created:
         server.create(conn.dbname)
     try:
@@ -174,36 +174,41 @@ def restore_new(server: DatabaseServer, conn: ConnInfo, load: Loader, jobs: int)
     except BaseException:
         drop_quietly(server, conn.dbname)
         raise
-    return Restored(load.file.id, conn.dbname, jobs=jobs)
+    return Restored(load.file.id, conn.dbname)
 
 
 def restore_beside_and_swap(server: DatabaseServer, conn: ConnInfo, load: Loader, jobs: int,
-                            drop_previous: bool, on_restoring: Callable[[str], None] | None) -> Restored:
-    """Restore into a new database made like the current one, check it, then swap the two."""
+                            drop_previous: bool, report: Callable[[str], None]) -> Restored:
+    """Restore into a new database made like the current one, check it, give it the current one's
+    settings and grants, then swap the two."""
     current = conn.dbname
-    shape = server.shape(current)
     building = side_name(current, f"_restoring_{secrets.token_hex(3)}")
-    if on_restoring:
-        on_restoring(f"restoring into {building} beside {current} ({jobs} pg_restore jobs)")
-    server.create(building, like=shape)
+    report(f"restoring into {building} beside {current} ({jobs} pg_restore jobs)")
+    server.create(building, like=server.shape(current))
     try:
         load(conn.with_dbname(building), jobs=jobs)
         load.check_rows(conn.with_dbname(building))
+        shape = server.shape(current)  # as it is now: it may have changed during a long restore
+        server.give_shape(building, shape)
         previous = free_name(server, side_name(current, f"_before_restore_{utcnow():%Y%m%dT%H%M%S}"))
-        swap = server.swap(current, building, previous, shape)
+        report(f"swapping: ending the sessions on {current}, renaming it {previous} and {building} {current}")
+        swap = server.swap(current, building, previous, shape.allow_connections)
     except BaseException:
         drop_quietly(server, building)
         raise
-    log.info("swapped %s in: unavailable for %.3f s, %d session(s) ended", current, swap.seconds,
-             swap.sessions_ended)
+    report(f"swapped in: {current} was unavailable for {swap.seconds:.3f} s ({swap.sessions_ended} session(s) "
+           f"ended); what it held is in {previous}")
+    warnings = list(swap.warnings)
     if drop_previous:
         try:
             server.drop(previous)
         except BackupError as exc:  # the restore itself succeeded: keep the previous one, and say so
-            log.warning("could not drop %s after the restore: %s", previous, exc)
+            warnings.append(f"{previous} was kept: dropping it failed: {exc}")
         else:
             previous = None
-    return Restored(load.file.id, current, previous, swap.seconds, swap.sessions_ended, jobs)
+    for warning in warnings:
+        report(f"warning: {warning}")
+    return Restored(load.file.id, current, previous, swap.seconds, swap.sessions_ended, tuple(warnings))
 
 
 def side_name(database: str, suffix: str) -> str:
@@ -225,4 +230,4 @@ def drop_quietly(server: DatabaseServer, name: str) -> None:
     try:
         server.drop(name)
     except Exception:  # noqa: BLE001
-        log.exception("could not drop the half-built database %s", name)
+        log.exception("could not drop the half-built database %s: drop it by hand", name)

@@ -3,8 +3,8 @@
 A completed backup is kept while it is younger than `keep_days` × 24 h, while it is among
 the newest `keep_last` good backups, or while it is the newest good backup of one of the
 last `daily` days / `weekly` ISO weeks / `monthly` months that have one (GFS, in the
-target's time zone). A good backup is a completed one with a present copy (its SHA-256
-checked) whose last restore-verify, if any, passed. The newest good backup is always kept,
+target's time zone). A good backup is a completed one with a present copy (one that passed
+its SHA-256 check). The newest good backup is always kept,
 whatever the policy says. Failed backups, and completed ones with no good copy, are never
 kept by count or GFS: a run of failures can never push a good backup out. They go once they
 are older than `keep_days`. Running backups are never touched. A policy that keeps nothing
@@ -43,10 +43,10 @@ class RetentionPolicy:
 
 
 def is_good(backup: Backup) -> bool:
-    """Completed, with a present copy, and not failed by its last restore-verify."""
-    last = backup.last_verification
-    return (backup.status == COMPLETED and any(copy.status == PRESENT for copy in backup.copies)
-            and not (last is not None and last.status == FAILED))
+    """Completed, with a present copy (one that passed its SHA-256 check). Not judged by its last
+    restore-verify: that fails for a single bad copy, or for a scratch database the role may
+    not create, while the backup itself restores."""
+    return backup.status == COMPLETED and any(copy.status == PRESENT for copy in backup.copies)
 
 
 def gfs_keepers(completed: Sequence[Backup], count: int, period: Callable[[datetime], tuple],

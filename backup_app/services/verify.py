@@ -38,15 +38,15 @@ def verify_backup(session: Session, backup_id: str, server: ConnInfo, local: Loc
     session.commit()
     started = time.monotonic()
     problems: list[str] = []
+    tables = None
     try:
-        verification.tables = check_and_restore(session, backup, server, local, stores, pg, key, jobs,
-                                                on_restoring, problems)
+        tables = check_and_restore(session, backup, server, local, stores, pg, key, jobs, on_restoring, problems)
     except Exception as exc:  # noqa: BLE001 - an OSError or a bug still ends the verification
         problems.append(f"verify stopped: {type(exc).__name__}: {exc}")
     except BaseException as exc:
-        end(session, verification, problems + [f"interrupted: {type(exc).__name__}"], started)
+        end(session, verification, problems + [f"interrupted: {type(exc).__name__}"], started, tables)
         raise
-    return end(session, verification, problems, started)
+    return end(session, verification, problems, started, tables)
 
 
 def check_and_restore(session: Session, backup: Backup, server: ConnInfo, local: LocalStorage, stores: Stores,
@@ -96,8 +96,12 @@ def check_and_restore(session: Session, backup: Backup, server: ConnInfo, local:
         return tables
 
 
-def end(session: Session, verification: Verification, problems: list[str], started: float) -> Verification:
-    """Record the verification's outcome (passed when there are no problems) and announce a failure."""
+def end(session: Session, verification: Verification, problems: list[str], started: float,
+        tables: dict[str, int] | None) -> Verification:
+    """Record the verification's outcome (passed when there are no problems): the rows per table
+    restored, the time it took; announce a failure."""
+    session.rollback()  # whatever failed may have left the session unusable
+    verification.tables = tables
     verification.status = FAILED if problems else PASSED
     verification.error = "; ".join(problems) or None
     verification.finished_at = utcnow()

@@ -27,7 +27,7 @@ def parse_gfs(value: str | None) -> tuple[int, int, int]:
 @click.option("--schedule", metavar="CRON", help="When to back up, e.g. '0 3 * * *'.")
 @click.option("--timezone", default="UTC", show_default=True, help="Time zone of the schedule.")
 @click.option("--keep-days", type=int, default=30, show_default=True, help="Keep backups younger than N days.")
-@click.option("--keep-last", type=int, default=3, show_default=True, help="Always keep the newest K completed.")
+@click.option("--keep-last", type=int, default=3, show_default=True, help="Always keep the newest K good backups.")
 @click.option("--gfs", metavar="D,W,M", help="Also keep the last D daily, W weekly, M monthly backups.")
 @click.option("--codec", type=click.Choice(["gzip", "zstd", "plain"]), default="gzip", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["custom", "plain"]), default="custom", show_default=True)

@@ -1,4 +1,4 @@
-from flask import flash, redirect, render_template, url_for
+from flask import flash, g, redirect, render_template, url_for
 
 from .. import jobs, wiring
 from ..backups.forms import ButtonForm
@@ -109,6 +109,7 @@ def run_now(name):
         job = jobs.queue_create(db.session, wiring.dump_spec(target.name))
     except BackupError as exc:
         flash(f"{target.name}: {exc}", "error")
+        g.audit_error = str(exc)
         return redirect(url_for("targets.index"))
     flash(f"Backup of {job.database} queued (job {job.id}).", "success")
     return redirect(url_for("jobs.index", highlight=job.id))

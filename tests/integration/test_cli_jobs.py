@@ -143,3 +143,15 @@ def test_verify_prune_sync_delete_and_download_take_the_slots_the_worker_holds(a
     invoke(runner, "backup", "delete", backup["id"], "--yes")
     kinds = [(job.kind, job.status) for job in all_jobs(app)]
     assert ("download", "completed") in kinds and ("delete", "completed") in kinds
+
+
+def test_a_database_that_does_not_exist_yet_has_the_slot_it_will_have(pg_cluster, source_db):
+    """A restore into a new database holds the slot a backup of it will want once it exists."""
+    new = ConnInfo.from_url(pg_cluster.url(source_db + "_new"))
+    before = jobs.database_slot(new)
+    pg_cluster.createdb(new.dbname)
+    try:
+        assert jobs.database_slot(new) == before
+        assert before.startswith("system ")
+    finally:
+        pg_cluster.dropdb(new.dbname)

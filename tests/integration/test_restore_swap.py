@@ -238,6 +238,21 @@ def test_the_worker_drops_kept_databases_after_keep_previous_hours(make_app, pg_
         assert db.session.get(PreviousDatabase, kept.id).dropped_at is not None
 
 
+def test_settings_that_would_stop_pg_restore_come_after_it(runner, pg_cluster, source_db):
+    """A read-only default and a tiny statement timeout are the database's own business: the new
+    database gets them once restored and checked, not while pg_restore and the row count run."""
+    backup = create(runner)
+    pg_cluster.psql(f"ALTER DATABASE {source_db} SET default_transaction_read_only = on; "
+                    f"ALTER DATABASE {source_db} SET statement_timeout = '1ms'")
+    shape = properties(pg_cluster, source_db)
+
+    restore_json(runner, backup["id"])
+
+    assert properties(pg_cluster, source_db) == shape
+    pg_cluster.psql(f"ALTER DATABASE {source_db} RESET ALL")
+    assert pg_cluster.psql("SELECT count(*) FROM orders", source_db) == "3000"
+
+
 def test_restore_into_a_database_that_does_not_exist_creates_it(runner, pg_cluster, source_db):
     backup = create(runner)
     new = source_db + "_copy"

@@ -1,6 +1,7 @@
 """Fake adapters for unit tests of the service layer."""
 import io
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 from backup_app.adapters.databases import Swap
 from backup_app.errors import DumpFailed, ObjectNotFound, StorageUnavailable
@@ -35,16 +36,19 @@ class FakeServer:
         return []
 
     def shape(self, name):
-        return name
+        return SimpleNamespace(name=name, allow_connections=True)
 
     def create(self, name, like=None):
         assert name not in self.databases, f"{name} exists"
         self.databases[name] = []
 
+    def give_shape(self, name, like):
+        assert name in self.databases
+
     def drop(self, name):
         self.databases.pop(name, None)
 
-    def swap(self, current, replacement, previous, like):
+    def swap(self, current, replacement, previous, allow=True):
         self.databases[previous] = self.databases.pop(current)
         self.databases[current] = self.databases.pop(replacement)
         self.swaps.append((current, previous))

