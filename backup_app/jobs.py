@@ -35,6 +35,7 @@ from .adapters.postgres import ConnInfo, server_identity
 from .adapters.storage import LocalStorage
 from .errors import (
     BackupError,
+    ConfigurationError,
     ConfirmationMismatch,
     InvalidBackupState,
     JobConflict,
@@ -166,10 +167,26 @@ def restore_job(session: Session, backup_id: str, confirm: str, target_url: str 
     conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
     if (confirm or "").strip() != conn.dbname:
         raise ConfirmationMismatch(conn.dbname)
+    slot = database_slot(conn)
+    catalog = catalog_conn()
+    if catalog is not None and database_slot(catalog) == slot:
+        raise ConfigurationError(f"{conn.display()} is this app's own catalog database: restoring over it would "
+                                 "replace the records of every backup")
     how = " in place" if in_place else ""
-    return Job(kind=RESTORE, database=conn.dbname, target=conn.display(), slot=database_slot(conn),
+    return Job(kind=RESTORE, database=conn.dbname, target=conn.display(), slot=slot,
                backup_id=backup.id, options={"in_place": in_place, "drop_previous": drop_previous},
                log=log_line(f"restore of {backup.filename} into {conn.display()}{how} requested"))
+
+
+def catalog_conn() -> ConnInfo | None:
+    """The catalog database as a connection, when it is a PostgreSQL one."""
+    url = db.engine.url
+    if url.get_backend_name() != "postgresql":
+        return None
+    try:
+        return ConnInfo.from_url(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    except BackupError:
+        return None
 
 
 def verify_job(session: Session, backup_id: str) -> Job:

@@ -138,6 +138,11 @@ def count_table_rows(db: psycopg.Connection) -> dict[str, int]:
     return counts
 
 
+def conninfo_value(value: str) -> str:
+    """`value` quoted for a libpq conninfo string (`dbname='it''s'` style, backslash-escaped)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def connect(conn: ConnInfo, timeout: int = 10, **options) -> psycopg.Connection:
     """A psycopg connection to `conn`, given up after `timeout` seconds unless the URL sets its own
     connect_timeout (a libpq parameter, so it must not be passed twice)."""
@@ -371,7 +376,9 @@ class PgClient:
             args = [self.program("psql"), "--no-password", "--quiet", "--no-psqlrc",
                     "--set=ON_ERROR_STOP=1", "--single-transaction", "--file=-"]
         else:
-            args = [self.program("pg_restore"), "--no-password", "--exit-on-error", f"--dbname={conn.dbname}"]
+            # As a conninfo string: a database name with "=" in it (or a URL) is never read as one.
+            args = [self.program("pg_restore"), "--no-password", "--exit-on-error",
+                    f"--dbname=dbname={conninfo_value(conn.dbname)}"]
             args += ["--single-transaction", "--clean", "--if-exists"] if in_place else []
         env = self._env(conn)
         env["PGAPPNAME"] = f"backup_app restore {secrets.token_hex(6)}"

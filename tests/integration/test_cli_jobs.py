@@ -155,3 +155,14 @@ def test_a_database_that_does_not_exist_yet_has_the_slot_it_will_have(pg_cluster
         assert before.startswith("system ")
     finally:
         pg_cluster.dropdb(new.dbname)
+
+
+@pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)
+def test_the_catalog_database_is_never_restored_over(app, runner, catalog_url):
+    backup = create(runner)
+    catalog = catalog_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    refused = invoke(runner, "backup", "restore", backup["id"], "--target-url", catalog, "--yes", ok=False)
+
+    assert "is this app's own catalog database: restoring over it would replace the records" in error_line(refused)
+    assert invoke(runner, "backup", "show", backup["id"]).exit_code == 0, "the catalog is as it was"
