@@ -29,7 +29,7 @@ system-deps:
 	fi
 
 run: system-deps $(STAMP)
-	$(PYTHON) -m backup_app.demo
+	$(PYTHON) -m devtools.demo
 
 test: system-deps $(STAMP)
 	$(PYTHON) -m pytest

@@ -4,11 +4,11 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import input_guard, security_headers
-from .config import Config
-from .errorhandlers import register_errorhandlers
-from .extensions import csrf, db, login_manager, migrate
-from .formatting import exact_time, human_size, location_label, relative_time
+from backup_app.config import Config
+from backup_app.core.formatting import exact_time, human_size, location_label, relative_time
+from backup_app.extensions import csrf, db, login_manager, migrate
+from backup_app.web import input_guard, security_headers
+from backup_app.web.errorhandlers import register_errorhandlers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -29,7 +29,7 @@ def create_app(config: object | dict | None = None) -> Flask:
     input_guard.init_app(app)
     register_template_filters(app)
     register_commands(app)
-    from . import notifications  # noqa: F401 - subscribes to the services' events
+    from backup_app.services import notifications  # noqa: F401 - subscribes to the services' events
     return app
 
 
@@ -46,28 +46,28 @@ def apply_instance_defaults(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from . import jobs, scheduler
-    from .auth.guard import require_login
+    from backup_app.jobs import queue, scheduler
+    from backup_app.web.auth.guard import require_login
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     login_manager.init_app(app)
     app.before_request(require_login)  # instead of @login_required on each view: none can be forgotten
-    jobs.init_app(app)
+    queue.init_app(app)
     scheduler.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
-    from .api import bp as api_bp
-    from .audit import bp as audit_bp
-    from .auth import bp as auth_bp
-    from .backups import bp as backups_bp
-    from .dashboard import bp as dashboard_bp
-    from .health import bp as health_bp
-    from .job_pages import bp as jobs_bp
-    from .metrics import bp as metrics_bp
-    from .targets import bp as targets_bp
+    from backup_app.api import bp as api_bp
+    from backup_app.web.audit import bp as audit_bp
+    from backup_app.web.auth import bp as auth_bp
+    from backup_app.web.backups import bp as backups_bp
+    from backup_app.web.dashboard import bp as dashboard_bp
+    from backup_app.web.health import bp as health_bp
+    from backup_app.web.jobs import bp as jobs_bp
+    from backup_app.web.metrics import bp as metrics_bp
+    from backup_app.web.targets import bp as targets_bp
 
     app.register_blueprint(backups_bp)
     app.register_blueprint(auth_bp)
@@ -87,12 +87,13 @@ def register_template_filters(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    from .audit.commands import audit_cli
-    from .auth.commands import users_cli
-    from .commands import backup_cli, storage_cli
-    from .notify_commands import notify_cli
-    from .targets.commands import targets_cli
-    from .worker import worker_command
+    from backup_app.cli.audit import audit_cli
+    from backup_app.cli.backup import backup_cli
+    from backup_app.cli.notify import notify_cli
+    from backup_app.cli.storage import storage_cli
+    from backup_app.cli.targets import targets_cli
+    from backup_app.cli.users import users_cli
+    from backup_app.jobs.worker import worker_command
 
     app.cli.add_command(backup_cli)
     app.cli.add_command(storage_cli)

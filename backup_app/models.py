@@ -23,8 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from .adapters.postgres import ConnInfo
-from .extensions import db
+from backup_app.core.conninfo import ConnInfo
+from backup_app.extensions import db
 
 ID_FIRST = string.ascii_lowercase
 ID_REST = string.ascii_lowercase + string.digits

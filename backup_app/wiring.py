@@ -1,13 +1,14 @@
 """Builds the adapters from the app's configuration; the CLI, views and jobs share these."""
 from flask import current_app
 
-from .adapters.pgtools import PgTools
-from .adapters.postgres import ConnInfo
-from .adapters.storage import LocalStorage, S3Storage
-from .crypto import MasterKey
-from .extensions import db
-from .models import LOCAL, S3, PreviousDatabase, Target
-from .services import targets as target_service
+from backup_app.adapters.local import LocalStorage
+from backup_app.adapters.pgtools import PgTools
+from backup_app.adapters.s3 import S3Storage
+from backup_app.core.conninfo import ConnInfo
+from backup_app.core.crypto import MasterKey
+from backup_app.extensions import db
+from backup_app.models import LOCAL, S3, PreviousDatabase, Target
+from backup_app.services import targets as target_service
 
 
 def local_storage() -> LocalStorage:

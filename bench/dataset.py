@@ -1,7 +1,7 @@
 """The database under test: pgbench's tables plus a wide table that does not compress away."""
 import os
 
-from backup_app.localservers import PostgresCluster
+from devtools.localservers import PostgresCluster
 
 from .measure import run
 

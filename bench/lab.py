@@ -8,8 +8,8 @@ from pathlib import Path
 from minio import Minio
 
 from backup_app.adapters.pgtools import find_clients
-from backup_app.adapters.postgres import ConnInfo
-from backup_app.localservers import PostgresCluster, SeaweedS3
+from backup_app.core.conninfo import ConnInfo
+from devtools.localservers import PostgresCluster, SeaweedS3
 
 from .appcli import AppCli
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-from backup_app.localservers import RedisServer, exit_on_sigterm
+from devtools.localservers import RedisServer, exit_on_sigterm
 
 from . import dataset, report
 from .appcli import AppCli

@@ -21,9 +21,9 @@ from urllib.request import HTTPCookieProcessor, HTTPRedirectHandler, Request, bu
 from sqlalchemy import insert
 
 from backup_app.extensions import db
-from backup_app.localservers import free_port, port_in_use, wait_until
 from backup_app.models import COMPLETED, FAILED, LOCAL, PRESENT, S3, Backup, BackupCopy, new_id, utcnow
-from backup_app.services.backups import make_filename
+from backup_app.services.backups.create import make_filename
+from devtools.localservers import free_port, port_in_use, wait_until
 
 from .appcli import PROJECT, AppCli, app_in_process
 from .measure import BenchError, run

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from backup_app import jobs, wiring
+from backup_app import wiring
 from backup_app.extensions import db
-from backup_app.localservers import wait_until
+from backup_app.jobs.submit import queue_create
 from backup_app.models import COMPLETED, FAILED, Job
+from devtools.localservers import wait_until
 
 from . import dataset
 from .appcli import FLASK, PROJECT, AppCli, app_in_process
@@ -79,7 +80,7 @@ class WorkerCases:
         """Queue a backup of every target; the seconds until the last one finished."""
         with self.app.app_context():
             start = time.perf_counter()
-            ids = [jobs.queue_create(db.session, wiring.dump_spec(name)).id for name in self.fleet]
+            ids = [queue_create(db.session, wiring.dump_spec(name)).id for name in self.fleet]
             deadline = start + JOBS_TIMEOUT
             while True:
                 rows = db.session.execute(select(Job.status, Job.error).where(Job.id.in_(ids))).all()

@@ -9,7 +9,7 @@ from flask import current_app
 config = context.config
 
 # Interpret the config file for Python logging, unless a command upgrades the catalog quietly
-# before its own work (backup_app.commands.upgrade_catalog_if_needed).
+# before its own work (backup_app.cli.group.upgrade_catalog_if_needed).
 # Loggers created before (the app's own) stay enabled.
 if not config.attributes.get("quiet"):
     fileConfig(config.config_file_name, disable_existing_loggers=False)

@@ -17,7 +17,7 @@ from backup_app import create_app
 from backup_app.adapters.pgtools import wheel_bin_dir
 from backup_app.config import TestConfig
 from backup_app.extensions import db
-from backup_app.localservers import DEBIAN_PG_BIN, PostgresCluster, SeaweedS3
+from devtools.localservers import DEBIAN_PG_BIN, PostgresCluster, SeaweedS3
 from tests.helpers import invoke, new_key
 
 _names = itertools.count(1)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from backup_app.extensions import db
-from backup_app.jobs import process_alive
+from backup_app.jobs.recovery import process_alive
 from backup_app.models import Backup
 
 

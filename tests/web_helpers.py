@@ -9,9 +9,9 @@ from pathlib import Path
 
 from backup_app import wiring
 from backup_app.extensions import db
-from backup_app.localservers import DEBIAN_PG_BIN, free_port, wait_until
 from backup_app.models import COMPLETED, LOCAL, PRESENT, S3, Backup, BackupCopy, utcnow
 from backup_app.services import users
+from devtools.localservers import DEBIAN_PG_BIN, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

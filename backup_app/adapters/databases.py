@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from ..errors import RestoreFailed
-from .postgres import ConnInfo, connect
+from backup_app.adapters.postgres import connect
+from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import RestoreFailed
 
 log = logging.getLogger(__name__)
 MAINTENANCE_DATABASES = ("postgres", "template1")

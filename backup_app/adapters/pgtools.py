@@ -22,9 +22,10 @@ from pathlib import Path
 
 import psycopg
 
-from ..errors import ConfigurationError, VersionMismatch
-from .databases import DatabaseServer
-from .postgres import ConnInfo, PgClient, SnapshotCounter, major
+from backup_app.adapters.databases import DatabaseServer
+from backup_app.adapters.postgres import PgClient, SnapshotCounter, major
+from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import ConfigurationError, VersionMismatch
 
 PROGRAMS = ("pg_dump", "pg_restore", "psql")
 DEBIAN_ROOT = Path("/usr/lib/postgresql")

@@ -14,33 +14,24 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import psycopg
 import psycopg.sql
 
-from ..errors import ConfigurationError, DumpFailed, RestoreFailed
+from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import ConfigurationError, DumpFailed, RestoreFailed
 
-# Query parameters of a connection URL that map onto libpq environment variables.
-LIBPQ_PARAMS = {
-    "sslmode": "PGSSLMODE",
-    "sslrootcert": "PGSSLROOTCERT",
-    "sslcert": "PGSSLCERT",
-    "sslkey": "PGSSLKEY",
-    "connect_timeout": "PGCONNECT_TIMEOUT",
-    "application_name": "PGAPPNAME",
-    "options": "PGOPTIONS",
-    "host": "PGHOST",
-    "port": "PGPORT",
-    "user": "PGUSER",
-    "password": "PGPASSWORD",
-}
 log = logging.getLogger(__name__)
+
+
 FORMATS = ("custom", "plain")
+
+
 CHUNK_SIZE = 1024 * 1024
+
+
 # The restore's session, if it has waited on a lock for longer than the timeout, with its blockers.
 WAITING_ON_LOCK_SQL = """
 SELECT a.pid, (SELECT string_agg(format('pid %%s %%s@%%s', b.pid, b.usename, b.application_name), ', ')
@@ -49,6 +40,8 @@ FROM pg_stat_activity a
 WHERE a.application_name = %s AND a.wait_event_type = 'Lock'
       AND now() - a.state_change > make_interval(secs => %s)
 """
+
+
 USER_TABLES_SQL = """
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -56,74 +49,6 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_s
       AND n.nspname NOT LIKE 'pg_toast%' AND NOT c.relispartition
 ORDER BY 1, 2
 """
-
-
-@dataclass(frozen=True)
-class ConnInfo:
-    """Where a database lives, parsed from a postgresql:// URL."""
-
-    dbname: str
-    host: str | None = None
-    port: int | None = None
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    params: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def from_url(cls, url: str) -> "ConnInfo":
-        """Parse `postgresql://user:pass@host:port/dbname?sslmode=…`."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise ConfigurationError("database URL must start with postgresql://")
-        dbname = unquote(parts.path.lstrip("/"))
-        if not dbname:
-            raise ConfigurationError("database URL names no database (postgresql://…/DBNAME)")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigurationError(f"database URL has a bad port: {exc}") from None
-        params = tuple(parse_qsl(parts.query))
-        unknown = sorted({k for k, _ in params} - LIBPQ_PARAMS.keys())
-        if unknown:
-            raise ConfigurationError(f"database URL has unsupported parameters: {', '.join(unknown)}")
-        return cls(
-            dbname=dbname,
-            host=unquote(parts.hostname) if parts.hostname else None,
-            port=port,
-            user=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-            params=params,
-        )
-
-    def with_dbname(self, dbname: str) -> "ConnInfo":
-        return ConnInfo(dbname, self.host, self.port, self.user, self.password, self.params)
-
-    def env(self) -> dict[str, str]:
-        """libpq environment variables for this connection."""
-        env = {"PGDATABASE": self.dbname}
-        for key, value in (("PGHOST", self.host), ("PGPORT", self.port),
-                           ("PGUSER", self.user), ("PGPASSWORD", self.password)):
-            if value is not None:
-                env[key] = str(value)
-        for key, value in self.params:
-            env[LIBPQ_PARAMS[key]] = value
-        return env
-
-    def keywords(self) -> dict[str, str]:
-        """libpq connection keywords, for an in-process connection (psycopg)."""
-        words = {"dbname": self.dbname}
-        for name, value in (("host", self.host), ("port", self.port), ("user", self.user),
-                            ("password", self.password)):
-            if value is not None:
-                words[name] = str(value)
-        words.update(self.params)
-        return words
-
-    def display(self) -> str:
-        """The URL without its password, for messages and pages."""
-        user = f"{self.user}@" if self.user else ""
-        port = f":{self.port}" if self.port else ""
-        return f"postgresql://{user}{self.host or 'localhost'}{port}/{self.dbname}"
 
 
 def count_table_rows(db: psycopg.Connection) -> dict[str, int]:
@@ -451,4 +376,3 @@ class PgClient:
             name = Path(args[0]).name
             raise error(result.stderr.strip() or f"{name} exited with code {result.returncode}")
         return result.stdout
-

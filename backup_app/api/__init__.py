@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-from . import routes  # noqa: E402,F401
+from backup_app.api import routes  # noqa: E402, F401 - registers the views on bp

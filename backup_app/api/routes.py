@@ -2,14 +2,16 @@ from flask import g, jsonify, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from .. import jobs, wiring
-from ..downloads import download_response
-from ..errors import InvalidRequest
-from ..extensions import db
-from ..models import Backup, Job
-from ..services import backups as service
-from ..services.users import user_for_token
-from . import bp
+from backup_app import wiring
+from backup_app.api import bp
+from backup_app.errors import InvalidRequest
+from backup_app.extensions import db
+from backup_app.jobs import records
+from backup_app.jobs.submit import delete_job, queue_create, queue_restore, run_here
+from backup_app.models import Backup, Job
+from backup_app.services.backups import queries
+from backup_app.services.users import user_for_token
+from backup_app.web.downloads import download_response
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 
@@ -66,7 +68,7 @@ def create_backup():
     """Queue a backup of `database` (default: the configured target) → 202 {job_id}."""
     spec = wiring.dump_spec(optional_string(json_body(), "database"))
     g.audit_subject = spec.name
-    return job_accepted(jobs.queue_create(db.session, spec))
+    return job_accepted(queue_create(db.session, spec))
 
 
 @bp.get("/backups")
@@ -78,7 +80,7 @@ def list_backups():
     limit, offset = whole_number_arg("limit", DEFAULT_LIMIT), whole_number_arg("offset", 0)
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT} and offset 0 or more")
-    query = service.backups_query(request.args.get("database"), request.args.get("status"))
+    query = queries.backups_query(request.args.get("database"), request.args.get("status"))
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     # Each backup's last verification is in its JSON: load them all in one query, not one per backup.
     backups = db.session.scalars(query.options(selectinload(Backup.verifications)).limit(limit).offset(offset))
@@ -90,7 +92,7 @@ def list_backups():
 @bp.get("/backups/<backup_id>")
 def get_backup(backup_id):
     """One backup, shaped like `flask backup show --json`."""
-    return jsonify(service.get_backup(db.session, backup_id).to_dict())
+    return jsonify(queries.get_backup(db.session, backup_id).to_dict())
 
 
 @bp.get("/backups/<backup_id>/download")
@@ -114,7 +116,7 @@ def restore_backup(backup_id):
     in_place, drop_previous = optional_flag(body, "in_place"), optional_flag(body, "drop_previous")
     if in_place and drop_previous:
         raise InvalidRequest("drop_previous has nothing to drop with in_place (no previous database is kept)")
-    job = jobs.queue_restore(db.session, backup_id, optional_string(body, "confirm") or "",
+    job = queue_restore(db.session, backup_id, optional_string(body, "confirm") or "",
                              optional_string(body, "target_url"), in_place=in_place, drop_previous=drop_previous)
     return job_accepted(job)
 
@@ -122,11 +124,11 @@ def restore_backup(backup_id):
 @bp.delete("/backups/<backup_id>")
 def delete_backup(backup_id):
     """Delete a backup from S3, the catalog and disk → 204."""
-    jobs.run_here(db.session, jobs.delete_job(db.session, backup_id), recover=False)
+    run_here(db.session, delete_job(db.session, backup_id), recover=False)
     return "", 204
 
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
     """A job's status, phase and bytes done."""
-    return jsonify(jobs.get_job(db.session, job_id).to_dict())
+    return jsonify(records.get_job(db.session, job_id).to_dict())

@@ -4,7 +4,7 @@ import re
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from ..models import AuditEvent
+from backup_app.models import AuditEvent
 
 URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
 

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..models import COMPLETED, PRESENT, Backup, BackupCopy, Target, Verification, utcnow
+from backup_app.models import COMPLETED, PRESENT, Backup, BackupCopy, Target, Verification, utcnow
 
 DEFAULT_STALE_HOURS = 26  # a daily backup that is a little late is not yet alarming
 

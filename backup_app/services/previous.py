@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..adapters.databases import DatabaseServer
-from ..adapters.postgres import ConnInfo
-from ..errors import BackupError
-from ..models import PreviousDatabase, utcnow
+from backup_app.adapters.databases import DatabaseServer
+from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import BackupError
+from backup_app.models import PreviousDatabase, utcnow
 
 log = logging.getLogger(__name__)
 RETRY_AFTER = timedelta(hours=1)  # a drop that failed is tried again this much later

@@ -13,9 +13,10 @@ from datetime import datetime, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..adapters.storage import LocalStorage, S3Storage, is_safe_name, user_metadata
-from ..models import COMPLETED, LOCAL, PRESENT, Backup
-from .backups import Stores, open_local_copy, set_copy
+from backup_app.adapters.local import LocalStorage, is_safe_name
+from backup_app.adapters.s3 import S3Storage, user_metadata
+from backup_app.models import COMPLETED, LOCAL, PRESENT, Backup
+from backup_app.services.backups.copies import Stores, open_local_copy, set_copy
 
 BACKUP_ID = re.compile(r"[a-z][a-z0-9]{5,31}")
 FILENAME = re.compile(

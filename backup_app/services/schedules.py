@@ -7,8 +7,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import ConfigurationError
-from ..models import PeriodicRun, Target, utcnow
+from backup_app.errors import ConfigurationError
+from backup_app.models import PeriodicRun, Target, utcnow
 
 BACKUP, VERIFY = "backup", "verify"
 # Which cron and which next-run column each kind of scheduled run of a target uses.

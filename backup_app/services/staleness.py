@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..models import COMPLETED, Backup, Target, utcnow
+from backup_app.models import COMPLETED, Backup, Target, utcnow
 
 
 @dataclass

@@ -12,18 +12,19 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..adapters.storage import LocalStorage, S3Storage, sha256_of
-from ..errors import BackupError, ChecksumMismatch, StorageUnavailable
-from ..models import COMPLETED, COPY_FAILED, LOCAL, MISSING, PRESENT, Backup, BackupCopy
-from .backups import (
+from backup_app.adapters.local import LocalStorage, sha256_of
+from backup_app.adapters.s3 import S3Storage
+from backup_app.errors import BackupError, ChecksumMismatch, StorageUnavailable
+from backup_app.models import COMPLETED, COPY_FAILED, LOCAL, MISSING, PRESENT, Backup, BackupCopy
+from backup_app.services.backups.copies import (
     Stores,
     content_type,
-    list_backups,
     object_metadata,
     open_checked_copy,
     open_local_copy,
     set_copy,
 )
+from backup_app.services.backups.queries import list_backups
 
 
 @dataclass

@@ -7,14 +7,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import codecs
-from ..adapters.pgtools import PgTools
-from ..adapters.postgres import ConnInfo
-from ..crypto import MasterKey
-from ..errors import ConfigurationError, TargetExists, UnknownDatabase
-from ..models import Target
-from .retention import RetentionPolicy
-from .schedules import check_cron, reschedule
+from backup_app.adapters.pgtools import PgTools
+from backup_app.core import codecs
+from backup_app.core.conninfo import ConnInfo
+from backup_app.core.crypto import MasterKey
+from backup_app.core.retention import RetentionPolicy
+from backup_app.errors import ConfigurationError, TargetExists, UnknownDatabase
+from backup_app.models import Target
+from backup_app.services.schedules import check_cron, reschedule
 
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 

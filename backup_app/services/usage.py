@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..models import PRESENT, Backup, BackupCopy
+from backup_app.models import PRESENT, Backup, BackupCopy
 
 
 def storage_usage(session: Session, locations: Sequence[str]) -> dict:

@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from ..errors import LoginFailed, TooManyLoginAttempts, UserExists, UserNotFound
-from ..models import ApiToken, LoginFailure, User, utcnow
+from backup_app.errors import LoginFailed, TooManyLoginAttempts, UserExists, UserNotFound
+from backup_app.models import ApiToken, LoginFailure, User, utcnow
 
 MIN_PASSWORD_LENGTH = 8
 # Failures allowed before each further attempt must wait; the wait then doubles up to MAX_WAIT.

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from backup_app import wiring
-from backup_app.adapters.storage import sha256_of
+from backup_app.adapters.local import sha256_of
 from backup_app.errors import DumpFailed
 from backup_app.extensions import db
-from backup_app.localservers import SeaweedS3, free_port
-from backup_app.services import backups as service
-from tests.conftest import both_catalogs, fill_shop
+from backup_app.services.backups.create import create_backup
+from devtools.localservers import SeaweedS3, free_port
+from tests.conftest import both_catalogs
 from tests.helpers import add_target, age_backups, copy_status, create, error_line, invoke, sha256_file, show
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def test_01_s3_killed_mid_upload_then_sync_uploads_it(make_app, pg_cluster, big_
                 server.kill()
 
         with app.app_context():
-            backup = service.create_backup(db.session, wiring.dump_spec(), wiring.local_storage(),
+            backup = create_backup(db.session, wiring.dump_spec(), wiring.local_storage(),
                                            wiring.s3_stores(), wiring.pg_tools(), progress=kill_s3_midway)
             backup_id, filename, sha = backup.id, backup.filename, backup.sha256
             assert backup.status == "completed"
@@ -170,7 +170,7 @@ def test_05_killed_pg_dump_leaves_nothing_behind(make_app, pg_cluster, big_db, s
     with app.app_context():
         s3 = wiring.s3_stores()[0]
         with pytest.raises(DumpFailed, match="killed by signal 9"):
-            service.create_backup(db.session, wiring.dump_spec(), wiring.local_storage(), [s3],
+            create_backup(db.session, wiring.dump_spec(), wiring.local_storage(), [s3],
                                   wiring.pg_tools(), progress=kill_pg_dump_midway)
         objects = list(s3.client.list_objects(bucket_name=s3.bucket))
         uploads = s3.client._list_multipart_uploads(bucket_name=s3.bucket).uploads

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from backup_app.localservers import wait_until
+from devtools.localservers import wait_until
 from tests.web_helpers import EMAIL, TableLock
 
 pytestmark = pytest.mark.integration

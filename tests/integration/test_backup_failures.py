@@ -11,8 +11,8 @@ import pytest
 
 from backup_app import wiring
 from backup_app.extensions import db
-from backup_app.localservers import SeaweedS3
 from backup_app.models import Backup, BackupCopy, utcnow
+from devtools.localservers import SeaweedS3
 from tests.helpers import copy_status, create, error_line, invoke, sha256_file
 
 pytestmark = pytest.mark.integration

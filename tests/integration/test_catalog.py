@@ -5,10 +5,10 @@ import pytest
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, select, text
 
-from backup_app.backups.routes import backed_up_databases
 from backup_app.extensions import db
 from backup_app.models import Backup, Target
-from backup_app.services import backups as service
+from backup_app.services.backups.queries import list_backups
+from backup_app.web.backups.routes import backed_up_databases
 from tests.conftest import both_catalogs
 
 pytestmark = pytest.mark.integration
@@ -25,7 +25,7 @@ def test_migrations_apply_revert_and_keep_older_rows(make_app):
         db.session.commit()
 
         upgrade()
-        [old] = service.list_backups(db.session)
+        [old] = list_backups(db.session)
         assert (old.codec, old.encrypted, old.server_version, old.client_version) == ("gzip", False, None, None)
         assert old.to_dict()["server_version"] is None
         db.session.remove()

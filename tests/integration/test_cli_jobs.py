@@ -5,9 +5,9 @@ import socket
 
 import pytest
 
-from backup_app import jobs
-from backup_app.adapters.postgres import ConnInfo
+from backup_app.core.conninfo import ConnInfo
 from backup_app.extensions import db
+from backup_app.jobs.slots import database_slot
 from backup_app.models import RUNNING, Backup, Job, utcnow
 from tests.helpers import create, dead_pid, error_line, invoke
 from tests.web_helpers import count_orders
@@ -27,7 +27,7 @@ def hold_target(app, pg_cluster, dbname: str, worker: str | None = None, url: st
     conn = ConnInfo.from_url(url or pg_cluster.url(dbname))
     with app.app_context():
         job = Job(kind="restore", status=RUNNING, phase="restoring", database=dbname, log="",
-                  target=conn.display(), slot=jobs.database_slot(conn), worker=worker, started_at=utcnow())
+                  target=conn.display(), slot=database_slot(conn), worker=worker, started_at=utcnow())
         db.session.add(job)
         db.session.commit()
         return job.id
@@ -148,10 +148,10 @@ def test_verify_prune_sync_delete_and_download_take_the_slots_the_worker_holds(a
 def test_a_database_that_does_not_exist_yet_has_the_slot_it_will_have(pg_cluster, source_db):
     """A restore into a new database holds the slot a backup of it will want once it exists."""
     new = ConnInfo.from_url(pg_cluster.url(source_db + "_new"))
-    before = jobs.database_slot(new)
+    before = database_slot(new)
     pg_cluster.createdb(new.dbname)
     try:
-        assert jobs.database_slot(new) == before
+        assert database_slot(new) == before
         assert before.startswith("system ")
     finally:
         pg_cluster.dropdb(new.dbname)

@@ -4,7 +4,7 @@ from datetime import datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backup_app.localservers import free_port
+from devtools.localservers import free_port
 from tests.helpers import add_target, create
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ import json
 import pytest
 
 from backup_app import wiring
-from backup_app.adapters.storage import sha256_of
-from backup_app.localservers import SeaweedS3
+from backup_app.adapters.local import sha256_of
 from backup_app.extensions import db
 from backup_app.models import Backup
+from devtools.localservers import SeaweedS3
 from tests.helpers import copy_status, create, error_line, invoke, sha256_file, show
 from tests.web_helpers import add_user, sign_in
 

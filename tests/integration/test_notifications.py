@@ -6,11 +6,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from backup_app import notifications
 from backup_app.extensions import db
-from backup_app.localservers import free_port
 from backup_app.models import utcnow
+from backup_app.services import notifications
 from backup_app.services.staleness import claim_stale_targets
+from devtools.localservers import free_port
 from tests.helpers import add_target, age_backups, create, error_line, invoke
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from backup_app.extensions import db
+from backup_app.jobs.scheduler import tick
 from backup_app.models import Backup, PreviousDatabase, utcnow
-from backup_app.scheduler import tick
 from tests.conftest import both_servers, drop_with_leftovers, unique_name
 from tests.helpers import create, error_line, invoke
 from tests.prod_schema import create_production_schema, damage, dump_sections

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from backup_app.adapters.storage import S3Storage
+from backup_app.adapters.s3 import S3Storage
 from backup_app.errors import StorageUnavailable
-from backup_app.localservers import SeaweedS3
+from devtools.localservers import SeaweedS3
 
 pytestmark = pytest.mark.integration
 

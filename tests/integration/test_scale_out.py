@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_app.localservers import RedisServer, wait_until
+from devtools.localservers import RedisServer, wait_until
 from tests.conftest import fill_shop, unique_name
 from tests.helpers import new_key
 from tests.web_helpers import BIN, EMAIL, LiveApp, TableLock

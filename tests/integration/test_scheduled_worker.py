@@ -10,11 +10,11 @@ from datetime import timedelta
 import pytest
 
 from backup_app import wiring
-from backup_app.adapters.storage import sha256_of
+from backup_app.adapters.local import sha256_of
 from backup_app.extensions import db
-from backup_app.localservers import SeaweedS3, wait_until
 from backup_app.models import Backup, Job, PeriodicRun, Target, utcnow
 from backup_app.services import targets as target_service
+from devtools.localservers import SeaweedS3, wait_until
 from tests.helpers import add_target, age_backups, copy_status, create, invoke, sha256_file, show
 from tests.web_helpers import LiveApp
 

@@ -5,10 +5,10 @@ import re
 
 import pytest
 
-from backup_app.adapters.storage import sha256_of
+from backup_app.adapters.local import sha256_of
 from backup_app.extensions import db
-from backup_app.localservers import DEBIAN_PG_BIN
 from backup_app.models import Job
+from devtools.localservers import DEBIAN_PG_BIN
 from tests.integration.test_web_flow import create_through_page, only_job
 from tests.web_helpers import add_backup, add_user, sign_in, submit, text
 

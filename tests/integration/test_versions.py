@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from backup_app import wiring
-from backup_app.localservers import DEBIAN_PG_BIN
+from devtools.localservers import DEBIAN_PG_BIN
 from tests.conftest import fill_shop, unique_name
 from tests.helpers import create, error_line, invoke
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from backup_app.extensions import db
-from backup_app.localservers import free_port
 from backup_app.models import Job
+from devtools.localservers import free_port
 from tests.helpers import copy_status
 from tests.web_helpers import add_user, api_token, count_orders, sign_in, submit, text
 

@@ -45,11 +45,11 @@ def test_errors_and_downloads_carry_the_headers(bare_app, bare_client, monkeypat
     assert_security_headers(bare_client.get("/backups/b1/download"))
     assert_security_headers(bare_client.post("/backups/b1/delete"))  # CSRF refusal
 
-    from backup_app.backups import routes
+    from backup_app.web.backups import routes
 
     def broken(*_args):
         raise RuntimeError("boom")
-    monkeypatch.setattr(routes.service, "backups_query", broken)
+    monkeypatch.setattr(routes, "backups_query", broken)
     bare_app.config["PROPAGATE_EXCEPTIONS"] = False
     server_error = bare_client.get("/")
     assert server_error.status_code == 500

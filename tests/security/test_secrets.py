@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from backup_app.extensions import db
-from backup_app.localservers import wait_until
 from backup_app.models import Job
+from devtools.localservers import wait_until
 from tests.helpers import new_key
 from tests.web_helpers import EMAIL, LiveApp, TableLock, sign_in, text
 

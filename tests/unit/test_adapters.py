@@ -1,7 +1,7 @@
 import pytest
 
-from backup_app.adapters.postgres import ConnInfo
-from backup_app.adapters.storage import LocalStorage
+from backup_app.adapters.local import LocalStorage
+from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import BackupError, ConfigurationError
 
 

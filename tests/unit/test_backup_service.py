@@ -3,15 +3,17 @@ import hashlib
 
 import pytest
 
-from backup_app.adapters.postgres import ConnInfo
-from backup_app.adapters.storage import LocalStorage
-from backup_app.errors import BackupFileMissing, DumpFailed, InvalidBackupState, RestoreFailed
+from backup_app.adapters.local import LocalStorage
+from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import BackupFileMissing, DumpFailed, InvalidBackupState, RestoreFailed, StorageUnavailable
 from backup_app.extensions import db
-from backup_app.services import backups as service
 from backup_app.services import events
-from backup_app.services.restore import RestoreOptions, restore_backup
-from backup_app.services.verify import verify_backup
+from backup_app.services.backups.create import create_backup
+from backup_app.services.backups.delete import delete_backup
+from backup_app.services.backups.queries import get_backup, list_backups
+from backup_app.services.backups.restore import RestoreOptions, restore_backup
 from backup_app.services.targets import DumpSpec
+from backup_app.services.verify import verify_backup
 from tests.unit.fakes import FakePg, FakeS3
 
 TARGET = DumpSpec("shop", ConnInfo.from_url("postgresql://u:p@h/shop"))
@@ -31,7 +33,7 @@ def local(tmp_path):
 def test_create_keeps_two_identical_copies(session, local):
     pg, s3 = FakePg(), FakeS3()
 
-    backup = service.create_backup(session, TARGET, local, [s3], pg)
+    backup = create_backup(session, TARGET, local, [s3], pg)
 
     assert backup.status == "completed"
     assert backup.sha256 == hashlib.sha256(pg.data).hexdigest()
@@ -48,7 +50,7 @@ def test_upload_cut_midway_marks_only_the_s3_copy_failed(session, local):
     s3 = FakeS3()
     s3.fail_upload_after = 100_000
 
-    backup = service.create_backup(session, TARGET, local, [s3], FakePg())
+    backup = create_backup(session, TARGET, local, [s3], FakePg())
 
     assert backup.status == "completed" and backup.storage_url is None
     assert backup.copy("s3").status == "failed"
@@ -60,16 +62,16 @@ def test_failed_dump_leaves_no_file_and_no_object(session, local):
     pg, s3 = FakePg(error="pg_dump: error: connection refused"), FakeS3()
 
     with pytest.raises(DumpFailed, match="connection refused"):
-        service.create_backup(session, TARGET, local, [s3], pg)
+        create_backup(session, TARGET, local, [s3], pg)
 
-    [row] = service.list_backups(session)
+    [row] = list_backups(session)
     assert row.status == "failed" and row.error == "pg_dump: error: connection refused"
     assert list(local.root.iterdir()) == [] and s3.objects == {}
 
 
 def test_restore_prefers_the_intact_local_file_then_s3(session, local):
     pg, s3 = FakePg(), FakeS3()
-    backup = service.create_backup(session, TARGET, local, [s3], pg)
+    backup = create_backup(session, TARGET, local, [s3], pg)
     s3.objects[backup.filename] = b"tampered"
 
     restore_backup(session, backup.id, TARGET.conn, local, [s3], pg)
@@ -84,31 +86,31 @@ def test_restore_prefers_the_intact_local_file_then_s3(session, local):
 
 def test_delete_keeps_everything_when_s3_is_down(session, local):
     s3 = FakeS3()
-    backup = service.create_backup(session, TARGET, local, [s3], FakePg())
+    backup = create_backup(session, TARGET, local, [s3], FakePg())
     s3.down = True
 
-    with pytest.raises(service.StorageUnavailable):
-        service.delete_backup(session, backup.id, local, [s3])
+    with pytest.raises(StorageUnavailable):
+        delete_backup(session, backup.id, local, [s3])
 
-    assert service.get_backup(session, backup.id) is backup
+    assert get_backup(session, backup.id) is backup
     assert local.exists(backup.filename) and backup.filename in s3.objects
 
 
 def test_delete_of_a_local_only_backup_works_while_s3_is_down(session, local):
     s3 = FakeS3()
     s3.down = True
-    backup = service.create_backup(session, TARGET, local, [s3], FakePg())
+    backup = create_backup(session, TARGET, local, [s3], FakePg())
     assert backup.copy("s3").status == "failed"
 
-    service.delete_backup(session, backup.id, local, [s3])
+    delete_backup(session, backup.id, local, [s3])
 
-    assert service.list_backups(session) == [] and not local.exists(backup.filename)
+    assert list_backups(session) == [] and not local.exists(backup.filename)
 
 
 def test_failed_backup_cannot_be_restored(session, local):
     with pytest.raises(DumpFailed):
-        service.create_backup(session, TARGET, local, [], FakePg(error="boom"))
-    [row] = service.list_backups(session)
+        create_backup(session, TARGET, local, [], FakePg(error="boom"))
+    [row] = list_backups(session)
 
     with pytest.raises(InvalidBackupState, match="is failed, not completed"):
         restore_backup(session, row.id, TARGET.conn, local, [], FakePg())
@@ -118,7 +120,7 @@ def test_every_store_gets_the_stream_and_one_down_fails_only_its_copy(session, l
     pg, first, second = FakePg(), FakeS3(), FakeS3("s3:offsite")
     second.down = True
 
-    backup = service.create_backup(session, TARGET, local, [first, second], pg)
+    backup = create_backup(session, TARGET, local, [first, second], pg)
 
     assert {c.location: c.status for c in backup.copies} == {"local": "present", "s3": "present",
                                                              "s3:offsite": "failed"}
@@ -129,7 +131,7 @@ def test_every_store_gets_the_stream_and_one_down_fails_only_its_copy(session, l
 
 def test_restore_reads_the_first_store_whose_copy_matches(session, local):
     pg, first, second = FakePg(), FakeS3(), FakeS3("s3:offsite")
-    backup = service.create_backup(session, TARGET, local, [first, second], pg)
+    backup = create_backup(session, TARGET, local, [first, second], pg)
     local.path(backup.filename).unlink()
     first.objects[backup.filename] = b"tampered"
 
@@ -142,7 +144,7 @@ def test_restore_reads_the_first_store_whose_copy_matches(session, local):
 
 def test_restore_reports_the_bytes_fed_to_pg_restore(session, local):
     pg, seen = FakePg(), []
-    backup = service.create_backup(session, TARGET, local, [], pg)
+    backup = create_backup(session, TARGET, local, [], pg)
 
     restore_backup(session, backup.id, TARGET.conn, local, [], pg, progress=seen.append)
 
@@ -152,7 +154,7 @@ def test_restore_reports_the_bytes_fed_to_pg_restore(session, local):
 def test_restore_over_an_existing_database_builds_beside_it_and_swaps(session, local):
     pg = FakePg()
     pg.server.databases["shop"] = [b"today's data"]
-    backup = service.create_backup(session, TARGET, local, [], pg)
+    backup = create_backup(session, TARGET, local, [], pg)
 
     restored = restore_backup(session, backup.id, TARGET.conn, local, [], pg)
 
@@ -168,7 +170,7 @@ def test_restore_over_an_existing_database_builds_beside_it_and_swaps(session, l
 
 def test_restore_into_a_missing_database_creates_it_without_a_swap(session, local):
     pg = FakePg(databases=())
-    backup = service.create_backup(session, TARGET, local, [], pg)
+    backup = create_backup(session, TARGET, local, [], pg)
 
     restored = restore_backup(session, backup.id, TARGET.conn, local, [], pg)
 
@@ -179,7 +181,7 @@ def test_restore_into_a_missing_database_creates_it_without_a_swap(session, loca
 def test_a_failed_restore_leaves_the_current_database_and_drops_the_half_built_one(session, local):
     pg = FakePg()
     pg.server.databases["shop"] = [b"today's data"]
-    backup = service.create_backup(session, TARGET, local, [], pg)
+    backup = create_backup(session, TARGET, local, [], pg)
     pg.table_row_counts = lambda conn: {"public.orders": 1}
     backup.row_counts = {"public.orders": 3000}
     session.commit()
@@ -193,7 +195,7 @@ def test_a_failed_restore_leaves_the_current_database_and_drops_the_half_built_o
 def test_a_role_that_cannot_swap_is_told_to_restore_in_place(session, local):
     pg = FakePg()
     pg.server.swap_problems = lambda name: ["the role app cannot create databases (it needs CREATEDB)"]
-    backup = service.create_backup(session, TARGET, local, [], pg)
+    backup = create_backup(session, TARGET, local, [], pg)
 
     with pytest.raises(RestoreFailed, match="cannot create databases .*Restore with --in-place"):
         restore_backup(session, backup.id, TARGET.conn, local, [], pg)
@@ -212,9 +214,9 @@ def test_an_unexpected_error_before_the_stream_still_fails_the_backup(session, l
     pg.snapshot_counter = broken
 
     with pytest.raises(TypeError):
-        service.create_backup(session, TARGET, local, [], pg)
+        create_backup(session, TARGET, local, [], pg)
 
-    [row] = service.list_backups(session)
+    [row] = list_backups(session)
     assert row.status == "failed" and row.completed_at is not None
     assert row.error == ("internal error: TypeError: connect() got multiple values for keyword argument "
                          "'connect_timeout'")
@@ -227,7 +229,7 @@ def test_a_broken_subscriber_never_fails_a_backup(session, local):
         raise RuntimeError("database is locked")
     events.backup_completed.connect(broken)
     try:
-        backup = service.create_backup(session, TARGET, local, [], FakePg())
+        backup = create_backup(session, TARGET, local, [], FakePg())
     finally:
         events.backup_completed.disconnect(broken)
 
@@ -241,7 +243,7 @@ def test_a_verify_that_meets_an_os_error_ends_failed_not_running(session, local)
             raise ConnectionResetError("connection reset by peer")
 
     store = ResetStore()
-    backup = service.create_backup(session, TARGET, local, [store], FakePg())
+    backup = create_backup(session, TARGET, local, [store], FakePg())
 
     verification = verify_backup(session, backup.id, TARGET.conn, local, [store], FakePg())
 

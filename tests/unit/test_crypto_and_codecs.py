@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from backup_app import codecs
-from backup_app.crypto import DecryptingReader, DecryptionFailed, EncryptingReader, MasterKey
+from backup_app.core import codecs
+from backup_app.core.crypto import DecryptingReader, DecryptionFailed, EncryptingReader, MasterKey
 from backup_app.errors import ConfigurationError
 
 

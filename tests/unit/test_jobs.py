@@ -7,13 +7,18 @@ from datetime import timedelta
 import pytest
 from huey import RedisHuey, SqliteHuey
 
-from backup_app import jobs, wiring
-from backup_app.adapters.postgres import ConnInfo
+from backup_app import wiring
+from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import JobConflict
 from backup_app.extensions import db
+from backup_app.jobs import records, recovery
+from backup_app.jobs.records import PROGRESS_INTERVAL, ProgressRecorder, claim, finish, heartbeat, recent_jobs
+from backup_app.jobs.recovery import STALE_HEARTBEATS, interrupted_error, recover_interrupted_jobs
+from backup_app.jobs.runners import run_job
+from backup_app.jobs.scheduler import tick
+from backup_app.jobs.submit import queue_create
 from backup_app.models import COMPLETED, CREATE, RESTORE, RUNNING, Backup, Job, Verification, utcnow
-from backup_app.scheduler import tick
-from backup_app.services.backups import backups_query
+from backup_app.services.backups.queries import backups_query
 from backup_app.services.targets import DumpSpec
 from backup_app.services.users import throttle_wait
 from tests.helpers import dead_pid
@@ -38,38 +43,38 @@ def test_queue_is_sqlite_by_default_and_redis_with_redis_url(make_app, tmp_path)
 
 def test_a_second_job_for_the_same_target_is_refused(queued_app):
     with queued_app.app_context():
-        first = jobs.queue_create(db.session, SHOP)
+        first = queue_create(db.session, SHOP)
         assert first.status == "queued" and len(queued_app.extensions["job_queue"].huey) == 1
 
         with pytest.raises(JobConflict, match=f"A create job for shop is already queued \\(job {first.id}\\)"):
-            jobs.queue_create(db.session, SHOP)
+            queue_create(db.session, SHOP)
 
         other = DumpSpec("crm", ConnInfo.from_url("postgresql://app@db.example:5432/crm"))
-        assert jobs.queue_create(db.session, other).status == "queued", "other targets are free"
+        assert queue_create(db.session, other).status == "queued", "other targets are free"
         db.session.execute(db.update(Job).where(Job.id == first.id).values(status=COMPLETED))
         db.session.commit()
-        assert jobs.queue_create(db.session, SHOP).status == "queued", "free again once it ended"
+        assert queue_create(db.session, SHOP).status == "queued", "free again once it ended"
 
 
 def test_a_job_runs_once_only(queued_app):
     with queued_app.app_context():
-        job = jobs.queue_create(db.session, SHOP)
-        assert jobs.claim(job.id) is True
-        assert jobs.claim(job.id) is False
-        jobs.run_job(job.id)  # a second delivery of the same message does nothing
+        job = queue_create(db.session, SHOP)
+        assert claim(job.id) is True
+        assert claim(job.id) is False
+        run_job(job.id)  # a second delivery of the same message does nothing
         db.session.refresh(job)
         assert job.status == RUNNING and job.phase == "starting"
 
 
 def test_progress_is_written_at_most_twice_a_second(queued_app):
     with queued_app.app_context():
-        job = jobs.queue_create(db.session, SHOP)
-        progress = jobs.ProgressRecorder(job.id)
+        job = queue_create(db.session, SHOP)
+        progress = ProgressRecorder(job.id)
         progress(100)
         progress(200)
         db.session.refresh(job)
         assert job.bytes_done == 100
-        progress._last -= jobs.PROGRESS_INTERVAL
+        progress._last -= PROGRESS_INTERVAL
         progress(300)
         db.session.refresh(job)
         assert job.bytes_done == 300
@@ -100,7 +105,7 @@ def test_recovery_marks_dead_workers_jobs_interrupted_and_removes_their_partial_
         alive = running_job(CREATE, f"{host}:{os.getppid()}")
         elsewhere = running_job(CREATE, f"other-host:{dead_pid()}")
 
-        recovered = jobs.recover_interrupted_jobs(db.session, local)
+        recovered = recover_interrupted_jobs(db.session, local)
 
         assert {job.id for job in recovered} == {dead.id, earlier_life.id}
         for job in (dead, earlier_life):
@@ -117,7 +122,7 @@ def test_recovery_marks_dead_workers_jobs_interrupted_and_removes_their_partial_
 
 def test_a_job_silent_past_its_heartbeats_is_interrupted_by_any_workers_tick(queued_app):
     host = socket.gethostname()
-    stale_after = timedelta(seconds=jobs.STALE_HEARTBEATS * queued_app.config["JOB_HEARTBEAT_SECONDS"])
+    stale_after = timedelta(seconds=STALE_HEARTBEATS * queued_app.config["JOB_HEARTBEAT_SECONDS"])
     with queued_app.app_context():
         gone_machine = running_job(CREATE, f"other-host:{os.getppid()}")
         gone_machine.heartbeat_at = utcnow() - stale_after - timedelta(seconds=1)
@@ -143,11 +148,11 @@ def test_a_job_silent_past_its_heartbeats_is_interrupted_by_any_workers_tick(que
 def test_a_running_job_writes_its_heartbeat(queued_app):
     queued_app.config["JOB_HEARTBEAT_SECONDS"] = 0.05
     with queued_app.app_context():
-        job = jobs.queue_create(db.session, SHOP)
-        assert jobs.claim(job.id)
+        job = queue_create(db.session, SHOP)
+        assert claim(job.id)
         db.session.refresh(job)
         claimed_at = job.heartbeat_at
-        with jobs.heartbeat(job.id):
+        with heartbeat(job.id):
             time.sleep(0.3)
         db.session.refresh(job)
         assert job.heartbeat_at > claimed_at
@@ -159,8 +164,8 @@ def test_recent_jobs_lists_active_ones_first_by_time(queued_app):
                   created_at=utcnow() - timedelta(days=1))
         db.session.add(old)
         db.session.commit()
-        new = jobs.queue_create(db.session, SHOP)
-        assert [job.id for job in jobs.recent_jobs(db.session)] == [new.id, old.id]
+        new = queue_create(db.session, SHOP)
+        assert [job.id for job in recent_jobs(db.session)] == [new.id, old.id]
 
 
 def test_worker_refuses_to_run_in_immediate_mode(make_app):
@@ -199,26 +204,27 @@ def test_list_query_uses_the_indexes_with_100k_backups(make_app):
 def test_heartbeats_are_judged_by_the_catalogs_clock_not_the_machines(queued_app, monkeypatch):
     """A machine whose clock runs two minutes ahead must not take a live job for a dead one."""
     with queued_app.app_context():
-        job = jobs.queue_create(db.session, SHOP)
-        assert jobs.claim(job.id)
+        job = queue_create(db.session, SHOP)
+        assert claim(job.id)
         db.session.execute(db.update(Job).where(Job.id == job.id).values(worker="other-host:1"))
         db.session.commit()
         ahead = utcnow() + timedelta(minutes=2)
-        monkeypatch.setattr(jobs, "utcnow", lambda: ahead)
+        for module in (recovery, records):
+            monkeypatch.setattr(module, "utcnow", lambda: ahead)
 
-        assert jobs.recover_interrupted_jobs(db.session, wiring.local_storage(), starting=False) == []
+        assert recover_interrupted_jobs(db.session, wiring.local_storage(), starting=False) == []
         db.session.refresh(job)
         assert job.status == RUNNING
 
 
 def test_a_job_marked_interrupted_is_never_overwritten_as_completed(queued_app):
     with queued_app.app_context():
-        job = jobs.queue_create(db.session, SHOP)
-        assert jobs.claim(job.id)
+        job = queue_create(db.session, SHOP)
+        assert claim(job.id)
         db.session.execute(db.update(Job).where(Job.id == job.id).values(status="interrupted"))
         db.session.commit()
 
-        jobs.finish(job.id, "completed backup-shop.dump", status=COMPLETED, phase="done")
+        finish(job.id, "completed backup-shop.dump", status=COMPLETED, phase="done")
 
         db.session.refresh(job)
         assert job.status == "interrupted" and "completed backup-shop.dump" not in job.log
@@ -228,8 +234,8 @@ def test_a_backup_or_verification_left_running_with_no_live_job_is_failed(queued
     """A process that died before its job row said so (or a backup made outside any job)."""
     with queued_app.app_context():
         orphan = Backup(id="orphan1", filename="backup-shop-orphan1.dump", database="shop", status=RUNNING)
-        job = jobs.queue_create(db.session, SHOP)
-        assert jobs.claim(job.id)
+        job = queue_create(db.session, SHOP)
+        assert claim(job.id)
         served = Backup(id=job.backup_id, filename="backup-shop-served.dump", database="shop", status=RUNNING)
         db.session.add_all([orphan, served])
         db.session.commit()
@@ -238,7 +244,7 @@ def test_a_backup_or_verification_left_running_with_no_live_job_is_failed(queued
         db.session.add(lost_verify)
         db.session.commit()
 
-        jobs.recover_interrupted_jobs(db.session, wiring.local_storage(), starting=False)
+        recover_interrupted_jobs(db.session, wiring.local_storage(), starting=False)
 
         db.session.expire_all()
         assert db.session.get(Verification, lost_verify.id).status == "failed", "no verify job runs it"
@@ -251,6 +257,6 @@ def test_an_interrupted_restore_says_what_it_may_have_left():
     beside = Job(kind=RESTORE, target="postgresql://db/shop", worker="h:1", options={"in_place": False})
     in_place = Job(kind=RESTORE, target="postgresql://db/shop", worker="h:1", options={"in_place": True})
 
-    assert "postgresql://db/shop itself was not changed unless the swap had begun" in jobs.interrupted_error(beside)
-    assert "_restoring_" in jobs.interrupted_error(beside)
-    assert "may be partially restored" in jobs.interrupted_error(in_place)
+    assert "postgresql://db/shop itself was not changed unless the swap had begun" in interrupted_error(beside)
+    assert "_restoring_" in interrupted_error(beside)
+    assert "may be partially restored" in interrupted_error(in_place)

@@ -4,7 +4,8 @@ import os
 import pytest
 
 from backup_app.adapters.pgtools import PgTools, find_clients, wheel_bin_dir
-from backup_app.adapters.postgres import ConnInfo, PgClient
+from backup_app.adapters.postgres import PgClient
+from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import ConfigurationError, VersionMismatch
 
 DEBIAN_15 = "/usr/lib/postgresql/15/bin"

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from backup_app.adapters.storage import LocalStorage
-from backup_app.pipeline import GrowingFileReader, PipelineAborted, Upload, stream_to_file
+from backup_app.adapters.local import LocalStorage
+from backup_app.adapters.pipeline import GrowingFileReader, PipelineAborted, Upload, stream_to_file
 
 
 def test_reader_gets_whole_parts_before_the_writer_finishes(tmp_path):

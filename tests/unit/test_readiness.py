@@ -3,7 +3,7 @@ import shutil
 from pathlib import Path
 
 from backup_app.extensions import db
-from backup_app.localservers import free_port
+from devtools.localservers import free_port
 from tests.helpers import add_target, new_key
 
 

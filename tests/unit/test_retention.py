@@ -3,9 +3,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from backup_app.core.retention import RetentionPolicy, plan_prune
 from backup_app.errors import ConfigurationError
 from backup_app.models import Backup, BackupCopy
-from backup_app.services.retention import RetentionPolicy, plan_prune
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from backup_app import jobs, scheduler, wiring
+from backup_app import wiring
 from backup_app.extensions import db
-from backup_app.localservers import free_port
+from backup_app.jobs import scheduler
+from backup_app.jobs.submit import queue_create
 from backup_app.models import Backup, Job, PeriodicRun, Target
+from devtools.localservers import free_port
 from tests.conftest import both_catalogs
 from tests.web_helpers import add_backup
 
@@ -62,7 +64,7 @@ def test_due_backups_are_queued_once_and_the_next_run_moves_on(queued_app):
 def test_a_busy_target_is_skipped_and_the_skip_noted_in_the_busy_job(queued_app):
     add_targets(queued_app, "crm")
     with queued_app.app_context():
-        busy = jobs.queue_create(db.session, wiring.dump_spec("crm"))
+        busy = queue_create(db.session, wiring.dump_spec("crm"))
 
     [line] = tick(queued_app)
 

@@ -6,9 +6,9 @@ import pytest
 
 from backup_app import wiring
 from backup_app.extensions import db
-from backup_app.localservers import free_port
 from backup_app.models import AuditEvent, Backup, Job, Target, utcnow
 from backup_app.services.schedules import next_run_time
+from devtools.localservers import free_port
 from tests.helpers import new_key
 from tests.web_helpers import add_backup, add_user, sign_in, submit, text
 

@@ -298,11 +298,11 @@ def test_api_conflict_and_unavailable(make_app, tmp_path):
 
 
 def test_unexpected_errors_get_the_500_page(bare_app, bare_client, monkeypatch):
-    from backup_app.backups import routes
+    from backup_app.web.backups import routes
 
     def broken(*_args):
         raise RuntimeError("boom")
-    monkeypatch.setattr(routes.service, "backups_query", broken)
+    monkeypatch.setattr(routes, "backups_query", broken)
     bare_app.config["PROPAGATE_EXCEPTIONS"] = False
     response = bare_client.get("/")
     assert response.status_code == 500

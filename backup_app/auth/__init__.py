@@ -1,6 +1,0 @@
-"""Sign-in and sign-out; every other page needs a signed-in user."""
-from flask import Blueprint
-
-bp = Blueprint("auth", __name__)
-
-from . import routes  # noqa: E402,F401

@@ -1,0 +1,97 @@
+"""`flask targets …`: add, list, remove and test the databases to back up."""
+import click
+
+from backup_app import wiring
+from backup_app.cli.group import ServiceGroup, confirm, echo_json, upgrade_catalog_if_needed
+from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import ConfigurationError
+from backup_app.extensions import db
+from backup_app.services import targets as service
+
+targets_cli = ServiceGroup("targets", help="Manage the databases to back up.")
+
+
+def parse_gfs(value: str | None) -> tuple[int, int, int]:
+    if not value:
+        return (0, 0, 0)
+    try:
+        daily, weekly, monthly = (int(part) for part in value.split(","))
+    except ValueError:
+        raise ConfigurationError(f"--gfs takes three numbers D,W,M (e.g. 7,4,12), not {value!r}") from None
+    return daily, weekly, monthly
+
+
+@targets_cli.command("add")
+@click.argument("name")
+@click.option("--url", required=True, help="postgresql://user:pass@host:port/dbname[?sslmode=…]")
+@click.option("--schedule", metavar="CRON", help="When to back up, e.g. '0 3 * * *'.")
+@click.option("--timezone", default="UTC", show_default=True, help="Time zone of the schedule.")
+@click.option("--keep-days", type=int, default=30, show_default=True, help="Keep backups younger than N days.")
+@click.option("--keep-last", type=int, default=3, show_default=True, help="Always keep the newest K good backups.")
+@click.option("--gfs", metavar="D,W,M", help="Also keep the last D daily, W weekly, M monthly backups.")
+@click.option("--codec", type=click.Choice(["gzip", "zstd", "plain"]), default="gzip", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["custom", "plain"]), default="custom", show_default=True)
+@click.option("--encrypt/--no-encrypt", default=False, show_default=True,
+              help="Encrypt backups at rest with APP_ENCRYPTION_KEY.")
+@click.option("--verify-schedule", metavar="CRON",
+              help="When to restore-verify the newest backup in a scratch database, e.g. '0 5 * * 0'.")
+@click.option("--notify", "notify_urls", multiple=True, metavar="URL",
+              help="An Apprise URL told about this target (repeatable), besides NOTIFY_URLS.")
+@click.option("--notify-on-success", is_flag=True, help="Also tell about successful backups.")
+@click.option("--stale-after-hours", type=int, help="Alert when the newest good backup is older than this.")
+def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec, fmt, encrypt, verify_schedule,
+                notify_urls, notify_on_success, stale_after_hours):
+    """Add a database to back up (its password is stored encrypted)."""
+    upgrade_catalog_if_needed()
+    settings = service.TargetSettings(
+        schedule=schedule, timezone=timezone, keep_days=keep_days, keep_last=keep_last, gfs=parse_gfs(gfs),
+        format=fmt, codec=codec, encrypt=encrypt, verify_schedule=verify_schedule, notify_urls=notify_urls,
+        notify_on_success=notify_on_success, stale_after_hours=stale_after_hours)
+    target = service.add_target(db.session, name, ConnInfo.from_url(url), settings, wiring.master_key(),
+                                wiring.env_url())
+    next_run = f", next run {target.next_run_at:%Y-%m-%d %H:%M} UTC" if target.next_run_at else ""
+    next_verify = (f", next verify {target.verify_next_run_at:%Y-%m-%d %H:%M} UTC"
+                   if target.verify_next_run_at else "")
+    click.echo(f"Added target {target.name} ({target.dbname} on {target.host or 'localhost'}){next_run}{next_verify}")
+
+
+@targets_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def list_command(as_json):
+    """List the databases to back up."""
+    upgrade_catalog_if_needed()
+    targets = wiring.all_targets()
+    if as_json:
+        echo_json([t.to_dict() for t in targets])
+        return
+    if not targets:
+        click.echo("No targets. Set BACKUP_DATABASE_URL or run `flask targets add`.")
+    for t in targets:
+        source = "BACKUP_DATABASE_URL" if t.from_env else f"{t.host or 'localhost'}:{t.port or 5432}/{t.dbname}"
+        schedule = f"'{t.schedule}' {t.timezone}" if t.schedule else "no schedule"
+        if t.verify_schedule:
+            schedule += f", verify '{t.verify_schedule}'"
+        if not t.schedule_enabled:
+            schedule += " (paused)"
+        click.echo(f"{t.name}  {source}  {schedule}  keep {t.keep_days}d/last {t.keep_last}  "
+                   f"{t.format}/{t.codec}{'/encrypted' if t.encrypt else ''}")
+
+
+@targets_cli.command("remove")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def remove_command(name, yes):
+    """Forget a database; its backups are kept."""
+    upgrade_catalog_if_needed()
+    service.get_target(db.session, name)
+    confirm(f"Remove target {name}? Its backups stay.", yes)
+    service.remove_target(db.session, name)
+    click.echo(f"Removed target {name}")
+
+
+@targets_cli.command("test")
+@click.argument("name")
+def test_command(name):
+    """Connect to a database; print its server version and the pg_dump that would back it up."""
+    upgrade_catalog_if_needed()
+    click.echo(f"{name}: {service.check_connection(wiring.target_conn(name), wiring.pg_tools())}")

@@ -1,0 +1,1 @@
+"""The domain: values and rules with no Flask and no I/O."""

@@ -1,0 +1,73 @@
+"""How dump bytes are stored: compressed by pg_dump (gzip), by zstd, or not at all; then
+optionally encrypted. `encode` wraps pg_dump's output; `decode` undoes it for restore."""
+import gzip
+from typing import BinaryIO
+
+import zstandard
+
+from backup_app.core.crypto import DecryptingReader, EncryptingReader, MasterKey
+from backup_app.errors import ConfigurationError
+
+CODECS = ("gzip", "zstd", "plain")
+FORMATS = ("custom", "plain")
+ZSTD_LEVEL = 3
+READ_SIZE = 1024 * 1024
+
+
+def check(fmt: str, codec: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigurationError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    if codec not in CODECS:
+        raise ConfigurationError(f"unknown codec {codec!r}; use one of: {', '.join(CODECS)}")
+
+
+def pg_dump_compression(fmt: str, codec: str) -> list[str]:
+    """pg_dump's own compression option for this codec."""
+    if codec == "gzip":
+        return [] if fmt == "custom" else ["--compress=6"]  # custom compresses by default
+    return ["--compress=0"]
+
+
+def file_suffix(fmt: str, codec: str, encrypted: bool) -> str:
+    """`.dump`, `.sql.gz`, `.dump.zst.enc`, …: the name says what the bytes are."""
+    suffix = ".dump" if fmt == "custom" else ".sql"
+    if codec == "zstd":
+        suffix += ".zst"
+    elif codec == "gzip" and fmt == "plain":
+        suffix += ".gz"
+    return suffix + (".enc" if encrypted else "")
+
+
+def content_type(fmt: str, codec: str, encrypted: bool) -> str:
+    if encrypted or fmt == "custom" or codec != "plain":
+        return "application/octet-stream"
+    return "application/sql"
+
+
+def is_bare_archive(fmt: str, codec: str, encrypted: bool) -> bool:
+    """Whether the stored bytes are pg_dump's own custom archive, which pg_restore can read
+    (and seek in, for a parallel restore) itself."""
+    return fmt == "custom" and codec in ("gzip", "plain") and not encrypted
+
+
+def encode(dump_output: BinaryIO, codec: str, key: MasterKey | None) -> BinaryIO:
+    """The bytes to store, read from pg_dump's output: zstd-compressed and/or encrypted."""
+    stream = dump_output
+    if codec == "zstd":
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
+        stream = compressor.stream_reader(stream, read_size=READ_SIZE)
+    if key is not None:
+        stream = EncryptingReader(stream, key)
+    return stream
+
+
+def decode(stored: BinaryIO, fmt: str, codec: str, key: MasterKey | None) -> BinaryIO:
+    """pg_dump's original output, read from the stored bytes. `key` is required when encrypted."""
+    stream = stored
+    if key is not None:
+        stream = DecryptingReader(stream, key)
+    if codec == "zstd":
+        stream = zstandard.ZstdDecompressor().stream_reader(stream, read_size=READ_SIZE)
+    elif codec == "gzip" and fmt == "plain":
+        stream = gzip.GzipFile(fileobj=stream, mode="rb")
+    return stream

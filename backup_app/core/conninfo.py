@@ -1,0 +1,89 @@
+"""Where a database lives: a postgresql:// URL parsed into libpq's terms.
+"""
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from backup_app.errors import ConfigurationError
+
+# Query parameters of a connection URL that map onto libpq environment variables.
+LIBPQ_PARAMS = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "options": "PGOPTIONS",
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+}
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """Where a database lives, parsed from a postgresql:// URL."""
+
+    dbname: str
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    params: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_url(cls, url: str) -> "ConnInfo":
+        """Parse `postgresql://user:pass@host:port/dbname?sslmode=…`."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ConfigurationError("database URL must start with postgresql://")
+        dbname = unquote(parts.path.lstrip("/"))
+        if not dbname:
+            raise ConfigurationError("database URL names no database (postgresql://…/DBNAME)")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigurationError(f"database URL has a bad port: {exc}") from None
+        params = tuple(parse_qsl(parts.query))
+        unknown = sorted({k for k, _ in params} - LIBPQ_PARAMS.keys())
+        if unknown:
+            raise ConfigurationError(f"database URL has unsupported parameters: {', '.join(unknown)}")
+        return cls(
+            dbname=dbname,
+            host=unquote(parts.hostname) if parts.hostname else None,
+            port=port,
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            params=params,
+        )
+
+    def with_dbname(self, dbname: str) -> "ConnInfo":
+        return ConnInfo(dbname, self.host, self.port, self.user, self.password, self.params)
+
+    def env(self) -> dict[str, str]:
+        """libpq environment variables for this connection."""
+        env = {"PGDATABASE": self.dbname}
+        for key, value in (("PGHOST", self.host), ("PGPORT", self.port),
+                           ("PGUSER", self.user), ("PGPASSWORD", self.password)):
+            if value is not None:
+                env[key] = str(value)
+        for key, value in self.params:
+            env[LIBPQ_PARAMS[key]] = value
+        return env
+
+    def keywords(self) -> dict[str, str]:
+        """libpq connection keywords, for an in-process connection (psycopg)."""
+        words = {"dbname": self.dbname}
+        for name, value in (("host", self.host), ("port", self.port), ("user", self.user),
+                            ("password", self.password)):
+            if value is not None:
+                words[name] = str(value)
+        words.update(self.params)
+        return words
+
+    def display(self) -> str:
+        """The URL without its password, for messages and pages."""
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"postgresql://{user}{self.host or 'localhost'}{port}/{self.dbname}"

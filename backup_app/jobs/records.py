@@ -1,0 +1,142 @@
+"""Job rows: reading them, and writing a running job's phase, bytes, log, heartbeat and end,
+each in its own short transaction, by the catalog database's clock.
+"""
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from backup_app.errors import (
+    JobNotFound,
+)
+from backup_app.extensions import db
+from backup_app.models import (
+    ACTIVE_JOB_STATUSES,
+    QUEUED,
+    RUNNING,
+    Job,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5  # seconds between two writes of a job's bytes done
+
+
+# "Now" by the catalog database's clock, the one clock every worker on every machine shares.
+CATALOG_NOW = {"sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')", "postgresql": "SELECT clock_timestamp()"}
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    """The job with this id, or JobNotFound."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def recent_jobs(session: Session, limit: int = 50) -> list[Job]:
+    """Every active job, then the most recent others, newest first."""
+    active = select(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES))
+    recent = select(Job).where(Job.status.not_in(ACTIVE_JOB_STATUSES)).order_by(Job.created_at.desc()).limit(limit)
+    jobs = list(session.scalars(active)) + list(session.scalars(recent))
+    return sorted(jobs, key=lambda job: job.created_at, reverse=True)
+
+
+def jobs_of_backup(session: Session, backup_id: str) -> list[Job]:
+    """The jobs that made or restored a backup, oldest first (its job log)."""
+    return list(session.scalars(select(Job).where(Job.backup_id == backup_id).order_by(Job.created_at)))
+
+
+def log_line(message: str, at: datetime | None = None) -> str:
+    return f"{(at or utcnow()):%Y-%m-%d %H:%M:%S}Z  {message}\n"
+
+
+def catalog_now() -> datetime:
+    """Now by the catalog database's clock: heartbeats are written and judged by it, so a
+    machine whose clock is off never takes another machine's live job for a dead one."""
+    with db.engine.connect() as connection:
+        value = connection.exec_driver_sql(CATALOG_NOW[db.engine.dialect.name]).scalar()
+    if isinstance(value, str):  # SQLite: UTC as text
+        value = datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def record(job_id: str, message: str | None = None, *, if_status: str | None = None, **values) -> bool:
+    """Update a job's row in its own short transaction, apart from the service's session.
+
+    With `if_status`, only while the job has that status: a job another worker marked
+    interrupted is never overwritten as completed. False if nothing was updated.
+    """
+    if message:
+        values["log"] = Job.log + log_line(message)
+        log.info("%s", message)
+    statement = update(Job).where(Job.id == job_id)
+    if if_status:
+        statement = statement.where(Job.status == if_status)
+    with db.engine.begin() as connection:
+        return connection.execute(statement.values(**values)).rowcount == 1
+
+
+class ProgressRecorder:
+    """The services' progress callback: writes bytes done at most every PROGRESS_INTERVAL,
+    and passes every call on to `also` (the CLI's progress line)."""
+
+    def __init__(self, job_id: str, also: Callable[[int], None] | None = None):
+        self.job_id = job_id
+        self.also = also
+        self._last = 0.0
+
+    def __call__(self, nbytes: int) -> None:
+        if self.also:
+            self.also(nbytes)
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            record(self.job_id, bytes_done=nbytes)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(job_id: str) -> bool:
+    """Move a queued job to running; False if it is not queued (already run, or gone)."""
+    return record(job_id, if_status=QUEUED, status=RUNNING, phase="starting", started_at=utcnow(),
+                  heartbeat_at=catalog_now(), worker=worker_name())
+
+
+@contextmanager
+def heartbeat(job_id: str):
+    """Write the job's heartbeat every JOB_HEARTBEAT_SECONDS, from a thread, while the block runs."""
+    app = current_app._get_current_object()
+    stopped = threading.Event()
+
+    def beat() -> None:
+        with app.app_context():
+            while not stopped.wait(app.config["JOB_HEARTBEAT_SECONDS"]):
+                try:
+                    record(job_id, if_status=RUNNING, heartbeat_at=catalog_now())
+                except Exception:  # a busy or unreachable catalog: the next beat tries again
+                    log.warning("could not write the heartbeat of job %s", job_id, exc_info=True)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join()
+
+
+def finish(job_id: str, message: str, **values) -> None:
+    """End a running job; a job marked interrupted meanwhile (its worker taken for dead) stays so."""
+    if not record(job_id, message, if_status=RUNNING, finished_at=utcnow(), **values):
+        log.warning("job %s was no longer running (marked interrupted?); not recorded: %s", job_id, message)

@@ -1,0 +1,226 @@
+"""Running a job: claim it, run its kind's service call with a heartbeat and progress, record
+the outcome. The worker's task and `run_here` both end here.
+"""
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backup_app import wiring
+from backup_app.core.conninfo import ConnInfo
+from backup_app.core.formatting import human_size
+from backup_app.errors import (
+    BackupError,
+    JobConflict,
+    SomeBackupsFailed,
+    VerificationFailed,
+)
+from backup_app.extensions import db
+from backup_app.jobs.records import ProgressRecorder, claim, finish, heartbeat, record
+from backup_app.jobs.slots import ALL_TARGETS
+from backup_app.models import (
+    ACTIVE_JOB_STATUSES,
+    COMPLETED,
+    CREATE,
+    DELETE,
+    DOWNLOAD,
+    FAILED,
+    INTERRUPTED,
+    PRUNE,
+    RESTORE,
+    SYNC,
+    VERIFY,
+    Job,
+)
+from backup_app.services import previous
+from backup_app.services.backups.create import create_backup
+from backup_app.services.backups.delete import delete_backup
+from backup_app.services.backups.download import download_backup
+from backup_app.services.backups.queries import get_completed_backup
+from backup_app.services.backups.restore import RestoreOptions, restore_backup
+from backup_app.services.prune import prune
+from backup_app.services.sync import sync_backups
+from backup_app.services.verify import PASSED, verify_backup
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """What a runner knows of its job, as plain values: reading the row's attributes after a
+    commit would open a catalog transaction that lasts as long as the work."""
+
+    id: str
+    kind: str
+    database: str
+    backup_id: str | None
+    options: dict
+
+    @classmethod
+    def of(cls, job: Job) -> "RunningJob":
+        return cls(job.id, job.kind, job.database, job.backup_id, dict(job.options or {}))
+
+
+def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int], None] | None = None,
+            *, raise_errors: bool = False):
+    """Run a queued job to its end, recording the outcome on its row (the worker's task).
+
+    Returns what the job's runner returned (None if the job was not queued). A BackupError is
+    recorded as the failure and, with `raise_errors` (a job run in-process), raised again.
+    """
+    if not claim(job_id):
+        log.warning("job %s is not queued; not running it", job_id)
+        return None
+    session = db.session
+    job = RunningJob.of(session.get(Job, job_id))
+    session.commit()  # the runner reads its job from `job`: no transaction stays open for it
+    recorder = ProgressRecorder(job_id, progress)
+    try:
+        with heartbeat(job_id):
+            if job.kind == RESTORE:
+                summary, value = _run_restore(session, job, target_url, recorder)
+            else:
+                summary, value = RUNNERS[job.kind](session, job, recorder)
+    except BackupError as exc:
+        session.rollback()
+        finish(job_id, f"failed: {exc}", status=FAILED, phase="failed", error=str(exc))
+        if raise_errors:
+            raise
+        return None
+    except Exception as exc:
+        session.rollback()
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        finish(job_id, f"failed: {message}", status=FAILED, phase="failed", error=message)
+        raise
+    except BaseException as exc:  # Ctrl-C in a `flask backup` command
+        session.rollback()
+        message = f"stopped by {type(exc).__name__}"
+        finish(job_id, f"interrupted: {message}", status=INTERRUPTED, phase="interrupted", error=message)
+        raise
+    finish(job_id, summary, status=COMPLETED, phase="done", result=summary)
+    return value
+
+
+def _run_create(session: Session, job: RunningJob, progress: ProgressRecorder):
+    spec = wiring.dump_spec(job.database)
+    record(job.id, f"dumping {spec.conn.display()}", phase="dumping")
+    backup = create_backup(session, spec, wiring.local_storage(), wiring.s3_stores(),
+                                   wiring.pg_tools(), key=wiring.master_key(), progress=progress,
+                                   backup_id=job.backup_id)
+    for copy in backup.copies:
+        if copy.error:
+            record(job.id, f"{copy.location} copy {copy.status}: {copy.error}")
+    copies = ", ".join(f"{c.location} {c.status}" for c in backup.copies)
+    record(job.id, bytes_done=backup.size_bytes)
+    return f"completed {backup.filename} ({human_size(backup.size_bytes)}); copies: {copies}", backup
+
+
+def _run_restore(session: Session, job: RunningJob, target_url: str | None, progress: ProgressRecorder):
+    backup = get_completed_backup(session, job.backup_id)
+    conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
+    config, key = current_app.config, wiring.master_key()
+    options = RestoreOptions(in_place=job.options.get("in_place", False),
+                             drop_previous=job.options.get("drop_previous", False), jobs=config["RESTORE_JOBS"])
+    filename, target = backup.filename, None if target_url else backup.database
+    record(job.id, f"checking the local file of {filename} (fetched from S3 if needed)", phase="fetching")
+    restored = restore_backup(session, backup.id, conn, wiring.local_storage(), wiring.s3_stores(),
+                              wiring.pg_tools(), key=key, options=options, progress=progress,
+                              report=lambda line: record(job.id, line, phase="restoring"))
+    summary = f"restored {filename} into {conn.display()}"
+    if restored.swap_seconds is not None:
+        summary += (f" (built beside it, then swapped in: unavailable for {restored.swap_seconds:.3f} s, "
+                    f"{restored.sessions_ended} session(s) ended)")
+    if restored.previous_database:
+        summary += f"; the previous database is kept as {restored.previous_database}"
+        hours = config["KEEP_PREVIOUS_HOURS"]
+        try:
+            previous.keep(session, restored.previous_database, conn.dbname, conn, backup.id, hours=hours,
+                          job_id=job.id, target=target,
+                          url_encrypted=key.encrypt_secret(target_url) if target_url and key else None)
+        except Exception as exc:  # noqa: BLE001 - the target holds the backup: the restore succeeded
+            session.rollback()
+            summary += f" (not recorded for the worker to drop: {exc}; drop it by hand)"
+        else:
+            summary += f" (dropped after {hours} h)" if hours > 0 else ""
+    elif options.drop_previous and restored.swap_seconds is not None:
+        summary += "; the previous database was dropped"
+    return summary + "".join(f"; warning: {warning}" for warning in restored.warnings), restored
+
+
+def _run_verify(session: Session, job: RunningJob, progress: ProgressRecorder):
+    backup = get_completed_backup(session, job.backup_id)
+    filename = backup.filename
+    record(job.id, f"checking the SHA-256 of every copy of {filename}", phase="checking")
+    verification = verify_backup(
+        session, backup.id, wiring.target_conn(backup.database), wiring.local_storage(), wiring.s3_stores(),
+        wiring.pg_tools(), wiring.master_key(), jobs=current_app.config["RESTORE_JOBS"],
+        on_restoring=lambda: record(job.id, "restoring into a scratch database", phase="restoring"))
+    if verification.status != PASSED:
+        raise VerificationFailed(f"{filename} failed verification: {verification.error}")
+    return f"{filename}: {verification.summary()}", verification
+
+
+def in_use(session: Session, job: RunningJob) -> dict[str, Job]:
+    """The backups other active jobs are reading (restores, verifies, downloads), by id."""
+    busy = session.scalars(select(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES), Job.id != job.id,
+                                             Job.backup_id.is_not(None), Job.kind != CREATE))
+    return {other.backup_id: other for other in busy}
+
+
+def _run_prune(session: Session, job: RunningJob, progress: ProgressRecorder):
+    everything = job.database == ALL_TARGETS
+    record(job.id, "applying " + ("each target's retention policy" if everything else
+                                  f"the retention policy of {job.database}"), phase="pruning")
+    targets = wiring.all_targets() if everything else [wiring.target(job.database)]
+    busy = in_use(session, job)
+    report = prune(session, targets, wiring.local_storage(), wiring.s3_stores(), in_use=set(busy))
+    for item in report.deleted:
+        record(job.id, f"deleted {item['filename']} ({item['reason']})")
+    for item in report.kept_in_use:
+        record(job.id, f"kept {item['filename']} for now: a job reads it ({item['reason']})")
+    if report.error:
+        raise SomeBackupsFailed(report.error, report)
+    return (f"deleted {len(report.deleted)} backup(s)" if report.deleted else "nothing to prune"), report
+
+
+def _run_sync(session: Session, job: RunningJob, progress: ProgressRecorder):
+    fetch_local = job.options.get("fetch_local", current_app.config.get("SYNC_FETCH_LOCAL", False))
+    record(job.id, "uploading missing S3 copies" + (" and fetching missing local ones" if fetch_local else ""),
+           phase="syncing")
+    report = sync_backups(session, wiring.local_storage(), wiring.s3_stores(), fetch_local=fetch_local)
+    for action in report.actions:
+        record(job.id, f"{action['action']} {action['filename']} ({action['location']})"
+               + (f": {action['error']}" if action["error"] else ""))
+    if report.error:
+        raise SomeBackupsFailed(report.error, report)
+    done = Counter(action["action"] for action in report.actions)
+    return f"uploaded {done['uploaded']}, fetched {done['fetched']}", report
+
+
+def _run_delete(session: Session, job: RunningJob, progress: ProgressRecorder):
+    reader = in_use(session, job).get(job.backup_id)
+    if reader is not None:
+        raise JobConflict(f"A {reader.kind} job is reading backup {job.backup_id} (job {reader.id}); "
+                          "wait for it to finish")
+    record(job.id, "removing every copy", phase="deleting")
+    backup = delete_backup(session, job.backup_id, wiring.local_storage(), wiring.s3_stores())
+    return f"deleted {backup.filename} from every location", backup
+
+
+def _run_download(session: Session, job: RunningJob, progress: ProgressRecorder):
+    output = Path(job.options["output"])
+    record(job.id, f"writing to {output}", phase="downloading")
+    backup = download_backup(session, job.backup_id, output, wiring.local_storage(), wiring.s3_stores(),
+                                     decode=job.options.get("decode", False), key=wiring.master_key(),
+                                     progress=progress)
+    written = output / backup.filename if output.is_dir() else output
+    return f"wrote {written}", (backup, written)
+
+
+RUNNERS = {CREATE: _run_create, VERIFY: _run_verify, PRUNE: _run_prune, SYNC: _run_sync, DELETE: _run_delete,
+           DOWNLOAD: _run_download}

@@ -1,0 +1,201 @@
+"""Background jobs: create, restore, verify, prune and sync run in a Huey worker, never
+inside a web request.
+
+Each run has a Job row. A request (or the worker's scheduler) queues it (`queue_create`,
+`queue_restore`, `queue_verify`, `queue`); the worker claims it, runs the same service
+function the CLI calls, and writes its phase, bytes done and log lines to the row as the
+stream flows, for the pages and the API to poll. The `flask backup` commands (and a delete
+from the pages) run the same job code in their own process (`run_here`). Every job holds a
+slot: its target database (keyed on the server's identity, however the URL names it), its
+backup, or all backups. The catalog allows one queued or running job per slot (a partial
+unique index), so a second request is refused with JobConflict and nothing runs twice.
+
+The queue is SqliteHuey in the instance folder, or RedisHuey when REDIS_URL is set.
+"""
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backup_app import wiring
+from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import (
+    BackupError,
+    ConfigurationError,
+    ConfirmationMismatch,
+    InvalidBackupState,
+    JobConflict,
+    QueueUnavailable,
+)
+from backup_app.extensions import db
+from backup_app.jobs.queue import job_queue
+from backup_app.jobs.records import log_line, record
+from backup_app.jobs.recovery import recover_interrupted_jobs
+from backup_app.jobs.runners import run_job
+from backup_app.jobs.slots import ALL_BACKUPS, ALL_TARGETS, backup_slot, database_slot
+from backup_app.models import (
+    ACTIVE_JOB_STATUSES,
+    CREATE,
+    DELETE,
+    DOWNLOAD,
+    FAILED,
+    QUEUED,
+    RESTORE,
+    RUNNING,
+    VERIFY,
+    Job,
+    new_id,
+    utcnow,
+)
+from backup_app.services.backups.queries import get_backup, get_completed_backup
+from backup_app.services.targets import DumpSpec
+
+log = logging.getLogger(__name__)
+
+
+def create_job(spec: DumpSpec) -> Job:
+    """A backup of `spec`'s database; the new backup's id is chosen now, so the job can link it."""
+    return Job(kind=CREATE, database=spec.name, target=spec.conn.display(), slot=database_slot(spec.conn),
+               backup_id=new_id(), log=log_line(f"backup of {spec.name} requested"))
+
+
+def restore_job(session: Session, backup_id: str, confirm: str, target_url: str | None = None, *,
+                in_place: bool = False, drop_previous: bool = False) -> Job:
+    """A restore of a completed backup into its own target or into `target_url`.
+
+    `confirm` must be the target database's name (ConfirmationMismatch otherwise).
+    """
+    backup = get_completed_backup(session, backup_id)
+    conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
+    if (confirm or "").strip() != conn.dbname:
+        raise ConfirmationMismatch(conn.dbname)
+    slot = database_slot(conn)
+    catalog = catalog_conn()
+    if catalog is not None and database_slot(catalog) == slot:
+        raise ConfigurationError(f"{conn.display()} is this app's own catalog database: restoring over it would "
+                                 "replace the records of every backup")
+    how = " in place" if in_place else ""
+    return Job(kind=RESTORE, database=conn.dbname, target=conn.display(), slot=slot,
+               backup_id=backup.id, options={"in_place": in_place, "drop_previous": drop_previous},
+               log=log_line(f"restore of {backup.filename} into {conn.display()}{how} requested"))
+
+
+def catalog_conn() -> ConnInfo | None:
+    """The catalog database as a connection, when it is a PostgreSQL one."""
+    url = db.engine.url
+    if url.get_backend_name() != "postgresql":
+        return None
+    try:
+        return ConnInfo.from_url(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    except BackupError:
+        return None
+
+
+def verify_job(session: Session, backup_id: str) -> Job:
+    """A restore-verify of a completed backup, in a scratch database on its target's server.
+
+    It holds the backup (one verify of it at a time), not its target database.
+    """
+    backup = get_completed_backup(session, backup_id)
+    conn = wiring.target_conn(backup.database)
+    server = f"{conn.host or 'localhost'}:{conn.port or 5432}"
+    return Job(kind=VERIFY, database=backup.database, target=f"scratch copy of {backup.id} on {server}",
+               slot=backup_slot(backup.id), backup_id=backup.id,
+               log=log_line(f"verify of {backup.filename} requested"))
+
+
+def app_wide_job(kind: str, database: str | None = None, options: dict | None = None) -> Job:
+    """A prune or a sync (of every target, or prune of `database`'s backups): they go through the
+    backups, so one of them runs at a time."""
+    return Job(kind=kind, database=database or ALL_TARGETS, target=ALL_BACKUPS, slot=ALL_BACKUPS, options=options,
+               log=log_line(f"{kind}{f' of {database}' if database else ''} requested"))
+
+
+def delete_job(session: Session, backup_id: str) -> Job:
+    """A delete of one backup from every location. It holds all backups, as a prune or a sync
+    does, so an object is never uploaded again for a backup being deleted."""
+    backup = get_backup(session, backup_id)
+    if backup.status == RUNNING:
+        raise InvalidBackupState(f"backup {backup.id} is still running")
+    return Job(kind=DELETE, database=backup.database, target=ALL_BACKUPS, slot=ALL_BACKUPS, backup_id=backup.id,
+               log=log_line(f"delete of {backup.filename} requested"))
+
+
+def download_job(session: Session, backup_id: str, output: Path, decode: bool = False) -> Job:
+    """A download of a completed backup to a file. Many may run at once; a delete waits for them."""
+    backup = get_completed_backup(session, backup_id)
+    job_id = new_id()
+    return Job(id=job_id, kind=DOWNLOAD, database=backup.database, target=str(output), slot=f"download {job_id}",
+               backup_id=backup.id, options={"output": str(output), "decode": decode},
+               log=log_line(f"download of {backup.filename} to {output} requested"))
+
+
+def queue_create(session: Session, spec: DumpSpec) -> Job:
+    """Queue a backup of `spec`'s database."""
+    return queue(session, create_job(spec))
+
+
+def queue_restore(session: Session, backup_id: str, confirm: str, target_url: str | None = None, *,
+                  in_place: bool = False, drop_previous: bool = False) -> Job:
+    """Queue a restore; `confirm` must be the target database's name."""
+    job = restore_job(session, backup_id, confirm, target_url, in_place=in_place, drop_previous=drop_previous)
+    return queue(session, job, target_url)
+
+
+def queue_verify(session: Session, backup_id: str) -> Job:
+    """Queue a restore-verify of a completed backup."""
+    return queue(session, verify_job(session, backup_id))
+
+
+def queue(session: Session, job: Job, target_url: str | None = None) -> Job:
+    """Save a job and put it on the queue for the worker (JobConflict if its slot is taken)."""
+    _save(session, job)
+    # The URL (it may hold a password) travels in the queue message only, never in the catalog.
+    try:
+        job_queue().submit(job.id, target_url)
+    except Exception as exc:  # the SQLite file or Redis refused: the job must not stay queued
+        record(job.id, if_status=QUEUED, status=FAILED, phase="failed", finished_at=utcnow(),
+               error=f"could not queue the job: {exc}")
+        raise QueueUnavailable(f"The job queue is unavailable: {exc}") from exc
+    return job
+
+
+def run_here(session: Session, job: Job, target_url: str | None = None,
+             progress: Callable[[int], None] | None = None, *, recover: bool = True):
+    """Save a job and run it in this process to its end; returns what its runner returned, or
+    raises its error (the CLI's commands, a delete from the pages).
+
+    The job holds its slot like a queued one (JobConflict if another job does). With
+    `recover` (a CLI process, which runs one job), jobs left running by dead processes of
+    this host are marked interrupted first, so a killed command does not hold its slot for ever.
+    """
+    if recover:
+        recover_interrupted_jobs(session, wiring.local_storage())
+    _save(session, job)
+    return run_job(job.id, target_url, progress, raise_errors=True)
+
+
+def _save(session: Session, job: Job) -> None:
+    job.status, job.phase = QUEUED, "queued"
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        active = session.scalar(select(Job).where(Job.slot == job.slot, Job.status.in_(ACTIVE_JOB_STATUSES)))
+        if active is None:
+            raise
+        raise JobConflict(f"A {active.kind} job for {active.database} is already {active.status} "
+                          f"(job {active.id}); wait for it to finish") from None
+
+
+def record_failed(session: Session, kind: str, database: str, error: str) -> Job:
+    """Keep as history a job that could not even be queued (a scheduled run of a misconfigured target)."""
+    job = Job(kind=kind, status=FAILED, phase="failed", database=database, target=database, slot=database,
+              error=error, log=log_line(f"failed: {error}"), finished_at=utcnow())
+    session.add(job)
+    session.commit()
+    return job

@@ -1,0 +1,1 @@
+"""The backups themselves: made, listed, read back, restored, downloaded, deleted."""

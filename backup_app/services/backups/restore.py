@@ -1,0 +1,235 @@
+"""Restore a backup without putting the current data at risk.
+
+Into a database that exists, the backup is restored into a new database beside it, made like
+it (owner, encoding, locale, settings, grants); only when that restore and its row counts
+have succeeded are the current database's sessions ended and the two swapped by renaming. The
+previous database is kept as `<name>_before_restore_<UTC time>` (or dropped, when asked), so
+the target holds exactly what the backup holds and nothing is lost. Into a database that does
+not exist, it is created and restored. `in_place` is the old way, for a role that may not
+create databases: `pg_restore --clean --if-exists` over the current objects, in one transaction.
+"""
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from sqlalchemy.orm import Session
+
+from backup_app.adapters.databases import DatabaseServer, identifier_bytes
+from backup_app.adapters.local import LocalStorage
+from backup_app.adapters.pgtools import PgTools
+from backup_app.adapters.postgres import PgClient
+from backup_app.core import codecs
+from backup_app.core.conninfo import ConnInfo
+from backup_app.core.crypto import MasterKey
+from backup_app.core.streams import CountingReader
+from backup_app.errors import BackupError, RestoreFailed
+from backup_app.models import BackupFile, utcnow
+from backup_app.services.backups.copies import Progress, Stores, decoding_key, open_checked_copy
+from backup_app.services.backups.queries import get_completed_backup
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """How to restore: `in_place` (the old way), `drop_previous` once swapped, and how many
+    pg_restore jobs may run at once (used when pg_restore can read the stored file itself)."""
+
+    in_place: bool = False
+    drop_previous: bool = False
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class Restored:
+    """Where a backup went: the database, where the data it replaced is kept (None: nowhere,
+    it did not exist, was restored in place or dropped), how the swap went, and what did not
+    work out once the target held the backup (the restore itself succeeded)."""
+
+    backup_id: str
+    database: str
+    previous_database: str | None = None
+    swap_seconds: float | None = None
+    sessions_ended: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+class SwapImpossible(RestoreFailed):
+    """The role cannot build a database beside the target and swap it in; `--in-place` still works."""
+
+    def __init__(self, database: str, problems: list[str]):
+        super().__init__(f"cannot restore beside {database} and swap: {'; '.join(problems)}. Restore with "
+                         "--in-place instead (replaces the objects in place, in one transaction)")
+
+
+def describe_restore(database: str, *, in_place: bool = False, drop_previous: bool = False,
+                     keep_hours: int = 24) -> str:
+    """What a restore into `database` will do, said before anything runs (the CLI's question, the page)."""
+    if in_place:
+        return (f"The objects of {database} that the backup contains are replaced in place, in one transaction "
+                "(pg_restore --clean): objects made since the backup stay, and a failure changes nothing.")
+    if drop_previous:
+        kept = f"the current {database} is then dropped"
+    else:
+        kept = (f"the current {database} is then kept as {side_name(database, '_before_restore_')}<UTC time>"
+                + (f" (dropped after {keep_hours} h)" if keep_hours > 0 else ""))
+    return (f"The backup is restored into a new database beside {database} first; only when that has succeeded "
+            f"are the sessions connected to {database} ended and the two swapped, and {kept}. "
+            f"If {database} does not exist, it is created.")
+
+
+def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: LocalStorage,
+                   stores: Stores, pg: PgTools, *, key: MasterKey | None = None,
+                   options: RestoreOptions = RestoreOptions(), progress: Progress | None = None,
+                   report: Callable[[str], None] | None = None) -> Restored:
+    """Restore a backup into `conn`'s database (see the module's docstring).
+
+    Uses the local file when it is intact, else the first intact S3 copy (saved locally again).
+    Whatever can be checked before anything is fetched is: the decryption key, a client that
+    fits the dump and the server (VersionMismatch), and for a swap the role's rights
+    (SwapImpossible, naming `--in-place`). A failure leaves the current database as it was and
+    drops what was half built. `report(line)` is told each step once the file is ready.
+    """
+    report = report or (lambda _line: None)
+    backup = get_completed_backup(session, backup_id)
+    file = backup.file()
+    session.commit()  # what follows asks the target server: no catalog transaction waits on it
+    decoding_key(file, key)
+    client = pg.for_restore(conn, file.client_version)
+    server = pg.databases(conn)
+    exists = server.exists(conn.dbname)
+    if exists and not options.in_place:
+        problems = server.swap_problems(conn.dbname)
+        if problems:
+            raise SwapImpossible(conn.dbname, problems)
+    with open_checked_copy(session, backup, local, stores, progress) as stored:
+        load = Loader(file, stored, client, key, pg.lock_timeout, progress)
+        if options.in_place:
+            report(f"restoring into {conn.display()} in place")
+            return restore_in_place(server, conn, load, exists)
+        jobs = load.parallel(options.jobs)
+        if not exists:
+            report(f"restoring into the new database {conn.dbname} ({jobs} pg_restore jobs)")
+            return restore_new(server, conn, load, jobs)
+        return restore_beside_and_swap(server, conn, load, jobs, options.drop_previous, report)
+
+
+class Loader:
+    """Feeds one checked, opened backup file to pg_restore (or psql): decoded on the way, or read
+    by pg_restore itself when it is a bare archive restored with several jobs."""
+
+    def __init__(self, file: BackupFile, stored: BinaryIO, client: PgClient, key: MasterKey | None,
+                 lock_timeout: float, progress: Progress | None):
+        self.file, self.stored, self.client = file, stored, client
+        self.key, self.lock_timeout, self.progress = key, lock_timeout, progress
+
+    def parallel(self, jobs: int) -> int:
+        """How many jobs pg_restore can run: `jobs` when it can read the stored file itself, else 1."""
+        return jobs if codecs.is_bare_archive(self.file.format, self.file.codec, self.file.encrypted) else 1
+
+    def __call__(self, conn: ConnInfo, *, in_place: bool = False, jobs: int = 1) -> None:
+        if jobs > 1:  # pg_restore reads the file itself: the restored database's growth is the progress
+            waiting = (lambda: self.progress(self.client.database_size(conn))) if self.progress else None
+            self.client.restore(conn, self.stored, self.file.format, jobs=jobs, waiting=waiting)
+            return
+        counted = CountingReader(self.stored, self.progress) if self.progress else self.stored
+        source = codecs.decode(counted, self.file.format, self.file.codec, decoding_key(self.file, self.key))
+        self.client.restore(conn, source, self.file.format, in_place=in_place, lock_timeout=self.lock_timeout)
+
+    def check_rows(self, conn: ConnInfo) -> None:
+        """RestoreFailed unless every table has the rows counted when the backup was made."""
+        problems = compare_counts(self.file.row_counts, self.client.table_row_counts(conn))
+        if problems:
+            raise RestoreFailed(f"the restored rows differ from the backup's: {'; '.join(problems)}")
+
+
+def compare_counts(expected: dict[str, int] | None, restored: dict[str, int]) -> list[str]:
+    """Differences between the rows counted at backup time and those restored."""
+    if not expected:
+        return []
+    return [f"{table}: {expected.get(table, 'absent')} rows at backup time, {restored.get(table, 'absent')} restored"
+            for table in sorted(set(expected) | set(restored)) if expected.get(table) != restored.get(table)]
+
+
+def restore_in_place(server: DatabaseServer, conn: ConnInfo, load: Loader, exists: bool) -> Restored:
+    """`--clean --if-exists` over the current objects in one transaction (a missing database is created)."""
+    created = not exists
+    if created:
+        server.create(conn.dbname)
+    try:
+        load(conn, in_place=True)
+    except BaseException:
+        if created:
+            drop_quietly(server, conn.dbname)
+        raise
+    return Restored(load.file.id, conn.dbname)
+
+
+def restore_new(server: DatabaseServer, conn: ConnInfo, load: Loader, jobs: int) -> Restored:
+    """Create the database and restore into it; on any failure it is dropped again."""
+    server.create(conn.dbname)
+    try:
+        load(conn, jobs=jobs)
+        load.check_rows(conn)
+    except BaseException:
+        drop_quietly(server, conn.dbname)
+        raise
+    return Restored(load.file.id, conn.dbname)
+
+
+def restore_beside_and_swap(server: DatabaseServer, conn: ConnInfo, load: Loader, jobs: int,
+                            drop_previous: bool, report: Callable[[str], None]) -> Restored:
+    """Restore into a new database made like the current one, check it, give it the current one's
+    settings and grants, then swap the two."""
+    current = conn.dbname
+    building = side_name(current, f"_restoring_{secrets.token_hex(3)}")
+    report(f"restoring into {building} beside {current} ({jobs} pg_restore jobs)")
+    server.create(building, like=server.shape(current))
+    try:
+        load(conn.with_dbname(building), jobs=jobs)
+        load.check_rows(conn.with_dbname(building))
+        shape = server.shape(current)  # as it is now: it may have changed during a long restore
+        server.give_shape(building, shape)
+        previous = free_name(server, side_name(current, f"_before_restore_{utcnow():%Y%m%dT%H%M%S}"))
+        report(f"swapping: ending the sessions on {current}, renaming it {previous} and {building} {current}")
+        swap = server.swap(current, building, previous, shape.allow_connections)
+    except BaseException:
+        drop_quietly(server, building)
+        raise
+    report(f"swapped in: {current} was unavailable for {swap.seconds:.3f} s ({swap.sessions_ended} session(s) "
+           f"ended); what it held is in {previous}")
+    warnings = list(swap.warnings)
+    if drop_previous:
+        try:
+            server.drop(previous)
+        except BackupError as exc:  # the restore itself succeeded: keep the previous one, and say so
+            warnings.append(f"{previous} was kept: dropping it failed: {exc}")
+        else:
+            previous = None
+    for warning in warnings:
+        report(f"warning: {warning}")
+    return Restored(load.file.id, current, previous, swap.seconds, swap.sessions_ended, tuple(warnings))
+
+
+def side_name(database: str, suffix: str) -> str:
+    """`<database><suffix>` within PostgreSQL's 63-byte limit (the database's part cut)."""
+    return identifier_bytes(database, 63 - len(suffix.encode())) + suffix
+
+
+def free_name(server: DatabaseServer, name: str) -> str:
+    """`name`, or `name_2`, `name_3` … if a database already has it."""
+    candidate, n = name, 1
+    while server.exists(candidate):
+        n += 1
+        candidate = side_name(name, f"_{n}")
+    return candidate
+
+
+def drop_quietly(server: DatabaseServer, name: str) -> None:
+    """Drop a half-built database; a failure is logged, never raised over the restore's own error."""
+    try:
+        server.drop(name)
+    except Exception:  # noqa: BLE001
+        log.exception("could not drop the half-built database %s: drop it by hand", name)

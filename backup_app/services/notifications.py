@@ -1,0 +1,123 @@
+"""Notifications through Apprise (e-mail, Slack, Telegram, Discord, Teams, webhooks, …).
+
+Told: every failed backup and failed verify, successful backups when NOTIFY_ON_SUCCESS (or the
+target's own setting) asks, and targets gone stale. Each message goes to the global
+NOTIFY_URLS plus the target's own URLs. Looking them up and sending run on a thread of its
+own, so a slow or dead notification service (or catalog) never delays or fails a backup;
+each send's outcome is written to the audit log (`notify` or `notify-failed`, actor `notifier`).
+"""
+import logging
+import re
+import threading
+
+from flask import current_app
+from sqlalchemy import select
+
+from backup_app.extensions import db
+from backup_app.models import Target
+from backup_app.services import audit, events
+from backup_app.services.staleness import claim_stale_targets
+
+log = logging.getLogger(__name__)
+_threads: list[threading.Thread] = []
+
+
+def split_urls(text: str | None) -> list[str]:
+    return [url for url in re.split(r"[\s,]+", text or "") if url]
+
+
+def send(urls: list[str], title: str, body: str) -> str | None:
+    """Send one message to every URL now; None when it went, else why not."""
+    if not urls:
+        return "no notification URLs configured (NOTIFY_URLS or the target's own)"
+    import apprise  # here, not at the top: it adds ~17 MB to every process that never notifies
+
+    sender = apprise.Apprise()
+    invalid = [audit.redact(url) for url in urls if not sender.add(url)]
+    if invalid:
+        return f"not an Apprise URL: {', '.join(invalid)}"
+    with apprise.LogCapture(level=logging.WARNING) as output:
+        delivered = sender.notify(title=title, body=body)
+    return None if delivered else (output.getvalue().strip() or "the notification service refused it")
+
+
+def urls_for(database: str, success: bool = False) -> list[str]:
+    """Where news about `database` goes: NOTIFY_URLS and the target's own URLs."""
+    config = current_app.config
+    target = db.session.scalar(select(Target).where(Target.name == database))
+    urls = []
+    if not success or config.get("NOTIFY_ON_SUCCESS"):
+        urls += split_urls(config.get("NOTIFY_URLS"))
+    if target is not None and (not success or target.notify_on_success):
+        urls += split_urls(target.notify_urls)
+    return urls
+
+
+def dispatch(database: str, title: str, body: str, *, success: bool = False) -> None:
+    """Send news about `database` on a background thread, which also looks up where to (see
+    `urls_for`), and audit the outcome; returns at once. Nothing here can fail the caller."""
+    app = current_app._get_current_object()
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                urls = urls_for(database, success)
+                if not urls:
+                    return
+                error = send(urls, title, body)
+            except Exception as exc:  # noqa: BLE001 - a broken notifier is reported, never raised
+                error = f"{type(exc).__name__}: {exc}"
+            try:
+                if error:
+                    log.warning("notification about %s failed: %s", database, error)
+                audit.record(db.session, "notifier", "notify-failed" if error else "notify", database,
+                             detail=error or title)
+            except Exception:  # noqa: BLE001
+                log.exception("could not audit a notification about %s", database)
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=run, name="notify")
+    _threads.append(thread)
+    thread.start()
+
+
+def wait_for_pending(timeout: float = 60) -> None:
+    """Wait for notifications still being sent (for the CLI's exit and for tests)."""
+    while _threads:
+        _threads.pop().join(timeout)
+
+
+@events.backup_failed.connect
+def on_backup_failed(backup, **_) -> None:
+    dispatch(backup.database, f"Backup of {backup.database} FAILED", f"{backup.filename}\n{backup.error}")
+
+
+@events.backup_completed.connect
+def on_backup_completed(backup, **_) -> None:
+    failed = [c for c in backup.copies if c.status != "present"]
+    if failed:  # completed, but not twice: that is news even when successes are not
+        dispatch(backup.database, f"Backup of {backup.database} is missing a copy",
+                 "\n".join(f"{c.location}: {c.status} ({c.error})" for c in failed))
+        return
+    dispatch(backup.database, f"Backup of {backup.database} completed",
+             f"{backup.filename} ({backup.size_bytes} bytes)", success=True)
+
+
+@events.verification_failed.connect
+def on_verification_failed(verification, **_) -> None:
+    backup = verification.backup
+    dispatch(backup.database, f"Verify of a {backup.database} backup FAILED", f"{backup.filename}\n{verification.error}")
+
+
+def alert_stale_targets() -> list[dict]:
+    """Tell about every target newly past its staleness limit; returns what was alerted."""
+    alerts = []
+    for stale in claim_stale_targets(db.session, current_app.config.get("STALE_AFTER_HOURS")):
+        since = f"since {stale.last_success:%Y-%m-%d %H:%M} UTC" if stale.last_success else "ever"
+        name = stale.target.name
+        dispatch(name, f"No successful backup of {name} {since}",
+                 f"{name} has had no successful backup for more than {stale.limit_hours} h.")
+        alerts.append({"database": name, "last_success": stale.last_success.isoformat()
+                       if stale.last_success else None, "limit_hours": stale.limit_hours})
+    return alerts

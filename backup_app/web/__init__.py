@@ -1,0 +1,1 @@
+"""The pages: one blueprint package per area, and what every response shares."""

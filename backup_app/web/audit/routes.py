@@ -1,0 +1,89 @@
+import logging
+
+from flask import g, render_template, request
+from flask_login import current_user
+
+from backup_app.extensions import db
+from backup_app.services import audit as service
+from backup_app.web.audit import bp
+from backup_app.web.audit.forms import AuditFilterForm
+
+log = logging.getLogger(__name__)
+PER_PAGE = 100
+
+# Endpoints whose requests are audited, with the action they perform. GETs count only for
+# downloads: showing a form changes nothing.
+AUDITED_ENDPOINTS = {
+    "auth.login": "sign-in",
+    "auth.logout": "sign-out",
+    "backups.create": "create",
+    "backups.restore": "restore",
+    "backups.delete": "delete",
+    "backups.download": "download",
+    "backups.verify": "verify",
+    "targets.add": "targets-add",
+    "targets.edit": "targets-edit",
+    "targets.remove": "targets-remove",
+    "targets.run_now": "create",
+    "api.create_backup": "create",
+    "api.restore_backup": "restore",
+    "api.delete_backup": "delete",
+    "api.download_backup": "download",
+}
+READS = {"download"}
+
+
+def request_subject() -> str:
+    """What the request acts on: the backup, the target, else the database (named by the view,
+    the form or the body)."""
+    if g.get("audit_subject"):
+        return g.audit_subject
+    if request.view_args and "backup_id" in request.view_args:
+        return request.view_args["backup_id"]
+    if request.view_args and "name" in request.view_args:
+        return request.view_args["name"]
+    body = request.get_json(silent=True) if request.is_json else None
+    if isinstance(body, dict) and isinstance(body.get("database"), str):
+        return body["database"]
+    return request.form.get("database") or request.form.get("name") or request.form.get("email") or ""
+
+
+def request_actor() -> str:
+    api_user = g.get("api_user")
+    if api_user is not None:
+        return f"{api_user.email} (API token)"
+    if current_user.is_authenticated:
+        return current_user.email
+    return request.form.get("email") or "anonymous"
+
+
+@bp.after_app_request
+def record_request(response):
+    """Append an audit event for each action a page or API request performed (or tried)."""
+    action = AUDITED_ENDPOINTS.get(request.endpoint or "")
+    if action is None or (request.method == "GET" and action not in READS) or response.status_code == 404:
+        return response
+    # A page's form did what it was for when it redirects; shown again (200) or refused, it did not.
+    # A view that redirects with an error message names it in g.audit_error.
+    page_form = request.method == "POST" and request.blueprint != "api"
+    failed = response.status_code >= 400 or (page_form and not 300 <= response.status_code < 400)
+    if failed or g.get("audit_error"):
+        action += "-failed"
+    detail = f"HTTP {response.status_code}" + (f": {g.audit_error}" if g.get("audit_error") else "")
+    try:
+        service.record(db.session, request_actor(), action, request_subject(),
+                       address=request.remote_addr, detail=detail)
+    except Exception:  # noqa: BLE001 - the response stands; the failure is logged loudly
+        db.session.rollback()
+        log.exception("could not append to the audit log")
+    return response
+
+
+@bp.get("/audit")
+def index():
+    """The audit log, newest first, filtered by actor and action."""
+    form = AuditFilterForm(request.args)
+    actor, action = form.actor.data or None, form.action.data or None
+    page = db.paginate(service.events_query(actor, action), page=request.args.get("page", 1, type=int),
+                       per_page=PER_PAGE, error_out=False)
+    return render_template("audit/index.html", page=page, form=form, actor=actor, action=action)

@@ -1,0 +1,6 @@
+"""Sign-in and sign-out; every other page needs a signed-in user."""
+from flask import Blueprint
+
+bp = Blueprint("auth", __name__)
+
+from backup_app.web.auth import routes  # noqa: E402, F401 - registers the views on bp

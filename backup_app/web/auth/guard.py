@@ -1,0 +1,29 @@
+"""The sign-in requirement, applied to every route unless it is marked @public."""
+from flask import current_app, jsonify, redirect, request, url_for
+from flask_login import current_user
+
+from backup_app.extensions import db, login_manager
+from backup_app.models import User
+
+
+def public(view):
+    """Mark a view as open to everyone (sign-in page, health check)."""
+    view.is_public = True
+    return view
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+
+
+def require_login():
+    """before_request: pages redirect to sign-in; the API checks its own bearer tokens."""
+    if request.endpoint is None or request.endpoint == "static" or request.blueprint == "api":
+        return None
+    view = current_app.view_functions.get(request.endpoint)
+    if getattr(view, "is_public", False) or current_user.is_authenticated:
+        return None
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify(error="sign in first"), 401
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))

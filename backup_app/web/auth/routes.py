@@ -1,0 +1,50 @@
+from urllib.parse import urlsplit
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_user, logout_user
+
+from backup_app.errors import LoginFailed, TooManyLoginAttempts
+from backup_app.extensions import db
+from backup_app.services import users as service
+from backup_app.web.auth import bp
+from backup_app.web.auth.forms import LoginForm
+from backup_app.web.auth.guard import public
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path on this site, never another host."""
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("dashboard.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+def login():
+    """Sign in with email and password."""
+    if current_user.is_authenticated:
+        return redirect(url_for("dashboard.index"))
+    form = LoginForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            user = service.authenticate(db.session, form.email.data, form.password.data,
+                                        request.remote_addr or "unknown")
+        except TooManyLoginAttempts as exc:
+            flash(str(exc), "error")
+            status = 429
+        except LoginFailed as exc:
+            flash(str(exc), "error")
+            status = 401
+        else:
+            login_user(user)
+            return redirect(safe_next(request.args.get("next")))
+    return render_template("auth/login.html", form=form), status
+
+
+@bp.post("/logout")
+def logout():
+    """Sign out."""
+    logout_user()
+    flash("Signed out.", "info")
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,195 @@
+from dataclasses import dataclass
+
+from flask import current_app, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+from wtforms import SelectChoice
+
+from backup_app import wiring
+from backup_app.adapters.s3 import S3Storage
+from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import BackupError, StorageUnavailable
+from backup_app.extensions import db
+from backup_app.jobs.records import jobs_of_backup
+from backup_app.jobs.submit import delete_job, queue_create, queue_restore, queue_verify, run_here
+from backup_app.models import Backup
+from backup_app.services.backups.queries import backups_query, get_backup, get_completed_backup
+from backup_app.services.backups.restore import describe_restore
+from backup_app.services.usage import storage_usage
+from backup_app.web.backups import bp
+from backup_app.web.backups.forms import ButtonForm, CreateBackupForm, FilterForm, RestoreForm
+from backup_app.web.downloads import download_response
+from backup_app.web.errorhandlers import status_code
+
+PER_PAGE = 50
+
+
+def form_failed(exc: BackupError, template: str, **context):
+    """Show the form again with the service's message."""
+    flash(str(exc), "error")
+    return render_template(template, **context), status_code(exc)
+
+
+def database_names() -> list[str]:
+    """Databases to filter by: the configured targets and every one the catalog has backups of."""
+    return sorted(set(backed_up_databases()) | {t.name for t in wiring.all_targets()})
+
+
+def backed_up_databases() -> list[str]:
+    """Every database name in the catalog (see BACKED_UP_DATABASES)."""
+    return list(db.session.scalars(BACKED_UP_DATABASES))
+
+
+def hop_through_database_names():
+    """The catalog's database names, read by hopping along the database index from one name
+    to the next (one probe per name), where a DISTINCT would read every backup row."""
+    names = select(func.min(Backup.database).label("name")).cte("names", recursive=True)
+    following = select(func.min(Backup.database)).where(Backup.database > names.c.name).scalar_subquery()
+    names = names.union_all(select(following).where(names.c.name.is_not(None)))
+    return select(names.c.name).where(names.c.name.is_not(None))
+
+
+BACKED_UP_DATABASES = hop_through_database_names()  # built once: building it cost more than running it
+
+
+@bp.get("/")
+def index():
+    """List backups, newest first, filtered by database and status, a page at a time."""
+    form = FilterForm(request.args)
+    form.database.choices = [SelectChoice("", "any database")] + [SelectChoice(name) for name in database_names()]
+    database = status = None
+    if form.validate():
+        database, status = form.database.data or None, form.status.data or None
+    query = backups_query(database, status).options(selectinload(Backup.verifications))
+    page = db.paginate(query, page=request.args.get("page", 1, type=int), per_page=PER_PAGE, error_out=False)
+    return render_template("backups/index.html", page=page, form=form,
+                           filters={"database": database, "status": status})
+
+
+def usage_context() -> dict:
+    locations = wiring.copy_locations()
+    return {"locations": locations, "usage": storage_usage(db.session, locations)}
+
+
+@bp.get("/storage")
+def storage():
+    """Bytes and backups per target and per location."""
+    return render_template("backups/storage.html", **usage_context())
+
+
+@bp.get("/storage/table")
+def storage_table():
+    """The storage table alone: the list page loads it after itself (a sum over the whole catalog)."""
+    return render_template("backups/_usage.html", **usage_context())
+
+
+@bp.route("/backups/new", methods=["GET", "POST"])
+def create():
+    """Queue a backup of a configured database."""
+    form = CreateBackupForm()
+    form.database.choices = [SelectChoice(t.name) for t in wiring.all_targets()]
+    if form.validate_on_submit():
+        try:
+            job = queue_create(db.session, wiring.dump_spec(form.database.data))
+        except BackupError as exc:
+            return form_failed(exc, "backups/create.html", form=form)
+        flash(f"Backup of {job.database} queued (job {job.id}).", "success")
+        return redirect(url_for("jobs.index", highlight=job.id))
+    return render_template("backups/create.html", form=form)
+
+
+@dataclass
+class ObjectDetails:
+    """One store's object of a backup: its content type, size and metadata, or why they cannot be shown."""
+
+    location: str
+    fields: dict | None = None
+    error: str | None = None
+
+
+def object_details(backup: Backup, store: S3Storage) -> ObjectDetails:
+    try:
+        stat = store.stat(backup.filename)
+    except StorageUnavailable as exc:
+        return ObjectDetails(store.location, error=str(exc))
+    if stat is None:
+        return ObjectDetails(store.location, error="the object does not exist")
+    fields = {"Content-Type": stat.content_type, "Size": stat.size, "ETag": stat.etag,
+              "Last-Modified": stat.last_modified}
+    fields.update({key[len("x-amz-meta-"):]: value for key, value in stat.metadata.items()
+                   if key.lower().startswith("x-amz-meta-")})
+    return ObjectDetails(store.location, fields)
+
+
+@bp.get("/backups/<backup_id>")
+def detail(backup_id):
+    """Every catalog field of a backup, its copies, its S3 object's metadata and its job log."""
+    backup = get_backup(db.session, backup_id)
+    objects = [object_details(backup, store) for store in wiring.s3_stores() if backup.copy(store.location)]
+    return render_template("backups/detail.html", backup=backup, objects=objects, button=ButtonForm(),
+                           jobs=jobs_of_backup(db.session, backup.id))
+
+
+@bp.post("/backups/<backup_id>/verify")
+def verify(backup_id):
+    """Queue a restore-verify of the backup into a scratch database."""
+    backup = get_backup(db.session, backup_id)
+    try:
+        job = queue_verify(db.session, backup.id)
+    except BackupError as exc:
+        flash(str(exc), "error")
+        g.audit_error = str(exc)
+        return redirect(url_for("backups.detail", backup_id=backup.id))
+    flash(f"Verify of {backup.filename} queued (job {job.id}).", "success")
+    return redirect(url_for("jobs.index", highlight=job.id))
+
+
+@bp.get("/backups/<backup_id>/download")
+def download(backup_id):
+    """Stream the backup file (local copy, else S3)."""
+    return download_response(backup_id)
+
+
+def configured_target(backup: Backup) -> ConnInfo | None:
+    """The backup's own database, if it is still configured."""
+    try:
+        return wiring.target_conn(backup.database)
+    except BackupError:
+        return None
+
+
+@bp.route("/backups/<backup_id>/restore", methods=["GET", "POST"])
+def restore(backup_id):
+    """Queue a restore, after the user typed the target database's name."""
+    backup = get_completed_backup(db.session, backup_id)
+    form = RestoreForm()
+    configured = configured_target(backup)
+    name = configured.dbname if configured else "the target database"
+    keep_hours = current_app.config["KEEP_PREVIOUS_HOURS"]
+    context = {"form": form, "backup": backup, "configured": configured,
+               "beside": describe_restore(name, keep_hours=keep_hours), "in_place": describe_restore(name, in_place=True)}
+    if form.validate_on_submit():
+        try:
+            job = queue_restore(db.session, backup.id, form.confirm.data, form.chosen_url(),
+                                     in_place=form.in_place, drop_previous=form.drop_previous.data)
+        except BackupError as exc:
+            return form_failed(exc, "backups/restore.html", **context)
+        flash(f"Restore of {backup.filename} into {job.target} queued (job {job.id}).", "success")
+        return redirect(url_for("jobs.index", highlight=job.id))
+    return render_template("backups/restore.html", **context)
+
+
+@bp.route("/backups/<backup_id>/delete", methods=["GET", "POST"])
+def delete(backup_id):
+    """Delete a backup everywhere, after confirming."""
+    backup = get_backup(db.session, backup_id)
+    form = ButtonForm()
+    if form.validate_on_submit():
+        filename = backup.filename
+        try:
+            run_here(db.session, delete_job(db.session, backup.id), recover=False)
+        except BackupError as exc:
+            return form_failed(exc, "backups/delete.html", form=form, backup=backup)
+        flash(f"Deleted {filename}.", "success")
+        return redirect(url_for("backups.index"))
+    return render_template("backups/delete.html", form=form, backup=backup)

@@ -1,0 +1,99 @@
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, IntegerField, PasswordField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
+
+from backup_app.core.codecs import CODECS, FORMATS
+from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import ConfigurationError
+from backup_app.services.schedules import check_cron
+from backup_app.services.targets import TargetSettings, check_timezone
+
+SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+# Fields that describe where the database is; a target from BACKUP_DATABASE_URL has none of them.
+CONNECTION_FIELDS = ("host", "port", "user", "password", "clear_password", "dbname", "sslmode")
+
+
+def service_check(check):
+    """A field validator from a service check that raises ConfigurationError."""
+    def validate(_form, field):
+        if field.data:
+            try:
+                check(field.data.strip())
+            except ConfigurationError as exc:
+                raise ValidationError(str(exc)) from None
+    return validate
+
+
+def retention_number(label: str, default: int, description: str = "") -> IntegerField:
+    return IntegerField(label, validators=[InputRequired(), NumberRange(min=0, max=100_000)], default=default,
+                        description=description)
+
+
+class TargetForm(FlaskForm):
+    """Add or edit a target. The views drop what does not apply: `name` when editing,
+    `clear_password` when adding, the connection of BACKUP_DATABASE_URL's target."""
+
+    name = StringField("Name", validators=[DataRequired(), Length(max=100)],
+                       description="Letters, digits, '-', '_' or '.'; its backups carry this name.")
+    host = StringField("Host", validators=[Length(max=255)], description="Empty: the local socket.")
+    port = IntegerField("Port", validators=[Optional(), NumberRange(min=1, max=65535)])
+    user = StringField("User", validators=[Length(max=255)])
+    password = PasswordField("Password", validators=[Length(max=1024)],
+                             description="Stored encrypted with APP_ENCRYPTION_KEY, never shown again.")
+    clear_password = BooleanField("Forget the stored password")
+    dbname = StringField("Database name", validators=[DataRequired(), Length(max=255)])
+    sslmode = SelectField("SSL mode", choices=[SelectChoice("", "libpq's default")]
+                          + [SelectChoice(mode) for mode in SSL_MODES], default="")
+    schedule = StringField("Backup schedule (cron)", validators=[Length(max=120), service_check(check_cron)],
+                           description="e.g. 0 3 * * * for 03:00 every day; empty: no scheduled backups.")
+    verify_schedule = StringField(
+        "Verify schedule (cron)", validators=[Length(max=120), service_check(check_cron)],
+        description="Restores the newest backup into a scratch database, e.g. 0 5 * * 0 on Sundays.")
+    timezone = StringField("Time zone", validators=[DataRequired(), Length(max=64), service_check(check_timezone)],
+                           default="UTC", description="Of both schedules and of the GFS days, e.g. Europe/Berlin.")
+    schedule_enabled = BooleanField("Schedules enabled", default=True)
+    keep_days = retention_number("Keep backups younger than (days)", 30, "0 keeps nothing by age.")
+    keep_last = retention_number("Always keep the newest (completed backups)", 3)
+    gfs_daily = retention_number("GFS: keep the last daily backups", 0)
+    gfs_weekly = retention_number("GFS: keep the last weekly backups", 0)
+    gfs_monthly = retention_number("GFS: keep the last monthly backups", 0)
+    format = SelectField("Format", choices=[SelectChoice(f) for f in FORMATS], default="custom",
+                         description="custom: pg_restore's archive; plain: SQL text.")
+    codec = SelectField("Compression", choices=[SelectChoice(c) for c in CODECS], default="gzip",
+                        description="gzip: pg_dump's own; zstd: faster and smaller; plain: none.")
+    encrypt = BooleanField("Encrypt backups at rest (APP_ENCRYPTION_KEY)")
+    # Not `notify_urls`: the stored URLs may carry tokens, so the edit form never shows them back.
+    notify = TextAreaField("Notification URLs", validators=[Length(max=10_000)],
+                           description="Apprise URLs (e-mail, Slack, webhooks …), one per line, told about this "
+                                       "target besides NOTIFY_URLS.")
+    clear_notify = BooleanField("Forget the stored notification URLs")
+    notify_on_success = BooleanField("Also tell about successful backups")
+    stale_after_hours = IntegerField("Alert when the newest good backup is older than (hours)",
+                                     validators=[Optional(), NumberRange(min=1, max=100_000)],
+                                     description="Empty: STALE_AFTER_HOURS.")
+
+    def conn(self) -> ConnInfo:
+        """The connection entered (its password None when the field was left empty)."""
+        params = (("sslmode", self.sslmode.data),) if self.sslmode.data else ()
+        return ConnInfo(stripped(self.dbname), stripped(self.host), self.port.data, stripped(self.user),
+                        self.password.data or None, params)
+
+    def settings(self, stored_notify_urls: str | None = None) -> TargetSettings:
+        """The settings entered; notification URLs left empty keep `stored_notify_urls` unless
+        "Forget" is ticked."""
+        urls = tuple((self.notify.data or "").split())
+        if not urls and not (self.clear_notify and self.clear_notify.data):
+            urls = tuple((stored_notify_urls or "").split())
+        return TargetSettings(
+            schedule=stripped(self.schedule), timezone=stripped(self.timezone),
+            keep_days=self.keep_days.data, keep_last=self.keep_last.data,
+            gfs=(self.gfs_daily.data, self.gfs_weekly.data, self.gfs_monthly.data),
+            format=self.format.data, codec=self.codec.data, encrypt=self.encrypt.data,
+            verify_schedule=stripped(self.verify_schedule), schedule_enabled=self.schedule_enabled.data,
+            notify_urls=urls, notify_on_success=self.notify_on_success.data,
+            stale_after_hours=self.stale_after_hours.data)
+
+
+def stripped(field) -> str | None:
+    """A text field's value without surrounding blanks; None when empty."""
+    return (field.data or "").strip() or None

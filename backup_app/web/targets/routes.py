@@ -1,0 +1,124 @@
+from flask import flash, g, redirect, render_template, url_for
+
+from backup_app import wiring
+from backup_app.errors import BackupError
+from backup_app.extensions import db
+from backup_app.jobs.submit import queue_create
+from backup_app.services import targets as service
+from backup_app.services.backups.queries import latest_backups
+from backup_app.services.previous import kept_databases
+from backup_app.services.prune import prune
+from backup_app.web.backups.forms import ButtonForm
+from backup_app.web.backups.routes import form_failed
+from backup_app.web.targets import bp
+from backup_app.web.targets.forms import CONNECTION_FIELDS, TargetForm
+
+
+def next_runs(target) -> str:
+    """' Next backup 2026-11-26 03:00:00 UTC.' for the flash after a save."""
+    if not (target.schedule and target.schedule_enabled):
+        return ""
+    return f" Next backup {target.next_run_at:%Y-%m-%d %H:%M:%S} UTC."
+
+
+@bp.get("/")
+def index():
+    """Every target: connection, schedules, retention, storage and its last backup."""
+    return render_template("targets/index.html", targets=wiring.all_targets(), env_url=wiring.env_url(),
+                           latest=latest_backups(db.session), kept=kept_databases(db.session), button=ButtonForm())
+
+
+@bp.route("/new", methods=["GET", "POST"])
+def add():
+    """Add a database to back up."""
+    form = TargetForm()
+    del form.clear_password, form.clear_notify
+    if form.validate_on_submit():
+        try:
+            target = service.add_target(db.session, form.name.data.strip(), form.conn(), form.settings(),
+                                        wiring.master_key(), wiring.env_url())
+        except BackupError as exc:
+            return form_failed(exc, "targets/form.html", form=form, target=None)
+        flash(f"Added {target.name}.{next_runs(target)}", "success")
+        return redirect(url_for("targets.index"))
+    return render_template("targets/form.html", form=form, target=None)
+
+
+@bp.route("/<name>/edit", methods=["GET", "POST"])
+def edit(name):
+    """Change a target's connection (a new password, or the stored one kept) and settings."""
+    target = service.get_target(db.session, name)
+    form = TargetForm(obj=target)
+    del form.name
+    if target.from_env:
+        for field in CONNECTION_FIELDS:
+            delattr(form, field)
+    else:
+        form.password.description = "Leave empty to keep the stored password; it is never shown."
+    stored = len((target.notify_urls or "").split())
+    if stored:
+        form.notify.description = (f"{stored} stored, not shown (they may carry tokens): leave empty to keep them, "
+                                   "or give the whole new list, one per line.")
+    else:
+        del form.clear_notify
+    context = {"form": form, "target": target, "env_url": wiring.env_url()}
+    if form.validate_on_submit():
+        try:
+            service.update_target(db.session, target.name, form.settings(target.notify_urls), wiring.master_key(),
+                                  None if target.from_env else form.conn(),
+                                  clear_password=not target.from_env and form.clear_password.data)
+        except BackupError as exc:
+            return form_failed(exc, "targets/form.html", **context)
+        flash(f"Saved {target.name}.{next_runs(target)}", "success")
+        return redirect(url_for("targets.index"))
+    return render_template("targets/form.html", **context)
+
+
+@bp.route("/<name>/remove", methods=["GET", "POST"])
+def remove(name):
+    """Forget a target after confirming; its backups stay."""
+    target = service.get_target(db.session, name)
+    form = ButtonForm()
+    context = {"form": form, "target": target, "env_url": wiring.env_url()}
+    if form.validate_on_submit():
+        try:
+            service.remove_target(db.session, target.name)
+        except BackupError as exc:
+            return form_failed(exc, "targets/remove.html", **context)
+        flash(f"Removed {name}; its backups are kept.", "success")
+        return redirect(url_for("targets.index"))
+    return render_template("targets/remove.html", **context)
+
+
+@bp.post("/<name>/test")
+def test(name):
+    """Connect to the target: its server version and the pg_dump for it, or why not (CSRF-checked like every POST)."""
+    target = service.get_target(db.session, name)
+    try:
+        flash(f"{target.name}: {service.check_connection(wiring.target_conn(target.name), wiring.pg_tools())}",
+              "success")
+    except BackupError as exc:
+        flash(f"{target.name}: {exc}", "error")
+    return redirect(url_for("targets.index"))
+
+
+@bp.post("/<name>/run")
+def run_now(name):
+    """Queue a backup of the target now."""
+    target = service.get_target(db.session, name)
+    try:
+        job = queue_create(db.session, wiring.dump_spec(target.name))
+    except BackupError as exc:
+        flash(f"{target.name}: {exc}", "error")
+        g.audit_error = str(exc)
+        return redirect(url_for("targets.index"))
+    flash(f"Backup of {job.database} queued (job {job.id}).", "success")
+    return redirect(url_for("jobs.index", highlight=job.id))
+
+
+@bp.get("/<name>/retention")
+def retention(name):
+    """What the target's retention policy would delete now, and why (a dry run of prune)."""
+    target = service.get_target(db.session, name)
+    report = prune(db.session, [target], wiring.local_storage(), wiring.s3_stores(), dry_run=True)
+    return render_template("targets/retention.html", target=target, doomed=report.deleted)

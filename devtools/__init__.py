@@ -1,0 +1,1 @@
+"""Throwaway local servers and `make run`'s demo: tools for developers, not installed."""
