@@ -6,11 +6,9 @@ from flask import Flask
 
 from backup_app.config import Config
 from backup_app.core.formatting import exact_time, human_size, location_label, relative_time
-from backup_app.extensions import csrf, db, login_manager, migrate
+from backup_app.extensions import csrf, db, login_manager
 from backup_app.web import input_guard, security_headers
 from backup_app.web.errorhandlers import register_errorhandlers
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def create_app(config: object | dict | None = None) -> Flask:
@@ -46,16 +44,14 @@ def apply_instance_defaults(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from backup_app.jobs import queue, scheduler
+    from backup_app import wiring
     from backup_app.web.auth.guard import require_login
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     csrf.init_app(app)
     login_manager.init_app(app)
     app.before_request(require_login)  # instead of @login_required on each view: none can be forgotten
-    queue.init_app(app)
-    scheduler.init_app(app)
+    wiring.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -87,18 +83,6 @@ def register_template_filters(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    from backup_app.cli.audit import audit_cli
-    from backup_app.cli.backup import backup_cli
-    from backup_app.cli.notify import notify_cli
-    from backup_app.cli.storage import storage_cli
-    from backup_app.cli.targets import targets_cli
-    from backup_app.cli.users import users_cli
-    from backup_app.jobs.worker import worker_command
+    from backup_app.cli import register_commands as register
 
-    app.cli.add_command(backup_cli)
-    app.cli.add_command(storage_cli)
-    app.cli.add_command(targets_cli)
-    app.cli.add_command(users_cli)
-    app.cli.add_command(worker_command)
-    app.cli.add_command(audit_cli)
-    app.cli.add_command(notify_cli)
+    register(app)

@@ -97,6 +97,8 @@ class Config:
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
+        # werkzeug's method for the password hashes of new users.
+        self.PASSWORD_HASH_METHOD = os.environ.get("PASSWORD_HASH_METHOD") or "scrypt"
         # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is 404.
         self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
         # Log lines as "text" or "json" (one object a line); see backup_app/logs.py.
@@ -112,3 +114,4 @@ class TestConfig(Config):
         super().__init__()
         self.SECRET_KEY = "test-secret-key"
         self.HUEY_IMMEDIATE = True  # jobs run inside the request; browser tests run a real worker
+        self.PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"  # scrypt takes 0.1 s a hash: fine for users, slow for tests

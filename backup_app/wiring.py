@@ -1,9 +1,12 @@
-"""Builds the adapters from the app's configuration; the CLI, views and jobs share these."""
-from flask import current_app
+"""The app's adapters, built from its configuration the first time each is needed and then kept
+for the app's life (in app.extensions): the CLI, the views and the jobs share them."""
+from functools import cached_property
+
+from flask import Flask, current_app
 
 from backup_app.adapters.local import LocalStorage
 from backup_app.adapters.pgtools import PgTools
-from backup_app.adapters.s3 import S3Storage
+from backup_app.adapters.store import Store
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.crypto import MasterKey
 from backup_app.extensions import db
@@ -11,44 +14,79 @@ from backup_app.models import LOCAL, S3, PreviousDatabase, Target
 from backup_app.services import targets as target_service
 
 
+class Adapters:
+    """The local folder, the S3 stores, the PostgreSQL clients and the master key of one app."""
+
+    def __init__(self, config):
+        self.config = config
+
+    @cached_property
+    def local(self) -> LocalStorage:
+        return LocalStorage(self.config["BACKUP_DIR"])
+
+    @cached_property
+    def stores(self) -> list[Store]:
+        """Every configured S3 store: MINIO_*'s first (if MINIO_ENDPOINT is set), then S3_STORES'.
+        Empty means local-only mode (and minio is never imported)."""
+        config = self.config
+        if not (config.get("MINIO_ENDPOINT") or config.get("S3_STORES")):
+            return []
+        from backup_app.adapters.s3 import S3Storage
+
+        stores = []
+        if config.get("MINIO_ENDPOINT"):
+            stores.append(S3Storage.connect(
+                config["MINIO_ENDPOINT"], config.get("MINIO_ACCESS_KEY"), config.get("MINIO_SECRET_KEY"),
+                bucket=config["MINIO_BUCKET"], secure=config.get("MINIO_SECURE", False),
+                region=config.get("MINIO_REGION"), part_size=config["MINIO_PART_SIZE"]))
+        for store in config.get("S3_STORES", []):
+            prefix = f"S3_{store['name'].upper()}_"
+            stores.append(S3Storage.connect(
+                store["endpoint"], store["access_key"], store["secret_key"], bucket=store["bucket"],
+                secure=store["secure"], region=store["region"], part_size=config["MINIO_PART_SIZE"],
+                location=f"{S3}:{store['name']}", key_settings=f"{prefix}ACCESS_KEY and {prefix}SECRET_KEY"))
+        return stores
+
+    @cached_property
+    def pg(self) -> PgTools:
+        """The PostgreSQL clients of PG_BIN_DIR, or every one found on this machine (each asked its
+        version once)."""
+        return PgTools.discover(self.config.get("PG_BIN_DIR"), self.config["RESTORE_LOCK_TIMEOUT"])
+
+    @cached_property
+    def key(self) -> MasterKey | None:
+        """The APP_ENCRYPTION_KEY, or None when it is not set (encryption unavailable)."""
+        value = self.config.get("APP_ENCRYPTION_KEY")
+        return MasterKey(value) if value else None
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["backup_app.adapters"] = Adapters(app.config)
+
+
+def adapters() -> Adapters:
+    return current_app.extensions["backup_app.adapters"]
+
+
 def local_storage() -> LocalStorage:
-    return LocalStorage(current_app.config["BACKUP_DIR"])
+    return adapters().local
 
 
-def s3_stores() -> list[S3Storage]:
-    """Every configured S3 store: MINIO_*'s first (if MINIO_ENDPOINT is set), then S3_STORES'.
+def s3_stores() -> list[Store]:
+    return adapters().stores
 
-    Empty means local-only mode."""
-    config = current_app.config
-    stores = []
-    if config.get("MINIO_ENDPOINT"):
-        stores.append(S3Storage.connect(
-            config["MINIO_ENDPOINT"], config.get("MINIO_ACCESS_KEY"), config.get("MINIO_SECRET_KEY"),
-            bucket=config["MINIO_BUCKET"], secure=config.get("MINIO_SECURE", False),
-            region=config.get("MINIO_REGION"), part_size=config["MINIO_PART_SIZE"]))
-    for store in config.get("S3_STORES", []):
-        prefix = f"S3_{store['name'].upper()}_"
-        stores.append(S3Storage.connect(
-            store["endpoint"], store["access_key"], store["secret_key"], bucket=store["bucket"],
-            secure=store["secure"], region=store["region"], part_size=config["MINIO_PART_SIZE"],
-            location=f"{S3}:{store['name']}", key_settings=f"{prefix}ACCESS_KEY and {prefix}SECRET_KEY"))
-    return stores
+
+def pg_tools() -> PgTools:
+    return adapters().pg
+
+
+def master_key() -> MasterKey | None:
+    return adapters().key
 
 
 def copy_locations() -> list[str]:
     """Where backups can have copies: local, s3 (even when unset), then each of S3_STORES."""
     return [LOCAL, S3, *(f"{S3}:{store['name']}" for store in current_app.config.get("S3_STORES", []))]
-
-
-def pg_tools() -> PgTools:
-    """The PostgreSQL clients of PG_BIN_DIR, or every one found on this machine."""
-    return PgTools.discover(current_app.config.get("PG_BIN_DIR"), current_app.config["RESTORE_LOCK_TIMEOUT"])
-
-
-def master_key() -> MasterKey | None:
-    """The APP_ENCRYPTION_KEY, or None when it is not set (encryption unavailable)."""
-    value = current_app.config.get("APP_ENCRYPTION_KEY")
-    return MasterKey(value) if value else None
 
 
 def env_url() -> str | None:

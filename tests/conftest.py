@@ -7,16 +7,17 @@ Tests run on PostgreSQL 15 with a SQLite catalog; `both_servers` runs a test on 
 """
 import itertools
 import os
+import shutil
 from pathlib import Path
 
 import pytest
-from flask_migrate import upgrade
 from minio import Minio
 
 from backup_app import create_app
 from backup_app.adapters.pgtools import wheel_bin_dir
 from backup_app.config import TestConfig
 from backup_app.extensions import db
+from backup_app.schema import upgrade_catalog_if_needed
 from devtools.localservers import DEBIAN_PG_BIN, PostgresCluster, SeaweedS3
 from tests.helpers import invoke, new_key
 
@@ -92,24 +93,54 @@ def source_db(pg_cluster):
     drop_with_leftovers(pg_cluster, name)
 
 
+def migrated_catalog(url: str) -> None:
+    """Bring an empty catalog at `url` to the head revision."""
+    config = TestConfig()
+    config.SQLALCHEMY_DATABASE_URI = url
+    app = create_app(config)
+    with app.app_context():
+        upgrade_catalog_if_needed()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_catalog_template(tmp_path_factory) -> Path:
+    """A SQLite catalog migrated once for the session; each test gets a copy of the file."""
+    path = tmp_path_factory.mktemp("catalog-template") / "catalog.db"
+    migrated_catalog(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgresql_catalog_template(pg15_server) -> str:
+    """A PostgreSQL catalog migrated once for the session; each test gets a database made from it
+    as a template."""
+    name = "catalog_template"
+    pg15_server.createdb(name)
+    migrated_catalog(pg15_server.url(name).replace("postgresql://", "postgresql+psycopg://", 1))
+    return name
+
+
 @pytest.fixture
 def catalog_url(request, tmp_path):
-    """A fresh catalog: SQLite in tmp_path, or under `both_catalogs` also a PostgreSQL
-    database on the 15 server whose sessions run in a time zone other than UTC."""
+    """A fresh catalog at the head revision: SQLite in tmp_path, or under `both_catalogs` also a
+    PostgreSQL database on the 15 server whose sessions run in a time zone other than UTC."""
     if getattr(request, "param", "sqlite") == "sqlite":
+        shutil.copyfile(request.getfixturevalue("sqlite_catalog_template"), tmp_path / "catalog.db")
         yield f"sqlite:///{tmp_path / 'catalog.db'}"
         return
+    template = request.getfixturevalue("postgresql_catalog_template")
     server = request.getfixturevalue("pg15_server")
     name = unique_name("catalog")
-    server.createdb(name)
-    server.psql(f"ALTER DATABASE {name} SET timezone = 'America/New_York'")
+    server.psql(f'CREATE DATABASE "{name}" TEMPLATE {template}')
+    server.psql(f"ALTER DATABASE {name} SET timezone = 'America/New_York'")  # settings are not copied
     yield server.url(name).replace("postgresql://", "postgresql+psycopg://", 1)
     server.dropdb(name)
 
 
 @pytest.fixture
 def make_app(tmp_path, catalog_url):
-    """Build an app with its own catalog and folder; `overrides` set config values."""
+    """Build an app with its own catalog (already migrated) and folder; `overrides` set config values."""
     apps = []
 
     def build(**overrides):
@@ -119,8 +150,6 @@ def make_app(tmp_path, catalog_url):
         for key, value in overrides.items():
             setattr(config, key, value)
         app = create_app(config)
-        with app.app_context():
-            upgrade()
         apps.append(app)
         return app
     yield build
@@ -265,6 +294,7 @@ def live_app(tmp_path, pg_cluster, source_db, s3_settings):
 
     from tests.web_helpers import LiveApp
     env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "live-test",
+           "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
            "BACKUP_DATABASE_URL": pg_cluster.url(source_db),
            "CATALOG_DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
            "BACKUP_DIR": str(tmp_path / "backups"), "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),

@@ -23,7 +23,7 @@ CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 def add_user(app, email: str = EMAIL, password: str = PASSWORD) -> None:
     with app.app_context():
-        users.create_user(db.session, email, password)
+        users.create_user(db.session, email, password, app.config["PASSWORD_HASH_METHOD"])
 
 
 def api_token(app, email: str = EMAIL) -> str:

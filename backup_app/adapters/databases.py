@@ -100,12 +100,6 @@ class Swap:
     warnings: tuple[str, ...] = field(default=())
 
 
-def identifier_bytes(name: str, limit: int = 63) -> str:
-    """`name` cut to PostgreSQL's identifier limit of 63 bytes, on a character boundary."""
-    encoded = name.encode()
-    return name if len(encoded) <= limit else encoded[:limit].decode(errors="ignore")
-
-
 def split_setting_list(value: str) -> list[str]:
     """The elements of a list setting as stored (`"$user", public, "My Schema"` → $user, public, My Schema)."""
     items, i = [], 0

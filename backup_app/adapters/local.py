@@ -6,15 +6,16 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from backup_app.errors import UnsafeFilename
+from backup_app.adapters.store import StoredObject
+from backup_app.errors import ObjectNotFound, UnsafeFilename
 
 # Filenames are made by the app, never taken from a user; this is the second fence.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
-
-
 READ_SIZE = 1024 * 1024
 
 
@@ -95,7 +96,7 @@ def fsync_dir(path: Path) -> None:
 
 
 class LocalStorage:
-    """Backup files in one folder; no name can address a path outside it."""
+    """Backup files in one folder (a Store); no name can address a path outside it."""
 
     location = "local"
 
@@ -126,24 +127,45 @@ class LocalStorage:
     def open_partial(self, filename: str) -> PartialFile:
         return PartialFile(self.path(filename))
 
+    def put(self, filename: str, stream: BinaryIO, metadata: dict[str, str] | None = None,
+            content_type: str | None = None) -> None:
+        """Write the file through a partial file renamed into place (metadata: S3's alone)."""
+        partial = self.open_partial(filename)
+        try:
+            while chunk := stream.read(READ_SIZE):
+                partial.write(chunk)
+            partial.commit()
+        except BaseException:
+            partial.discard()
+            raise
+
     def open(self, filename: str) -> BinaryIO:
-        return open(self.path(filename), "rb")
+        """The file opened for reading (a context manager too); ObjectNotFound if there is none."""
+        try:
+            return open(self.path(filename), "rb")
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(f"{self.path(filename)} does not exist") from None
+
+    def stat(self, filename: str) -> StoredObject | None:
+        try:
+            found = self.path(filename).stat()
+        except FileNotFoundError:
+            return None
+        return StoredObject(found.st_size, datetime.fromtimestamp(found.st_mtime, timezone.utc))
 
     def sha256(self, filename: str) -> str:
         with self.open(filename) as f:
             return sha256_of(f)
 
-    def delete(self, filename: str) -> bool:
-        """Remove the file; False if it was already gone."""
-        path = self.path(filename)
-        existed = path.exists()
-        path.unlink(missing_ok=True)
-        return existed
+    def delete(self, filename: str) -> None:
+        """Remove the file; one already gone is fine."""
+        self.path(filename).unlink(missing_ok=True)
 
-    def filenames(self) -> list[str]:
-        """Names of the complete files in the folder (no `.partial`, nothing hidden)."""
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_file() and SAFE_NAME.fullmatch(p.name) and not p.name.endswith(".partial"))
+    def list(self) -> Iterator[tuple[str, int]]:
+        """(name, size) of the complete files in the folder (no `.partial`, nothing hidden)."""
+        for path in sorted(self.root.iterdir()):
+            if path.is_file() and SAFE_NAME.fullmatch(path.name) and not path.name.endswith(".partial"):
+                yield path.name, path.stat().st_size
 
     def remove_partial(self, filename: str) -> bool:
         """Delete the `.partial` leftovers of interrupted writes of one file (`<name>.<random>.partial`,

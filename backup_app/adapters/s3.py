@@ -4,7 +4,6 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from typing import BinaryIO
 
 import urllib3
@@ -14,6 +13,7 @@ from minio.datatypes import Part
 from minio.error import MinioException, S3Error
 
 from backup_app.adapters.local import check_name
+from backup_app.adapters.store import StoredObject
 from backup_app.core.streams import read_full
 from backup_app.errors import ObjectNotFound, StorageUnavailable
 
@@ -130,8 +130,7 @@ class S3Storage:
             self.client.make_bucket(bucket_name=self.bucket)
             return True
 
-    def upload(self, filename: str, stream: BinaryIO, metadata: dict[str, str],
-               content_type: str) -> None:
+    def put(self, filename: str, stream: BinaryIO, metadata: dict[str, str], content_type: str) -> None:
         """Upload a stream of unknown length as a multipart upload, one part in memory at a time.
 
         Parts grow as the upload does (see `part_sizes`), so any object up to S3's 5 TiB fits
@@ -182,26 +181,20 @@ class S3Storage:
                 source=CopySource(bucket_name=self.bucket, object_name=key),
                 metadata={"Content-Type": content_type, **metadata}, metadata_directive=REPLACE)
 
-    def stat(self, filename: str):
-        """The object's stat, or None when it does not exist."""
+    def stat(self, filename: str) -> StoredObject | None:
+        """The object's size, time, content type, ETag and user metadata, or None when it does not exist."""
         try:
             with self._errors():
-                return self.client.stat_object(bucket_name=self.bucket, object_name=self.key(filename))
+                found = self.client.stat_object(bucket_name=self.bucket, object_name=self.key(filename))
         except ObjectNotFound:
             return None
+        return StoredObject(found.size, found.last_modified, found.content_type, found.etag, user_metadata(found))
 
     def list(self) -> Iterator[tuple[str, int]]:
         """(key, size) of every object in the bucket."""
         with self._errors():
             for obj in self.client.list_objects(bucket_name=self.bucket, recursive=True):
                 yield obj.object_name, obj.size
-
-    def metadata(self, filename: str) -> dict[str, str]:
-        """The object's user metadata with lowercase names and no `x-amz-meta-` prefix."""
-        stat = self.stat(filename)
-        if stat is None:
-            raise ObjectNotFound(f"s3://{self.bucket}/{filename} does not exist")
-        return user_metadata(stat)
 
     @contextmanager
     def open(self, filename: str) -> Iterator[BinaryIO]:
@@ -219,8 +212,3 @@ class S3Storage:
         """Remove the object; deleting a missing object is not an error in S3."""
         with self._errors():
             self.client.remove_object(bucket_name=self.bucket, object_name=self.key(filename))
-
-    def presigned_url(self, filename: str, expires: timedelta = timedelta(minutes=5)) -> str:
-        with self._errors():
-            return self.client.presigned_get_object(
-                bucket_name=self.bucket, object_name=self.key(filename), expires=expires)

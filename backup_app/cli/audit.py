@@ -1,8 +1,9 @@
 """`flask audit list`."""
 import click
 
-from backup_app.cli.group import ServiceGroup, echo_json, upgrade_catalog_if_needed
+from backup_app.cli.group import ServiceGroup, echo_json
 from backup_app.extensions import db
+from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services import audit as service
 
 audit_cli = ServiceGroup("audit", help="Read the audit log.")

@@ -6,21 +6,14 @@ import click
 from flask import current_app
 
 from backup_app import wiring
-from backup_app.cli.group import (
-    ServiceGroup,
-    confirm,
-    echo_json,
-    progress_printer,
-    run_job_here,
-    run_reported,
-    upgrade_catalog_if_needed,
-)
+from backup_app.cli.group import ServiceGroup, confirm, echo_json, progress_printer, run_job_here, run_reported
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.formatting import human_size
 from backup_app.errors import ConfigurationError, VerificationFailed
 from backup_app.extensions import db
 from backup_app.jobs.submit import app_wide_job, create_job, delete_job, download_job, restore_job, verify_job
 from backup_app.models import COPY_FAILED, PRUNE, SYNC
+from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services.backups.queries import get_backup, get_completed_backup, list_backups
 from backup_app.services.backups.restore import describe_restore
 from backup_app.services.prune import prune

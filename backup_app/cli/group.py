@@ -9,13 +9,13 @@ import sys
 import time
 
 import click
-from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
 from backup_app.core.formatting import human_size
 from backup_app.errors import BackupError, SomeBackupsFailed
 from backup_app.extensions import db
 from backup_app.jobs.submit import run_here
+from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services.audit import record as record_audit
 
 log = logging.getLogger(__name__)
@@ -79,24 +79,6 @@ class ServiceGroup(AppGroup):
             except Exception:  # noqa: BLE001 - never hide the command's own outcome
                 db.session.rollback()
                 log.exception("could not append to the audit log")
-
-
-def upgrade_catalog_if_needed() -> None:
-    """Apply pending catalog migrations, so a fresh install works without `flask db upgrade`.
-
-    Quietly: Alembic's progress lines would come before a command's own output (and its
-    one `Error:` line); `flask db upgrade` still prints them.
-    """
-    from alembic import command
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    config = current_app.extensions["migrate"].migrate.get_config()
-    with db.engine.connect() as connection:
-        current = set(MigrationContext.configure(connection).get_current_heads())
-    if current != set(ScriptDirectory.from_config(config).get_heads()):
-        config.attributes["quiet"] = True  # migrations/env.py then leaves logging alone
-        command.upgrade(config, "head")
 
 
 def echo_json(value) -> None:

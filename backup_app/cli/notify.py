@@ -2,8 +2,9 @@
 import click
 
 from backup_app import wiring
-from backup_app.cli.group import ServiceGroup, echo_json, upgrade_catalog_if_needed
+from backup_app.cli.group import ServiceGroup, echo_json
 from backup_app.errors import BackupError
+from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services import notifications
 
 notify_cli = ServiceGroup("notify", help="Notifications (Apprise).")

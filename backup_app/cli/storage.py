@@ -6,10 +6,11 @@
 import click
 
 from backup_app import wiring
-from backup_app.cli.group import ServiceGroup, echo_json, upgrade_catalog_if_needed
+from backup_app.cli.group import ServiceGroup, echo_json
 from backup_app.core.formatting import human_size
 from backup_app.errors import StorageUnavailable
 from backup_app.extensions import db
+from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services.usage import storage_usage
 
 storage_cli = ServiceGroup("storage", help="Manage the S3 bucket.")

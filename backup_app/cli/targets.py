@@ -2,10 +2,11 @@
 import click
 
 from backup_app import wiring
-from backup_app.cli.group import ServiceGroup, confirm, echo_json, upgrade_catalog_if_needed
+from backup_app.cli.group import ServiceGroup, confirm, echo_json
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import ConfigurationError
 from backup_app.extensions import db
+from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services import targets as service
 
 targets_cli = ServiceGroup("targets", help="Manage the databases to back up.")

@@ -2,9 +2,11 @@
 import sys
 
 import click
+from flask import current_app
 
-from backup_app.cli.group import ServiceGroup, upgrade_catalog_if_needed
+from backup_app.cli.group import ServiceGroup
 from backup_app.extensions import db
+from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services import users as service
 
 users_cli = ServiceGroup("users", help="Create users and API tokens.")
@@ -26,7 +28,7 @@ def create_command(email, password_stdin):
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
     try:
-        user = service.create_user(db.session, email, password)
+        user = service.create_user(db.session, email, password, current_app.config["PASSWORD_HASH_METHOD"])
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"Created user {user.email}")

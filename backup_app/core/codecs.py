@@ -1,12 +1,15 @@
 """How dump bytes are stored: compressed by pg_dump (gzip), by zstd, or not at all; then
-optionally encrypted. `encode` wraps pg_dump's output; `decode` undoes it for restore."""
+optionally encrypted. `encode` wraps pg_dump's output; `decode` undoes it for restore (zstandard and
+the cipher are imported when a stream is coded)."""
+from __future__ import annotations
+
 import gzip
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import zstandard
-
-from backup_app.core.crypto import DecryptingReader, EncryptingReader, MasterKey
 from backup_app.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from backup_app.core.crypto import MasterKey
 
 CODECS = ("gzip", "zstd", "plain")
 FORMATS = ("custom", "plain")
@@ -52,6 +55,10 @@ def is_bare_archive(fmt: str, codec: str, encrypted: bool) -> bool:
 
 def encode(dump_output: BinaryIO, codec: str, key: MasterKey | None) -> BinaryIO:
     """The bytes to store, read from pg_dump's output: zstd-compressed and/or encrypted."""
+    import zstandard
+
+    from backup_app.core.crypto import EncryptingReader
+
     stream = dump_output
     if codec == "zstd":
         compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
@@ -63,6 +70,10 @@ def encode(dump_output: BinaryIO, codec: str, key: MasterKey | None) -> BinaryIO
 
 def decode(stored: BinaryIO, fmt: str, codec: str, key: MasterKey | None) -> BinaryIO:
     """pg_dump's original output, read from the stored bytes. `key` is required when encrypted."""
+    import zstandard
+
+    from backup_app.core.crypto import DecryptingReader
+
     stream = stored
     if key is not None:
         stream = DecryptingReader(stream, key)

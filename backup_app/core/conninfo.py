@@ -87,3 +87,9 @@ class ConnInfo:
         user = f"{self.user}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
         return f"postgresql://{user}{self.host or 'localhost'}{port}/{self.dbname}"
+
+
+def identifier_bytes(name: str, limit: int = 63) -> str:
+    """`name` cut to PostgreSQL's identifier limit of 63 bytes, on a character boundary."""
+    encoded = name.encode()
+    return name if len(encoded) <= limit else encoded[:limit].decode(errors="ignore")

@@ -11,21 +11,23 @@ Encrypted file layout:
     MAGIC | key id (8) | wrap nonce (12) | wrapped data key (48) | chunk size (4, BE) | nonce prefix (7)
     then chunks of `chunk size` plaintext bytes + 16-byte tag; the last chunk is always
     shorter than a full one (empty if need be).
+
+`cryptography` is imported when a key is first used, not when this module is.
 """
+from __future__ import annotations
+
 import base64
 import binascii
 import os
 import struct
-from typing import BinaryIO
-
-from cryptography.exceptions import InvalidTag
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING, BinaryIO
 
 from backup_app.core.streams import read_full
 from backup_app.errors import BackupError, ConfigurationError
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 MAGIC = b"BKAPPENC1\n"
 CHUNK_SIZE = 1024 * 1024
@@ -63,9 +65,14 @@ class MasterKey:
         return cls(value)
 
     def _derive(self, info: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(self._raw)
 
     def _secrets(self) -> Fernet:
+        from cryptography.fernet import Fernet
+
         return Fernet(base64.urlsafe_b64encode(self._derive(b"backup_app stored secrets")))
 
     def encrypt_secret(self, plaintext: str) -> str:
@@ -73,6 +80,8 @@ class MasterKey:
         return self._secrets().encrypt(plaintext.encode()).decode()
 
     def decrypt_secret(self, token: str) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._secrets().decrypt(token.encode()).decode()
         except InvalidToken:
@@ -81,6 +90,8 @@ class MasterKey:
                 "stored with") from None
 
     def _wrapping(self) -> AESGCM:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         return AESGCM(self._derive(b"backup_app data key wrapping"))
 
     def wrap(self, data_key: bytes) -> tuple[bytes, bytes]:
@@ -92,6 +103,8 @@ class MasterKey:
             raise DecryptionFailed(
                 f"this backup was encrypted with another APP_ENCRYPTION_KEY (key id {key_id.hex()}, "
                 f"the configured key is {self.key_id.hex()})")
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._wrapping().decrypt(nonce, wrapped, MAGIC)
         except InvalidTag:
@@ -129,6 +142,8 @@ class EncryptingReader(BufferedTransform):
     """Reads `source` and yields its encryption under a fresh data key."""
 
     def __init__(self, source: BinaryIO, key: MasterKey, chunk_size: int = CHUNK_SIZE):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         super().__init__()
         data_key = AESGCM.generate_key(bit_length=256)
         wrap_nonce, wrapped = key.wrap(data_key)
@@ -155,6 +170,8 @@ class DecryptingReader(BufferedTransform):
     """Reads an encrypted stream and yields the plaintext; raises DecryptionFailed on any damage."""
 
     def __init__(self, source: BinaryIO, key: MasterKey):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         super().__init__()
         header = read_full(source, HEADER.size)
         if len(header) < HEADER.size or not is_encrypted(header):
@@ -174,6 +191,8 @@ class DecryptingReader(BufferedTransform):
             return None
         block = read_full(self._source, self._chunk_size + TAG_SIZE)
         last = len(block) < self._chunk_size + TAG_SIZE
+        from cryptography.exceptions import InvalidTag
+
         try:
             plaintext = self._aead.decrypt(chunk_nonce(self._prefix, self._counter, last), block, None)
         except InvalidTag:

@@ -2,6 +2,8 @@
 from collections.abc import Callable
 from typing import BinaryIO
 
+Progress = Callable[[int], None]  # told the bytes done so far
+
 
 class CountingReader:
     """A stream that tells `progress` how many bytes have been read from it so far."""

@@ -31,12 +31,12 @@ from backup_app.services.sync import needs_sync
 log = logging.getLogger(__name__)
 
 
-def init_app(app: Flask) -> None:
+def register_tick(huey, app: Flask) -> None:
     """Register `tick` as the queue's periodic task (run only by `flask worker`)."""
     interval = app.config["SCHEDULER_INTERVAL"]
 
     # A tick not run within one interval (every worker thread busy) is dropped: the next one does its work.
-    @app.extensions["job_queue"].huey.periodic_task(lambda _timestamp: True, name="tick", expires=interval)
+    @huey.periodic_task(lambda _timestamp: True, name="tick", expires=interval)
     def periodic_tick() -> None:
         with app.app_context():
             for line in tick(db.session):
@@ -50,7 +50,7 @@ def tick(session: Session, now: datetime | None = None) -> list[str]:
     lines = [f"job {job.id} ({job.kind} of {job.database}) marked interrupted: {job.error}"
              for job in recover_interrupted_jobs(session, wiring.local_storage(), starting=False)]
     try:
-        lines += previous.drop_due(session, wiring.previous_conn, now)
+        lines += previous.drop_due(session, wiring.previous_conn, wiring.pg_tools(), now)
     except Exception as exc:  # noqa: BLE001 - never a reason not to queue the scheduled work below
         session.rollback()
         lines.append(f"dropping the databases restores kept failed: {type(exc).__name__}: {exc}")

@@ -7,12 +7,12 @@ from flask.cli import with_appcontext
 from huey.consumer import Consumer
 
 from backup_app import wiring
-from backup_app.cli.group import upgrade_catalog_if_needed
 from backup_app.core.logs import configure_logging
 from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.jobs.queue import job_queue
 from backup_app.jobs.recovery import recover_interrupted_jobs
+from backup_app.schema import upgrade_catalog_if_needed
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backup_app.adapters.databases import DatabaseServer
+from backup_app.adapters.pgtools import PgTools
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import BackupError
 from backup_app.models import PreviousDatabase, utcnow
@@ -36,7 +36,7 @@ def kept_databases(session: Session) -> list[PreviousDatabase]:
     return list(session.scalars(query.order_by(PreviousDatabase.kept_at.desc(), PreviousDatabase.id.desc())))
 
 
-def drop_due(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo],
+def drop_due(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo], pg: PgTools,
              now: datetime | None = None) -> list[str]:
     """Drop every kept database whose time is up; one line per database dropped or not.
 
@@ -48,7 +48,7 @@ def drop_due(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo],
     lines = []
     for kept in list(due):
         try:
-            DatabaseServer(conn_of(kept)).drop(kept.name)
+            pg.databases(conn_of(kept)).drop(kept.name)
         except Exception as exc:  # noqa: BLE001 - one database that cannot be dropped never stops the others
             session.rollback()
             kept.error, kept.drop_after = str(exc) if isinstance(exc, BackupError) else repr(exc), now + RETRY_AFTER

@@ -6,10 +6,10 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage
+from backup_app.adapters.store import Stores
 from backup_app.core.retention import RetentionPolicy, plan_prune
 from backup_app.errors import BackupError
 from backup_app.models import Target, utcnow
-from backup_app.services.backups.copies import Stores
 from backup_app.services.backups.delete import delete_backup
 from backup_app.services.backups.queries import list_backups
 

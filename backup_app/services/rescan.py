@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage, is_safe_name
-from backup_app.adapters.s3 import S3Storage, user_metadata
+from backup_app.adapters.store import Store, Stores
 from backup_app.models import COMPLETED, LOCAL, PRESENT, Backup
-from backup_app.services.backups.copies import Stores, open_local_copy, set_copy
+from backup_app.services.backups.copies import open_local_copy, set_copy
 
 BACKUP_ID = re.compile(r"[a-z][a-z0-9]{5,31}")
 FILENAME = re.compile(
@@ -79,56 +79,50 @@ def add_backup(session: Session, info: dict, filename: str, size: int, completed
 
 
 def rescan(session: Session, local: LocalStorage, stores: Stores) -> RescanReport:
-    """Add catalog rows (and copy records) for backups found in every bucket and in BACKUP_DIR."""
+    """Add catalog rows (and copy records) for the backups found in every bucket and in BACKUP_DIR.
+
+    Every place is read alike: its names, and what each stat says (an S3 object's metadata
+    describes its backup whole). The stores are read first, so a row rebuilt from metadata
+    then gains its local copy; a local file's SHA-256 is its own (read, then checked as any
+    local copy is).
+    """
     report = RescanReport()
     added_ids: set[str] = set()
-    for store in stores:
-        rescan_store(session, store, report, added_ids)
-    for filename in local.filenames():
-        info = describe_filename(filename)
-        if info is None:
-            report.skipped.append(str(local.path(filename)))
-            continue
-        backup = find_backup(session, info, filename)
-        session.commit()  # no catalog transaction while a file is hashed
-        if backup is None:
-            info["sha256"] = local.sha256(filename)
-            modified = datetime.fromtimestamp(local.path(filename).stat().st_mtime, timezone.utc)
-            backup = add_backup(session, info, filename, local.size(filename), modified, report)
-        elif backup.copy(LOCAL) is not None and backup.copy(LOCAL).status == PRESENT:
-            continue
-        elif backup.id not in added_ids:
-            report.recorded.append({"id": backup.id, "filename": filename, "location": LOCAL})
-        if backup.sha256 is None:
-            session.commit()
-            digest = local.sha256(filename)
-            backup.sha256 = digest
-        session.commit()
-        checked = open_local_copy(session, backup, local)  # records the copy: present, or failed on mismatch
-        if checked is not None:
-            checked.close()
+    for place in [*stores, local]:
+        for filename, size in place.list():
+            info = describe_filename(filename)  # first: a name that is not a plain one is never read
+            if info is None:
+                report.skipped.append(f"{place.location}: {place.uri(filename) if is_safe_name(filename) else filename}")
+                continue
+            found = place.stat(filename)
+            if found is not None:  # else deleted since it was listed
+                record_found(session, place, filename, size, with_metadata(info, found.metadata), found.modified,
+                             report, added_ids)
     return report
 
 
-def rescan_store(session: Session, store: S3Storage, report: RescanReport, added_ids: set[str]) -> None:
-    """Record every backup object of one store; ids of the rows it adds go into `added_ids`."""
-    for filename, size in store.list():
-        info = describe_filename(filename)  # first: a key that is no plain name is never read
-        if info is None:
-            report.skipped.append(f"{store.location}: s3://{store.bucket}/{filename}")
-            continue
-        stat = store.stat(filename)
-        if stat is None:  # deleted since it was listed
-            continue
-        info = with_metadata(info, user_metadata(stat))
-        backup = find_backup(session, info, filename)
-        if backup is None:
-            backup = add_backup(session, info, filename, size, stat.last_modified, report)
-            added_ids.add(backup.id)
-        elif backup.copy(store.location) is not None and backup.copy(store.location).status == PRESENT:
-            continue
-        elif backup.id not in added_ids:
-            report.recorded.append({"id": backup.id, "filename": filename, "location": store.location})
-        backup.storage_url = backup.storage_url or store.uri(filename)
-        set_copy(backup, store.location, store.uri(filename), PRESENT, size_bytes=size)
+def record_found(session: Session, place: Store, filename: str, size: int, info: dict, modified: datetime | None,
+                 report: RescanReport, added_ids: set[str]) -> None:
+    """Add the row of a backup found at `place` (or the copy record of one the catalog has)."""
+    backup = find_backup(session, info, filename)
+    copy = backup.copy(place.location) if backup is not None else None
+    if copy is not None and copy.status == PRESENT:
+        return
+    session.commit()  # no catalog transaction while a file is hashed
+    if place.location == LOCAL and info["sha256"] is None and (backup is None or backup.sha256 is None):
+        info["sha256"] = place.sha256(filename)
+    if backup is None:
+        backup = add_backup(session, info, filename, size, modified, report)
+        added_ids.add(backup.id)
+    elif backup.id not in added_ids:
+        report.recorded.append({"id": backup.id, "filename": filename, "location": place.location})
+    backup.sha256 = backup.sha256 or info["sha256"]
+    if place.location == LOCAL:
         session.commit()
+        checked = open_local_copy(session, backup, place)  # records the copy: present, or failed on mismatch
+        if checked is not None:
+            checked.close()
+        return
+    backup.storage_url = backup.storage_url or place.uri(filename)
+    set_copy(backup, place.location, place.uri(filename), PRESENT, size_bytes=size)
+    session.commit()

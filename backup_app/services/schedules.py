@@ -1,8 +1,8 @@
-"""Cron schedules: when each target's next backup (or verify) is due, claimed exactly once."""
+"""Cron schedules: when each target's next backup (or verify) is due, claimed exactly once
+(croniter is imported when an expression is read)."""
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,6 +19,8 @@ TARGET_SCHEDULES = {
 
 
 def check_cron(expression: str) -> str:
+    from croniter import croniter
+
     if not croniter.is_valid(expression):
         raise ConfigurationError(f"invalid cron expression {expression!r} (e.g. '0 3 * * *' for 03:00 daily)")
     return expression
@@ -26,6 +28,8 @@ def check_cron(expression: str) -> str:
 
 def next_run_time(expression: str, timezone: str, after: datetime | None = None) -> datetime:
     """The first time after `after` (default now) that `expression` fires in `timezone`, in UTC."""
+    from croniter import croniter
+
     local_after = (after or utcnow()).astimezone(ZoneInfo(timezone))
     return croniter(expression, local_after).get_next(datetime).astimezone(ZoneInfo("UTC"))
 

@@ -13,11 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage, sha256_of
-from backup_app.adapters.s3 import S3Storage
+from backup_app.adapters.store import Store, Stores
 from backup_app.errors import BackupError, ChecksumMismatch, StorageUnavailable
 from backup_app.models import COMPLETED, COPY_FAILED, LOCAL, MISSING, PRESENT, Backup, BackupCopy
 from backup_app.services.backups.copies import (
-    Stores,
     content_type,
     object_metadata,
     open_checked_copy,
@@ -53,7 +52,7 @@ class SyncReport:
         return "; ".join(problems) or None
 
 
-def copy_present(session: Session, backup: Backup, store: S3Storage) -> bool:
+def copy_present(session: Session, backup: Backup, store: Store) -> bool:
     """Whether the object really is in the store with the recorded size (one HEAD request, with
     no catalog transaction open)."""
     copy = backup.copy(store.location)
@@ -65,7 +64,7 @@ def copy_present(session: Session, backup: Backup, store: S3Storage) -> bool:
     return stat is not None and (file.size_bytes is None or stat.size == file.size_bytes)
 
 
-def upload_copy(session: Session, backup: Backup, local: LocalStorage, store: S3Storage, others: Stores) -> None:
+def upload_copy(session: Session, backup: Backup, local: LocalStorage, store: Store, others: Stores) -> None:
     """Upload the verified local file (fetched back from `others` if need be), then read the
     object back and check its SHA-256. No catalog transaction is open while bytes move."""
     copy = backup.copy(store.location)
@@ -81,7 +80,7 @@ def upload_copy(session: Session, backup: Backup, local: LocalStorage, store: S3
             raise BackupError("no intact local copy to upload")
     uri = store.uri(file.filename)
     with stored:
-        store.upload(file.filename, stored, object_metadata(file), content_type(file))
+        store.put(file.filename, stored, object_metadata(file), content_type(file))
     with store.open(file.filename) as stream:
         uploaded = sha256_of(stream)
     if file.sha256 and uploaded != file.sha256:
@@ -104,7 +103,7 @@ def needs_sync(session: Session, locations: Sequence[str], fetch_local: bool = F
     return False
 
 
-def reachable_stores(stores: Stores, report: SyncReport) -> list[S3Storage]:
+def reachable_stores(stores: Stores, report: SyncReport) -> list[Store]:
     """The stores that answer; the others are noted in `report`. Raises when none answers."""
     reachable = []
     for store in stores:

@@ -22,8 +22,9 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def create_user(session: Session, email: str, password: str) -> User:
-    """A new user with a hashed password; raises UserExists or ValueError (short password)."""
+def create_user(session: Session, email: str, password: str, hash_method: str = "scrypt") -> User:
+    """A new user with its password hashed by `hash_method` (werkzeug's); raises UserExists or
+    ValueError (short password)."""
     email = normalize_email(email)
     if "@" not in email:
         raise ValueError(f"not an email address: {email!r}")
@@ -31,7 +32,7 @@ def create_user(session: Session, email: str, password: str) -> User:
         raise ValueError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
     if session.scalar(select(User).where(User.email == email)):
         raise UserExists(email)
-    user = User(email=email, password_hash=generate_password_hash(password))
+    user = User(email=email, password_hash=generate_password_hash(password, method=hash_method))
     session.add(user)
     session.commit()
     return user

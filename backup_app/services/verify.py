@@ -8,12 +8,13 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage
 from backup_app.adapters.pgtools import PgTools
+from backup_app.adapters.store import Stores
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.crypto import MasterKey
 from backup_app.errors import BackupError
 from backup_app.models import FAILED, LOCAL, Backup, Verification, utcnow
 from backup_app.services import events
-from backup_app.services.backups.copies import Stores, decoding_key, fetch_from_store, open_local_copy
+from backup_app.services.backups.copies import decoding_key, fetch_from_store, open_local_copy
 from backup_app.services.backups.queries import get_completed_backup
 from backup_app.services.backups.restore import Loader, compare_counts
 

@@ -32,13 +32,13 @@ def test_seed_checklist_create_upload_delete_local_restore(runner, pg_cluster, s
     assert stat.size == backup["size_bytes"]
     assert stat.content_type == "application/octet-stream"
     meta = {k.lower(): v for k, v in stat.metadata.items()}
-    assert meta["x-amz-meta-x-database"] == source_db
-    assert meta["x-amz-meta-x-backup-timestamp"] == backup["created_at"]
-    assert meta["x-amz-meta-x-backup-sha256"] == backup["sha256"]
-    assert meta["x-amz-meta-x-backup-id"] == backup["id"]
+    assert meta["x-database"] == source_db
+    assert meta["x-backup-timestamp"] == backup["created_at"]
+    assert meta["x-backup-sha256"] == backup["sha256"]
+    assert meta["x-backup-id"] == backup["id"]
     server_version = pg_cluster.psql("SHOW server_version").split()[0]
-    assert backup["server_version"] == meta["x-amz-meta-x-server-version"] == server_version
-    assert backup["client_version"] == meta["x-amz-meta-x-client-version"]
+    assert backup["server_version"] == meta["x-server-version"] == server_version
+    assert backup["client_version"] == meta["x-client-version"]
     assert backup["client_version"].split(".")[0] == server_version.split(".")[0], "the matching pg_dump"
 
     local_file.unlink()

@@ -7,6 +7,7 @@ from sqlalchemy import inspect, select, text
 
 from backup_app.extensions import db
 from backup_app.models import Backup, Target
+from backup_app.schema import init_migrate
 from backup_app.services.backups.queries import list_backups
 from backup_app.web.backups.routes import backed_up_databases
 from tests.conftest import both_catalogs
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.integration
 @both_catalogs
 def test_migrations_apply_revert_and_keep_older_rows(make_app):
     app = make_app()
+    init_migrate(app)
     with app.app_context():
         downgrade(revision="0004-1")
         db.session.execute(text(

@@ -10,7 +10,7 @@ from tests.helpers import add_target, create
 pytestmark = pytest.mark.integration
 
 
-def test_ready_when_every_part_answers_and_not_when_one_does_not(app, source_db):
+def test_ready_when_every_part_answers_and_not_when_one_does_not(app, make_app, pg_cluster, source_db, s3_settings):
     client = app.test_client()
     ready = client.get("/readyz")
     assert ready.status_code == 200
@@ -18,8 +18,9 @@ def test_ready_when_every_part_answers_and_not_when_one_does_not(app, source_db)
                                                      f"target:{source_db}": "ok"}}
 
     add_target(app.test_cli_runner(), "gone", f"postgresql://app@127.0.0.1:{free_port()}/gone")
-    app.config["MINIO_SECRET_KEY"] = "not-the-secret"
-    down = client.get("/readyz")
+    wrong_key = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), **{**s3_settings,
+                                                                          "MINIO_SECRET_KEY": "not-the-secret"})
+    down = wrong_key.test_client().get("/readyz")
     assert down.status_code == 503 and down.json["status"] == "fail"
     assert down.json["checks"] == {"catalog": "ok", "local": "ok", "s3": "fail", "queue": "ok",
                                    f"target:{source_db}": "ok", "target:gone": "fail"}

@@ -67,8 +67,8 @@ def test_one_stream_fills_every_store_with_the_same_bytes(runner, stores, backup
     for store in stores.values():
         with store.open(backup["filename"]) as stream:
             assert sha256_of(stream) == backup["sha256"]
-        assert store.metadata(backup["filename"])["x-backup-sha256"] == backup["sha256"]
-        assert store.metadata(backup["filename"])["x-database"] == source_db
+        assert store.stat(backup["filename"]).metadata["x-backup-sha256"] == backup["sha256"]
+        assert store.stat(backup["filename"]).metadata["x-database"] == source_db
     usage = json.loads(invoke(runner, "storage", "usage", "--json").stdout)
     assert usage[OFFSITE] == usage["s3"] == usage["local"] == {"bytes": backup["size_bytes"], "backups": 1}
 

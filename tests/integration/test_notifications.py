@@ -76,12 +76,13 @@ def test_a_failed_backup_is_told_and_a_success_only_when_asked(make_app, pg_clus
     assert receiver.titles()[-1] == f"Backup of {source_db} completed"
 
 
-def test_per_target_urls_and_a_missing_copy(keyed_app, pg_cluster, other_db, receiver, s3_settings):
+def test_per_target_urls_and_a_missing_copy(keyed_app, make_app, pg_cluster, other_db, receiver, s3_settings):
     runner = keyed_app.test_cli_runner()
     add_target(runner, "other", pg_cluster.url(other_db), "--notify", receiver.url, "--notify-on-success")
     create(runner, "--database", "other")
-    keyed_app.config["MINIO_SECRET_KEY"] = "wrong"
-    create(runner, "--database", "other")
+    wrong_key = make_app(APP_ENCRYPTION_KEY=keyed_app.config["APP_ENCRYPTION_KEY"],
+                         **{**s3_settings, "MINIO_SECRET_KEY": "wrong"})
+    create(wrong_key.test_cli_runner(), "--database", "other")
 
     assert receiver.titles() == ["Backup of other completed", "Backup of other is missing a copy"]
     assert "s3: failed" in receiver.messages[1]["message"]

@@ -102,8 +102,8 @@ def test_codecs_and_encryption_restore_the_same_data(keyed_app, pg_cluster, othe
     else:
         assert local_bytes.startswith(b"PGDMP") and b"customer 1" in local_bytes  # -Z0: readable
     meta = {k.lower(): v for k, v in s3.stat(backup["filename"]).metadata.items()}
-    assert meta["x-amz-meta-x-backup-codec"] == codec
-    assert meta["x-amz-meta-x-backup-encrypted"] == str(encrypt).lower()
+    assert meta["x-backup-codec"] == codec
+    assert meta["x-backup-encrypted"] == str(encrypt).lower()
 
     pg_cluster.psql("DELETE FROM orders", other_db)
     invoke(runner, "backup", "restore", backup["id"], "--yes")

@@ -59,8 +59,8 @@ class Playground:
         self.client = app.test_client()
         with app.app_context():
             self.s3 = wiring.s3_stores()[0]
-            self.s3.upload(REAL_FILENAME, io.BytesIO(CONTENT), {}, "application/octet-stream")
-            self.s3.upload(OTHER_KEY, io.BytesIO(b"another backup"), {}, "application/octet-stream")
+            self.s3.put(REAL_FILENAME, io.BytesIO(CONTENT), {}, "application/octet-stream")
+            self.s3.put(OTHER_KEY, io.BytesIO(b"another backup"), {}, "application/octet-stream")
             local = wiring.local_storage()
             local.path(REAL_FILENAME).write_bytes(CONTENT)
             backup = Backup(id=REAL_ID, filename=REAL_FILENAME, database="shop", status=COMPLETED,

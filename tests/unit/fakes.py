@@ -4,6 +4,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 from backup_app.adapters.databases import Swap
+from backup_app.adapters.store import StoredObject
 from backup_app.errors import DumpFailed, ObjectNotFound, StorageUnavailable
 
 
@@ -96,7 +97,7 @@ class FakePg:
 
 
 class FakeS3:
-    """An in-memory bucket; `down` makes every call fail, `fail_upload_after` cuts uploads."""
+    """An in-memory bucket (a Store); `down` makes every call fail, `fail_upload_after` cuts uploads."""
 
     def __init__(self, location: str = "s3"):
         self.location = location
@@ -116,7 +117,7 @@ class FakeS3:
     def check(self):
         self._check_up()
 
-    def upload(self, filename, stream, metadata, content_type):
+    def put(self, filename, stream, metadata, content_type):
         self._check_up()
         data = b""
         while chunk := stream.read(64 * 1024):
@@ -136,6 +137,17 @@ class FakeS3:
         if filename not in self.objects:
             raise ObjectNotFound(filename)
         yield io.BytesIO(self.objects[filename])
+
+    def stat(self, filename):
+        self._check_up()
+        if filename not in self.objects:
+            return None
+        return StoredObject(len(self.objects[filename]), metadata={k.lower(): v for k, v in
+                                                                   self.metadata[filename].items()})
+
+    def list(self):
+        self._check_up()
+        return [(name, len(data)) for name, data in sorted(self.objects.items())]
 
     def delete(self, filename):
         self._check_up()

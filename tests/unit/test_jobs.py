@@ -12,6 +12,7 @@ from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import JobConflict
 from backup_app.extensions import db
 from backup_app.jobs import records, recovery
+from backup_app.jobs.queue import job_queue
 from backup_app.jobs.records import PROGRESS_INTERVAL, ProgressRecorder, claim, finish, heartbeat, recent_jobs
 from backup_app.jobs.recovery import STALE_HEARTBEATS, interrupted_error, recover_interrupted_jobs
 from backup_app.jobs.runners import run_job
@@ -34,9 +35,9 @@ def queued_app(make_app, tmp_path):
 
 
 def test_queue_is_sqlite_by_default_and_redis_with_redis_url(make_app, tmp_path):
-    sqlite = make_app(HUEY_IMMEDIATE=False, HUEY_SQLITE_PATH=str(tmp_path / "q.db")).extensions["job_queue"].huey
+    sqlite = job_queue(make_app(HUEY_IMMEDIATE=False, HUEY_SQLITE_PATH=str(tmp_path / "q.db"))).huey
     assert isinstance(sqlite, SqliteHuey) and sqlite.storage.filename == str(tmp_path / "q.db")
-    redis = make_app(HUEY_IMMEDIATE=False, REDIS_URL="redis://127.0.0.1:1/3").extensions["job_queue"].huey
+    redis = job_queue(make_app(HUEY_IMMEDIATE=False, REDIS_URL="redis://127.0.0.1:1/3")).huey
     assert isinstance(redis, RedisHuey)
     assert redis.storage.conn.connection_pool.connection_kwargs["db"] == 3
 
@@ -44,7 +45,7 @@ def test_queue_is_sqlite_by_default_and_redis_with_redis_url(make_app, tmp_path)
 def test_a_second_job_for_the_same_target_is_refused(queued_app):
     with queued_app.app_context():
         first = queue_create(db.session, SHOP)
-        assert first.status == "queued" and len(queued_app.extensions["job_queue"].huey) == 1
+        assert first.status == "queued" and len(job_queue(queued_app).huey) == 1
 
         with pytest.raises(JobConflict, match=f"A create job for shop is already queued \\(job {first.id}\\)"):
             queue_create(db.session, SHOP)

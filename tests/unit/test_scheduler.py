@@ -9,6 +9,7 @@ import pytest
 from backup_app import wiring
 from backup_app.extensions import db
 from backup_app.jobs import scheduler
+from backup_app.jobs.queue import job_queue
 from backup_app.jobs.submit import queue_create
 from backup_app.models import Backup, Job, PeriodicRun, Target
 from devtools.localservers import free_port
@@ -58,7 +59,7 @@ def test_due_backups_are_queued_once_and_the_next_run_moves_on(queued_app):
     assert again == []
     with queued_app.app_context():
         assert {t.next_run_at for t in db.session.query(Target)} == {NOW.replace(minute=1, second=0)}
-    assert len(queued_app.extensions["job_queue"].huey) == 2, "each on the worker's queue once"
+    assert len(job_queue(queued_app).huey) == 2, "each on the worker's queue once"
 
 
 def test_a_busy_target_is_skipped_and_the_skip_noted_in_the_busy_job(queued_app):

@@ -8,9 +8,10 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage, ScratchFile, sha256_of
 from backup_app.adapters.pipeline import stream_to_file
-from backup_app.adapters.s3 import S3Storage
+from backup_app.adapters.store import Store, Stores
 from backup_app.core import codecs
 from backup_app.core.crypto import MasterKey
+from backup_app.core.streams import Progress
 from backup_app.errors import (
     BackupError,
     BackupFileMissing,
@@ -29,11 +30,6 @@ from backup_app.models import (
     BackupFile,
     utcnow,
 )
-
-Progress = Callable[[int], None]
-
-
-Stores = Sequence[S3Storage]  # every configured S3 store; empty in local-only mode
 
 
 def content_type(backup: Backup | BackupFile) -> str:
@@ -81,7 +77,7 @@ def open_local_copy(session: Session, backup: Backup, local: LocalStorage) -> Bi
     session.commit()
     try:
         handle = local.open(file.filename)
-    except (FileNotFoundError, IsADirectoryError):
+    except ObjectNotFound:
         if backup.copy(LOCAL):
             set_copy(backup, LOCAL, local.uri(file.filename), MISSING, error="file not found")
             session.commit()
@@ -99,7 +95,7 @@ def open_local_copy(session: Session, backup: Backup, local: LocalStorage) -> Bi
     return handle
 
 
-def fetch_from_store(session: Session, backup: Backup, store: S3Storage, dest: ScratchFile,
+def fetch_from_store(session: Session, backup: Backup, store: Store, dest: ScratchFile,
                      progress: Progress | None = None) -> BinaryIO:
     """Stream the store's copy into `dest`, check its SHA-256, commit `dest` and return it opened;
     records the outcome. On any failure `dest` is discarded."""
@@ -128,9 +124,9 @@ def fetch_from_store(session: Session, backup: Backup, store: S3Storage, dest: S
 UNREADABLE = (ObjectNotFound, StorageUnavailable, ChecksumMismatch)
 
 
-def healthy_first(backup: Backup, stores: Stores) -> list[S3Storage]:
+def healthy_first(backup: Backup, stores: Stores) -> list[Store]:
     """The stores, those whose copy of `backup` is recorded present first (otherwise in order)."""
-    def known_bad(store: S3Storage) -> bool:
+    def known_bad(store: Store) -> bool:
         copy = backup.copy(store.location)
         return copy is not None and copy.status != PRESENT
     return sorted(stores, key=known_bad)

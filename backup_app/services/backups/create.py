@@ -12,9 +12,10 @@ from backup_app.adapters.local import LocalStorage, PartialFile
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.pipeline import StreamResult, Upload, UploadOutcome, stream_to_file
 from backup_app.adapters.postgres import PgClient, SnapshotCounter
-from backup_app.adapters.s3 import S3Storage
+from backup_app.adapters.store import Store, Stores
 from backup_app.core import codecs
 from backup_app.core.crypto import MasterKey
+from backup_app.core.streams import Progress
 from backup_app.errors import (
     BackupError,
     ConfigurationError,
@@ -33,7 +34,7 @@ from backup_app.models import (
     utcnow,
 )
 from backup_app.services import events
-from backup_app.services.backups.copies import Progress, Stores, content_type, object_metadata, set_copy
+from backup_app.services.backups.copies import content_type, object_metadata, set_copy
 from backup_app.services.targets import DumpSpec
 
 
@@ -171,10 +172,10 @@ def stream_dump(file: BackupFile, spec: DumpSpec, client: PgClient, local: Local
     return path, result, {location: upload.finish() for location, upload in uploads.items()}
 
 
-def start_upload(store: S3Storage, file: BackupFile, partial: PartialFile) -> Upload:
+def start_upload(store: Store, file: BackupFile, partial: PartialFile) -> Upload:
     """Upload the growing `.partial` file of a backup to `store`, in a thread of its own."""
     metadata, kind = object_metadata(file), content_type(file)
-    return Upload(partial.path, lambda reader: store.upload(file.filename, reader, metadata, kind),
+    return Upload(partial.path, lambda reader: store.put(file.filename, reader, metadata, kind),
                   name=f"upload-{store.location}")
 
 

@@ -4,6 +4,7 @@
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage
+from backup_app.adapters.store import Stores
 from backup_app.errors import (
     InvalidBackupState,
     StorageUnavailable,
@@ -16,7 +17,7 @@ from backup_app.models import (
     S3,
     Backup,
 )
-from backup_app.services.backups.copies import Stores, set_copy
+from backup_app.services.backups.copies import set_copy
 from backup_app.services.backups.queries import get_backup
 
 

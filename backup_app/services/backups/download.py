@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage, PartialFile
 from backup_app.adapters.pipeline import CHUNK_SIZE
+from backup_app.adapters.store import Stores
 from backup_app.core import codecs
 from backup_app.core.crypto import MasterKey
+from backup_app.core.streams import Progress
 from backup_app.errors import (
     ChecksumMismatch,
     ConfigurationError,
@@ -28,8 +30,6 @@ from backup_app.models import (
     BackupFile,
 )
 from backup_app.services.backups.copies import (
-    Progress,
-    Stores,
     decoding_key,
     fetch_to,
     healthy_first,

@@ -8,26 +8,31 @@ the target holds exactly what the backup holds and nothing is lost. Into a datab
 not exist, it is created and restored. `in_place` is the old way, for a role that may not
 create databases: `pg_restore --clean --if-exists` over the current objects, in one transaction.
 """
+from __future__ import annotations
+
 import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from sqlalchemy.orm import Session
 
-from backup_app.adapters.databases import DatabaseServer, identifier_bytes
 from backup_app.adapters.local import LocalStorage
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.postgres import PgClient
+from backup_app.adapters.store import Stores
 from backup_app.core import codecs
-from backup_app.core.conninfo import ConnInfo
+from backup_app.core.conninfo import ConnInfo, identifier_bytes
 from backup_app.core.crypto import MasterKey
-from backup_app.core.streams import CountingReader
+from backup_app.core.streams import CountingReader, Progress
 from backup_app.errors import BackupError, RestoreFailed
 from backup_app.models import BackupFile, utcnow
-from backup_app.services.backups.copies import Progress, Stores, decoding_key, open_checked_copy
+from backup_app.services.backups.copies import decoding_key, open_checked_copy
 from backup_app.services.backups.queries import get_completed_backup
+
+if TYPE_CHECKING:
+    from backup_app.adapters.databases import DatabaseServer
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from sqlalchemy.orm import selectinload
 from wtforms import SelectChoice
 
 from backup_app import wiring
-from backup_app.adapters.s3 import S3Storage
+from backup_app.adapters.store import Store
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import BackupError, StorageUnavailable
 from backup_app.extensions import db
@@ -107,17 +107,15 @@ class ObjectDetails:
     error: str | None = None
 
 
-def object_details(backup: Backup, store: S3Storage) -> ObjectDetails:
+def object_details(backup: Backup, store: Store) -> ObjectDetails:
     try:
         stat = store.stat(backup.filename)
     except StorageUnavailable as exc:
         return ObjectDetails(store.location, error=str(exc))
     if stat is None:
         return ObjectDetails(store.location, error="the object does not exist")
-    fields = {"Content-Type": stat.content_type, "Size": stat.size, "ETag": stat.etag,
-              "Last-Modified": stat.last_modified}
-    fields.update({key[len("x-amz-meta-"):]: value for key, value in stat.metadata.items()
-                   if key.lower().startswith("x-amz-meta-")})
+    fields = {"Content-Type": stat.content_type, "Size": stat.size, "ETag": stat.etag, "Last-Modified": stat.modified,
+              **stat.metadata}
     return ObjectDetails(store.location, fields)
 
 
