@@ -83,12 +83,32 @@ def drop_with_leftovers(cluster: PostgresCluster, name: str) -> None:
         cluster.dropdb(database)
 
 
+@pytest.fixture(scope="session")
+def shop_templates():
+    """Filled shop databases, one per server and size, made once; tests get copies of them."""
+    made: dict[tuple[int, int], str] = {}
+
+    def template(cluster: PostgresCluster, rows: int) -> str:
+        if (cluster.port, rows) not in made:
+            name = f"shop_template_{rows}"
+            cluster.createdb(name)
+            fill_shop(cluster, name, rows)
+            made[cluster.port, rows] = name
+        return made[cluster.port, rows]
+    return template
+
+
+def copied_shop(cluster: PostgresCluster, templates, prefix: str, rows: int) -> str:
+    """A fresh shop database (`rows` customers, three orders each), copied from its template."""
+    name = unique_name(prefix)
+    cluster.psql(f'CREATE DATABASE "{name}" TEMPLATE {templates(cluster, rows)}')
+    return name
+
+
 @pytest.fixture
-def source_db(pg_cluster):
+def source_db(pg_cluster, shop_templates):
     """A fresh database with 1000 customers and 3000 orders; yields its name."""
-    name = unique_name("shop")
-    pg_cluster.createdb(name)
-    fill_shop(pg_cluster, name)
+    name = copied_shop(pg_cluster, shop_templates, "shop", 1000)
     yield name
     drop_with_leftovers(pg_cluster, name)
 
@@ -250,11 +270,9 @@ def keyed_app(make_app, pg_cluster, source_db, s3_settings, key):
 
 
 @pytest.fixture
-def other_db(pg_cluster):
+def other_db(pg_cluster, shop_templates):
     """A second database (200 customers, 600 orders); yields its name."""
-    name = unique_name("other")
-    pg_cluster.createdb(name)
-    fill_shop(pg_cluster, name, rows=200)
+    name = copied_shop(pg_cluster, shop_templates, "other", 200)
     yield name
     drop_with_leftovers(pg_cluster, name)
 
@@ -288,7 +306,7 @@ def bare_client(bare_app):
 
 
 @pytest.fixture
-def live_app(tmp_path, pg_cluster, source_db, s3_settings):
+def live_app(tmp_path, pg_cluster, source_db, s3_settings, catalog_url):
     """gunicorn + `flask worker` processes backing up `source_db` (see tests/web_helpers.LiveApp)."""
     import os
 
@@ -296,7 +314,7 @@ def live_app(tmp_path, pg_cluster, source_db, s3_settings):
     env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "live-test",
            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
            "BACKUP_DATABASE_URL": pg_cluster.url(source_db),
-           "CATALOG_DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}",
+           "CATALOG_DATABASE_URL": catalog_url,
            "BACKUP_DIR": str(tmp_path / "backups"), "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),
            **s3_settings}
     app = LiveApp(env, tmp_path).start()

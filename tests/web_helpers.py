@@ -7,9 +7,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from backup_app import wiring
+from backup_app import create_app, wiring
 from backup_app.extensions import db
 from backup_app.models import COMPLETED, LOCAL, PRESENT, S3, Backup, BackupCopy, utcnow
+from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services import users
 from devtools.localservers import DEBIAN_PG_BIN, free_port, wait_until
 
@@ -106,14 +107,24 @@ class LiveApp:
             return subprocess.Popen(args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
     def start(self) -> "LiveApp":
-        self.flask("db", "upgrade")
-        self.flask("storage", "init")
-        self.flask("users", "create", EMAIL, "--password-stdin", input=PASSWORD + "\n")
+        self.prepare()
         self.start_worker()
         self.web = self._spawn("web", str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.port}",
                                "--threads", "4", "app:app")
         wait_until(lambda: answers(f"{self.url}/healthz"), 30, "gunicorn")
         return self
+
+    def prepare(self) -> None:
+        """Migrate the catalog, create the buckets and the user, in this process: three `flask`
+        commands would add nothing but their start-up."""
+        app = create_app({"SQLALCHEMY_DATABASE_URI": self.env["CATALOG_DATABASE_URL"], "BACKUP_DIR": self.env["BACKUP_DIR"],
+                          **{name: value for name, value in self.env.items() if name.startswith("MINIO_")}})
+        with app.app_context():
+            upgrade_catalog_if_needed()
+            for store in wiring.s3_stores():
+                store.ensure_bucket()
+            users.create_user(db.session, EMAIL, PASSWORD, self.env.get("PASSWORD_HASH_METHOD", "scrypt"))
+            db.engine.dispose()
 
     def start_worker(self) -> subprocess.Popen:
         self.worker = self._spawn("worker", str(BIN / "flask"), "worker", "--workers", "1")

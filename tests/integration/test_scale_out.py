@@ -34,12 +34,13 @@ def ten_databases(pg_cluster):
 
 
 @pytest.fixture
-def fleet(tmp_path, pg_cluster, source_db, s3_settings, redis_url):
+def fleet(tmp_path, pg_cluster, source_db, s3_settings, redis_url, catalog_url):
     """The web app and three `flask worker` processes sharing a Redis queue and a SQLite catalog,
     looking at what is due (and at dead workers' jobs) every second."""
     env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "scale-test",
+           "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
            "BACKUP_DATABASE_URL": pg_cluster.url(source_db), "APP_ENCRYPTION_KEY": new_key(),
-           "CATALOG_DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}", "BACKUP_DIR": str(tmp_path / "backups"),
+           "CATALOG_DATABASE_URL": catalog_url, "BACKUP_DIR": str(tmp_path / "backups"),
            "REDIS_URL": redis_url, "SCHEDULER_INTERVAL": "1", **s3_settings}
     app = LiveApp(env, tmp_path).start()
     app.workers = [app.worker] + [app._spawn(f"worker{n}", str(BIN / "flask"), "worker", "--workers", "1")

@@ -62,14 +62,15 @@ def secret_role(pg_cluster, source_db):
 
 
 @pytest.fixture
-def secret_app(tmp_path, make_app, pg_cluster, source_db, other_db, s3_settings, secret_role):
+def secret_app(tmp_path, make_app, pg_cluster, source_db, other_db, s3_settings, secret_role, catalog_url):
     """gunicorn + worker backing up `source_db` through a URL with the role's password, and a stored
     target `vault` (password encrypted in the catalog) for `other_db`."""
     role, password = secret_role
     key = new_key()
     env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "live-test",
+           "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
            "BACKUP_DATABASE_URL": pg_cluster.url(source_db, user=role, password=password),
-           "CATALOG_DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.db'}", "BACKUP_DIR": str(tmp_path / "backups"),
+           "CATALOG_DATABASE_URL": catalog_url, "BACKUP_DIR": str(tmp_path / "backups"),
            "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"), "APP_ENCRYPTION_KEY": key, "LOG_FORMAT": "json",
            "METRICS_TOKEN": "metrics-token", **s3_settings}
     live = LiveApp(env, tmp_path).start()
