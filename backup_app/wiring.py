@@ -109,8 +109,7 @@ def target_conn(name: str) -> ConnInfo:
 
 def all_targets() -> list[Target]:
     """Every target, BACKUP_DATABASE_URL's included."""
-    target_service.sync_env_target(db.session, env_url())
-    return target_service.list_targets(db.session)
+    return target_service.list_targets(db.session, env_url())
 
 
 def previous_conn(kept: PreviousDatabase) -> ConnInfo:

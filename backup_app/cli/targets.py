@@ -84,7 +84,7 @@ def list_command(as_json):
 def remove_command(name, yes):
     """Forget a database; its backups are kept."""
     upgrade_catalog_if_needed()
-    service.get_target(db.session, name)
+    wiring.target(name)
     confirm(f"Remove target {name}? Its backups stay.", yes)
     service.remove_target(db.session, name)
     click.echo(f"Removed target {name}")

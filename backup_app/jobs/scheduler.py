@@ -25,6 +25,7 @@ from backup_app.jobs.recovery import recover_interrupted_jobs
 from backup_app.jobs.submit import app_wide_job, create_job, queue, record_failed, verify_job
 from backup_app.models import ACTIVE_JOB_STATUSES, COMPLETED, CREATE, PRUNE, SYNC, VERIFY, Job, Target, utcnow
 from backup_app.services import previous, schedules
+from backup_app.services import targets as target_service
 from backup_app.services.backups.queries import backups_query
 from backup_app.services.sync import needs_sync
 
@@ -47,6 +48,7 @@ def tick(session: Session, now: datetime | None = None) -> list[str]:
     """Mark the jobs of dead workers interrupted, then queue every scheduled run due at `now`
     (default: now); one line per job recovered and per run queued or skipped."""
     now = now or utcnow()
+    target_service.save_env_target(session, wiring.env_url())  # its schedules and alerts live in its row
     lines = [f"job {job.id} ({job.kind} of {job.database}) marked interrupted: {job.error}"
              for job in recover_interrupted_jobs(session, wiring.local_storage(), starting=False)]
     try:

@@ -17,6 +17,7 @@ from backup_app.extensions import db
 from backup_app.models import Target
 from backup_app.services import audit, events
 from backup_app.services.staleness import claim_stale_targets
+from backup_app.services.targets import save_env_target
 
 log = logging.getLogger(__name__)
 _threads: list[threading.Thread] = []
@@ -113,6 +114,7 @@ def on_verification_failed(verification, **_) -> None:
 def alert_stale_targets() -> list[dict]:
     """Tell about every target newly past its staleness limit; returns what was alerted."""
     alerts = []
+    save_env_target(db.session, current_app.config.get("BACKUP_DATABASE_URL"))  # its alerts are kept in its row
     for stale in claim_stale_targets(db.session, current_app.config.get("STALE_AFTER_HOURS")):
         since = f"since {stale.last_success:%Y-%m-%d %H:%M} UTC" if stale.last_success else "ever"
         name = stale.target.name

@@ -29,7 +29,7 @@ class TargetOverview:
         return age is None or age > timedelta(hours=self.stale_after_hours)
 
 
-def target_overviews(session: Session, stale_default_hours: int | None) -> list[TargetOverview]:
+def target_overviews(session: Session, targets: list[Target], stale_default_hours: int | None) -> list[TargetOverview]:
     """One overview per target, from a handful of grouped queries."""
     last_success = dict(session.execute(
         select(Backup.database, func.max(Backup.created_at)).where(Backup.status == COMPLETED)
@@ -46,7 +46,7 @@ def target_overviews(session: Session, stale_default_hours: int | None) -> list[
             newest_verify, (newest_verify.c.database == Backup.database)
             & (newest_verify.c.at == Verification.started_at)))}
     overviews = []
-    for target in session.scalars(select(Target).order_by(Target.name)):
+    for target in targets:
         mine = [row for row in copies if row[0] == target.name]
         overview = TargetOverview(
             name=target.name, last_success=last_success.get(target.name),

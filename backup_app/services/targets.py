@@ -3,7 +3,7 @@ import re
 from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,40 +76,67 @@ def check_timezone(name: str) -> str:
     return name
 
 
-def list_targets(session: Session) -> list[Target]:
-    return list(session.scalars(select(Target).order_by(Target.name)))
+def list_targets(session: Session, env_url: str | None = None) -> list[Target]:
+    """Every target by name, BACKUP_DATABASE_URL's included (see `env_target`)."""
+    stored = list(session.scalars(select(Target).order_by(Target.name)))
+    env = env_target(session, env_url)
+    if env is not None and env not in stored:
+        stored = sorted([*stored, env], key=lambda target: target.name)
+    return stored
 
 
-def get_target(session: Session, name: str) -> Target:
+def get_target(session: Session, name: str, env_url: str | None = None) -> Target:
+    """The target called `name` (BACKUP_DATABASE_URL's too), or UnknownDatabase."""
+    env = env_target(session, env_url)
+    if env is not None and env.name == name:
+        return env
     target = session.scalar(select(Target).where(Target.name == name))
     if target is None:
-        raise UnknownDatabase(name, [t.name for t in list_targets(session)])
+        raise UnknownDatabase(name, [t.name for t in list_targets(session, env_url)])
     return target
 
 
-def sync_env_target(session: Session, env_url: str | None) -> Target | None:
-    """Make sure BACKUP_DATABASE_URL's database is a target (named by its dbname)."""
+def env_target(session: Session, env_url: str | None) -> Target | None:
+    """BACKUP_DATABASE_URL's target (named by its dbname): its row, or, until something stores
+    it (`save_env_target`), one with the default settings that is not in the catalog. Reading
+    never writes: a page that lists the targets changes nothing."""
     if not env_url:
         return None
     conn = ConnInfo.from_url(env_url)
     target = session.scalar(select(Target).where(Target.name == conn.dbname))
     if target is None:
-        session.add(Target(name=conn.dbname, from_env=True, dbname=conn.dbname))
-        try:
-            session.commit()
-        except IntegrityError:  # another request or worker added it at the same moment
-            session.rollback()
-        target = session.scalar(select(Target).where(Target.name == conn.dbname))
-    if target.from_env:
-        target.host, target.port, target.user = conn.host, conn.port, conn.user
-        target.sslmode = dict(conn.params).get("sslmode")
-    session.commit()
+        target = Target(name=conn.dbname, from_env=True, dbname=conn.dbname)
+        _set_settings(target, TargetSettings())
+        _set_env_address(target, conn)
     return target
+
+
+def save_env_target(session: Session, env_url: str | None) -> Target | None:
+    """Store BACKUP_DATABASE_URL's target if it is not stored yet (its settings, schedules and alerts
+    live in its row), and the address it shows if the URL has changed; for the writers: a change of
+    its settings, the scheduler's tick, a new target."""
+    target = env_target(session, env_url)
+    if target is None or not target.from_env:
+        return target
+    if inspect(target).persistent:
+        _set_env_address(target, ConnInfo.from_url(env_url))  # no statement unless it changed
+    else:
+        session.add(target)
+    try:
+        session.commit()
+    except IntegrityError:  # another request or worker added it at the same moment
+        session.rollback()
+    return env_target(session, env_url)
+
+
+def _set_env_address(target: Target, conn: ConnInfo) -> None:
+    target.host, target.port, target.user = conn.host, conn.port, conn.user
+    target.sslmode = dict(conn.params).get("sslmode")
 
 
 def default_target(session: Session, env_url: str | None) -> Target:
     """The target of BACKUP_DATABASE_URL, or the only target there is."""
-    target = sync_env_target(session, env_url)
+    target = env_target(session, env_url)
     if target is not None:
         return target
     targets = list_targets(session)
@@ -120,8 +147,7 @@ def default_target(session: Session, env_url: str | None) -> Target:
 
 def resolve_target(session: Session, name: str | None, env_url: str | None) -> Target:
     """The target called `name`, or the default one."""
-    sync_env_target(session, env_url)
-    return get_target(session, name) if name else default_target(session, env_url)
+    return get_target(session, name, env_url) if name else default_target(session, env_url)
 
 
 def target_conn(target: Target, env_url: str | None, key: MasterKey | None) -> ConnInfo:
@@ -153,7 +179,7 @@ def add_target(session: Session, name: str, conn: ConnInfo, settings: TargetSett
     if not TARGET_NAME.fullmatch(name):
         raise ConfigurationError("a target name is 1-100 letters, digits, '-', '_' or '.'")
     check_new_settings(settings, conn, key)
-    sync_env_target(session, env_url)
+    save_env_target(session, env_url)
     if session.scalar(select(Target).where(Target.name == name)) is not None:
         raise TargetExists(f"a target named {name!r} already exists")
     target = Target(name=name)
@@ -166,14 +192,15 @@ def add_target(session: Session, name: str, conn: ConnInfo, settings: TargetSett
 
 
 def update_target(session: Session, name: str, settings: TargetSettings, key: MasterKey | None,
-                  conn: ConnInfo | None = None, *, clear_password: bool = False) -> Target:
+                  conn: ConnInfo | None = None, *, clear_password: bool = False, env_url: str | None = None) -> Target:
     """Change a target's settings and, given `conn`, its connection.
 
     The stored password stays unless `conn` carries a new one or `clear_password` is set. The
     connection of BACKUP_DATABASE_URL's target comes from the environment and is not changed
     here. A changed schedule, verify schedule, time zone or enabled flag recomputes the next runs.
     """
-    target = get_target(session, name)
+    save_env_target(session, env_url)
+    target = get_target(session, name, env_url)
     check_new_settings(settings, conn, key)
     if conn is not None and target.from_env:
         raise ConfigurationError(f"target {name!r} comes from BACKUP_DATABASE_URL; change its connection there")

@@ -50,7 +50,7 @@ def check_stores() -> dict[str, str]:
 
 def configured_targets(catalog_ok: bool) -> list[Target]:
     """The catalog's targets and BACKUP_DATABASE_URL's (read from the setting, nothing written)."""
-    targets = target_service.list_targets(db.session) if catalog_ok else []
+    targets = target_service.list_targets(db.session, wiring.env_url()) if catalog_ok else []
     env_url = wiring.env_url()
     if env_url:
         name = ConnInfo.from_url(env_url).dbname

@@ -351,3 +351,29 @@ def test_api_list_is_paged_with_the_total_in_a_header(bare_app):
     assert bad.status_code == 400 and "limit must be 1 to 1000" in bad.json["error"]
     assert not_a_number.status_code == 400 and not_a_number.json["error"] == "offset must be a whole number, not 'abc'"
     assert form_body.status_code == 400 and form_body.json["error"] == "the request body must be a JSON object"
+
+
+def test_no_page_writes_to_the_catalog(make_app):
+    """A GET reads only: BACKUP_DATABASE_URL's target is shown before anything has stored it."""
+    from sqlalchemy import event
+
+    app = make_app(BACKUP_DATABASE_URL="postgresql://app@db.example:5432/shop")
+    add_user(app)
+    add_backup(app)
+    client = app.test_client()
+    sign_in(client)
+    writes = []
+
+    def count(_conn, _cursor, statement, *_):
+        if statement.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            writes.append(statement.split("\n")[0])
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", count)
+    for url in ("/", "/dashboard", "/targets/", "/targets/shop/edit", "/targets/shop/retention", "/backups/new",
+                "/backups/b1", "/backups/b1/restore", "/storage", "/storage/table", "/jobs/", "/audit",
+                "/api/backups"):
+        headers = {"Authorization": f"Bearer {api_token(app)}"} if url.startswith("/api") else {}
+        writes.clear()
+        assert client.get(url, headers=headers).status_code == 200, url
+        assert writes == [], url
+    assert "shop" in text(client.get("/targets/"))

@@ -13,7 +13,6 @@ from backup_app.web.dashboard import bp
 @bp.get("/dashboard")
 def index():
     """One row per target (last success, next run, last verify, copies, storage) and two charts."""
-    wiring.all_targets()  # BACKUP_DATABASE_URL's target is listed even before its first backup
     sizes, durations = defaultdict(list), defaultdict(list)
     for backup in backup_history(db.session):
         sizes[backup.database].append((backup.created_at, (backup.size_bytes or 0) / 1024 / 1024))
@@ -22,6 +21,6 @@ def index():
                                                (backup.completed_at - backup.created_at).total_seconds()))
     return render_template(
         "dashboard/index.html", now=utcnow(), locations=wiring.copy_locations(),
-        targets=target_overviews(db.session, current_app.config.get("STALE_AFTER_HOURS")),
+        targets=target_overviews(db.session, wiring.all_targets(), current_app.config.get("STALE_AFTER_HOURS")),
         size_chart=line_chart("Backup size", sizes, "MB"),
         duration_chart=line_chart("Backup duration", durations, "s"))

@@ -47,7 +47,7 @@ def add():
 @bp.route("/<name>/edit", methods=["GET", "POST"])
 def edit(name):
     """Change a target's connection (a new password, or the stored one kept) and settings."""
-    target = service.get_target(db.session, name)
+    target = wiring.target(name)
     form = TargetForm(obj=target)
     del form.name
     if target.from_env:
@@ -66,7 +66,8 @@ def edit(name):
         try:
             service.update_target(db.session, target.name, form.settings(target.notify_urls), wiring.master_key(),
                                   None if target.from_env else form.conn(),
-                                  clear_password=not target.from_env and form.clear_password.data)
+                                  clear_password=not target.from_env and form.clear_password.data,
+                                  env_url=wiring.env_url())
         except BackupError as exc:
             return form_failed(exc, "targets/form.html", **context)
         flash(f"Saved {target.name}.{next_runs(target)}", "success")
@@ -77,7 +78,7 @@ def edit(name):
 @bp.route("/<name>/remove", methods=["GET", "POST"])
 def remove(name):
     """Forget a target after confirming; its backups stay."""
-    target = service.get_target(db.session, name)
+    target = wiring.target(name)
     form = ButtonForm()
     context = {"form": form, "target": target, "env_url": wiring.env_url()}
     if form.validate_on_submit():
@@ -93,7 +94,7 @@ def remove(name):
 @bp.post("/<name>/test")
 def test(name):
     """Connect to the target: its server version and the pg_dump for it, or why not (CSRF-checked like every POST)."""
-    target = service.get_target(db.session, name)
+    target = wiring.target(name)
     try:
         flash(f"{target.name}: {service.check_connection(wiring.target_conn(target.name), wiring.pg_tools())}",
               "success")
@@ -105,7 +106,7 @@ def test(name):
 @bp.post("/<name>/run")
 def run_now(name):
     """Queue a backup of the target now."""
-    target = service.get_target(db.session, name)
+    target = wiring.target(name)
     try:
         job = queue_create(db.session, wiring.dump_spec(target.name))
     except BackupError as exc:
@@ -119,6 +120,6 @@ def run_now(name):
 @bp.get("/<name>/retention")
 def retention(name):
     """What the target's retention policy would delete now, and why (a dry run of prune)."""
-    target = service.get_target(db.session, name)
+    target = wiring.target(name)
     report = prune(db.session, [target], wiring.local_storage(), wiring.s3_stores(), dry_run=True)
     return render_template("targets/retention.html", target=target, doomed=report.deleted)
