@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage
 from backup_app.extensions import db
-from backup_app.jobs.records import catalog_now, record
+from backup_app.jobs.records import catalog_now, log_line, record
 from backup_app.models import (
     ACTIVE_JOB_STATUSES,
     CREATE,
@@ -85,9 +85,7 @@ def recover_interrupted_jobs(session: Session, local: LocalStorage, *, starting:
     session.commit()
     recovered = []
     for job in candidates:
-        error = interrupted_error(job)
-        if not record(job.id, f"interrupted: {error}", if_status=RUNNING, status=INTERRUPTED, phase="interrupted",
-                      error=error, finished_at=utcnow()):
+        if not interrupt(job):
             continue  # it finished after all
         recovered.append(job)
         if job.kind == CREATE and job.backup_id:
@@ -108,6 +106,21 @@ def recover_interrupted_jobs(session: Session, local: LocalStorage, *, starting:
     for job in recovered:
         session.refresh(job)
     return recovered
+
+
+def interrupt(job: Job) -> bool:
+    """Mark a running job interrupted and, for a create, its running backup failed, in one
+    transaction; False if the job was no longer running."""
+    error = interrupted_error(job)
+    with db.engine.begin() as connection:
+        if connection.execute(update(Job).where(Job.id == job.id, Job.status == RUNNING).values(
+                status=INTERRUPTED, phase="interrupted", error=error, finished_at=utcnow(),
+                log=Job.log + log_line(f"interrupted: {error}"))).rowcount != 1:
+            return False
+        if job.kind == CREATE and job.backup_id:
+            connection.execute(update(Backup).where(Backup.id == job.backup_id, Backup.status == RUNNING)
+                               .values(status=FAILED, error=error, completed_at=utcnow()))
+    return True
 
 
 def fail_running(model, row_id, error: str) -> bool:
