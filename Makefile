@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(PYTHON) -m compileall -q backup_app devtools bench  # the editable install gets no bytecode of its own
 	touch $(STAMP)
 
 # From Debian: PostgreSQL 15 server and client (pg_dump, pg_restore, psql, initdb), and the

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class BackupCases:
 
     def cases(self) -> list[Case]:
         return [
+            Case("imports", "`python -c 'import flask, flask_sqlalchemy, sqlalchemy'` (the floor of a command)",
+                 self.imports),
             Case("startup", "`flask backup list` (start-up of every `flask backup` command)", self.startup),
             Case("dump_devnull", "`pg_dump -Fc > /dev/null`", self.dump_to_devnull),
             Case("dump_then_upload", "`pg_dump -Fc -f FILE`, then `fput_object` (the seed's way)",
@@ -70,6 +73,10 @@ class BackupCases:
                                  f"swapped in (RESTORE_JOBS={JOBS})", lambda: self.restore_swap(JOBS)),
             Case("restore_swap_1", "the same with RESTORE_JOBS=1", lambda: self.restore_swap(1)),
         ]
+
+    def imports(self) -> Sample:
+        """Case 0′: importing what any command of the app needs at least: Flask and SQLAlchemy."""
+        return run([sys.executable, "-c", "import flask, flask_sqlalchemy, sqlalchemy"], None).sample
 
     def startup(self) -> Sample:
         """The fixed cost of a `flask backup` command: interpreter, imports, app, catalog check."""

@@ -80,7 +80,9 @@ class Table:
 
     def build(self) -> list[tuple[str, ...]]:
         labels = self.results["labels"]
-        self.timed_row("0", "startup", labels["startup"], {})
+        self.timed_row("0′", "imports", labels["imports"], {})
+        self.timed_row("0", "startup", labels["startup"], {"imports": "0′"}, "≤ 1.35× (0′)", ("imports", 1.35))
+        self.startup_memory_row()
         self.timed_row("1", "dump_devnull", labels["dump_devnull"], {})
         self.timed_row("2", "dump_then_upload", labels["dump_then_upload"], {"dump_devnull": "1"})
         self.dump_alone_row()
@@ -107,6 +109,18 @@ class Table:
         self.web_rows()
         self.worker_rows()
         return self.rows
+
+    def startup_memory_row(self) -> None:
+        """0″: peak RSS of `flask backup list` against that of the bare imports (0′), round by round."""
+        if not (self.have("startup") and self.have("imports")):
+            return
+        summary = Summary.of([s.max_rss / MB for s in self.samples["startup"]])
+        ratio = Summary.of(paired_ratios([s.max_rss for s in self.samples["startup"]],
+                                         [s.max_rss for s in self.samples["imports"]]))
+        self.numbers["startup.max_rss_mb"] = summary.median
+        self.numbers["startup/imports.max_rss"] = ratio.median
+        self.rows.append(("0″", "peak RSS of `flask backup list`", *span(summary, "MB", 1), ratio_text(ratio, "(0′)"),
+                          "≤ 1.30× (0′)", verdict(ratio.median <= 1.30)))
 
     def unavailable_row(self) -> None:
         """6e: how long the swaps of 6c and 6d held the database unavailable (sessions ended, renamed)."""

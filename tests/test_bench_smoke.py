@@ -12,9 +12,9 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-ROWS = ("0", "1", "2", "2′", "3", "3′", "4a", "4a′", "4b", "4b′", "4c", "4c′", "5", "5′", "6a", "6b", "6c", "6d",
+ROWS = ("0′", "0", "0″", "1", "2", "2′", "3", "3′", "4a", "4a′", "4b", "4b′", "4c", "4c′", "5", "5′", "6a", "6b", "6c", "6d",
         "6e", "7a", "7b", "7c", "7d", "8a", "8b", "9a", "9b")
-TIMED = ("startup", "dump_devnull", "dump_then_upload", "create", "create_zstd", "create_plain",
+TIMED = ("imports", "startup", "dump_devnull", "dump_then_upload", "create", "create_zstd", "create_plain",
          "create_zstd_encrypted", "pg_restore", "pg_restore_jobs", "restore_local", "restore_s3", "restore_swap",
          "restore_swap_1", "dump_devnull_big", "create_big", "workers_1", "workers_3")
 
