@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 def part_sizes(first: int, max_parts: int = MAX_PARTS, max_object: int = MAX_OBJECT) -> Iterator[int]:
     """The size of each part of an upload whose length is unknown: `first` for the first tenth
     of the parts, then one same step larger for each next tenth, chosen so that `max_parts`
-    parts hold `max_object` bytes. Memory holds one part: with 16 MiB, 16 MiB parts up to
-    15.6 GiB, 144 MiB parts for the next tenth, …, 1.14 GiB for the last tenth (past 4.3 TiB)."""
+    parts hold `max_object` bytes. Memory holds one part: with 8 MiB, 8 MiB parts up to 7.8 GiB,
+    128 MiB parts for the next tenth, …, 1.06 GiB for the last tenth (past 4.2 TiB)."""
     tenth = max(1, max_parts // 10)
     steps = -(-max_parts // tenth)
     # tenth × first × Σ (1 + k·step) for k < steps ≥ max_object

@@ -55,12 +55,12 @@ def is_bare_archive(fmt: str, codec: str, encrypted: bool) -> bool:
 
 def encode(dump_output: BinaryIO, codec: str, key: MasterKey | None) -> BinaryIO:
     """The bytes to store, read from pg_dump's output: zstd-compressed and/or encrypted."""
-    import zstandard
-
     from backup_app.core.crypto import EncryptingReader
 
     stream = dump_output
     if codec == "zstd":
+        import zstandard
+
         compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
         stream = compressor.stream_reader(stream, read_size=READ_SIZE)
     if key is not None:
@@ -70,14 +70,14 @@ def encode(dump_output: BinaryIO, codec: str, key: MasterKey | None) -> BinaryIO
 
 def decode(stored: BinaryIO, fmt: str, codec: str, key: MasterKey | None) -> BinaryIO:
     """pg_dump's original output, read from the stored bytes. `key` is required when encrypted."""
-    import zstandard
-
     from backup_app.core.crypto import DecryptingReader
 
     stream = stored
     if key is not None:
         stream = DecryptingReader(stream, key)
     if codec == "zstd":
+        import zstandard
+
         stream = zstandard.ZstdDecompressor().stream_reader(stream, read_size=READ_SIZE)
     elif codec == "gzip" and fmt == "plain":
         stream = gzip.GzipFile(fileobj=stream, mode="rb")

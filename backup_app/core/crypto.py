@@ -20,6 +20,7 @@ import base64
 import binascii
 import os
 import struct
+from functools import cached_property
 from typing import TYPE_CHECKING, BinaryIO
 
 from backup_app.core.streams import read_full
@@ -56,7 +57,11 @@ class MasterKey:
                 "APP_ENCRYPTION_KEY must be urlsafe base64 of 32 bytes; make one with "
                 "python -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'")
         self._raw = raw
-        self.key_id = self._derive(b"backup_app key id")[:8]
+
+    @cached_property
+    def key_id(self) -> bytes:
+        """8 bytes that name this key in the header of what it encrypts."""
+        return self._derive(b"backup_app key id")[:8]
 
     @classmethod
     def from_config(cls, value: str | None, purpose: str) -> "MasterKey":
