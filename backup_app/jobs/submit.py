@@ -1,16 +1,7 @@
-"""Background jobs: create, restore, verify, prune and sync run in a Huey worker, never
-inside a web request.
-
-Each run has a Job row. A request (or the worker's scheduler) queues it (`queue_create`,
-`queue_restore`, `queue_verify`, `queue`); the worker claims it, runs the same service
-function the CLI calls, and writes its phase, bytes done and log lines to the row as the
-stream flows, for the pages and the API to poll. The `flask backup` commands (and a delete
-from the pages) run the same job code in their own process (`run_here`). Every job holds a
-slot: its target database (keyed on the server's identity, however the URL names it), its
-backup, or all backups. The catalog allows one queued or running job per slot (a partial
-unique index), so a second request is refused with JobConflict and nothing runs twice.
-
-The queue is SqliteHuey in the instance folder, or RedisHuey when REDIS_URL is set.
+"""Making job rows and starting them: queued for the worker (`queue_create`, `queue_restore`,
+`queue_verify`, `queue`) or run in the caller's own process (`run_here`, for the `flask backup`
+commands and a delete from the pages). A second job for a slot already taken is refused with
+JobConflict, so nothing runs twice.
 """
 import logging
 from collections.abc import Callable

@@ -1,4 +1,4 @@
-"""The audit log: its page, `flask audit list`, and the hook that records web and API actions."""
+"""The audit log: its page and the hook that records web and API actions."""
 from flask import Blueprint
 
 bp = Blueprint("audit", __name__)

@@ -1,4 +1,4 @@
-"""Targets: the databases the app backs up (pages here, `flask targets …` in commands.py)."""
+"""Targets: the databases the app backs up (their pages; `flask targets …` is in cli/targets.py)."""
 from flask import Blueprint
 
 bp = Blueprint("targets", __name__, url_prefix="/targets")
