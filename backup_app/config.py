@@ -93,6 +93,12 @@ class Config:
         self.JOB_HEARTBEAT_SECONDS = int(os.environ.get("JOB_HEARTBEAT_SECONDS", 10))
         self.PRUNE_SCHEDULE = os.environ.get("PRUNE_SCHEDULE", "30 3 * * *")
         self.SYNC_SCHEDULE = os.environ.get("SYNC_SCHEDULE", "*/10 * * * *")
+        # Point-in-time recovery: the segment being filled is uploaded this often (the loss window);
+        # a worker holds a target's WAL receiver while it renews its lease, another takes it over
+        # once the lease is PITR_LEASE_SECONDS old; restored servers run as PITR_OS_USER under root.
+        self.WAL_PARTIAL_UPLOAD_SECONDS = int(os.environ.get("WAL_PARTIAL_UPLOAD_SECONDS", 60))
+        self.PITR_LEASE_SECONDS = int(os.environ.get("PITR_LEASE_SECONDS", 30))
+        self.PITR_OS_USER = os.environ.get("PITR_OS_USER") or "postgres"
         # The session cookie: never readable by scripts, not sent on cross-site requests.
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

@@ -124,3 +124,7 @@ class JobNotFound(BackupError):
 
 class InvalidRequest(BackupError):
     """An API call's body or parameters are malformed."""
+
+
+class PitrError(BackupError):
+    """Point-in-time recovery cannot go on: the server's settings, the archive, or a restore."""

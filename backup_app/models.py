@@ -270,6 +270,17 @@ class Target(db.Model):
     stale_after_hours: Mapped[int | None] = mapped_column(Integer)
     stale_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Point-in-time recovery: WAL streamed through a replication slot, base backups on their own
+    # cron, and a drill that restores "latest" on another (same time zone).
+    pitr_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    pitr_slot: Mapped[str | None] = mapped_column(String(63))
+    base_schedule: Mapped[str | None] = mapped_column(String(120))
+    base_next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pitr_verify_schedule: Mapped[str | None] = mapped_column(String(120))
+    pitr_verify_next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pitr_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pitr_verified_to: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    pitr_verify_error: Mapped[str | None] = mapped_column(Text)
 
     def to_dict(self) -> dict:
         """The JSON shape of `flask targets list --json`; never the password."""
@@ -297,6 +308,9 @@ class Target(db.Model):
             "notify_urls": len((self.notify_urls or "").split()),
             "notify_on_success": self.notify_on_success,
             "stale_after_hours": self.stale_after_hours,
+            "pitr": self.pitr_enabled,
+            "base_schedule": self.base_schedule,
+            "pitr_verify_schedule": self.pitr_verify_schedule,
         }
 
     def display(self, env_url: str | None) -> str:
@@ -472,3 +486,92 @@ class AuditEvent(db.Model):
     def to_dict(self) -> dict:
         return {"at": isoformat(self.at), "actor": self.actor, "action": self.action,
                 "subject": self.subject, "address": self.address, "detail": self.detail}
+
+
+# WalFile.kind
+SEGMENT, HISTORY, PARTIAL_SEGMENT = "segment", "history", "partial"
+# BaseBackup.kind
+FULL, INCREMENTAL = "full", "incremental"
+# WalReceiver.state
+STREAMING, STOPPED, FAILING = "streaming", "stopped", "failing"
+
+
+def copies_list(copies: dict | None) -> list[dict]:
+    """`{location: {status, uri, …}}` as the JSON list `[{location, status, uri}]`."""
+    return [{"location": location, "status": copy["status"], "uri": copy.get("uri")}
+            for location, copy in sorted((copies or {}).items())]
+
+
+class WalFile(db.Model):
+    """A WAL segment, a timeline history file, or the segment being filled (`partial`, one per
+    target, replaced as it grows), stored compressed in every store under `filename`."""
+
+    __tablename__ = "wal_files"
+    __table_args__ = (UniqueConstraint("target", "name", "kind", name="uq_wal_files_target_name_kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target: Mapped[str] = mapped_column(String(100), index=True)
+    name: Mapped[str] = mapped_column(String(64))   # as PostgreSQL names it: 000000010000000000000003
+    kind: Mapped[str] = mapped_column(String(16), default=SEGMENT)
+    timeline: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)    # stored (compressed) bytes
+    sha256: Mapped[str] = mapped_column(String(64))        # of the stored bytes
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # The WAL written before this moment is in this file or an earlier one: a segment's completion
+    # time; for the partial segment, when the flushed position `end_lsn` was read.
+    covers_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_lsn: Mapped[str | None] = mapped_column(String(32))
+    # {location: {"status": present|failed, "uri": …, "error": …}}
+    copies: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class BaseBackup(db.Model):
+    """A `pg_basebackup` of a PITR target's whole server: a tar, compressed (and encrypted when the
+    target encrypts), in every store; an incremental names the backup it builds on."""
+
+    __tablename__ = "base_backups"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    target: Mapped[str] = mapped_column(String(100), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default=FULL)
+    parent_id: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=RUNNING)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    start_lsn: Mapped[str | None] = mapped_column(String(32))
+    end_lsn: Mapped[str | None] = mapped_column(String(32))
+    timeline: Mapped[int | None] = mapped_column(Integer)
+    server_version: Mapped[str | None] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255), unique=True)
+    codec: Mapped[str] = mapped_column(String(16), default="zstd")
+    encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    manifest: Mapped[str | None] = mapped_column(Text)  # the server's backup_manifest (JSON text)
+    copies: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    def to_dict(self) -> dict:
+        """The JSON shape of `flask pitr base-backup --json` and of `status`'s base backups."""
+        return {"id": self.id, "target": self.target, "kind": self.kind, "parent_id": self.parent_id,
+                "status": self.status, "error": self.error, "started_at": isoformat(self.started_at),
+                "finished_at": isoformat(self.finished_at), "start_lsn": self.start_lsn,
+                "end_lsn": self.end_lsn, "timeline": self.timeline, "server_version": self.server_version,
+                "size_bytes": self.size_bytes, "sha256": self.sha256, "copies": copies_list(self.copies)}
+
+
+class WalReceiver(db.Model):
+    """The lease and the state of one target's WAL receiver: at most one worker holds it; another
+    takes it over once `heartbeat_at` is older than the lease."""
+
+    __tablename__ = "wal_receivers"
+
+    target: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), default=STOPPED)
+    error: Mapped[str | None] = mapped_column(Text)
+    last_segment: Mapped[str | None] = mapped_column(String(64))
+    last_segment_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stored_lsn: Mapped[str | None] = mapped_column(String(32))

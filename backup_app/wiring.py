@@ -1,12 +1,13 @@
 """The app's adapters, built from its configuration the first time each is needed and then kept
 for the app's life (in app.extensions): the CLI, the views and the jobs share them."""
 from functools import cached_property
+from pathlib import Path
 
 from flask import Flask, current_app
 
 from backup_app.adapters.local import LocalStorage
 from backup_app.adapters.pgtools import PgTools
-from backup_app.adapters.store import Store
+from backup_app.adapters.store import PITR_FOLDER, Store
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.crypto import MasterKey
 from backup_app.extensions import db
@@ -48,6 +49,12 @@ class Adapters:
         return stores
 
     @cached_property
+    def pitr_stores(self) -> list[Store]:
+        """Where WAL and base backups are kept: BACKUP_DIR/pitr, then `pitr/` in each S3 store."""
+        return [LocalStorage(Path(self.config["BACKUP_DIR"]) / PITR_FOLDER),
+                *(store.with_prefix(PITR_FOLDER) for store in self.stores)]
+
+    @cached_property
     def pg(self) -> PgTools:
         """The PostgreSQL clients of PG_BIN_DIR, or every one found on this machine (each asked its
         version once)."""
@@ -74,6 +81,10 @@ def local_storage() -> LocalStorage:
 
 def s3_stores() -> list[Store]:
     return adapters().stores
+
+
+def pitr_stores() -> list[Store]:
+    return adapters().pitr_stores
 
 
 def pg_tools() -> PgTools:

@@ -68,8 +68,10 @@ class S3Storage:
 
     def __init__(self, client: Minio, bucket: str, endpoint: str, part_size: int, *,
                  location: str = "s3", key_settings: str = "MINIO_ACCESS_KEY and MINIO_SECRET_KEY",
-                 probe_client: Minio | None = None, max_parts: int = MAX_PARTS, max_object: int = MAX_OBJECT):
+                 probe_client: Minio | None = None, max_parts: int = MAX_PARTS, max_object: int = MAX_OBJECT,
+                 prefix: str = ""):
         self.client = client
+        self.prefix = prefix
         self.probe_client = probe_client or client
         self.bucket = bucket
         self.endpoint = endpoint
@@ -97,6 +99,12 @@ class S3Storage:
         probe = client(urllib3.Timeout(connect=3, read=5), urllib3.Retry(total=0))
         return cls(data, bucket, endpoint, part_size, probe_client=probe, **names)
 
+    def with_prefix(self, prefix: str) -> "S3Storage":
+        """The same store and clients, keeping its objects under `prefix` (`pitr/`)."""
+        return S3Storage(self.client, self.bucket, self.endpoint, self.part_size, location=self.location,
+                         key_settings=self.key_settings, probe_client=self.probe_client,
+                         max_parts=self.max_parts, max_object=self.max_object, prefix=prefix)
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
         try:
@@ -109,7 +117,7 @@ class S3Storage:
             raise StorageUnavailable(describe_s3_error(exc, self.endpoint, self.key_settings)) from exc
 
     def key(self, filename: str) -> str:
-        return check_name(filename)
+        return self.prefix + check_name(filename)
 
     def uri(self, filename: str) -> str:
         return f"s3://{self.bucket}/{self.key(filename)}"
@@ -191,10 +199,11 @@ class S3Storage:
         return StoredObject(found.size, found.last_modified, found.content_type, found.etag, user_metadata(found))
 
     def list(self) -> Iterator[tuple[str, int]]:
-        """(key, size) of every object in the bucket."""
+        """(name, size) of every object in the bucket (under the prefix, without it)."""
         with self._errors():
-            for obj in self.client.list_objects(bucket_name=self.bucket, recursive=True):
-                yield obj.object_name, obj.size
+            for obj in self.client.list_objects(bucket_name=self.bucket, prefix=self.prefix or None,
+                                                recursive=True):
+                yield obj.object_name.removeprefix(self.prefix), obj.size
 
     @contextmanager
     def open(self, filename: str) -> Iterator[BinaryIO]:

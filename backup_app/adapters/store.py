@@ -47,3 +47,4 @@ class Store(Protocol):
 
 
 Stores = Sequence[Store]  # the S3 stores (empty: local only); the local folder is given beside them
+PITR_FOLDER = "pitr/"  # the WAL archive and base backups: BACKUP_DIR/pitr, and this prefix in each bucket

@@ -13,6 +13,7 @@ COMMANDS = {
     "users": ("backup_app.cli.users:users_cli", "Users of the pages and their API tokens."),
     "audit": ("backup_app.cli.audit:audit_cli", "The audit log."),
     "notify": ("backup_app.cli.notify:notify_cli", "Test the notification URLs; alert about stale targets."),
+    "pitr": ("backup_app.cli.pitr:pitr_cli", "Point-in-time recovery: WAL archiving, base backups, restore to a moment."),
     "worker": ("backup_app.jobs.worker:worker_command", "Run queued jobs and the scheduler, in the foreground."),
     "db": ("backup_app.cli:db_group", "Migrate the catalog (Flask-Migrate's commands)."),
 }

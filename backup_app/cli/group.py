@@ -28,6 +28,7 @@ AUDITED_COMMANDS = {
     "targets": {"add", "remove"},
     "users": {"create", "token"},
     "notify": {"test"},
+    "pitr": {"enable", "disable", "base-backup", "restore", "verify"},
 }
 
 

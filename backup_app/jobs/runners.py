@@ -21,6 +21,7 @@ from backup_app.errors import (
     VerificationFailed,
 )
 from backup_app.extensions import db
+from backup_app.jobs.pitr import PITR_RUNNERS
 from backup_app.jobs.records import ProgressRecorder, claim, finish, heartbeat, record
 from backup_app.jobs.slots import ALL_TARGETS
 from backup_app.models import (
@@ -223,4 +224,4 @@ def _run_download(session: Session, job: RunningJob, progress: ProgressRecorder)
 
 
 RUNNERS = {CREATE: _run_create, VERIFY: _run_verify, PRUNE: _run_prune, SYNC: _run_sync, DELETE: _run_delete,
-           DOWNLOAD: _run_download}
+           DOWNLOAD: _run_download, **PITR_RUNNERS}

@@ -11,6 +11,7 @@ from backup_app.core.logs import configure_logging
 from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.jobs.queue import job_queue
+from backup_app.jobs.receivers import ReceiverSupervisor
 from backup_app.jobs.recovery import recover_interrupted_jobs
 from backup_app.schema import upgrade_catalog_if_needed
 
@@ -31,7 +32,8 @@ class TickingConsumer(Consumer):
 
 
 def run_worker(workers: int) -> None:
-    """Recover what a dead worker left, then run jobs and the scheduler's ticks until stopped."""
+    """Recover what a dead worker left, then run jobs, the scheduler's ticks and the WAL receivers
+    of the PITR targets until stopped."""
     for job in recover_interrupted_jobs(db.session, wiring.local_storage()):
         log.warning("job %s (%s of %s) marked interrupted", job.id, job.kind, job.database)
     db.session.remove()
@@ -40,8 +42,13 @@ def run_worker(workers: int) -> None:
         raise BackupError("HUEY_IMMEDIATE is set: jobs run inside the request, there is nothing to consume")
     # Poll an idle SQLite queue every second at most (Huey's default backs off to 10 s);
     # Redis blocks on the queue instead of polling.
-    TickingConsumer(huey, current_app.config["SCHEDULER_INTERVAL"], workers=workers, worker_type="thread",
-                    periodic=True, max_delay=1.0).run()
+    receivers = ReceiverSupervisor(current_app._get_current_object())
+    receivers.start()
+    try:
+        TickingConsumer(huey, current_app.config["SCHEDULER_INTERVAL"], workers=workers, worker_type="thread",
+                        periodic=True, max_delay=1.0).run()
+    finally:
+        receivers.stop()
 
 
 @click.command("worker")

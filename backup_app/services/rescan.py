@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage, is_safe_name
-from backup_app.adapters.store import Store, Stores
+from backup_app.adapters.store import PITR_FOLDER, Store, Stores
 from backup_app.models import COMPLETED, LOCAL, PRESENT, Backup
 from backup_app.services.backups.copies import open_local_copy, set_copy
 
@@ -90,6 +90,8 @@ def rescan(session: Session, local: LocalStorage, stores: Stores) -> RescanRepor
     added_ids: set[str] = set()
     for place in [*stores, local]:
         for filename, size in place.list():
+            if filename.startswith(PITR_FOLDER):
+                continue  # the WAL archive and base backups, catalogued apart
             info = describe_filename(filename)  # first: a name that is not a plain one is never read
             if info is None:
                 report.skipped.append(f"{place.location}: {place.uri(filename) if is_safe_name(filename) else filename}")

@@ -1,0 +1,300 @@
+"""The physical side of PostgreSQL: pg_receivewal, pg_basebackup, pg_combinebackup,
+pg_verifybackup and a restored server's pg_ctl, run as subprocesses with argument lists;
+the server-side checks and the replication slot through psycopg (imported when used).
+
+Passwords travel in PGPASSWORD, never on a command line. Server programs (pg_ctl, postgres)
+refuse to run as root: as root they run as `os_user` (PITR_OS_USER).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from backup_app.adapters.postgres import PgClient, connect, major, read_stderr
+from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import ConfigurationError, PitrError
+
+PR_SET_PDEATHSIG = 1
+
+
+def slot_name(target: str) -> str:
+    """The replication slot of a target: `backup_app_<name>`, in the characters slots allow."""
+    return ("backup_app_" + re.sub(r"[^a-z0-9_]", "_", target.lower()))[:63]
+
+
+@dataclass
+class ServerFacts:
+    """What `flask pitr enable` checks on the target's server."""
+
+    version: str
+    version_num: int
+    wal_level: str
+    max_wal_senders: int
+    max_replication_slots: int
+    wal_segment_size: int
+    summarize_wal: bool
+    can_replicate: bool
+    tablespaces: list[str]
+    max_slot_wal_keep_size: str
+    slot_exists: bool
+
+
+FACTS_SQL = """
+SELECT current_setting('server_version'), current_setting('server_version_num')::int,
+       current_setting('wal_level'), current_setting('max_wal_senders')::int,
+       current_setting('max_replication_slots')::int,
+       pg_size_bytes(current_setting('wal_segment_size')),
+       coalesce(current_setting('summarize_wal', true), 'off') = 'on',
+       (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user),
+       ARRAY(SELECT spcname::text FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')),
+       current_setting('max_slot_wal_keep_size'),
+       EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)
+"""
+
+
+def server_facts(conn: ConnInfo, slot: str) -> ServerFacts:
+    """The settings PITR needs, asked of the target's server."""
+    import psycopg
+
+    try:
+        with connect(conn) as db:
+            return ServerFacts(*db.execute(FACTS_SQL, (slot,)).fetchone())
+    except psycopg.Error as exc:
+        raise PitrError(f"cannot ask the server {conn.display()}: {str(exc).strip()}") from exc
+
+
+def drop_slot(conn: ConnInfo, slot: str) -> bool:
+    """Drop the replication slot if it exists (and is not in use); True if it did."""
+    import psycopg
+
+    try:
+        with connect(conn) as db:
+            found = db.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                               "WHERE slot_name = %s", (slot,)).fetchall()
+        return bool(found)
+    except psycopg.Error as exc:
+        raise PitrError(f"cannot drop the replication slot {slot}: {str(exc).strip()}") from exc
+
+
+def wal_positions(conn: ConnInfo, slot: str) -> tuple[str, str | None]:
+    """(the server's current WAL write position, the slot's flushed position or None)."""
+    with connect(conn, timeout=5) as db:
+        current = db.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        row = db.execute("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                         (slot,)).fetchone()
+    return current, row[0] if row else None
+
+
+def switch_wal(conn: ConnInfo) -> None:
+    """Close the current segment (so what was written is in a completed one)."""
+    with connect(conn) as db:
+        db.execute("SELECT pg_switch_wal()")
+
+
+class PhysicalClient:
+    """The physical-backup programs of one PostgreSQL version (from a PgClient's folder)."""
+
+    def __init__(self, client: PgClient):
+        self.client = client
+        self.bin_dir = client.bin_dir
+        self.version = client.version
+
+    @property
+    def major(self) -> int:
+        return major(self.version)
+
+    def has(self, name: str) -> bool:
+        return shutil.which(name, path=self.bin_dir) is not None
+
+    def program(self, name: str) -> str:
+        found = shutil.which(name, path=self.bin_dir)
+        if not found:
+            raise ConfigurationError(f"{name} not found in {self.bin_dir}; install PostgreSQL {self.major}'s "
+                                     "client and server programs")
+        return found
+
+    def env(self, conn: ConnInfo | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        if conn is not None:
+            env.update(conn.env())
+        return env
+
+    def create_slot(self, conn: ConnInfo, slot: str) -> None:
+        """Create the physical slot over a replication connection (so pg_hba.conf is checked
+        too), reserving WAL from now."""
+        args = [self.program("pg_receivewal"), "--no-password", "--create-slot", "--if-not-exists",
+                f"--slot={slot}", "--dbname", "replication=true"]
+        result = subprocess.run(args, env=self.env(conn), capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=60)
+        if result.returncode != 0:
+            raise PitrError(replication_error(result.stderr.strip(), conn))
+
+    def receive_wal(self, conn: ConnInfo, slot: str, spool: Path, log_file) -> subprocess.Popen:
+        """Start pg_receivewal streaming into `spool` through `slot`, flushing each write
+        (`--synchronous`), so the slot's position is what is on disk."""
+        args = [self.program("pg_receivewal"), "--no-password", "--no-loop", "--synchronous",
+                f"--slot={slot}", "-D", str(spool), "--status-interval=5", "--dbname", "replication=true"]
+        return subprocess.Popen(args, env=self.env(conn), stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+
+    def base_backup(self, conn: ConnInfo, incremental_manifest: Path | None = None) -> BaseBackupProcess:
+        """Start pg_basebackup writing one tar of the server (no WAL: the archive has it) to stdout."""
+        args = [self.program("pg_basebackup"), "--no-password", "-D", "-", "-F", "t", "-X", "none",
+                "-c", "fast", "--dbname", "replication=true"]
+        if incremental_manifest is not None:
+            args.append(f"--incremental={incremental_manifest}")
+        stderr = tempfile.TemporaryFile()
+        popen = subprocess.Popen(args, env=self.env(conn), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=stderr)
+        return BaseBackupProcess(popen, stderr, conn)
+
+    def combine(self, backups: list[Path], output: Path) -> None:
+        """pg_combinebackup a full backup and its incrementals into `output`."""
+        self._run([self.program("pg_combinebackup"), *map(str, backups), "-o", str(output)], "pg_combinebackup")
+
+    def verify(self, data_dir: Path) -> str | None:
+        """pg_verifybackup's complaint about an extracted backup (None: it checks out, or this
+        client has no pg_verifybackup). WAL is checked at restore, not here (-n)."""
+        if not self.has("pg_verifybackup"):
+            return None
+        result = subprocess.run([self.program("pg_verifybackup"), "-n", "-q", str(data_dir)], env=self.env(),
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        return None if result.returncode == 0 else (result.stderr or result.stdout).strip()
+
+    def _run(self, args: list[str], what: str) -> None:
+        result = subprocess.run(args, env=self.env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise PitrError(f"{what} failed: {(result.stderr or result.stdout).strip()}")
+
+
+def die_with_parent() -> None:
+    """In a child: be sent SIGTERM when the worker dies, so no orphan keeps the slot busy (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def replication_error(message: str, conn: ConnInfo) -> str:
+    """pg_receivewal's or pg_basebackup's complaint, with what to change when it is pg_hba.conf."""
+    if "pg_hba.conf" in message and "replication" in message:
+        return (f"the server refuses replication connections from this machine: {message}. Add a line like "
+                f"`host replication {conn.user or 'USER'} <this machine's address>/32 scram-sha-256` to "
+                "pg_hba.conf and reload the server")
+    if "must be superuser or replication role" in message or "permission denied to start WAL sender" in message:
+        return (f"{message}: give the target's user the REPLICATION attribute "
+                f"(ALTER ROLE {conn.user or 'USER'} REPLICATION)")
+    return message or "the replication connection failed"
+
+
+class BaseBackupProcess:
+    """A running pg_basebackup: read `stdout`, then call `finish()`."""
+
+    def __init__(self, popen: subprocess.Popen, stderr_file, conn: ConnInfo):
+        self._popen, self._stderr, self._conn = popen, stderr_file, conn
+        self.stdout = popen.stdout
+
+    def finish(self) -> None:
+        """Wait for it; PitrError with its message if it failed."""
+        self.stdout.close()
+        code = self._popen.wait()
+        message = read_stderr(self._stderr)
+        if code != 0:
+            errors = "\n".join(line for line in message.splitlines() if "error" in line or "FATAL" in line)
+            raise PitrError("pg_basebackup failed: " + replication_error(errors or message, self._conn))
+
+    def kill(self) -> None:
+        if self._popen.poll() is None:
+            self._popen.kill()
+        self._popen.wait()
+        self.stdout.close()
+        self._stderr.close()
+
+
+def as_server_user(os_user: str) -> tuple[list[str], int | None, int | None]:
+    """(the command prefix, uid, gid) that runs server programs as `os_user` when this process is
+    root (PostgreSQL refuses root), else as ourselves."""
+    if os.geteuid() != 0:
+        return [], None, None
+    try:
+        entry = pwd.getpwnam(os_user)
+    except KeyError:
+        raise ConfigurationError(f"PITR_OS_USER {os_user!r} is not a user on this machine; the restored "
+                                 "server cannot run as root") from None
+    prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", "--"]
+    return prefix, entry.pw_uid, entry.pw_gid
+
+
+class RestoredServer:
+    """A server started on a restored data directory, listening on 127.0.0.1:`port` only."""
+
+    def __init__(self, server: PhysicalClient, data_dir: Path, port: int, os_user: str):
+        self.server, self.data_dir, self.port = server, data_dir, port
+        self.prefix, self.uid, self.gid = as_server_user(os_user)
+        self.log_file = data_dir / "log" / "pitr-restore.log"
+
+    def chown(self) -> None:
+        """Give the whole data directory to the server's user (when we are root)."""
+        if self.uid is None:
+            return
+        for root, dirs, files in os.walk(self.data_dir):
+            os.chown(root, self.uid, self.gid)
+            for name in files:
+                os.chown(os.path.join(root, name), self.uid, self.gid, follow_symlinks=False)
+
+    def pg_ctl(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.prefix, self.server.program("pg_ctl"), "-D", str(self.data_dir), *args],
+                              env=self.server.env(), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              cwd="/", timeout=timeout)
+
+    def start(self) -> None:
+        """Start it; PitrError with the server's log when it does not come up."""
+        self.log_file.parent.mkdir(exist_ok=True)
+        self.chown()
+        result = self.pg_ctl("-l", str(self.log_file), "-w", "-t", "3600", "start")
+        if result.returncode != 0:
+            raise PitrError(f"the restored server did not start: {self.log_tail() or result.stderr.strip()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 8) -> str:
+        wanted = [line for line in self.log().splitlines() if re.search(r"FATAL|ERROR|PANIC", line)]
+        return " | ".join((wanted or self.log().splitlines())[-lines:])
+
+    def running(self) -> bool:
+        return self.pg_ctl("status").returncode == 0
+
+    def wait_promoted(self, conn: ConnInfo, timeout: float = 3600) -> None:
+        """Wait until the server has left recovery (`pg_ctl -w` returns while it still replays)."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        last_error = ""
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise PitrError(f"the restored server stopped during recovery: {self.log_tail()}")
+            try:
+                with connect(conn, timeout=3) as db:
+                    if not db.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                        return
+            except psycopg.Error as exc:
+                last_error = str(exc).strip()
+            time.sleep(0.2)
+        raise PitrError(f"the restored server was still recovering after {timeout:.0f} s ({last_error})")
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self.pg_ctl("-m", "fast", "-w", "stop", timeout=120)

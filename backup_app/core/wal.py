@@ -1,0 +1,108 @@
+"""WAL arithmetic and formats: segment names and LSNs, the tar that pg_basebackup streams, and
+what a recovering server writes in its log. No I/O."""
+import re
+import tarfile
+from datetime import datetime, timezone
+
+SEGMENT_SIZE = 16 * 1024 * 1024  # initdb's default; `enable` refuses servers set otherwise
+SEGMENT_NAME = re.compile(r"[0-9A-F]{24}")
+HISTORY_NAME = re.compile(r"[0-9A-F]{8}\.history")
+SEGMENTS_PER_XLOGID = 0x100000000 // SEGMENT_SIZE
+
+
+def parse_lsn(lsn: str) -> int:
+    """'0/3000028' → 50331688."""
+    high, low = lsn.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(position: int) -> str:
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
+
+
+def segment_number(name: str) -> int:
+    """The segment's number on its timeline (its first byte is number × SEGMENT_SIZE)."""
+    return int(name[8:16], 16) * SEGMENTS_PER_XLOGID + int(name[16:24], 16)
+
+
+def timeline_of(name: str) -> int:
+    return int(name[:8], 16)
+
+
+def segment_name(timeline: int, number: int) -> str:
+    return f"{timeline:08X}{number // SEGMENTS_PER_XLOGID:08X}{number % SEGMENTS_PER_XLOGID:08X}"
+
+
+def segment_of_lsn(timeline: int, lsn: str) -> str:
+    """The name of the segment holding `lsn`."""
+    return segment_name(timeline, parse_lsn(lsn) // SEGMENT_SIZE)
+
+
+def segment_end_lsn(name: str) -> str:
+    return format_lsn((segment_number(name) + 1) * SEGMENT_SIZE)
+
+
+class TarWatcher:
+    """Follows a tar stream as it passes (fed chunk by chunk) and keeps one member's bytes:
+    pg_basebackup's `backup_manifest`, the tar's last member, without a second read."""
+
+    def __init__(self, wanted: str = "backup_manifest", limit: int = 256 * 1024 * 1024):
+        self.wanted, self.limit = wanted, limit
+        self.found: bytes | None = None
+        self._buffer = bytearray()
+        self._skip = 0            # bytes of the current member (and its padding) still to pass
+        self._keep: bytearray | None = None
+        self._keep_size = 0
+        self._done = False
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self._done:
+            if self._skip:
+                step = min(self._skip, len(view))
+                if self._keep is not None and len(self._keep) < self._keep_size:
+                    self._keep += view[:min(step, self._keep_size - len(self._keep))]
+                self._skip -= step
+                view = view[step:]
+                if not self._skip and self._keep is not None:
+                    self.found, self._keep = bytes(self._keep), None
+                continue
+            need = 512 - len(self._buffer)
+            self._buffer += view[:need]
+            view = view[need:]
+            if len(self._buffer) == 512:
+                self._header(bytes(self._buffer))
+                self._buffer.clear()
+
+    def _header(self, block: bytes) -> None:
+        if block == bytes(512):
+            self._done = True  # the end-of-archive blocks
+            return
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        self._skip = (info.size + 511) // 512 * 512
+        if info.name.lstrip("./") == self.wanted and info.size <= self.limit:
+            self._keep, self._keep_size = bytearray(), info.size
+            if not info.size:
+                self.found, self._keep = b"", None
+
+
+# What a server logs when recovery stops (PostgreSQL 13+).
+STOPPING = re.compile(r"recovery stopping (?:before|after) (?:commit|abort) of transaction \d+, "
+                      r"time (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d(?::?\d\d)?)")
+LAST_COMPLETED = re.compile(r"last completed transaction was at log time "
+                            r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d(?::?\d\d)?)")
+TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
+
+
+def log_time(text: str) -> datetime:
+    """'2026-12-02 11:05:03.123456+00' (a server's log) → an aware datetime in UTC."""
+    if re.search(r"[+-]\d\d$", text):
+        text += "00"
+    return datetime.fromisoformat(text.replace(" ", "T", 1)).astimezone(timezone.utc)
+
+
+def last_replayed_commit(log: str) -> datetime | None:
+    """The time of the last transaction recovery applied, from the server's log: what it logs
+    as 'last completed transaction' at the end of recovery; None when it logged none."""
+    found = LAST_COMPLETED.findall(log)
+    return log_time(found[-1]) if found else None

@@ -1,0 +1,114 @@
+"""The point-in-time recovery jobs: a base backup, a restore to a moment, and the drill (restore
+"latest" into a scratch directory, check, remove). Each holds its target's PITR slot, so one
+runs at a time per target; the CLI runs them in its own process, the pages and the API queue them."""
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from backup_app import wiring
+from backup_app.adapters.postgres import connect
+from backup_app.core.conninfo import ConnInfo
+from backup_app.jobs.records import ProgressRecorder, log_line, record
+from backup_app.models import Job, isoformat, utcnow
+from backup_app.services.pitr import base, restore, setup
+from backup_app.services.pitr.rewind import rewind_database
+
+BASE_BACKUP, PITR_RESTORE, PITR_VERIFY = "base-backup", "pitr-restore", "pitr-verify"
+
+
+def pitr_slot(target: str) -> str:
+    return f"pitr {target}"
+
+
+def base_backup_job(target: str, incremental: bool = False) -> Job:
+    setup.require_enabled(wiring.target(target))
+    kind = "incremental" if incremental else "full"
+    return Job(kind=BASE_BACKUP, database=target, target=f"server of {target}", slot=pitr_slot(target),
+               options={"incremental": incremental}, log=log_line(f"{kind} base backup of {target} requested"))
+
+
+def restore_job(target: str, to: datetime | None, data_dir: str | None, port: int | None,
+                into_database: str | None = None) -> Job:
+    """A restore of `target`'s server as of `to` (None: latest) into `data_dir`; with
+    `into_database`, that database is then put back into the target (swap restore)."""
+    wiring.target(target)
+    where = f"into {data_dir}" if data_dir else "into a scratch directory"
+    what = f"{target} as of {isoformat(to) or 'latest'} {where}" + (
+        f", then {into_database} back into the target" if into_database else "")
+    return Job(kind=PITR_RESTORE, database=target, target=data_dir or "scratch directory", slot=pitr_slot(target),
+               options={"to": isoformat(to), "data_dir": data_dir, "port": port, "into_database": into_database},
+               log=log_line(f"point-in-time restore of {what} requested"))
+
+
+def verify_job(target: str) -> Job:
+    wiring.target(target)
+    return Job(kind=PITR_VERIFY, database=target, target="scratch directory", slot=pitr_slot(target),
+               log=log_line(f"PITR drill of {target} requested"))
+
+
+def run_base_backup(session: Session, job, progress: ProgressRecorder):
+    spec = wiring.dump_spec(job.database)
+    client = setup.physical_client(wiring.pg_tools(), spec.conn)
+    record(job.id, f"pg_basebackup {spec.conn.display()}", phase="backing up")
+    backup = base.take_base_backup(session, spec, client, wiring.pitr_stores(), wiring.master_key(),
+                                   incremental=job.options.get("incremental", False), progress=progress)
+    for location, copy in backup.copies.items():
+        if copy.get("error"):
+            record(job.id, f"{location} copy {copy['status']}: {copy['error']}")
+    record(job.id, bytes_done=backup.size_bytes)
+    return f"{backup.kind} base backup {backup.id} completed ({backup.size_bytes} bytes)", backup
+
+
+def run_restore(session: Session, job, progress: ProgressRecorder):
+    options = job.options
+    to = datetime.fromisoformat(options["to"].replace("Z", "+00:00")) if options.get("to") else None
+    scratch = options.get("data_dir") is None
+    data_dir = Path(options["data_dir"]) if not scratch else Path(tempfile.mkdtemp(prefix="backup_app_pitr_"))
+    cluster = restore_here(session, job, job.database, to, data_dir, options.get("port"))
+    if options.get("into_database"):
+        try:
+            record(job.id, f"putting {options['into_database']} back into {job.database}", phase="rewinding")
+            line = rewind_database(session, job.database, options["into_database"], cluster, progress)
+        finally:
+            restore.remove_cluster(cluster)
+        return line, cluster
+    return (f"restored {job.database} as of {isoformat(cluster.recovered_to)} into {cluster.data_dir}; "
+            f"running on 127.0.0.1:{cluster.port}"), cluster
+
+
+def restore_here(session: Session, job, target: str, to, data_dir: Path, port: int | None):
+    request = restore.RestoreRequest(target, to, data_dir, port, current_app.config["PITR_OS_USER"])
+    return restore.restore_to_moment(session, request, wiring.target_conn(target), wiring.pitr_stores(),
+                                     wiring.pg_tools(), wiring.master_key(),
+                                     phase=lambda phase: record(job.id, phase, phase=phase[:64]))
+
+
+def run_verify(session: Session, job, progress: ProgressRecorder):
+    """Restore "latest" into a scratch directory on a free port, check it answers, remove it;
+    the outcome is kept on the target ("recoverable to …, verified …")."""
+    target = wiring.target(job.database)
+    scratch = Path(tempfile.mkdtemp(prefix="backup_app_pitr_drill_"))
+    try:
+        cluster = restore_here(session, job, job.database, None, scratch, None)
+        try:
+            conn = wiring.target_conn(job.database)
+            with connect(ConnInfo(conn.dbname, "127.0.0.1", cluster.port, conn.user, conn.password)) as db:
+                db.execute("SELECT count(*) FROM pg_class").fetchone()  # the target's database answers
+        finally:
+            restore.remove_cluster(cluster)
+    except Exception as exc:
+        session.rollback()
+        target.pitr_verify_error = str(exc)
+        target.pitr_verified_at = utcnow()
+        session.commit()
+        raise
+    target.pitr_verified_at, target.pitr_verified_to, target.pitr_verify_error = utcnow(), cluster.recovered_to, None
+    session.commit()
+    return (f"recoverable to {isoformat(cluster.recovered_to)}, verified {isoformat(target.pitr_verified_at)}",
+            cluster)
+
+
+PITR_RUNNERS = {BASE_BACKUP: run_base_backup, PITR_RESTORE: run_restore, PITR_VERIFY: run_verify}

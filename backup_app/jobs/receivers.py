@@ -1,0 +1,244 @@
+"""The WAL receivers `flask worker` runs: one pg_receivewal per PITR target across all workers.
+
+A worker runs a receiver only while it holds the target's lease (a WalReceiver row whose
+`holder` it set by a compare-and-set, renewed every few seconds); a lease not renewed for
+PITR_LEASE_SECONDS is taken over by another worker. pg_receivewal writes into a spool
+folder (BACKUP_DIR/pitr/spool/<target>); every completed segment and history file there is
+archived into every store and then removed from the spool, and the segment being filled is
+uploaded as a partial copy every WAL_PARTIAL_UPLOAD_SECONDS. A receiver that exits is
+restarted with back-off; its error is kept in the target's status.
+"""
+import logging
+import os
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from backup_app import wiring
+from backup_app.adapters.physical import PhysicalClient, wal_positions
+from backup_app.core.wal import HISTORY_NAME, SEGMENT_NAME, parse_lsn, segment_end_lsn
+from backup_app.errors import BackupError
+from backup_app.extensions import db
+from backup_app.models import FAILING, PARTIAL_SEGMENT, STOPPED, STREAMING, Target, WalReceiver, utcnow
+from backup_app.services.pitr import archive
+from backup_app.services.pitr.setup import physical_client
+
+log = logging.getLogger(__name__)
+TICK_SECONDS = 1.0
+MAX_BACKOFF = 60.0
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def spool_folder(backup_dir: str, target: str) -> Path:
+    return Path(backup_dir) / "pitr" / "spool" / target
+
+
+def take_lease(session: Session, target: str, holder: str, lease_seconds: int) -> bool:
+    """Hold (or keep holding) `target`'s receiver lease; False if another live worker holds it."""
+    now = utcnow()
+    if session.get(WalReceiver, target) is None:
+        session.add(WalReceiver(target=target, state=STOPPED))
+        try:
+            session.commit()
+        except Exception:  # noqa: BLE001 - another worker added it first
+            session.rollback()
+    result = session.execute(
+        update(WalReceiver).where(
+            WalReceiver.target == target,
+            or_(WalReceiver.holder.is_(None), WalReceiver.holder == holder,
+                WalReceiver.heartbeat_at < now - timedelta(seconds=lease_seconds)))
+        .values(holder=holder, heartbeat_at=now).execution_options(synchronize_session=False))
+    session.commit()
+    return result.rowcount == 1
+
+
+def release_lease(session: Session, target: str, holder: str) -> None:
+    session.execute(update(WalReceiver).where(WalReceiver.target == target, WalReceiver.holder == holder)
+                    .values(holder=None, heartbeat_at=None, state=STOPPED)
+                    .execution_options(synchronize_session=False))
+    session.commit()
+
+
+class Receiver:
+    """One target's pg_receivewal and the archiving of what it writes."""
+
+    def __init__(self, app: Flask, target: str):
+        self.app, self.target = app, target
+        self.spool = spool_folder(app.config["BACKUP_DIR"], target)
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.spool.parent / f"{target}.receivewal.log"
+        self.restart_at = 0.0
+        self.backoff = 1.0
+        self.last_partial_at = 0.0
+        self.encrypt = False
+
+    def step(self, session: Session) -> None:
+        """Keep pg_receivewal running and archive what it completed."""
+        target = session.scalar(select(Target).where(Target.name == self.target))
+        if target is None:
+            return
+        self.encrypt = target.encrypt
+        conn = wiring.target_conn(self.target)
+        self.archive_completed(session)
+        if self.process is not None and self.process.poll() is not None:
+            self.exited(session)
+        if self.process is None and time.monotonic() >= self.restart_at:
+            self.start(session, conn, target.pitr_slot)
+        if self.process is not None:
+            self.upload_partial(session, conn, target.pitr_slot)
+        archive.repair_missing(session, self.target, wiring.pitr_stores(), limit=8)
+
+    def start(self, session: Session, conn, slot: str) -> None:
+        self.spool.mkdir(parents=True, exist_ok=True)
+        try:
+            client: PhysicalClient = physical_client(wiring.pg_tools(), conn)
+            client.create_slot(conn, slot)  # if the server lost it (restored, rebuilt): WAL from now on
+            with open(self.log_path, "ab") as log_file:
+                self.process = client.receive_wal(conn, slot, self.spool, log_file)
+        except BackupError as exc:
+            self.failed(session, str(exc))
+            return
+        self.set_state(session, STREAMING, None)
+        log.info("WAL receiver of %s started (pid %s)", self.target, self.process.pid)
+
+    def exited(self, session: Session) -> None:
+        code = self.process.returncode
+        self.process = None
+        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:] if self.log_path.exists() else []
+        self.failed(session, f"pg_receivewal exited with code {code}: " + " | ".join(tail))
+
+    def failed(self, session: Session, error: str) -> None:
+        log.warning("WAL receiver of %s: %s (restarting in %.0f s)", self.target, error, self.backoff)
+        self.restart_at = time.monotonic() + self.backoff
+        self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+        self.set_state(session, FAILING, error)
+
+    def set_state(self, session: Session, state: str, error: str | None) -> None:
+        row = session.get(WalReceiver, self.target)
+        row.state, row.error = state, error
+        session.commit()
+
+    def archive_completed(self, session: Session) -> None:
+        """Archive the completed segments and history files in the spool, oldest first."""
+        if not self.spool.is_dir():
+            return
+        names = sorted(p.name for p in self.spool.iterdir()
+                       if SEGMENT_NAME.fullmatch(p.name) or HISTORY_NAME.fullmatch(p.name))
+        stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
+        for name in names:
+            row = archive.archive_file(session, self.target, self.spool / name, stores, key)
+            if row is None:
+                self.set_state(session, FAILING, f"no store took WAL file {name}; it waits in {self.spool}")
+                return
+            archive.remove_stale_partials(self.target, [name], stores, key is not None)
+            (self.spool / name).unlink()
+            if SEGMENT_NAME.fullmatch(name):
+                receiver = session.get(WalReceiver, self.target)
+                receiver.last_segment, receiver.last_segment_at = name, row.stored_at
+                receiver.stored_lsn = max_lsn(receiver.stored_lsn, segment_end_lsn(name))
+                receiver.state, receiver.error = STREAMING, None
+                self.backoff = 1.0
+                session.commit()
+
+    def upload_partial(self, session: Session, conn, slot: str) -> None:
+        """Every WAL_PARTIAL_UPLOAD_SECONDS, store the segment being filled (read after asking
+        the server how far the slot has flushed, so the copy holds at least that)."""
+        every = self.app.config["WAL_PARTIAL_UPLOAD_SECONDS"]
+        if time.monotonic() - self.last_partial_at < every:
+            return
+        partials = sorted(self.spool.glob("*.partial"))
+        if not partials:
+            return
+        self.last_partial_at = time.monotonic()
+        try:
+            _current, flushed = wal_positions(conn, slot)
+        except Exception as exc:  # noqa: BLE001 - the server is away: the receiver's own error says so
+            log.info("WAL receiver of %s: cannot ask the server's position: %s", self.target, exc)
+            return
+        asked_at = utcnow()
+        receiver = session.get(WalReceiver, self.target)
+        stored = archive.current_partial(session, self.target)
+        if stored is not None and flushed and stored.end_lsn == flushed and stored.name == partials[-1].stem:
+            stored.covers_until = asked_at  # nothing new was written: the stored copy still covers it all
+            session.commit()
+            return
+        stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
+        row = archive.archive_file(session, self.target, partials[-1], stores, key, kind=PARTIAL_SEGMENT,
+                                   covers_until=asked_at, end_lsn=flushed)
+        if row is not None and flushed:
+            receiver.stored_lsn = max_lsn(receiver.stored_lsn, flushed)
+            session.commit()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+def max_lsn(a: str | None, b: str) -> str:
+    return b if a is None or parse_lsn(b) > parse_lsn(a) else a
+
+
+class ReceiverSupervisor(threading.Thread):
+    """Takes and renews the leases of the PITR targets and runs a Receiver for each one held."""
+
+    def __init__(self, app: Flask, holder: str | None = None):
+        super().__init__(name="wal-receivers", daemon=True)
+        self.app = app
+        self.holder = holder or worker_identity()
+        self.receivers: dict[str, Receiver] = {}
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            with self.app.app_context():
+                try:
+                    self.tick(db.session)
+                except Exception:  # noqa: BLE001 - the next tick tries again
+                    log.exception("WAL receivers: tick failed")
+                    db.session.rollback()
+                finally:
+                    db.session.remove()
+            self._stopping.wait(TICK_SECONDS)
+        with self.app.app_context():
+            self.release_all(db.session)
+            db.session.remove()
+
+    def tick(self, session: Session) -> None:
+        lease = self.app.config["PITR_LEASE_SECONDS"]
+        enabled = set(session.scalars(select(Target.name).where(Target.pitr_enabled.is_(True))))
+        for name in sorted(enabled | set(self.receivers)):
+            if name in enabled and take_lease(session, name, self.holder, lease):
+                receiver = self.receivers.setdefault(name, Receiver(self.app, name))
+                receiver.step(session)
+            elif name in self.receivers:  # turned off, or another worker took the lease over
+                self.receivers.pop(name).stop()
+                if name not in enabled:
+                    release_lease(session, name, self.holder)
+
+    def release_all(self, session: Session) -> None:
+        for name, receiver in self.receivers.items():
+            receiver.stop()
+            receiver.archive_completed(session)
+            release_lease(session, name, self.holder)
+        self.receivers.clear()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=60)

@@ -1,0 +1,259 @@
+"""Restore to a moment: fetch a base backup chain and the WAL after it from any intact copy,
+combine incrementals, write the recovery settings, start a server on 127.0.0.1 and wait until
+it has left recovery, then check in its log that it stopped at or before the moment."""
+import hashlib
+import os
+import shutil
+import socket
+import tarfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from backup_app.adapters.physical import PhysicalClient, RestoredServer
+from backup_app.adapters.pgtools import PgTools
+from backup_app.adapters.store import Store
+from backup_app.core import codecs
+from backup_app.core.conninfo import ConnInfo
+from backup_app.core.crypto import MasterKey
+from backup_app.core.wal import TARGET_NOT_REACHED, last_replayed_commit
+from backup_app.errors import BackupError, ChecksumMismatch, PitrError
+from backup_app.models import BaseBackup, isoformat
+from backup_app.services.pitr import archive
+from backup_app.services.pitr.window import Reach, choose
+
+WAL_FOLDER = "backup_app_wal"  # inside the data directory, removed once the server is up
+
+
+@dataclass
+class RestoreRequest:
+    target: str
+    to: datetime | None          # None: latest
+    data_dir: Path
+    port: int | None = None
+    os_user: str = "postgres"
+
+
+@dataclass
+class RestoredCluster:
+    """A running restored server: where it is and what it holds."""
+
+    data_dir: Path
+    port: int
+    recovered_to: datetime
+    base_backup: str
+    last_transaction_at: datetime | None
+    server: RestoredServer
+
+    def to_dict(self) -> dict:
+        return {"data_dir": str(self.data_dir), "port": self.port, "recovered_to": isoformat(self.recovered_to),
+                "base_backup": self.base_backup, "last_transaction_at": isoformat(self.last_transaction_at)}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chain_of(session: Session, base: BaseBackup) -> list[BaseBackup]:
+    """The full backup and the incrementals up to `base`, oldest first."""
+    chain = [base]
+    while chain[0].parent_id:
+        parent = session.get(BaseBackup, chain[0].parent_id)
+        if parent is None:
+            raise PitrError(f"base backup {chain[0].id} builds on {chain[0].parent_id}, which is gone")
+        chain.insert(0, parent)
+    return chain
+
+
+def server_for(pg: PgTools, version: str) -> PhysicalClient:
+    """The server programs of the backup's major version."""
+    wanted = int(version.split(".")[0])
+    for client in pg.clients:
+        physical = PhysicalClient(client)
+        if physical.major == wanted and physical.has("pg_ctl") and physical.has("postgres"):
+            return physical
+    raise PitrError(f"restoring this base backup needs PostgreSQL {wanted}'s server programs (pg_ctl, postgres); "
+                    f"found {pg.found()}: install postgresql-{wanted} or point PG_BIN_DIR at its bin folder")
+
+
+def prepare_data_dir(path: Path) -> Path:
+    path = path.resolve()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise PitrError(f"{path} exists and is not an empty directory: give a new one")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+class HashingReader:
+    def __init__(self, stream):
+        self._stream, self.digest = stream, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.digest.update(data)
+        return data
+
+
+def extract(backup: BaseBackup, stores: Sequence[Store], key: MasterKey | None, into: Path) -> str:
+    """Extract one base backup into `into` from the first intact copy; the store it came from."""
+    if backup.encrypted and key is None:
+        raise PitrError(f"base backup {backup.id} is encrypted but APP_ENCRYPTION_KEY is not set")
+    problems = []
+    for store in archive.ordered(stores, backup.copies):
+        try:
+            with store.open(backup.filename) as stream:
+                hashing = HashingReader(stream)
+                decoded = codecs.decode(hashing, "custom", "zstd", key if backup.encrypted else None)
+                with tarfile.open(fileobj=decoded, mode="r|") as tar:
+                    tar.extractall(into, filter="tar")
+                while hashing.read(1024 * 1024):
+                    pass
+        except (BackupError, OSError, tarfile.TarError) as exc:
+            problems.append(f"{store.location}: {exc}")
+        else:
+            if hashing.digest.hexdigest() == backup.sha256:
+                return store.location
+            problems.append(f"{store.location}: SHA-256 mismatch")
+        shutil.rmtree(into, ignore_errors=True)
+        into.mkdir(mode=0o700)
+    raise ChecksumMismatch(f"no intact copy of base backup {backup.id}: " + "; ".join(problems))
+
+
+def wal_to_fetch(chosen: Reach, to: datetime | None) -> list:
+    """The archived WAL files recovery replays: up to the first that covers `to`, and one more
+    (the commit after `to` that tells recovery to stop may be in it)."""
+    if to is None:
+        return chosen.wal
+    for index, row in enumerate(chosen.wal):
+        if row.covers_until >= to:
+            return chosen.wal[:index + 2]
+    return chosen.wal
+
+
+def conf_value(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def write_recovery_settings(data_dir: Path, port: int, to: datetime | None) -> None:
+    """Recovery settings, appended to postgresql.auto.conf (read after postgresql.conf): loopback
+    only, no archiving, WAL from the fetched folder, stop at `to` and promote."""
+    if not (data_dir / "postgresql.conf").exists():  # a Debian server keeps it in /etc
+        (data_dir / "postgresql.conf").write_text("# written by backup_app's PITR restore\n")
+    wal_dir = data_dir / WAL_FOLDER
+    settings = {
+        "port": str(port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''",
+        "archive_mode": "off", "logging_collector": "off", "log_destination": "'stderr'",
+        "primary_conninfo": "''", "primary_slot_name": "''", "hot_standby": "off",
+        "restore_command": conf_value(f'cp "{wal_dir}/%f" "%p"'),
+        "recovery_target_action": "'promote'", "recovery_target_timeline": "'current'",
+    }
+    if to is not None:
+        settings["recovery_target_time"] = conf_value(to.isoformat())
+    lines = ["", "# backup_app point-in-time restore"] + [f"{name} = {value}" for name, value in settings.items()]
+    with open(data_dir / "postgresql.auto.conf", "a") as conf:
+        conf.write("\n".join(lines) + "\n")
+    for leftover in ("standby.signal", "postmaster.pid", "postmaster.opts"):
+        (data_dir / leftover).unlink(missing_ok=True)
+    (data_dir / "recovery.signal").touch()
+
+
+def drop_recovery_target(data_dir: Path) -> None:
+    conf = data_dir / "postgresql.auto.conf"
+    kept = [line for line in conf.read_text().splitlines() if not line.startswith("recovery_target_time")]
+    conf.write_text("\n".join(kept) + "\n")
+    (data_dir / "recovery.signal").touch()
+
+
+def restore_to_moment(session: Session, request: RestoreRequest, conn: ConnInfo, stores: Sequence[Store],
+                      pg: PgTools, key: MasterKey | None,
+                      phase: Callable[[str], None] = lambda _phase: None) -> RestoredCluster:
+    """Restore `request.target`'s server as of `request.to` into `request.data_dir` and leave it
+    running on 127.0.0.1:`port`. `conn` (the target's user) is how the server is asked whether
+    it has left recovery. PitrError, naming the window, for a moment outside it."""
+    chosen = choose(session, request.target, request.to)
+    chain = chain_of(session, chosen.base)
+    wal = wal_to_fetch(chosen, request.to)
+    server_programs = server_for(pg, chosen.base.server_version)
+    data_dir = prepare_data_dir(request.data_dir)
+    port = request.port or free_port()
+    session.commit()  # nothing held open while gigabytes move
+    restored = RestoredServer(server_programs, data_dir, port, request.os_user)
+    try:
+        phase(f"fetching base backup {chain[-1].id}")
+        extract_chain(chain, stores, key, data_dir, server_programs)
+        phase(f"fetching {len(wal)} WAL files")
+        wal_dir = data_dir / WAL_FOLDER
+        wal_dir.mkdir(mode=0o700)
+        for row in wal:
+            (wal_dir / row.name).write_bytes(archive.fetch(row, stores, key))
+        write_recovery_settings(data_dir, port, request.to)
+        phase("recovering")
+        recover(restored, conn.with_dbname("postgres"), port, request.to is not None)
+    except BaseException:
+        restored.stop()
+        raise
+    shutil.rmtree(data_dir / WAL_FOLDER, ignore_errors=True)
+    last = last_replayed_commit(restored.log())
+    if request.to is not None and last is not None and last > request.to:
+        restored.stop()
+        raise PitrError(f"recovery went past {isoformat(request.to)} (last transaction at {isoformat(last)}); "
+                        f"the server in {data_dir} was stopped")
+    recovered_to = request.to or chosen.until
+    return RestoredCluster(data_dir, port, recovered_to, chosen.base.id, last, restored)
+
+
+def extract_chain(chain: list[BaseBackup], stores: Sequence[Store], key: MasterKey | None, data_dir: Path,
+                  server_programs: PhysicalClient) -> None:
+    """Extract a full backup (or combine a full one and its incrementals) into `data_dir`, checked
+    with pg_verifybackup where the client has it."""
+    if len(chain) == 1:
+        extract(chain[0], stores, key, data_dir)
+    else:
+        parts = []
+        try:
+            for backup in chain:
+                part = data_dir.parent / f".{data_dir.name}.{backup.id}"
+                shutil.rmtree(part, ignore_errors=True)
+                part.mkdir(mode=0o700)
+                parts.append(part)
+                extract(backup, stores, key, part)
+            data_dir.rmdir()
+            server_programs.combine(parts, data_dir)
+        finally:
+            for part in parts:
+                shutil.rmtree(part, ignore_errors=True)
+    problem = server_programs.verify(data_dir)
+    if problem:
+        raise PitrError(f"pg_verifybackup found the restored files damaged: {problem}")
+    os.chmod(data_dir, 0o700)
+
+
+def recover(restored: RestoredServer, conn: ConnInfo, port: int, has_target: bool) -> None:
+    """Start the server and wait until it is promoted. A moment after the last archived commit
+    makes PostgreSQL stop with "recovery ended before configured recovery target was reached":
+    every commit it replayed is then before the moment, so it is started again without the
+    target to finish the same replay and promote."""
+    local = ConnInfo(conn.dbname, "127.0.0.1", port, conn.user, conn.password)
+    try:
+        restored.start()
+        restored.wait_promoted(local)
+    except PitrError:
+        if not (has_target and TARGET_NOT_REACHED in restored.log()):
+            raise
+        restored.stop()
+        drop_recovery_target(restored.data_dir)
+        restored.start()
+        restored.wait_promoted(local)
+
+
+def remove_cluster(cluster: RestoredCluster) -> None:
+    """Stop a restored server and delete its data directory."""
+    cluster.server.stop()
+    shutil.rmtree(cluster.data_dir, ignore_errors=True)
+

@@ -1,0 +1,78 @@
+"""The recoverable window: from the end of the oldest usable base backup to the last moment
+the archive holds WAL for, without a gap."""
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backup_app.core.wal import segment_name, segment_number, segment_of_lsn
+from backup_app.errors import PitrError
+from backup_app.models import COMPLETED, PARTIAL_SEGMENT, SEGMENT, BaseBackup, WalFile, isoformat
+
+
+@dataclass
+class Reach:
+    """How far one base backup can be rolled forward: the WAL files it needs, in order, and the
+    moment the last of them covers (None: its own WAL is not all archived yet)."""
+
+    base: BaseBackup
+    wal: list[WalFile]
+    until: datetime | None
+
+
+def completed_bases(session: Session, target: str) -> list[BaseBackup]:
+    """The target's completed base backups, oldest first."""
+    return list(session.scalars(select(BaseBackup).where(
+        BaseBackup.target == target, BaseBackup.status == COMPLETED).order_by(BaseBackup.started_at)))
+
+
+def reach(base: BaseBackup, segments: dict[str, WalFile], partial: WalFile | None) -> Reach:
+    """The contiguous WAL from `base`'s start segment on, and the moment it covers."""
+    first = segment_number(segment_of_lsn(base.timeline, base.start_lsn))
+    last_needed = segment_number(segment_of_lsn(base.timeline, base.end_lsn))
+    wal, number = [], first
+    while (row := segments.get(segment_name(base.timeline, number))) is not None:
+        wal.append(row)
+        number += 1
+    if partial is not None and partial.name == segment_name(base.timeline, number):
+        wal.append(partial)
+        number += 1
+    if number <= last_needed:  # the backup's own WAL is not all there: not consistent yet
+        return Reach(base, wal, None)
+    return Reach(base, wal, wal[-1].covers_until)
+
+
+def reaches(session: Session, target: str) -> list[Reach]:
+    """Every completed base backup's reach, oldest first."""
+    rows = session.scalars(select(WalFile).where(WalFile.target == target,
+                                                 WalFile.kind.in_((SEGMENT, PARTIAL_SEGMENT)))).all()
+    segments = {row.name: row for row in rows if row.kind == SEGMENT}
+    partial = next((row for row in rows if row.kind == PARTIAL_SEGMENT), None)
+    return [reach(base, segments, partial) for base in completed_bases(session, target)]
+
+
+def window(session: Session, target: str) -> tuple[datetime | None, datetime | None]:
+    """(recoverable_from, recoverable_to); (None, None) when nothing can be recovered yet."""
+    usable = [r for r in reaches(session, target) if r.until is not None and r.until >= r.base.finished_at]
+    if not usable:
+        return None, None
+    return usable[0].base.finished_at, max(r.until for r in usable)
+
+
+def choose(session: Session, target: str, to: datetime | None) -> Reach:
+    """The newest base backup that finished before `to` (None: latest) and whose WAL reaches it;
+    PitrError naming the window when there is none."""
+    usable = [r for r in reaches(session, target) if r.until is not None and r.until >= r.base.finished_at]
+    if to is None:
+        if not usable:
+            raise PitrError(f"{target} has nothing to recover yet: "
+                            + ("its WAL since the base backup is not all archived yet"
+                               if completed_bases(session, target) else "it has no base backup"))
+        return max(usable, key=lambda r: (r.until, r.base.started_at))
+    fits = [r for r in usable if r.base.finished_at <= to <= r.until]
+    if not fits:
+        start, end = window(session, target)
+        shown = (f"{isoformat(start)} to {isoformat(end)}" if start else "empty (no base backup with its WAL)")
+        raise PitrError(f"{isoformat(to)} is outside the recoverable window of {target}: {shown}")
+    return max(fits, key=lambda r: r.base.started_at)

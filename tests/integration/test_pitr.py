@@ -1,0 +1,147 @@
+"""Point-in-time recovery against real servers: a PostgreSQL cluster of its own per module (its
+whole WAL is archived), SeaweedFS, the WAL receivers run by a supervisor in the test's process
+or by real `flask worker` processes."""
+import json
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from backup_app.extensions import db
+from backup_app.jobs.receivers import ReceiverSupervisor
+from backup_app.models import WalFile, WalReceiver
+from devtools.localservers import DEBIAN_PG_BIN, PostgresCluster
+from tests.helpers import add_target, error_line, invoke, new_key
+
+
+@pytest.fixture(scope="module")
+def pitr_cluster(tmp_path_factory):
+    cluster = PostgresCluster(tmp_path_factory.mktemp("pitr15"), bin_dir=DEBIAN_PG_BIN).start()
+    cluster.createdb("shop")
+    cluster.psql("CREATE TABLE orders (id int PRIMARY KEY, batch int NOT NULL, at timestamptz DEFAULT now())",
+                 "shop")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def data_root():
+    """A folder the restored server's OS user can reach (pytest's own are private to root)."""
+    root = Path(tempfile.mkdtemp(prefix="pitr-restores-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pitr_app(make_app, pitr_cluster, s3_settings):
+    app = make_app(WAL_PARTIAL_UPLOAD_SECONDS=1, PITR_LEASE_SECONDS=5, APP_ENCRYPTION_KEY=new_key(), **s3_settings)
+    runner = app.test_cli_runner()
+    invoke(runner, "storage", "init")
+    add_target(runner, "shop", pitr_cluster.url("shop"))
+    return app
+
+
+@pytest.fixture
+def receivers(pitr_app):
+    supervisor = ReceiverSupervisor(pitr_app)
+    yield supervisor
+    if supervisor.is_alive():
+        supervisor.stop()
+
+
+def status(runner, name="shop") -> dict:
+    return json.loads(invoke(runner, "pitr", "status", name, "--json").stdout)
+
+
+def wait_for(check, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not reached within {timeout} s")
+
+
+def insert_batch(cluster, batch: int, rows: int = 100) -> datetime:
+    """Insert a batch of rows; the moment just after its commit."""
+    start = int(cluster.psql("SELECT coalesce(max(id), 0) FROM orders", "shop"))
+    cluster.psql(f"INSERT INTO orders (id, batch) SELECT {start} + g, {batch} FROM generate_series(1, {rows}) g",
+                 "shop")
+    return datetime.now(timezone.utc)
+
+
+def covered(runner, moment: datetime) -> bool:
+    to = status(runner)["recoverable_to"]
+    return to is not None and datetime.fromisoformat(to.replace("Z", "+00:00")) >= moment
+
+
+def restored_rows(cluster, port: int) -> dict[int, int]:
+    out = PostgresCluster(cluster.base_dir, port=port, password=cluster.password).psql(
+        "SELECT batch, count(*) FROM orders GROUP BY batch ORDER BY batch", "shop")
+    return {int(b): int(n) for b, n in (line.split("|") for line in out.splitlines() if line)}
+
+
+def stop_restored(data_dir: Path):
+    PostgresCluster(data_dir.parent, bin_dir=DEBIAN_PG_BIN)._run_server_tool(
+        f"{DEBIAN_PG_BIN}/pg_ctl", "-D", str(data_dir), "-m", "immediate", "-w", "stop")
+
+
+def test_restore_to_a_moment_between_two_batches(pitr_app, pitr_cluster, receivers, data_root):
+    runner = pitr_app.test_cli_runner()
+    enabled = invoke(runner, "pitr", "enable", "shop").stdout
+    assert "PITR is on for shop" in enabled and "max_slot_wal_keep_size" in enabled
+    receivers.start()
+    wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
+    base = json.loads(invoke(runner, "pitr", "base-backup", "shop", "--json").stdout)
+    assert base["status"] == "completed" and base["kind"] == "full"
+    assert {c["location"]: c["status"] for c in base["copies"]} == {"local": "present", "s3": "present"}
+
+    first = insert_batch(pitr_cluster, 1)
+    time.sleep(1.5)
+    between = datetime.now(timezone.utc)
+    time.sleep(1.5)
+    insert_batch(pitr_cluster, 2)
+    after = datetime.now(timezone.utc)
+    wait_for(lambda: covered(runner, after), what="the second batch archived")
+    state = status(runner)
+    assert state["recoverable_from"] <= first.isoformat().replace("+00:00", "Z")
+    assert state["last_segment"] is not None or state["bytes_behind"] is not None
+
+    out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", between.isoformat(),
+                            "--data-dir", str(data_root / "at-between"), "--json").stdout)
+    try:
+        assert out["base_backup"] == base["id"]
+        assert restored_rows(pitr_cluster, out["port"]) == {1: 100}
+        assert (Path(out["data_dir"]).stat().st_mode & 0o777) == 0o700
+    finally:
+        stop_restored(Path(out["data_dir"]))
+
+    # From the object store alone: the local folder emptied.
+    with pitr_app.app_context():
+        local = Path(pitr_app.config["BACKUP_DIR"]) / "pitr"
+    for path in local.iterdir():
+        if path.is_file():
+            path.unlink()
+    out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", "latest",
+                            "--data-dir", str(data_root / "latest"), "--json").stdout)
+    try:
+        assert restored_rows(pitr_cluster, out["port"]) == {1: 100, 2: 100}
+    finally:
+        stop_restored(Path(out["data_dir"]))
+
+
+def test_a_moment_outside_the_window_is_refused(pitr_app, pitr_cluster, data_root):
+    runner = pitr_app.test_cli_runner()
+    result = invoke(runner, "pitr", "restore", "shop", "--to", "2001-01-01T00:00:00Z",
+                    "--data-dir", str(data_root / "x"), ok=False)
+    assert "outside the recoverable window of shop" in error_line(result)
+    assert not (data_root / "x").exists()
+    result = invoke(runner, "pitr", "restore", "shop", "--to", "2001-01-01T00:00:00",
+                    "--data-dir", str(data_root / "x"), ok=False)
+    assert "has no time zone" in error_line(result)
