@@ -8,6 +8,7 @@ from backup_app.errors import ConfigurationError
 from backup_app.extensions import db
 from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services import targets as service
+from backup_app.services.pitr import setup as pitr_setup
 
 targets_cli = ServiceGroup("targets", help="Manage the databases to back up.")
 
@@ -40,8 +41,12 @@ def parse_gfs(value: str | None) -> tuple[int, int, int]:
               help="An Apprise URL told about this target (repeatable), besides NOTIFY_URLS.")
 @click.option("--notify-on-success", is_flag=True, help="Also tell about successful backups.")
 @click.option("--stale-after-hours", type=int, help="Alert when the newest good backup is older than this.")
+@click.option("--pitr/--no-pitr", default=False, show_default=True,
+              help="Archive the server's WAL for point-in-time recovery (as `flask pitr enable`).")
+@click.option("--base-schedule", metavar="CRON", help="When to take PITR base backups (default: weekly).")
+@click.option("--pitr-verify-schedule", metavar="CRON", help="When to run the PITR drill (restore latest, check).")
 def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec, fmt, encrypt, verify_schedule,
-                notify_urls, notify_on_success, stale_after_hours):
+                notify_urls, notify_on_success, stale_after_hours, pitr, base_schedule, pitr_verify_schedule):
     """Add a database to back up (its password is stored encrypted)."""
     upgrade_catalog_if_needed()
     settings = service.TargetSettings(
@@ -54,6 +59,12 @@ def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec,
     next_verify = (f", next verify {target.verify_next_run_at:%Y-%m-%d %H:%M} UTC"
                    if target.verify_next_run_at else "")
     click.echo(f"Added target {target.name} ({target.dbname} on {target.host or 'localhost'}){next_run}{next_verify}")
+    if base_schedule or pitr_verify_schedule:
+        pitr_setup.set_schedules(db.session, target, base_schedule, pitr_verify_schedule)
+    if pitr:
+        for line in pitr_setup.enable(db.session, target, wiring.target_conn(target.name), wiring.pg_tools()):
+            click.echo(line)
+        click.echo(f"PITR is on for {target.name}")
 
 
 @targets_cli.command("list")

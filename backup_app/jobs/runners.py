@@ -44,6 +44,7 @@ from backup_app.services.backups.delete import delete_backup
 from backup_app.services.backups.download import download_backup
 from backup_app.services.backups.queries import get_completed_backup
 from backup_app.services.backups.restore import RestoreOptions, restore_backup
+from backup_app.services.pitr.retention import prune_pitr
 from backup_app.services.prune import prune
 from backup_app.services.sync import sync_backups
 from backup_app.services.verify import PASSED, verify_backup
@@ -184,6 +185,9 @@ def _run_prune(session: Session, job: RunningJob, progress: ProgressRecorder):
         record(job.id, f"deleted {item['filename']} ({item['reason']})")
     for item in report.kept_in_use:
         record(job.id, f"kept {item['filename']} for now: a job reads it ({item['reason']})")
+    for target in targets:
+        for line in prune_pitr(session, target, wiring.pitr_stores()):
+            record(job.id, f"{target.name}: {line}")
     if report.error:
         raise SomeBackupsFailed(report.error, report)
     return (f"deleted {len(report.deleted)} backup(s)" if report.deleted else "nothing to prune"), report

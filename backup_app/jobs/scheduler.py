@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from backup_app import wiring
 from backup_app.errors import BackupError, JobConflict
 from backup_app.extensions import db
+from backup_app.jobs import pitr
 from backup_app.jobs.records import record
 from backup_app.jobs.recovery import recover_interrupted_jobs
 from backup_app.jobs.submit import app_wide_job, create_job, queue, record_failed, verify_job
@@ -60,6 +61,10 @@ def tick(session: Session, now: datetime | None = None) -> list[str]:
         lines.append(_queue_backup(session, target))
     for target in schedules.claim_due_targets(session, now, schedules.VERIFY):
         lines.append(_queue_verify(session, target))
+    for kind, make in ((schedules.BASE_BACKUP, pitr.base_backup_job), (schedules.PITR_VERIFY, pitr.verify_job)):
+        for target in schedules.claim_due_targets(session, now, kind):
+            if target.pitr_enabled:
+                lines.append(_queue_pitr(session, target, kind, make))
     config = current_app.config
     if config["PRUNE_SCHEDULE"] and schedules.claim_periodic(session, PRUNE, config["PRUNE_SCHEDULE"], now):
         lines.append(_queue(session, app_wide_job(PRUNE), "prune"))
@@ -88,6 +93,15 @@ def _queue_verify(session: Session, target: Target) -> str:
         job = verify_job(session, newest.id)
     except BackupError as exc:
         return record_failed(session, VERIFY, target.name, f"{what} could not start: {exc}").error
+    return _queue(session, job, what)
+
+
+def _queue_pitr(session: Session, target: Target, kind: str, make) -> str:
+    what = f"scheduled {kind} of {target.name}"
+    try:
+        job = make(target.name)
+    except BackupError as exc:
+        return record_failed(session, kind, target.name, f"{what} could not start: {exc}").error
     return _queue(session, job, what)
 
 

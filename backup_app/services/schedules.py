@@ -10,11 +10,13 @@ from sqlalchemy.orm import Session
 from backup_app.errors import ConfigurationError
 from backup_app.models import PeriodicRun, Target, utcnow
 
-BACKUP, VERIFY = "backup", "verify"
+BACKUP, VERIFY, BASE_BACKUP, PITR_VERIFY = "backup", "verify", "base-backup", "pitr-verify"
 # Which cron and which next-run column each kind of scheduled run of a target uses.
 TARGET_SCHEDULES = {
     BACKUP: (Target.schedule, Target.next_run_at),
     VERIFY: (Target.verify_schedule, Target.verify_next_run_at),
+    BASE_BACKUP: (Target.base_schedule, Target.base_next_run_at),
+    PITR_VERIFY: (Target.pitr_verify_schedule, Target.pitr_verify_next_run_at),
 }
 
 

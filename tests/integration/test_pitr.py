@@ -13,8 +13,8 @@ import pytest
 
 from backup_app.extensions import db
 from backup_app.jobs.receivers import ReceiverSupervisor
-from backup_app.models import WalFile, WalReceiver
-from devtools.localservers import DEBIAN_PG_BIN, PostgresCluster
+from backup_app.models import WalFile
+from devtools.localservers import DEBIAN_PG_BIN, PostgresCluster, SeaweedS3
 from tests.helpers import add_target, error_line, invoke, new_key
 
 
@@ -145,3 +145,58 @@ def test_a_moment_outside_the_window_is_refused(pitr_app, pitr_cluster, data_roo
     result = invoke(runner, "pitr", "restore", "shop", "--to", "2001-01-01T00:00:00",
                     "--data-dir", str(data_root / "x"), ok=False)
     assert "has no time zone" in error_line(result)
+
+
+def test_receiver_killed_and_restarted_leaves_no_gap(pitr_app, pitr_cluster, receivers, data_root):
+    runner = pitr_app.test_cli_runner()
+    invoke(runner, "pitr", "enable", "shop")
+    receivers.start()
+    wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
+    invoke(runner, "pitr", "base-backup", "shop")
+    before = pitr_cluster.psql("SELECT count(*) FROM orders", "shop")
+    receivers.receivers["shop"].process.kill()
+    insert_batch(pitr_cluster, 7)
+    pitr_cluster.psql("SELECT pg_switch_wal()")
+    insert_batch(pitr_cluster, 8)
+    after = datetime.now(timezone.utc)
+    wait_for(lambda: covered(runner, after), what="the WAL after the kill archived")
+    out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", "latest",
+                            "--data-dir", str(data_root / "after-kill"), "--json").stdout)
+    try:
+        rows = restored_rows(pitr_cluster, out["port"])
+        assert rows[7] == 100 and rows[8] == 100 and sum(rows.values()) == int(before) + 200
+    finally:
+        stop_restored(Path(out["data_dir"]))
+
+
+def test_a_store_down_gets_the_segments_it_missed(pitr_app, make_app, pitr_cluster, tmp_path, s3_settings):
+    offsite = SeaweedS3(tmp_path / "offsite").start()
+    store = {"name": "offsite", "endpoint": offsite.endpoint, "access_key": offsite.access_key,
+             "secret_key": offsite.secret_key, "bucket": "offsite-wal", "secure": False, "region": None}
+    app = make_app(WAL_PARTIAL_UPLOAD_SECONDS=1, APP_ENCRYPTION_KEY=pitr_app.config["APP_ENCRYPTION_KEY"],
+                   SQLALCHEMY_DATABASE_URI=pitr_app.config["SQLALCHEMY_DATABASE_URI"],
+                   BACKUP_DIR=pitr_app.config["BACKUP_DIR"], S3_STORES=[store], **s3_settings)
+    runner = app.test_cli_runner()
+    invoke(runner, "storage", "init")
+    invoke(runner, "pitr", "enable", "shop")
+    supervisor = ReceiverSupervisor(app)
+    supervisor.start()
+    try:
+        wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
+        offsite.kill()
+        insert_batch(pitr_cluster, 9)
+        pitr_cluster.psql("SELECT pg_switch_wal()")
+
+        def copies():
+            with app.app_context():
+                rows = db.session.scalars(db.select(WalFile).where(WalFile.kind == "segment")).all()
+                db.session.commit()
+                return [{loc: c["status"] for loc, c in row.copies.items()} for row in rows]
+        missed = wait_for(lambda: [c for c in copies() if c.get("s3:offsite") == "failed"], what="a missed copy")
+        assert all(c["local"] == "present" and c["s3"] == "present" for c in missed)
+        offsite = SeaweedS3(offsite.base_dir, offsite.access_key, offsite.secret_key, port=offsite.port).start()
+        wait_for(lambda: all(c.get("s3:offsite") == "present" for c in copies()), timeout=90,
+                 what="the store filled again")
+    finally:
+        supervisor.stop()
+        offsite.kill()

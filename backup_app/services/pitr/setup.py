@@ -87,6 +87,17 @@ def disable(session: Session, target: Target, conn: ConnInfo, drop: bool) -> lis
     return lines
 
 
+def set_schedules(session: Session, target: Target, base_schedule: str | None,
+                  verify_schedule: str | None) -> None:
+    """Set the crons of the base backups and of the drill (None leaves one as it is)."""
+    if base_schedule is not None:
+        target.base_schedule = schedules.check_cron(base_schedule) if base_schedule else None
+    if verify_schedule is not None:
+        target.pitr_verify_schedule = schedules.check_cron(verify_schedule) if verify_schedule else None
+    reschedule(target)
+    session.commit()
+
+
 def reschedule(target: Target, now: datetime | None = None) -> None:
     """The next scheduled base backup and PITR drill, from their crons."""
     def next_of(cron):
