@@ -174,8 +174,11 @@ class Receiver:
             session.commit()
             return
         stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
-        row = archive.archive_file(session, self.target, partials[-1], stores, key, kind=PARTIAL_SEGMENT,
-                                   covers_until=asked_at, end_lsn=flushed)
+        try:
+            row = archive.archive_file(session, self.target, partials[-1], stores, key, kind=PARTIAL_SEGMENT,
+                                       covers_until=asked_at, end_lsn=flushed)
+        except FileNotFoundError:
+            return  # completed meanwhile: the next tick archives it whole
         if row is not None and flushed:
             receiver.stored_lsn = max_lsn(receiver.stored_lsn, flushed)
             session.commit()

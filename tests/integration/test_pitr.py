@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from backup_app.core.wal import segment_of_lsn
 from backup_app.extensions import db
 from backup_app.jobs.receivers import ReceiverSupervisor
 from backup_app.models import WalFile
@@ -200,3 +201,65 @@ def test_a_store_down_gets_the_segments_it_missed(pitr_app, make_app, pitr_clust
     finally:
         supervisor.stop()
         offsite.kill()
+
+
+@pytest.fixture(scope="module")
+def pitr18_cluster(tmp_path_factory):
+    from backup_app.adapters.pgtools import wheel_bin_dir
+
+    cluster = PostgresCluster(tmp_path_factory.mktemp("pitr18"), bin_dir=str(wheel_bin_dir())).start()
+    cluster.psql("ALTER SYSTEM SET summarize_wal = on")
+    cluster.psql("SELECT pg_reload_conf()")
+    cluster.createdb("shop")
+    cluster.psql("CREATE TABLE orders (id int PRIMARY KEY, batch int NOT NULL, at timestamptz DEFAULT now())",
+                 "shop")
+    cluster.psql("INSERT INTO orders (id, batch) SELECT g, 0 FROM generate_series(1, 20000) g", "shop")
+    yield cluster
+    cluster.stop()
+
+
+def test_incremental_on_18_then_the_drill_then_retention(make_app, pitr18_cluster, s3_settings, data_root):
+    app = make_app(WAL_PARTIAL_UPLOAD_SECONDS=1, APP_ENCRYPTION_KEY=new_key(), **s3_settings)
+    runner = app.test_cli_runner()
+    invoke(runner, "storage", "init")
+    add_target(runner, "shop", pitr18_cluster.url("shop"), "--pitr", "--keep-last", "1", "--keep-days", "0")
+    supervisor = ReceiverSupervisor(app)
+    supervisor.start()
+    try:
+        wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
+        full = json.loads(invoke(runner, "pitr", "base-backup", "shop", "--json").stdout)
+        insert_batch(pitr18_cluster, 1)
+        incremental = json.loads(invoke(runner, "pitr", "base-backup", "shop", "--incremental", "--json").stdout)
+        assert incremental["kind"] == "incremental" and incremental["parent_id"] == full["id"]
+        assert incremental["size_bytes"] < full["size_bytes"]
+        insert_batch(pitr18_cluster, 2)
+        after = datetime.now(timezone.utc)
+        wait_for(lambda: covered(runner, after), what="the second batch archived")
+
+        out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", "latest",
+                                "--data-dir", str(data_root / "combined"), "--json").stdout)
+        try:
+            assert out["base_backup"] == incremental["id"]
+            assert restored_rows(pitr18_cluster, out["port"]) == {0: 20000, 1: 100, 2: 100}
+        finally:
+            PostgresCluster(data_root, bin_dir=pitr18_cluster.bin_dir)._run_server_tool(
+                str(pitr18_cluster.bin_dir / "pg_ctl"), "-D", out["data_dir"], "-m", "immediate", "-w", "stop")
+
+        drill = json.loads(invoke(runner, "pitr", "verify", "shop", "--json").stdout)
+        assert drill["status"] == "passed" and status(runner)["verified_at"] == drill["verified_at"]
+
+        # A newer full backup: keep-last 1 drops the old chain (both) and the WAL before the new one.
+        newest = json.loads(invoke(runner, "pitr", "base-backup", "shop", "--json").stdout)
+        first = segment_of_lsn(newest["timeline"], newest["start_lsn"])
+
+        def segments():
+            with app.app_context():
+                return db.session.scalars(db.select(WalFile.name).where(WalFile.kind == "segment")).all()
+        assert any(name < first for name in segments())
+        invoke(runner, "backup", "prune", "--database", "shop")
+        assert [b["id"] for b in status(runner)["base_backups"]] == [newest["id"]]
+        assert not any(name < first for name in segments())
+        local = Path(app.config["BACKUP_DIR"]) / "pitr"
+        assert not any(full["id"] in p.name or incremental["id"] in p.name for p in local.iterdir())
+    finally:
+        supervisor.stop()
