@@ -129,8 +129,17 @@ class PhysicalClient:
         return env
 
     def create_slot(self, conn: ConnInfo, slot: str) -> None:
-        """Create the physical slot over a replication connection (so pg_hba.conf is checked
-        too), reserving WAL from now."""
+        """Create the physical slot, reserving WAL from now (pg_receivewal --create-slot does not:
+        it would then stream from the server's position of the moment it starts), then open a
+        replication connection with it, so pg_hba.conf is checked too."""
+        import psycopg
+
+        try:
+            with connect(conn) as db:
+                db.execute("SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
+                           "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)", (slot, slot))
+        except psycopg.Error as exc:
+            raise PitrError(replication_error(str(exc).strip(), conn)) from exc
         args = [self.program("pg_receivewal"), "--no-password", "--create-slot", "--if-not-exists",
                 f"--slot={slot}", "--dbname", "replication=true"]
         result = subprocess.run(args, env=self.env(conn), capture_output=True, text=True,

@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from flask import Flask
@@ -34,6 +34,8 @@ from backup_app.services.pitr.setup import physical_client
 log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
 MAX_BACKOFF = 60.0
+MAX_SAMPLES = 3600
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def worker_identity() -> str:
@@ -82,6 +84,9 @@ class Receiver:
         self.backoff = 1.0
         self.last_partial_at = 0.0
         self.encrypt = False
+        # (when, the server's WAL write position then), a sample a tick: the WAL written before a
+        # moment is archived once the archive holds everything up to the position sampled then.
+        self.samples: list[tuple[datetime, int]] = []
 
     def step(self, session: Session) -> None:
         """Keep pg_receivewal running and archive what it completed."""
@@ -90,14 +95,29 @@ class Receiver:
             return
         self.encrypt = target.encrypt
         conn = wiring.target_conn(self.target)
+        flushed = self.sample(conn, target.pitr_slot)
         self.archive_completed(session)
         if self.process is not None and self.process.poll() is not None:
             self.exited(session)
         if self.process is None and time.monotonic() >= self.restart_at:
             self.start(session, conn, target.pitr_slot)
-        if self.process is not None:
-            self.upload_partial(session, conn, target.pitr_slot)
+        if self.process is not None and flushed is not None:
+            self.upload_partial(session, flushed)
         archive.repair_missing(session, self.target, wiring.pitr_stores(), limit=8)
+
+    def sample(self, conn, slot: str) -> str | None:
+        """Note the server's WAL position now; the slot's flushed position (None: no answer)."""
+        try:
+            current, flushed = wal_positions(conn, slot)
+        except Exception:  # noqa: BLE001 - the server is away: the receiver's own error says so
+            return None
+        self.samples = [*self.samples[-MAX_SAMPLES + 1:], (utcnow(), parse_lsn(current))]
+        return flushed
+
+    def covered_until(self, position: str) -> datetime:
+        """The last sampled moment whose WAL is all at or before `position` (EPOCH if none is)."""
+        reached = parse_lsn(position)
+        return max((when for when, at in self.samples if at <= reached), default=EPOCH)
 
     def start(self, session: Session, conn, slot: str) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
@@ -137,7 +157,8 @@ class Receiver:
                        if SEGMENT_NAME.fullmatch(p.name) or HISTORY_NAME.fullmatch(p.name))
         stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
         for name in names:
-            row = archive.archive_file(session, self.target, self.spool / name, stores, key)
+            covers = self.covered_until(segment_end_lsn(name)) if SEGMENT_NAME.fullmatch(name) else None
+            row = archive.archive_file(session, self.target, self.spool / name, stores, key, covers_until=covers)
             if row is None:
                 self.set_state(session, FAILING, f"no store took WAL file {name}; it waits in {self.spool}")
                 return
@@ -151,35 +172,30 @@ class Receiver:
                 self.backoff = 1.0
                 session.commit()
 
-    def upload_partial(self, session: Session, conn, slot: str) -> None:
-        """Every WAL_PARTIAL_UPLOAD_SECONDS, store the segment being filled (read after asking
-        the server how far the slot has flushed, so the copy holds at least that)."""
+    def upload_partial(self, session: Session, flushed: str | None) -> None:
+        """Every WAL_PARTIAL_UPLOAD_SECONDS, store the segment being filled (read after the slot's
+        flushed position was asked, so the copy holds at least that much)."""
         every = self.app.config["WAL_PARTIAL_UPLOAD_SECONDS"]
-        if time.monotonic() - self.last_partial_at < every:
+        if flushed is None or time.monotonic() - self.last_partial_at < every:
             return
         partials = sorted(self.spool.glob("*.partial"))
         if not partials:
             return
         self.last_partial_at = time.monotonic()
-        try:
-            _current, flushed = wal_positions(conn, slot)
-        except Exception as exc:  # noqa: BLE001 - the server is away: the receiver's own error says so
-            log.info("WAL receiver of %s: cannot ask the server's position: %s", self.target, exc)
-            return
-        asked_at = utcnow()
-        receiver = session.get(WalReceiver, self.target)
+        covers = self.covered_until(flushed)
         stored = archive.current_partial(session, self.target)
-        if stored is not None and flushed and stored.end_lsn == flushed and stored.name == partials[-1].stem:
-            stored.covers_until = asked_at  # nothing new was written: the stored copy still covers it all
+        if stored is not None and stored.end_lsn == flushed and stored.name == partials[-1].stem:
+            stored.covers_until = max(stored.covers_until, covers)  # nothing new: the copy still holds it all
             session.commit()
             return
         stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
         try:
             row = archive.archive_file(session, self.target, partials[-1], stores, key, kind=PARTIAL_SEGMENT,
-                                       covers_until=asked_at, end_lsn=flushed)
+                                       covers_until=covers, end_lsn=flushed)
         except FileNotFoundError:
             return  # completed meanwhile: the next tick archives it whole
-        if row is not None and flushed:
+        if row is not None:
+            receiver = session.get(WalReceiver, self.target)
             receiver.stored_lsn = max_lsn(receiver.stored_lsn, flushed)
             session.commit()
 

@@ -263,3 +263,52 @@ def test_incremental_on_18_then_the_drill_then_retention(make_app, pitr18_cluste
         assert not any(full["id"] in p.name or incremental["id"] in p.name for p in local.iterdir())
     finally:
         supervisor.stop()
+
+
+def test_a_killed_worker_hands_its_receiver_to_another(pitr_app, pitr_cluster, s3_settings, data_root, tmp_path):
+    import signal
+    import subprocess
+
+    from backup_app.models import WalReceiver
+
+    runner = pitr_app.test_cli_runner()
+    invoke(runner, "pitr", "enable", "shop")
+    invoke(runner, "pitr", "base-backup", "shop")
+    config = pitr_app.config
+    env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "x",
+           "CATALOG_DATABASE_URL": config["SQLALCHEMY_DATABASE_URI"], "BACKUP_DIR": config["BACKUP_DIR"],
+           "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"), "APP_ENCRYPTION_KEY": config["APP_ENCRYPTION_KEY"],
+           "WAL_PARTIAL_UPLOAD_SECONDS": "1", "PITR_LEASE_SECONDS": "4", **s3_settings}
+    flask = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "flask")
+    logs = [open(tmp_path / f"worker{i}.log", "wb") for i in range(2)]
+    workers = [subprocess.Popen([flask, "worker", "--workers", "1"], env=env, stdout=log, stderr=log,
+                                start_new_session=True) for log in logs]
+    try:
+        def holder():
+            with pitr_app.app_context():
+                row = db.session.get(WalReceiver, "shop")
+                db.session.commit()
+                return row.holder if row and row.state == "streaming" else None
+        first = wait_for(holder, what="a worker streaming")
+        assert sum(f":{w.pid}:" in first for w in workers) == 1
+        insert_batch(pitr_cluster, 11)
+        os.kill(next(w for w in workers if f":{w.pid}:" in first).pid, signal.SIGKILL)
+        insert_batch(pitr_cluster, 12)
+        second = wait_for(lambda: (h := holder()) and h != first and h, timeout=60, what="the lease taken over")
+        assert second != first
+        insert_batch(pitr_cluster, 13)
+        after = datetime.now(timezone.utc)
+        wait_for(lambda: covered(runner, after), what="the WAL archived by the second worker")
+        out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", "latest",
+                                "--data-dir", str(data_root / "after-takeover"), "--json").stdout)
+        try:
+            rows = restored_rows(pitr_cluster, out["port"])
+            assert rows[11] == rows[12] == rows[13] == 100
+        finally:
+            stop_restored(Path(out["data_dir"]))
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
