@@ -67,6 +67,16 @@ def create_first_admin(flask: str, env: dict) -> None:
         raise RuntimeError(result.stderr.strip())
 
 
+def start_archiving(flask: str, env: dict) -> None:
+    """PITR on for the demo database, with a first base backup: the worker then streams its WAL
+    and the target's PITR page shows a recoverable window within a minute."""
+    subprocess.run([flask, "pitr", "enable", DEMO_DB], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    status = subprocess.run([flask, "pitr", "status", DEMO_DB, "--json"], env=env, cwd=ROOT, check=True,
+                            capture_output=True, text=True)
+    if not any(base["status"] == "completed" for base in json.loads(status.stdout)["base_backups"]):
+        subprocess.run([flask, "pitr", "base-backup", DEMO_DB], env=env, cwd=ROOT, check=True)
+
+
 def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
@@ -101,6 +111,8 @@ def main() -> int:
         flask = str(bin_dir / "flask")
         subprocess.run([flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
         subprocess.run([flask, "storage", "init"], env=env, cwd=ROOT, check=True)
+        if started and isinstance(started[0], PostgresCluster):
+            start_archiving(flask, env)
         create_first_admin(flask, env)
         worker = subprocess.Popen([flask, "worker"], env=env, cwd=ROOT)
         try:

@@ -55,6 +55,7 @@ def enable(session: Session, target: Target, conn: ConnInfo, pg: PgTools) -> lis
     if found:
         raise PitrError(f"{target.name}'s server is not ready for WAL archiving: " + "; ".join(found))
     physical_client(pg, conn).create_slot(conn, slot)
+    session.add(target)  # BACKUP_DATABASE_URL's target is stored once it has settings of its own
     target.pitr_enabled, target.pitr_slot = True, slot
     if not target.base_schedule:
         target.base_schedule = DEFAULT_BASE_SCHEDULE
@@ -90,6 +91,7 @@ def disable(session: Session, target: Target, conn: ConnInfo, drop: bool) -> lis
 def set_schedules(session: Session, target: Target, base_schedule: str | None,
                   verify_schedule: str | None) -> None:
     """Set the crons of the base backups and of the drill (None leaves one as it is)."""
+    session.add(target)
     if base_schedule is not None:
         target.base_schedule = schedules.check_cron(base_schedule) if base_schedule else None
     if verify_schedule is not None:
