@@ -243,6 +243,22 @@ def as_server_user(os_user: str) -> tuple[list[str], int | None, int | None]:
     return prefix, entry.pw_uid, entry.pw_gid
 
 
+def check_reachable(data_dir: Path, os_user: str) -> None:
+    """PitrError unless the server's user (when we are root) can walk down to `data_dir`."""
+    _prefix, uid, gid = as_server_user(os_user)
+    if uid is None:
+        return
+    groups = set(os.getgrouplist(os_user, gid))
+    for folder in reversed(data_dir.parents):
+        if not folder.exists():
+            break
+        found = folder.stat()
+        bit = 0o100 if found.st_uid == uid else 0o010 if found.st_gid in groups else 0o001
+        if not found.st_mode & bit:
+            raise PitrError(f"the restored server runs as {os_user} (PITR_OS_USER), who cannot enter {folder}: "
+                            f"choose a data directory {os_user} can reach, or allow it (chmod o+x {folder})")
+
+
 class RestoredServer:
     """A server started on a restored data directory, listening on 127.0.0.1:`port` only."""
 

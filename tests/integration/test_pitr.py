@@ -312,3 +312,30 @@ def test_a_killed_worker_hands_its_receiver_to_another(pitr_app, pitr_cluster, s
                 worker.terminate()
         for worker in workers:
             worker.wait(timeout=30)
+
+
+def test_error_paths_say_what_to_do_and_leave_nothing(pitr_app, pitr_cluster, data_root, tmp_path):
+    runner = pitr_app.test_cli_runner()
+    result = invoke(runner, "pitr", "base-backup", "shop", ok=False)
+    assert error_line(result) == "Error: PITR is off for shop: flask pitr enable shop"
+    pitr_cluster.psql("DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'clerk') THEN "
+                      "CREATE ROLE clerk LOGIN PASSWORD 'clerk-pw'; END IF; END$$")
+    add_target(runner, "clerkshop", pitr_cluster.url("shop", user="clerk", password="clerk-pw"))
+    result = invoke(runner, "pitr", "enable", "clerkshop", ok=False)
+    assert "the role clerk cannot replicate: ALTER ROLE clerk REPLICATION" in error_line(result)
+    assert status(runner, "clerkshop")["enabled"] is False
+
+    invoke(runner, "pitr", "enable", "shop")
+    result = invoke(runner, "pitr", "restore", "shop", "--to", "latest", "--data-dir", str(data_root / "x"), ok=False)
+    assert "shop has nothing to recover yet" in error_line(result)
+    busy = data_root / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    result = invoke(runner, "pitr", "restore", "shop", "--to", "latest", "--data-dir", str(busy), ok=False)
+    assert "exists and is not an empty directory" in error_line(result)
+    assert (busy / "keep.txt").read_text() == "mine"
+    if os.geteuid() == 0:  # tmp_path is private to root: the server's user cannot enter it
+        result = invoke(runner, "pitr", "restore", "shop", "--to", "latest",
+                        "--data-dir", str(tmp_path / "private" / "pg"), ok=False)
+        assert "who cannot enter" in error_line(result)
+        assert not (tmp_path / "private").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from backup_app.adapters.physical import PhysicalClient, RestoredServer
+from backup_app.adapters.physical import PhysicalClient, RestoredServer, check_reachable
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.store import Store
 from backup_app.core import codecs
@@ -59,6 +59,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def chain_of(session: Session, base: BaseBackup) -> list[BaseBackup]:
     """The full backup and the incrementals up to `base`, oldest first."""
     chain = [base]
@@ -81,10 +86,15 @@ def server_for(pg: PgTools, version: str) -> PhysicalClient:
                     f"found {pg.found()}: install postgresql-{wanted} or point PG_BIN_DIR at its bin folder")
 
 
-def prepare_data_dir(path: Path) -> Path:
+def check_data_dir(path: Path) -> None:
     path = path.resolve()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise PitrError(f"{path} exists and is not an empty directory: give a new one")
+
+
+def prepare_data_dir(path: Path) -> Path:
+    check_data_dir(path)
+    path = path.resolve()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
     return path
@@ -176,14 +186,18 @@ def restore_to_moment(session: Session, request: RestoreRequest, conn: ConnInfo,
     """Restore `request.target`'s server as of `request.to` into `request.data_dir` and leave it
     running on 127.0.0.1:`port`. `conn` (the target's user) is how the server is asked whether
     it has left recovery. PitrError, naming the window, for a moment outside it."""
+    check_data_dir(request.data_dir)
+    check_reachable(request.data_dir.resolve(), request.os_user)
+    port = request.port or free_port()
+    if port_in_use(port):
+        raise PitrError(f"port {port} is in use on 127.0.0.1: give another --port")
     chosen = choose(session, request.target, request.to)
     chain = chain_of(session, chosen.base)
     wal = wal_to_fetch(chosen, request.to)
     server_programs = server_for(pg, chosen.base.server_version)
     data_dir = prepare_data_dir(request.data_dir)
-    port = request.port or free_port()
-    session.commit()  # nothing held open while gigabytes move
     restored = RestoredServer(server_programs, data_dir, port, request.os_user)
+    session.commit()  # nothing held open while gigabytes move
     try:
         phase(f"fetching base backup {chain[-1].id}")
         extract_chain(chain, stores, key, data_dir, server_programs)

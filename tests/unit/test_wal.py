@@ -1,0 +1,94 @@
+"""WAL arithmetic, the tar watcher that catches backup_manifest, the recovery log, the window and
+the retention of base backups — no servers."""
+import io
+import tarfile
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+from backup_app.core.wal import (
+    TarWatcher,
+    format_lsn,
+    last_replayed_commit,
+    parse_lsn,
+    segment_end_lsn,
+    segment_name,
+    segment_number,
+    segment_of_lsn,
+)
+from backup_app.models import BaseBackup, WalFile
+from backup_app.services.pitr.retention import kept_base_backups
+from backup_app.services.pitr.window import reach
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def test_lsn_and_segment_names_round_trip():
+    assert parse_lsn("0/3000028") == 0x3000028
+    assert format_lsn(parse_lsn("1A/FF000000")) == "1A/FF000000"
+    assert segment_of_lsn(1, "0/3000028") == "000000010000000000000003"
+    assert segment_of_lsn(2, "1/FF000000") == "0000000200000001000000FF"
+    name = "0000000100000001000000FF"
+    assert segment_name(1, segment_number(name) + 1) == "000000010000000200000000"
+    assert segment_end_lsn("000000010000000000000003") == "0/4000000"
+
+
+def tar_bytes(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_the_tar_watcher_keeps_the_manifest_whatever_the_chunking():
+    manifest = b'{"PostgreSQL-Backup-Manifest-Version": 1}' * 50
+    stream = tar_bytes({"base/1/1259": b"x" * 10000, "global/pg_control": b"c" * 8192, "backup_manifest": manifest})
+    for chunk in (1, 7, 511, 512, 513, 65536):
+        watcher = TarWatcher()
+        for start in range(0, len(stream), chunk):
+            watcher.feed(stream[start:start + chunk])
+        assert watcher.found == manifest
+
+
+def test_the_tar_watcher_finds_nothing_in_a_tar_without_a_manifest():
+    watcher = TarWatcher()
+    watcher.feed(tar_bytes({"PG_VERSION": b"15\n"}))
+    assert watcher.found is None
+
+
+def test_the_last_replayed_commit_is_read_from_the_log():
+    log = ("LOG:  recovery stopping before commit of transaction 745, time 2026-12-02 12:05:03.5+00\n"
+           "LOG:  last completed transaction was at log time 2026-12-02 12:05:01.25+00\n")
+    assert last_replayed_commit(log) == datetime(2026, 12, 2, 12, 5, 1, 250000, tzinfo=timezone.utc)
+    assert last_replayed_commit("LOG:  redo done") is None
+
+
+def base(**fields) -> BaseBackup:
+    values = dict(id="b1", target="shop", kind="full", status="completed", timeline=1, start_lsn="0/2000028",
+                  end_lsn="0/2000100", started_at=T0, finished_at=T0 + timedelta(seconds=5), parent_id=None)
+    return BaseBackup(**{**values, **fields})
+
+
+def wal(name: str, minutes: int, kind: str = "segment") -> WalFile:
+    return WalFile(name=name, kind=kind, covers_until=T0 + timedelta(minutes=minutes))
+
+
+def test_a_base_backup_reaches_as_far_as_its_wal_is_contiguous():
+    segments = {w.name: w for w in (wal("000000010000000000000002", 1), wal("000000010000000000000003", 2),
+                                   wal("000000010000000000000005", 9))}
+    found = reach(base(), segments, wal("000000010000000000000004", 4, "partial"))
+    assert [w.name for w in found.wal][-1] == "000000010000000000000004"
+    assert found.until == T0 + timedelta(minutes=4)  # the gap after 4 ends it; 5 is not used
+    assert reach(base(), {}, None).until is None        # its own WAL not archived: not consistent yet
+
+
+def test_retention_keeps_the_newest_and_every_parent_a_kept_incremental_needs():
+    target = SimpleNamespace(keep_last=1, keep_days=0)
+    full = base(id="full", started_at=T0)
+    incremental = base(id="incr", kind="incremental", parent_id="full", started_at=T0 + timedelta(days=1))
+    old = base(id="old", started_at=T0 - timedelta(days=7))
+    assert kept_base_backups([old, full, incremental], target, T0 + timedelta(days=2)) == {"incr", "full"}
+    target.keep_days = 30
+    assert kept_base_backups([old, full, incremental], target, T0 + timedelta(days=2)) == {"incr", "full", "old"}
