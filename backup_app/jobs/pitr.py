@@ -13,6 +13,7 @@ from backup_app.adapters.postgres import connect
 from backup_app.core.conninfo import ConnInfo
 from backup_app.jobs.records import ProgressRecorder, log_line, record
 from backup_app.models import Job, isoformat, utcnow
+from backup_app.services import events
 from backup_app.services.pitr import base, restore, setup
 from backup_app.services.pitr.rewind import rewind_database
 
@@ -104,6 +105,7 @@ def run_verify(session: Session, job, progress: ProgressRecorder):
         target.pitr_verify_error = str(exc)
         target.pitr_verified_at = utcnow()
         session.commit()
+        events.announce(events.pitr_drill_failed, target)
         raise
     target.pitr_verified_at, target.pitr_verified_to, target.pitr_verify_error = utcnow(), cluster.recovered_to, None
     session.commit()

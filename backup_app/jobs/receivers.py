@@ -28,6 +28,7 @@ from backup_app.core.wal import HISTORY_NAME, SEGMENT_NAME, parse_lsn, segment_e
 from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.models import FAILING, PARTIAL_SEGMENT, STOPPED, STREAMING, Target, WalReceiver, utcnow
+from backup_app.services import events
 from backup_app.services.pitr import archive
 from backup_app.services.pitr.setup import physical_client
 
@@ -146,8 +147,11 @@ class Receiver:
 
     def set_state(self, session: Session, state: str, error: str | None) -> None:
         row = session.get(WalReceiver, self.target)
+        newly_failing = state == FAILING and row.state != FAILING
         row.state, row.error = state, error
         session.commit()
+        if newly_failing:
+            events.announce(events.wal_receiver_failing, row)
 
     def archive_completed(self, session: Session) -> None:
         """Archive the completed segments and history files in the spool, oldest first."""

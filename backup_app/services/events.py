@@ -12,6 +12,8 @@ events = Namespace()
 backup_completed = events.signal("backup-completed")    # sender: the Backup
 backup_failed = events.signal("backup-failed")          # sender: the Backup
 verification_failed = events.signal("verification-failed")  # sender: the Verification
+wal_receiver_failing = events.signal("wal-receiver-failing")  # sender: the WalReceiver, when it starts failing
+pitr_drill_failed = events.signal("pitr-drill-failed")        # sender: the Target
 
 
 def announce(signal: Signal, sender) -> None:

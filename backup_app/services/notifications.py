@@ -111,6 +111,17 @@ def on_verification_failed(verification, **_) -> None:
     dispatch(backup.database, f"Verify of a {backup.database} backup FAILED", f"{backup.filename}\n{verification.error}")
 
 
+@events.wal_receiver_failing.connect
+def on_wal_receiver_failing(receiver, **_) -> None:
+    dispatch(receiver.target, f"WAL archiving of {receiver.target} is FAILING",
+             f"{receiver.error}\nUntil it streams again, what is written is not recoverable to the moment.")
+
+
+@events.pitr_drill_failed.connect
+def on_pitr_drill_failed(target, **_) -> None:
+    dispatch(target.name, f"PITR drill of {target.name} FAILED", target.pitr_verify_error or "")
+
+
 def alert_stale_targets() -> list[dict]:
     """Tell about every target newly past its staleness limit; returns what was alerted."""
     alerts = []

@@ -8,7 +8,21 @@ from sqlalchemy.orm import Session
 
 from backup_app import wiring
 from backup_app.core.conninfo import ConnInfo
-from backup_app.models import ACTIVE_JOB_STATUSES, COMPLETED, RUNNING, Backup, BackupCopy, Job, Target, Verification
+from backup_app.models import (
+    ACTIVE_JOB_STATUSES,
+    COMPLETED,
+    RUNNING,
+    STREAMING,
+    Backup,
+    BackupCopy,
+    Job,
+    Target,
+    Verification,
+    WalFile,
+    WalReceiver,
+    utcnow,
+)
+from backup_app.services.pitr.window import window
 from backup_app.services.verify import PASSED
 
 
@@ -40,6 +54,7 @@ class CatalogCollector:
                           .group_by(BackupCopy.location, BackupCopy.status))
         yield self.jobs()
         yield from self.last_verifications()
+        yield from self.pitr()
 
     def counts(self, name: str, documentation: str, labels: list[str], query) -> GaugeMetricFamily:
         metric = GaugeMetricFamily(name, documentation, labels=labels)
@@ -93,6 +108,29 @@ class CatalogCollector:
             passed.add_metric([database], 1 if status == PASSED else 0)
             when.add_metric([database], timestamp(finished_at))
         return passed, when
+
+
+    def pitr(self):
+        """Per PITR target: receiver up, seconds since the last stored WAL, the recoverable window."""
+        up = GaugeMetricFamily("backup_pitr_receiver_up", "1 while the target's WAL receiver streams.",
+                               labels=["database"])
+        age = GaugeMetricFamily("backup_pitr_seconds_since_last_wal",
+                                "Seconds since WAL of the target was last stored.", labels=["database"])
+        start = GaugeMetricFamily("backup_pitr_recoverable_from_timestamp_seconds",
+                                  "Start of the recoverable window (0: none).", labels=["database"])
+        end = GaugeMetricFamily("backup_pitr_recoverable_to_timestamp_seconds",
+                                "End of the recoverable window (0: none).", labels=["database"])
+        now = utcnow()
+        for target in self.session.scalars(select(Target).where(Target.pitr_enabled.is_(True))):
+            receiver = self.session.get(WalReceiver, target.name)
+            up.add_metric([target.name], 1 if receiver and receiver.state == STREAMING else 0)
+            stored = self.session.scalar(select(func.max(WalFile.stored_at)).where(WalFile.target == target.name))
+            if stored is not None:
+                age.add_metric([target.name], (now - stored).total_seconds())
+            first, last = window(self.session, target.name)
+            start.add_metric([target.name], timestamp(first))
+            end.add_metric([target.name], timestamp(last))
+        return up, age, start, end
 
 
 def target_names(session: Session) -> list[str]:

@@ -40,7 +40,8 @@ def data_root():
 
 @pytest.fixture
 def pitr_app(make_app, pitr_cluster, s3_settings):
-    app = make_app(WAL_PARTIAL_UPLOAD_SECONDS=1, PITR_LEASE_SECONDS=5, APP_ENCRYPTION_KEY=new_key(), **s3_settings)
+    app = make_app(WAL_PARTIAL_UPLOAD_SECONDS=1, PITR_LEASE_SECONDS=5, APP_ENCRYPTION_KEY=new_key(),
+                   METRICS_TOKEN="metrics-token", **s3_settings)
     runner = app.test_cli_runner()
     invoke(runner, "storage", "init")
     add_target(runner, "shop", pitr_cluster.url("shop"))
@@ -112,6 +113,9 @@ def test_restore_to_a_moment_between_two_batches(pitr_app, pitr_cluster, receive
     wait_for(lambda: covered(runner, after), what="the second batch archived")
     state = status(runner)
     assert state["recoverable_from"] <= first.isoformat().replace("+00:00", "Z")
+    metrics = pitr_app.test_client().get("/metrics", headers={"Authorization": "Bearer metrics-token"}).text
+    assert 'backup_pitr_receiver_up{database="shop"} 1.0' in metrics
+    assert 'backup_pitr_recoverable_to_timestamp_seconds{database="shop"}' in metrics
     assert state["last_segment"] is not None or state["bytes_behind"] is not None
 
     out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", between.isoformat(),

@@ -18,8 +18,18 @@ from backup_app.core.crypto import MasterKey
 from backup_app.core.streams import Progress
 from backup_app.core.wal import TarWatcher
 from backup_app.errors import BackupError, ConfigurationError, PitrError
-from backup_app.models import COMPLETED, COPY_FAILED, FAILED, FULL, INCREMENTAL, PRESENT, RUNNING, BaseBackup, \
-    new_id, utcnow
+from backup_app.models import (
+    COMPLETED,
+    COPY_FAILED,
+    FAILED,
+    FULL,
+    INCREMENTAL,
+    PRESENT,
+    RUNNING,
+    BaseBackup,
+    new_id,
+    utcnow,
+)
 from backup_app.services.targets import DumpSpec
 
 INCREMENTAL_FROM = 17  # pg_basebackup --incremental, with summarize_wal=on

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from backup_app.adapters.physical import PhysicalClient, RestoredServer, check_reachable
 from backup_app.adapters.pgtools import PgTools
+from backup_app.adapters.physical import PhysicalClient, RestoredServer, check_reachable
 from backup_app.adapters.store import Store
 from backup_app.core import codecs
 from backup_app.core.conninfo import ConnInfo

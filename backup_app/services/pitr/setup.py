@@ -5,8 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.pgtools import PgTools
-from backup_app.adapters.physical import PhysicalClient, ServerFacts, drop_slot, server_facts, slot_name, \
-    wal_positions
+from backup_app.adapters.physical import PhysicalClient, ServerFacts, drop_slot, server_facts, slot_name, wal_positions
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.wal import SEGMENT_SIZE, parse_lsn
 from backup_app.errors import PitrError
