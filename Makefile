@@ -41,3 +41,4 @@ test: system-deps bytecode
 
 bench: system-deps bytecode
 	$(PYTHON) -m bench
+	$(PYTHON) -m bench.pitr
