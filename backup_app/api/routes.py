@@ -1,15 +1,20 @@
-from flask import g, jsonify, request, url_for
+import os
+
+from flask import abort, g, jsonify, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from backup_app import wiring
 from backup_app.api import bp
-from backup_app.errors import InvalidRequest
+from backup_app.core.moments import parse_moment
+from backup_app.errors import InvalidRequest, UnknownDatabase
 from backup_app.extensions import db
+from backup_app.jobs import pitr as pitr_jobs
 from backup_app.jobs import records
-from backup_app.jobs.submit import delete_job, queue_create, queue_restore, run_here
-from backup_app.models import Backup, Job
+from backup_app.jobs.submit import delete_job, queue, queue_create, queue_restore, run_here
+from backup_app.models import Backup, Job, Target
 from backup_app.services.backups import queries
+from backup_app.services.pitr import setup as pitr
 from backup_app.services.users import user_for_token
 from backup_app.web.downloads import download_response
 
@@ -126,6 +131,62 @@ def delete_backup(backup_id):
     """Delete a backup from S3, the catalog and disk → 204."""
     run_here(db.session, delete_job(db.session, backup_id), recover=False)
     return "", 204
+
+
+def named_target(name: str) -> Target:
+    """The target the URL names: 404 when there is none (it is the resource, not a field)."""
+    try:
+        return wiring.target(name)
+    except UnknownDatabase as exc:
+        abort(404, description=str(exc))
+
+
+def optional_port(body: dict) -> int | None:
+    value = body.get("port")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535):
+        raise InvalidRequest("'port' must be a whole number from 1 to 65535")
+    return value
+
+
+@bp.get("/targets/<name>/pitr")
+def pitr_status(name):
+    """The target's point-in-time recovery, shaped like `flask pitr status --json`."""
+    target = named_target(name)
+    return jsonify(pitr.status(db.session, target, wiring.target_conn(target.name)))
+
+
+@bp.post("/targets/<name>/pitr/base-backups")
+def pitr_base_backup(name):
+    """Queue a base backup of the target's server (`incremental`: a boolean) → 202 {job_id}."""
+    target = named_target(name)
+    incremental = optional_flag(json_body(), "incremental")
+    return job_accepted(queue(db.session, pitr_jobs.base_backup_job(target.name, incremental)))
+
+
+@bp.post("/targets/<name>/pitr/restore")
+def pitr_restore(name):
+    """Queue a restore of the target's server as of `to` (ISO 8601 with its zone, or "latest") into
+    `data_dir` (an absolute path on the worker's machine), on `port`, optionally putting
+    `into_database` back into the target → 202 {job_id}."""
+    target = named_target(name)
+    body = json_body()
+    to = optional_string(body, "to")
+    if to is None:
+        raise InvalidRequest("'to' is required: an ISO 8601 time with its zone (2026-12-01T14:05:00Z) or \"latest\"")
+    moment = parse_moment(to)
+    data_dir = optional_string(body, "data_dir")
+    if data_dir is None or not os.path.isabs(data_dir):
+        raise InvalidRequest("'data_dir' is required: an absolute path on the machine the worker runs on")
+    job = pitr_jobs.restore_job(target.name, moment, data_dir, optional_port(body),
+                                optional_string(body, "into_database"))
+    return job_accepted(queue(db.session, job))
+
+
+@bp.post("/targets/<name>/pitr/verify")
+def pitr_verify(name):
+    """Queue a PITR drill (restore "latest" into a scratch directory, check, remove) → 202 {job_id}."""
+    target = named_target(name)
+    return job_accepted(queue(db.session, pitr_jobs.verify_job(target.name)))
 
 
 @bp.get("/jobs/<job_id>")

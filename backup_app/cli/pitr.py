@@ -1,12 +1,11 @@
 """`flask pitr …`: point-in-time recovery of a target — archive its WAL, take base backups,
 restore its server to a moment, and prove on demand that it can be done."""
-from datetime import datetime
-
 import click
+from flask import current_app
 
 from backup_app import wiring
 from backup_app.cli.group import ServiceGroup, echo_json, progress_printer, run_job_here
-from backup_app.errors import ConfigurationError
+from backup_app.core.moments import parse_moment
 from backup_app.extensions import db
 from backup_app.jobs import pitr as jobs
 from backup_app.models import isoformat
@@ -14,20 +13,6 @@ from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services.pitr import setup
 
 pitr_cli = ServiceGroup("pitr", help="Point-in-time recovery: WAL archiving, base backups, restore to a moment.")
-
-
-def parse_moment(value: str) -> datetime | None:
-    """`latest` → None; an ISO 8601 time with its zone → an aware datetime."""
-    if value.strip().lower() == "latest":
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ConfigurationError(f"--to takes an ISO 8601 time with its zone (2026-12-01T14:05:00Z, "
-                                 f"…+01:00) or latest, not {value!r}") from None
-    if moment.tzinfo is None:
-        raise ConfigurationError(f"--to {value!r} has no time zone: add Z for UTC or an offset like +01:00")
-    return moment
 
 
 @pitr_cli.command("enable")
@@ -59,7 +44,7 @@ def status_command(name, as_json):
     """The receiver, the recoverable window and the base backups of a target."""
     upgrade_catalog_if_needed()
     target = wiring.target(name)
-    state = setup.status(db.session, target, wiring.target_conn(target.name))
+    state = setup.status(db.session, target, wiring.target_conn(target.name), current_app.config["PITR_LEASE_SECONDS"])
     if as_json:
         echo_json(state)
         return

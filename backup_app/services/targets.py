@@ -1,7 +1,6 @@
 """Target databases: the ones the app backs up, with how and when."""
 import re
 from dataclasses import dataclass, replace
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +10,7 @@ from backup_app.adapters.pgtools import PgTools
 from backup_app.core import codecs
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.crypto import MasterKey
+from backup_app.core.moments import zone_info
 from backup_app.core.retention import RetentionPolicy
 from backup_app.errors import ConfigurationError, TargetExists, UnknownDatabase
 from backup_app.models import Target
@@ -69,10 +69,7 @@ class TargetSettings:
 
 
 def check_timezone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigurationError(f"unknown time zone {name!r} (use e.g. UTC, Europe/Berlin)") from None
+    zone_info(name)
     return name
 
 

@@ -14,6 +14,7 @@ from backup_app.errors import (
     JobConflict,
     JobNotFound,
     ObjectNotFound,
+    PitrError,
     QueueUnavailable,
     StorageUnavailable,
     TargetExists,
@@ -25,6 +26,7 @@ from backup_app.extensions import db
 STATUS_CODES = {
     InvalidRequest: 400,
     ConfigurationError: 400,
+    PitrError: 400,
     UnknownDatabase: 400,
     UnsafeFilename: 400,
     ConfirmationMismatch: 403,

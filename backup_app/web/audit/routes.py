@@ -25,10 +25,18 @@ AUDITED_ENDPOINTS = {
     "targets.edit": "targets-edit",
     "targets.remove": "targets-remove",
     "targets.run_now": "create",
+    "targets.pitr_enable": "pitr-enable",
+    "targets.pitr_disable": "pitr-disable",
+    "targets.pitr_base_backup": "pitr-base-backup",
+    "targets.pitr_verify": "pitr-verify",
+    "targets.pitr_restore": "pitr-restore",
     "api.create_backup": "create",
     "api.restore_backup": "restore",
     "api.delete_backup": "delete",
     "api.download_backup": "download",
+    "api.pitr_base_backup": "pitr-base-backup",
+    "api.pitr_restore": "pitr-restore",
+    "api.pitr_verify": "pitr-verify",
 }
 READS = {"download"}
 

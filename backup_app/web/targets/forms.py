@@ -1,9 +1,22 @@
+import os
+from datetime import datetime
+
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, PasswordField, SelectChoice, SelectField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    DateTimeLocalField,
+    IntegerField,
+    PasswordField,
+    SelectChoice,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from backup_app.core.codecs import CODECS, FORMATS
 from backup_app.core.conninfo import ConnInfo
+from backup_app.core.moments import local_moment
 from backup_app.errors import ConfigurationError
 from backup_app.services.schedules import check_cron
 from backup_app.services.targets import TargetSettings, check_timezone
@@ -97,3 +110,60 @@ class TargetForm(FlaskForm):
 def stripped(field) -> str | None:
     """A text field's value without surrounding blanks; None when empty."""
     return (field.data or "").strip() or None
+
+
+class PitrDisableForm(FlaskForm):
+    drop_slot = BooleanField("Also drop the replication slot (the server stops keeping WAL for it)")
+
+
+class BaseBackupForm(FlaskForm):
+    incremental = BooleanField("Incremental: only what changed since the newest base backup (PostgreSQL 17+)")
+
+
+def absolute_path(_form, field):
+    if field.data and not os.path.isabs(field.data.strip()):
+        raise ValidationError("Give an absolute path (on the machine the worker runs on).")
+
+
+class PitrRestoreForm(FlaskForm):
+    """Restore the target's server as it was at a moment (read on the clock of `timezone`), or
+    as late as the archive reaches."""
+
+    to = DateTimeLocalField("Restore to (date and time)", validators=[Optional()],
+                            format=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"], render_kw={"step": "1"})
+    timezone = StringField("Time zone", validators=[DataRequired(), Length(max=64), service_check(check_timezone)],
+                           description="Of the date and time above, e.g. Europe/Berlin or UTC.")
+    latest = BooleanField("Latest: as far as the archived WAL reaches")
+    data_dir = StringField("Data directory", validators=[DataRequired(), Length(max=4096), absolute_path],
+                           description="A new or empty directory on the worker's machine; the restored server "
+                                       "runs from it as PITR_OS_USER.")
+    port = IntegerField("Port", validators=[Optional(), NumberRange(min=1, max=65535)],
+                        description="Where the restored server listens on 127.0.0.1; empty: a free port.")
+    into_database = StringField("Put this database back into the target", validators=[Length(max=63)],
+                                description="Optional: this database as it was then is dumped from the restored "
+                                            "server and swapped in on the target's server (the current one is "
+                                            "kept beside it); the restored server is then removed.")
+
+    def validate_to(self, field):
+        if field.data and self.latest.data:
+            raise ValidationError("Give a date and time or tick latest, not both.")
+
+    def validate(self, extra_validators=None) -> bool:
+        """Also: a moment unless latest is ticked, and one the zone's clocks showed."""
+        if not super().validate(extra_validators):
+            return False
+        if self.latest.data:
+            return True
+        if self.to.data is None:
+            self.to.errors.append("Give the date and time to restore to, or tick latest.")
+            return False
+        try:
+            self.moment()
+        except ConfigurationError as exc:
+            self.to.errors.append(str(exc))
+            return False
+        return True
+
+    def moment(self) -> datetime | None:
+        """The moment as an aware UTC datetime; None for latest."""
+        return None if self.latest.data else local_moment(self.to.data, self.timezone.data.strip())

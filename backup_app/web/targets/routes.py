@@ -1,17 +1,29 @@
+from datetime import datetime
+
 from flask import flash, g, redirect, render_template, url_for
 
 from backup_app import wiring
 from backup_app.errors import BackupError
 from backup_app.extensions import db
-from backup_app.jobs.submit import queue_create
+from backup_app.jobs import pitr as pitr_jobs
+from backup_app.jobs.submit import queue, queue_create
+from backup_app.models import Job, Target, isoformat
 from backup_app.services import targets as service
 from backup_app.services.backups.queries import latest_backups
+from backup_app.services.pitr import setup as pitr
 from backup_app.services.previous import kept_databases
 from backup_app.services.prune import prune
 from backup_app.web.backups.forms import ButtonForm
 from backup_app.web.backups.routes import form_failed
 from backup_app.web.targets import bp
-from backup_app.web.targets.forms import CONNECTION_FIELDS, TargetForm
+from backup_app.web.targets.forms import (
+    CONNECTION_FIELDS,
+    BaseBackupForm,
+    PitrDisableForm,
+    PitrRestoreForm,
+    TargetForm,
+    stripped,
+)
 
 
 def next_runs(target) -> str:
@@ -123,3 +135,111 @@ def retention(name):
     target = wiring.target(name)
     report = prune(db.session, [target], wiring.local_storage(), wiring.s3_stores(), dry_run=True)
     return render_template("targets/retention.html", target=target, doomed=report.deleted)
+
+
+STATUS_TIMES = ("last_segment_at", "recoverable_from", "recoverable_to", "verified_at", "verified_to",
+                "base_next_run_at")
+BASE_BACKUP_TIMES = ("started_at", "finished_at")
+
+
+def with_datetimes(record: dict, keys: tuple[str, ...]) -> dict:
+    """`record` with its ISO 8601 times at `keys` as datetimes, for the pages' time filters."""
+    return {**record, **{key: datetime.fromisoformat(record[key]) for key in keys if record.get(key)}}
+
+
+def pitr_context(target: Target, restore_form: PitrRestoreForm | None = None) -> dict:
+    state = with_datetimes(pitr.status(db.session, target, wiring.target_conn(target.name)), STATUS_TIMES)
+    state["base_backups"] = [with_datetimes(base, BASE_BACKUP_TIMES) for base in state["base_backups"]]
+    # Once PITR is off, what is left to disable is the slot: its box comes ticked.
+    return {"target": target, "state": state, "button": ButtonForm(),
+            "disable_form": PitrDisableForm(drop_slot=not target.pitr_enabled),
+            "base_form": BaseBackupForm(), "restore_form": restore_form or PitrRestoreForm(timezone=target.timezone)}
+
+
+@bp.get("/<name>/pitr")
+def pitr_page(name):
+    """Point-in-time recovery of a target: its WAL receiver, recoverable window, drills and base backups."""
+    return render_template("targets/pitr.html", **pitr_context(wiring.target(name)))
+
+
+def back_to_pitr(target: Target, exc: BackupError):
+    """To the PITR page with the service's message (and the audit log told it failed)."""
+    flash(f"{target.name}: {exc}", "error")
+    g.audit_error = str(exc)
+    return redirect(url_for("targets.pitr_page", name=target.name))
+
+
+@bp.post("/<name>/pitr/enable")
+def pitr_enable(name):
+    """Check the target's server, create its replication slot and archive its WAL from now on."""
+    target = wiring.target(name)
+    try:
+        advice = pitr.enable(db.session, target, wiring.target_conn(target.name), wiring.pg_tools())
+    except BackupError as exc:
+        return back_to_pitr(target, exc)
+    flash(f"PITR is on for {target.name}.", "success")
+    for line in advice:
+        flash(line, "info")
+    return redirect(url_for("targets.pitr_page", name=target.name))
+
+
+@bp.post("/<name>/pitr/disable")
+def pitr_disable(name):
+    """Stop archiving the target's WAL (what is archived is kept); drop its slot if ticked."""
+    target = wiring.target(name)
+    form = PitrDisableForm()
+    try:
+        lines = pitr.disable(db.session, target, wiring.target_conn(target.name), form.drop_slot.data)
+    except BackupError as exc:
+        return back_to_pitr(target, exc)
+    flash(lines[0], "success")
+    for line in lines[1:]:
+        flash(line, "info")
+    return redirect(url_for("targets.pitr_page", name=target.name))
+
+
+def pitr_job_queued(target: Target, make_job, what: str):
+    """Queue the job `make_job()` builds and show it on the jobs page, or go back with why not."""
+    try:
+        job = queue(db.session, make_job())
+    except BackupError as exc:
+        return back_to_pitr(target, exc)
+    return job_page(job, f"{what} queued (job {job.id}).")
+
+
+def job_page(job: Job, message: str):
+    flash(message, "success")
+    return redirect(url_for("jobs.index", highlight=job.id))
+
+
+@bp.post("/<name>/pitr/base-backups")
+def pitr_base_backup(name):
+    """Queue a base backup of the target's whole server (incremental if ticked)."""
+    target = wiring.target(name)
+    incremental = BaseBackupForm().incremental.data
+    return pitr_job_queued(target, lambda: pitr_jobs.base_backup_job(target.name, incremental),
+                           f"{'Incremental' if incremental else 'Full'} base backup of {target.name}")
+
+
+@bp.post("/<name>/pitr/verify")
+def pitr_verify(name):
+    """Queue a PITR drill: restore "latest" into a scratch directory, check it answers, remove it."""
+    target = wiring.target(name)
+    return pitr_job_queued(target, lambda: pitr_jobs.verify_job(target.name), f"PITR drill of {target.name}")
+
+
+@bp.post("/<name>/pitr/restore")
+def pitr_restore(name):
+    """Queue a restore of the target's server as of a moment (or the latest) into a data directory."""
+    target = wiring.target(name)
+    form = PitrRestoreForm()
+    if not form.validate_on_submit():
+        return render_template("targets/pitr.html", **pitr_context(target, form))
+    moment, data_dir = form.moment(), form.data_dir.data.strip()
+    try:
+        job = queue(db.session, pitr_jobs.restore_job(target.name, moment, data_dir, form.port.data,
+                                                      stripped(form.into_database)))
+    except BackupError as exc:
+        return form_failed(exc, "targets/pitr.html", **pitr_context(target, form))
+    return job_page(job, f"Restore of {target.name} as of {isoformat(moment) or 'latest'} into {data_dir} "
+                         f"queued (job {job.id}).")
