@@ -91,6 +91,7 @@ def run_verify(session: Session, job, progress: ProgressRecorder):
     """Restore "latest" into a scratch directory on a free port, check it answers, remove it;
     the outcome is kept on the target ("recoverable to …, verified …")."""
     target = wiring.target(job.database)
+    session.add(target)  # BACKUP_DATABASE_URL's target keeps its drill results in its row
     scratch = Path(tempfile.mkdtemp(prefix="backup_app_pitr_drill_"))
     try:
         cluster = restore_here(session, job, job.database, None, scratch, None)

@@ -65,6 +65,6 @@ def test_pitr_page_restore_outside_the_window_and_base_backup_refused(live_app, 
     page.get_by_label("Incremental").check()
     page.get_by_role("button", name="Take base backup").click()
     expect(page).to_have_url(re.compile(rf"/targets/{source_db}/pitr$"))
-    expect(page.get_by_role("alert")).to_have_text(f"{source_db}: PITR is off for {source_db}: "
-                                                   f"flask pitr enable {source_db}")
+    expect(page.get_by_role("alert")).to_have_text(f"{source_db}: PITR is off for {source_db}: turn it on first "
+                                                   f"(flask pitr enable {source_db}, or Enable on its PITR page)")
     screenshot("pitr-base-backup-refused")

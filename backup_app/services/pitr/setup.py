@@ -1,5 +1,5 @@
 """Turning PITR on and off for a target, and what its status page and `flask pitr status` show."""
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -9,7 +9,7 @@ from backup_app.adapters.physical import PhysicalClient, ServerFacts, drop_slot,
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.wal import SEGMENT_SIZE, parse_lsn
 from backup_app.errors import PitrError
-from backup_app.models import STOPPED, BaseBackup, Target, WalReceiver, isoformat
+from backup_app.models import STOPPED, BaseBackup, Target, WalReceiver, isoformat, utcnow
 from backup_app.services import schedules
 from backup_app.services.pitr.window import window
 
@@ -81,6 +81,8 @@ def disable(session: Session, target: Target, conn: ConnInfo, drop: bool) -> lis
     if drop and target.pitr_slot:
         lines.append(f"replication slot {target.pitr_slot} dropped" if drop_slot(conn, target.pitr_slot)
                      else f"replication slot {target.pitr_slot} was already gone")
+        target.pitr_slot = None
+        session.commit()
     elif target.pitr_slot:
         lines.append(f"replication slot {target.pitr_slot} still holds WAL on the server: "
                      f"`flask pitr disable {target.name} --drop-slot` releases it")
@@ -107,19 +109,26 @@ def reschedule(target: Target, now: datetime | None = None) -> None:
     target.pitr_verify_next_run_at = next_of(target.pitr_verify_schedule)
 
 
-def status(session: Session, target: Target, conn: ConnInfo | None) -> dict:
-    """The shape of `flask pitr status --json`."""
+def status(session: Session, target: Target, conn: ConnInfo | None, lease_seconds: int = 30) -> dict:
+    """The shape of `flask pitr status --json`. A receiver whose worker has not renewed its lease
+    for `lease_seconds` is `stopped`, whatever it last said."""
     receiver = session.get(WalReceiver, target.name)
     start, end = window(session, target.name)
     bases = session.scalars(select(BaseBackup).where(BaseBackup.target == target.name)
                             .order_by(BaseBackup.started_at.desc())).all()
-    state = receiver.state if receiver and target.pitr_enabled else STOPPED
+    state, error = (receiver.state, receiver.error) if receiver and target.pitr_enabled else (STOPPED, None)
+    alive = receiver is not None and receiver.heartbeat_at is not None and \
+        utcnow() - receiver.heartbeat_at < timedelta(seconds=lease_seconds)
+    if target.pitr_enabled and not alive:
+        state = STOPPED
+        error = "no `flask worker` is running the WAL receiver" + (
+            f" (last heard of {isoformat(receiver.heartbeat_at)})" if receiver and receiver.heartbeat_at else "")
     return {
         "target": target.name,
-        "enabled": target.pitr_enabled,
+        "enabled": bool(target.pitr_enabled),
         "slot": target.pitr_slot,
         "receiver": state,
-        "error": receiver.error if receiver else None,
+        "error": error,
         "holder": receiver.holder if receiver else None,
         "last_segment": receiver.last_segment if receiver else None,
         "last_segment_at": isoformat(receiver.last_segment_at) if receiver else None,
@@ -152,4 +161,5 @@ def bytes_behind(conn: ConnInfo | None, slot: str | None, receiver: WalReceiver 
 
 def require_enabled(target: Target) -> None:
     if not target.pitr_enabled:
-        raise PitrError(f"PITR is off for {target.name}: flask pitr enable {target.name}")
+        raise PitrError(f"PITR is off for {target.name}: turn it on first (flask pitr enable {target.name}, "
+                        "or Enable on its PITR page)")
