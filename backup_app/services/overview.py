@@ -5,7 +5,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backup_app.models import COMPLETED, PRESENT, Backup, BackupCopy, Target, Verification, utcnow
+from backup_app.models import (
+    COMPLETED,
+    PRESENT,
+    STOPPED,
+    Backup,
+    BackupCopy,
+    Target,
+    Verification,
+    WalReceiver,
+    utcnow,
+)
+from backup_app.services.pitr.window import window
 
 DEFAULT_STALE_HOURS = 26  # a daily backup that is a little late is not yet alarming
 
@@ -20,6 +31,8 @@ class TargetOverview:
     copies_present: int
     copies_total: int
     bytes_by_location: dict[str, int] = field(default_factory=dict)
+    pitr_state: str | None = None          # the WAL receiver's state; None: PITR is off
+    pitr_until: datetime | None = None     # the end of the recoverable window
 
     def age(self, now: datetime) -> timedelta | None:
         return now - self.last_success if self.last_success else None
@@ -55,6 +68,10 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
             last_verify=verifies.get(target.name),
             copies_present=sum(count for _, _, status, count, _ in mine if status == PRESENT),
             copies_total=sum(count for *_, count, _ in mine))
+        if target.pitr_enabled:
+            receiver = session.get(WalReceiver, target.name)
+            overview.pitr_state = receiver.state if receiver else STOPPED
+            overview.pitr_until = window(session, target.name)[1]
         for _, location, status, _, size in mine:
             if status == PRESENT:
                 overview.bytes_by_location[location] = overview.bytes_by_location.get(location, 0) + int(size)

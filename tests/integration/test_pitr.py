@@ -113,7 +113,13 @@ def test_restore_to_a_moment_between_two_batches(pitr_app, pitr_cluster, receive
     wait_for(lambda: covered(runner, after), what="the second batch archived")
     state = status(runner)
     assert state["recoverable_from"] <= first.isoformat().replace("+00:00", "Z")
-    metrics = pitr_app.test_client().get("/metrics", headers={"Authorization": "Bearer metrics-token"}).text
+    from tests.web_helpers import add_user, sign_in
+    add_user(pitr_app)
+    web = pitr_app.test_client()
+    sign_in(web)
+    dashboard = web.get("/dashboard").text
+    assert "streaming</span></a>" in dashboard and "recoverable to" in dashboard
+    metrics = web.get("/metrics", headers={"Authorization": "Bearer metrics-token"}).text
     assert 'backup_pitr_receiver_up{database="shop"} 1.0' in metrics
     assert 'backup_pitr_recoverable_to_timestamp_seconds{database="shop"}' in metrics
     assert state["last_segment"] is not None or state["bytes_behind"] is not None
@@ -343,3 +349,25 @@ def test_error_paths_say_what_to_do_and_leave_nothing(pitr_app, pitr_cluster, da
                         "--data-dir", str(tmp_path / "private" / "pg"), ok=False)
         assert "who cannot enter" in error_line(result)
         assert not (tmp_path / "private").exists()
+
+
+def test_one_database_put_back_as_it_was(pitr_app, pitr_cluster, receivers, data_root):
+    runner = pitr_app.test_cli_runner()
+    invoke(runner, "pitr", "enable", "shop")
+    receivers.start()
+    wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
+    invoke(runner, "pitr", "base-backup", "shop")
+    insert_batch(pitr_cluster, 21)
+    time.sleep(1.5)
+    moment = datetime.now(timezone.utc)
+    time.sleep(1.5)
+    pitr_cluster.psql("DELETE FROM orders WHERE batch = 21", "shop")  # the mistake to undo
+    wait_for(lambda: covered(runner, datetime.now(timezone.utc)), what="the delete archived")
+    out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", moment.isoformat(), "--data-dir",
+                            str(data_root / "rewind"), "--into-database", "shop", "--json").stdout)
+    assert out["into_database"] == "shop" and not (data_root / "rewind").exists()
+    assert pitr_cluster.psql("SELECT count(*) FROM orders WHERE batch = 21", "shop") == "100"
+    kept = pitr_cluster.psql("SELECT datname FROM pg_database WHERE datname LIKE 'shop_before_restore_%'")
+    assert kept and pitr_cluster.psql("SELECT count(*) FROM orders WHERE batch = 21", kept.splitlines()[0]) == "0"
+    backups = json.loads(invoke(runner, "backup", "list", "--json").stdout)
+    assert [b["database"] for b in backups] == ["shop"]  # the dump of the moment, kept as a backup of shop
