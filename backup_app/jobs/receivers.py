@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from backup_app import wiring
 from backup_app.adapters.physical import PhysicalClient, wal_positions
-from backup_app.core.wal import HISTORY_NAME, SEGMENT_NAME, parse_lsn, segment_end_lsn
+from backup_app.core.wal import HISTORY_NAME, SEGMENT_NAME, SEGMENT_SIZE, parse_lsn, segment_end_lsn
 from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.models import FAILING, PARTIAL_SEGMENT, STOPPED, STREAMING, Target, WalReceiver, utcnow
@@ -122,6 +122,7 @@ class Receiver:
 
     def start(self, session: Session, conn, slot: str) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
+        self.drop_half_padded()
         try:
             client: PhysicalClient = physical_client(wiring.pg_tools(), conn)
             client.create_slot(conn, slot)  # if the server lost it (restored, rebuilt): WAL from now on
@@ -132,6 +133,14 @@ class Receiver:
             return
         self.set_state(session, STREAMING, None)
         log.info("WAL receiver of %s started (pid %s)", self.target, self.process.pid)
+
+    def drop_half_padded(self) -> None:
+        """Remove a `.partial` file that pg_receivewal was still padding with zeros when it was killed:
+        it holds no WAL yet (the padding comes first), and pg_receivewal refuses to start beside it."""
+        for path in self.spool.glob("*.partial"):
+            if path.stat().st_size not in (0, SEGMENT_SIZE):
+                log.warning("WAL receiver of %s: removing %s, cut short while it was being made", self.target, path)
+                path.unlink()
 
     def exited(self, session: Session) -> None:
         code = self.process.returncode

@@ -92,3 +92,19 @@ def test_retention_keeps_the_newest_and_every_parent_a_kept_incremental_needs():
     assert kept_base_backups([old, full, incremental], target, T0 + timedelta(days=2)) == {"incr", "full"}
     target.keep_days = 30
     assert kept_base_backups([old, full, incremental], target, T0 + timedelta(days=2)) == {"incr", "full", "old"}
+
+
+def test_a_partial_file_cut_short_while_padded_is_removed_before_the_receiver_starts(tmp_path):
+    from backup_app.core.wal import SEGMENT_SIZE
+    from backup_app.jobs.receivers import Receiver
+
+    receiver = Receiver(SimpleNamespace(config={"BACKUP_DIR": str(tmp_path)}), "shop")
+    receiver.spool.mkdir(parents=True)
+    (receiver.spool / "000000010000000000000008.partial").write_bytes(b"\0" * 3063808)
+    (receiver.spool / "000000010000000000000009.partial").write_bytes(b"")
+    whole = receiver.spool / "000000010000000000000007.partial"
+    with open(whole, "wb") as f:
+        f.truncate(SEGMENT_SIZE)
+    receiver.drop_half_padded()
+    assert sorted(p.name for p in receiver.spool.iterdir()) == ["000000010000000000000007.partial",
+                                                                "000000010000000000000009.partial"]
