@@ -7,23 +7,20 @@ refuse to run as root: as root they run as `os_user` (PITR_OS_USER).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from backup_app.adapters.postgres import PgClient, connect, major, read_stderr
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import ConfigurationError, PitrError
-
-PR_SET_PDEATHSIG = 1
 
 
 def slot_name(target: str) -> str:
@@ -85,13 +82,14 @@ def drop_slot(conn: ConnInfo, slot: str) -> bool:
         raise PitrError(f"cannot drop the replication slot {slot}: {str(exc).strip()}") from exc
 
 
-def wal_positions(conn: ConnInfo, slot: str) -> tuple[str, str | None]:
-    """(the server's current WAL write position, the slot's flushed position or None)."""
+def wal_positions(conn: ConnInfo, slot: str) -> tuple[datetime, str, str | None]:
+    """(the server's clock, then its WAL insert position — every commit made before that moment
+    is at or before it —, and the slot's flushed position or None)."""
     with connect(conn, timeout=5) as db:
-        current = db.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+        now, current = db.execute("SELECT clock_timestamp(), pg_current_wal_insert_lsn()::text").fetchone()
         row = db.execute("SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
                          (slot,)).fetchone()
-    return current, row[0] if row else None
+    return now, current, row[0] if row else None
 
 
 def switch_wal(conn: ConnInfo) -> None:
@@ -152,8 +150,10 @@ class PhysicalClient:
         (`--synchronous`), so the slot's position is what is on disk."""
         args = [self.program("pg_receivewal"), "--no-password", "--no-loop", "--synchronous",
                 f"--slot={slot}", "-D", str(spool), "--status-interval=5", "--dbname", "replication=true"]
-        return subprocess.Popen(args, env=self.env(conn), stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        # SIGTERM when the worker dies, so no orphan keeps the slot busy (util-linux's setpriv).
+        prefix = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
+        return subprocess.Popen([*prefix, *args], env=self.env(conn), stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT)
 
     def base_backup(self, conn: ConnInfo, incremental_manifest: Path | None = None) -> BaseBackupProcess:
         """Start pg_basebackup writing one tar of the server (no WAL: the archive has it) to stdout."""
@@ -183,14 +183,6 @@ class PhysicalClient:
         result = subprocess.run(args, env=self.env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
             raise PitrError(f"{what} failed: {(result.stderr or result.stdout).strip()}")
-
-
-def die_with_parent() -> None:
-    """In a child: be sent SIGTERM when the worker dies, so no orphan keeps the slot busy (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def replication_error(message: str, conn: ConnInfo) -> str:
@@ -317,6 +309,8 @@ class RestoredServer:
                         return
             except psycopg.Error as exc:
                 last_error = str(exc).strip()
+                if (exc.sqlstate or "").startswith("28"):  # refused by pg_hba.conf or the password
+                    raise PitrError(f"the restored server refuses the target's user: {last_error}") from exc
             time.sleep(0.2)
         raise PitrError(f"the restored server was still recovering after {timeout:.0f} s ({last_error})")
 

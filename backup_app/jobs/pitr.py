@@ -1,6 +1,7 @@
 """The point-in-time recovery jobs: a base backup, a restore to a moment, and the drill (restore
 "latest" into a scratch directory, check, remove). Each holds its target's PITR slot, so one
 runs at a time per target; the CLI runs them in its own process, the pages and the API queue them."""
+import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -68,7 +69,12 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
     to = datetime.fromisoformat(options["to"].replace("Z", "+00:00")) if options.get("to") else None
     scratch = options.get("data_dir") is None
     data_dir = Path(options["data_dir"]) if not scratch else Path(tempfile.mkdtemp(prefix="backup_app_pitr_"))
-    cluster = restore_here(session, job, job.database, to, data_dir, options.get("port"))
+    try:
+        cluster = restore_here(session, job, job.database, to, data_dir, options.get("port"))
+    except BaseException:
+        if scratch:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        raise
     if options.get("into_database"):
         try:
             record(job.id, f"putting {options['into_database']} back into {job.database}", phase="rewinding")
@@ -102,6 +108,7 @@ def run_verify(session: Session, job, progress: ProgressRecorder):
         finally:
             restore.remove_cluster(cluster)
     except Exception as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
         session.rollback()
         target.pitr_verify_error = str(exc)
         target.pitr_verified_at = utcnow()

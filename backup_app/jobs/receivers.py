@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
 MAX_BACKOFF = 60.0
 MAX_SAMPLES = 3600
+REPAIR_SECONDS = 10
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -84,6 +85,7 @@ class Receiver:
         self.restart_at = 0.0
         self.backoff = 1.0
         self.last_partial_at = 0.0
+        self.repair_at = 0.0
         self.encrypt = False
         # (when, the server's WAL write position then), a sample a tick: the WAL written before a
         # moment is archived once the archive holds everything up to the position sampled then.
@@ -95,6 +97,10 @@ class Receiver:
         if target is None:
             return
         self.encrypt = target.encrypt
+        if target.encrypt and wiring.master_key() is None:
+            self.set_state(session, FAILING, f"{self.target} encrypts its backups but APP_ENCRYPTION_KEY is not "
+                                             "set: its WAL is not archived until it is")
+            return
         conn = wiring.target_conn(self.target)
         flushed = self.sample(conn, target.pitr_slot)
         self.archive_completed(session)
@@ -104,15 +110,17 @@ class Receiver:
             self.start(session, conn, target.pitr_slot)
         if self.process is not None and flushed is not None:
             self.upload_partial(session, flushed)
-        archive.repair_missing(session, self.target, wiring.pitr_stores(), limit=8)
+        if time.monotonic() >= self.repair_at:  # a store that was down gets what it missed
+            self.repair_at = time.monotonic() + REPAIR_SECONDS
+            archive.repair_missing(session, self.target, wiring.pitr_stores(), limit=64)
 
     def sample(self, conn, slot: str) -> str | None:
         """Note the server's WAL position now; the slot's flushed position (None: no answer)."""
         try:
-            current, flushed = wal_positions(conn, slot)
+            server_now, current, flushed = wal_positions(conn, slot)
         except Exception:  # noqa: BLE001 - the server is away: the receiver's own error says so
             return None
-        self.samples = [*self.samples[-MAX_SAMPLES + 1:], (utcnow(), parse_lsn(current))]
+        self.samples = [*self.samples[-MAX_SAMPLES + 1:], (server_now, parse_lsn(current))]
         return flushed
 
     def covered_until(self, position: str) -> datetime:
@@ -192,8 +200,8 @@ class Receiver:
         if flushed is None or time.monotonic() - self.last_partial_at < every:
             return
         partials = sorted(self.spool.glob("*.partial"))
-        if not partials:
-            return
+        if not partials or partials[-1].stat().st_size != SEGMENT_SIZE:
+            return  # none, or pg_receivewal is still padding a new one with zeros
         self.last_partial_at = time.monotonic()
         covers = self.covered_until(flushed)
         stored = archive.current_partial(session, self.target)

@@ -17,7 +17,7 @@ from backup_app.core.wal import (
 )
 from backup_app.models import BaseBackup, WalFile
 from backup_app.services.pitr.retention import kept_base_backups
-from backup_app.services.pitr.window import reach
+from backup_app.services.pitr.window import Reach, ranges, reach
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -108,3 +108,18 @@ def test_a_partial_file_cut_short_while_padded_is_removed_before_the_receiver_st
     receiver.drop_half_padded()
     assert sorted(p.name for p in receiver.spool.iterdir()) == ["000000010000000000000007.partial",
                                                                 "000000010000000000000009.partial"]
+
+
+def test_a_gap_between_base_backups_splits_the_window():
+    first = Reach(base(id="a", finished_at=T0), [], T0 + timedelta(hours=1))
+    second = Reach(base(id="b", finished_at=T0 + timedelta(minutes=30)), [], T0 + timedelta(hours=2))
+    third = Reach(base(id="c", finished_at=T0 + timedelta(hours=5)), [], T0 + timedelta(hours=6))
+    assert ranges([third, first, second]) == [(T0, T0 + timedelta(hours=2)),
+                                              (T0 + timedelta(hours=5), T0 + timedelta(hours=6))]
+
+
+def test_retention_keeps_the_newest_recoverable_base_backup_even_past_keep_last():
+    target = SimpleNamespace(keep_last=1, keep_days=0)
+    usable = base(id="usable", started_at=T0)
+    newest = base(id="newest", started_at=T0 + timedelta(days=1))  # its WAL has not all arrived
+    assert kept_base_backups([usable, newest], target, T0 + timedelta(days=2), {"usable"}) == {"usable", "newest"}

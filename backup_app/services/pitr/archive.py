@@ -106,11 +106,17 @@ def ordered(stores: Sequence[Store], copies: dict) -> list[Store]:
 
 
 def repair_missing(session: Session, target: str, stores: Sequence[Store], limit: int = 64) -> int:
-    """Copy archived WAL to the stores that missed it (down when it arrived), from an intact
-    copy; the number of copies made."""
+    """Copy archived WAL to the stores that missed it (down when it arrived) and answer now, from an
+    intact copy; at most `limit` copies a call (the number tried)."""
     made = 0
     rows = session.scalars(select(WalFile).where(WalFile.target == target).order_by(WalFile.name)).all()
-    by_location = {store.location: store for store in stores}
+    by_location = {}
+    for store in stores:
+        try:
+            store.check()
+            by_location[store.location] = store
+        except (BackupError, OSError):
+            pass  # still down: tried again later
     for row in rows:
         missing = [loc for loc in by_location if (row.copies or {}).get(loc, {}).get("status") != PRESENT]
         if not missing:
@@ -120,16 +126,15 @@ def repair_missing(session: Session, target: str, stores: Sequence[Store], limit
         except BackupError:
             continue
         copies = dict(row.copies or {})
+        made += len(missing)
         for location in missing:
             store = by_location[location]
             try:
-                store.check()
                 store.put(row.filename, io.BytesIO(data), {}, CONTENT_TYPE)
             except (BackupError, OSError) as exc:
                 copies[location] = {"status": COPY_FAILED, "uri": store.uri(row.filename), "error": str(exc)}
                 continue
             copies[location] = {"status": PRESENT, "uri": store.uri(row.filename)}
-            made += 1
         row.copies = copies
         session.commit()
         if made >= limit:

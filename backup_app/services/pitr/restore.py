@@ -155,6 +155,8 @@ def write_recovery_settings(data_dir: Path, port: int, to: datetime | None) -> N
     only, no archiving, WAL from the fetched folder, stop at `to` and promote."""
     if not (data_dir / "postgresql.conf").exists():  # a Debian server keeps it in /etc
         (data_dir / "postgresql.conf").write_text("# written by backup_app's PITR restore\n")
+    if not (data_dir / "pg_hba.conf").exists():  # so does it its pg_hba.conf: passwords over loopback
+        (data_dir / "pg_hba.conf").write_text("host all all 127.0.0.1/32 scram-sha-256\n")
     wal_dir = data_dir / WAL_FOLDER
     settings = {
         "port": str(port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''",
@@ -186,6 +188,7 @@ def restore_to_moment(session: Session, request: RestoreRequest, conn: ConnInfo,
     """Restore `request.target`'s server as of `request.to` into `request.data_dir` and leave it
     running on 127.0.0.1:`port`. `conn` (the target's user) is how the server is asked whether
     it has left recovery. PitrError, naming the window, for a moment outside it."""
+    fresh = not request.data_dir.exists()
     check_data_dir(request.data_dir)
     check_reachable(request.data_dir.resolve(), request.os_user)
     port = request.port or free_port()
@@ -195,7 +198,10 @@ def restore_to_moment(session: Session, request: RestoreRequest, conn: ConnInfo,
     chain = chain_of(session, chosen.base)
     wal = wal_to_fetch(chosen, request.to)
     server_programs = server_for(pg, chosen.base.server_version)
-    data_dir = prepare_data_dir(request.data_dir)
+    try:
+        data_dir = prepare_data_dir(request.data_dir)
+    except OSError as exc:
+        raise PitrError(f"cannot make the data directory {request.data_dir}: {exc.strerror or exc}") from exc
     restored = RestoredServer(server_programs, data_dir, port, request.os_user)
     session.commit()  # nothing held open while gigabytes move
     try:
@@ -209,8 +215,11 @@ def restore_to_moment(session: Session, request: RestoreRequest, conn: ConnInfo,
         write_recovery_settings(data_dir, port, request.to)
         phase("recovering")
         recover(restored, conn.with_dbname("postgres"), port, request.to is not None)
-    except BaseException:
+    except BaseException as exc:
         restored.stop()
+        empty_out(data_dir, remove=fresh)  # it was new or empty: a retry can use it again
+        if isinstance(exc, OSError):
+            raise PitrError(f"writing the restored files into {data_dir} failed: {exc.strerror or exc}") from exc
         raise
     shutil.rmtree(data_dir / WAL_FOLDER, ignore_errors=True)
     last = last_replayed_commit(restored.log())
@@ -264,6 +273,18 @@ def recover(restored: RestoredServer, conn: ConnInfo, port: int, has_target: boo
         drop_recovery_target(restored.data_dir)
         restored.start()
         restored.wait_promoted(local)
+
+
+def empty_out(path: Path, remove: bool) -> None:
+    """Delete what a failed restore wrote into `path` (and `path` itself if the restore made it)."""
+    if remove:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def remove_cluster(cluster: RestoredCluster) -> None:

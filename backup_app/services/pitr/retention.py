@@ -12,13 +12,19 @@ from backup_app.adapters.store import Store
 from backup_app.core.wal import segment_of_lsn
 from backup_app.errors import BackupError
 from backup_app.models import COMPLETED, FAILED, SEGMENT, BaseBackup, Target, WalFile, utcnow
+from backup_app.services.pitr.window import usable
 
 
-def kept_base_backups(bases: list[BaseBackup], target: Target, now: datetime) -> set[str]:
-    """The ids of the completed base backups to keep, with every parent a kept one needs."""
+def kept_base_backups(bases: list[BaseBackup], target: Target, now: datetime,
+                      recoverable: set[str] = frozenset()) -> set[str]:
+    """The ids of the completed base backups to keep, with every parent a kept one needs; the
+    newest of `recoverable` (those whose WAL reaches past their end) is always kept."""
     completed = sorted((b for b in bases if b.status == COMPLETED), key=lambda b: b.started_at, reverse=True)
     keep = {b.id for i, b in enumerate(completed)
             if i < max(target.keep_last, 1) or now - b.started_at < timedelta(days=target.keep_days)}
+    newest_usable = next((b for b in completed if b.id in recoverable), None)
+    if newest_usable is not None:
+        keep.add(newest_usable.id)
     by_id = {b.id: b for b in bases}
     for backup_id in list(keep):
         parent = by_id[backup_id].parent_id
@@ -44,7 +50,7 @@ def prune_pitr(session: Session, target: Target, stores: Sequence[Store], now: d
     """Apply the retention to `target`'s base backups and WAL; one line per thing deleted (or failed)."""
     now = now or utcnow()
     bases = list(session.scalars(select(BaseBackup).where(BaseBackup.target == target.name)))
-    keep = kept_base_backups(bases, target, now)
+    keep = kept_base_backups(bases, target, now, {r.base.id for r in usable(session, target.name)})
     if not keep:
         return []
     lines = []

@@ -149,14 +149,13 @@ def bytes_behind(conn: ConnInfo | None, slot: str | None, receiver: WalReceiver 
     """WAL the server has written that is not in the stores yet; None when it cannot be asked."""
     import psycopg
 
-    if conn is None or slot is None:
+    if conn is None or slot is None or receiver is None or receiver.stored_lsn is None:
         return None
     try:
-        current, _flushed = wal_positions(conn, slot)
+        _now, current, _flushed = wal_positions(conn, slot)
     except psycopg.Error:
         return None
-    stored = parse_lsn(receiver.stored_lsn) if receiver and receiver.stored_lsn else 0
-    return max(0, parse_lsn(current) - stored)
+    return max(0, parse_lsn(current) - parse_lsn(receiver.stored_lsn))
 
 
 def require_enabled(target: Target) -> None:

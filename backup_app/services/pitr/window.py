@@ -52,27 +52,42 @@ def reaches(session: Session, target: str) -> list[Reach]:
     return [reach(base, segments, partial) for base in completed_bases(session, target)]
 
 
+def usable(session: Session, target: str) -> list[Reach]:
+    """The reaches that recover to something: their base backup's own WAL is all archived."""
+    return [r for r in reaches(session, target) if r.until is not None and r.until >= r.base.finished_at]
+
+
+def ranges(found: list[Reach]) -> list[tuple[datetime, datetime]]:
+    """The recoverable stretches, oldest first: overlapping reaches merged, a gap between them kept."""
+    merged: list[list[datetime]] = []
+    for r in sorted(found, key=lambda r: r.base.finished_at):
+        if merged and r.base.finished_at <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], r.until)
+        else:
+            merged.append([r.base.finished_at, r.until])
+    return [(start, end) for start, end in merged]
+
+
 def window(session: Session, target: str) -> tuple[datetime | None, datetime | None]:
-    """(recoverable_from, recoverable_to); (None, None) when nothing can be recovered yet."""
-    usable = [r for r in reaches(session, target) if r.until is not None and r.until >= r.base.finished_at]
-    if not usable:
-        return None, None
-    return usable[0].base.finished_at, max(r.until for r in usable)
+    """(recoverable_from, recoverable_to) of the newest stretch; (None, None) when nothing can be
+    recovered yet."""
+    found = ranges(usable(session, target))
+    return found[-1] if found else (None, None)
 
 
 def choose(session: Session, target: str, to: datetime | None) -> Reach:
     """The newest base backup that finished before `to` (None: latest) and whose WAL reaches it;
     PitrError naming the window when there is none."""
-    usable = [r for r in reaches(session, target) if r.until is not None and r.until >= r.base.finished_at]
+    found = usable(session, target)
     if to is None:
-        if not usable:
+        if not found:
             raise PitrError(f"{target} has nothing to recover yet: "
                             + ("its WAL since the base backup is not all archived yet"
                                if completed_bases(session, target) else "it has no base backup"))
-        return max(usable, key=lambda r: (r.until, r.base.started_at))
-    fits = [r for r in usable if r.base.finished_at <= to <= r.until]
+        return max(found, key=lambda r: (r.until, r.base.started_at))
+    fits = [r for r in found if r.base.finished_at <= to <= r.until]
     if not fits:
-        start, end = window(session, target)
-        shown = (f"{isoformat(start)} to {isoformat(end)}" if start else "empty (no base backup with its WAL)")
+        shown = ", ".join(f"{isoformat(start)} to {isoformat(end)}" for start, end in ranges(found)) or \
+            "empty (no base backup with its WAL)"
         raise PitrError(f"{isoformat(to)} is outside the recoverable window of {target}: {shown}")
     return max(fits, key=lambda r: r.base.started_at)
