@@ -8,7 +8,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,20 +16,11 @@ from pathlib import Path
 from urllib.error import HTTPError
 from urllib.parse import quote
 
+from backup_app.adapters.ports import free_port, port_in_use
+
 DEBIAN_PG_BIN = "/usr/lib/postgresql/15/bin"
 AS_POSTGRES = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
                "--inh-caps=+dac_override", "--ambient-caps=+dac_override", "--"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def exit_on_sigterm() -> None:

@@ -4,7 +4,6 @@ it has left recovery, then check in its log that it stopped at or before the mom
 import hashlib
 import os
 import shutil
-import socket
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.physical import PhysicalClient, RestoredServer, check_reachable
+from backup_app.adapters.ports import free_port, port_in_use
 from backup_app.adapters.store import Store
 from backup_app.core import codecs
 from backup_app.core.conninfo import ConnInfo
@@ -51,17 +51,6 @@ class RestoredCluster:
     def to_dict(self) -> dict:
         return {"data_dir": str(self.data_dir), "port": self.port, "recovered_to": isoformat(self.recovered_to),
                 "base_backup": self.base_backup, "last_transaction_at": isoformat(self.last_transaction_at)}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def chain_of(session: Session, base: BaseBackup) -> list[BaseBackup]:
