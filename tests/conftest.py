@@ -8,6 +8,7 @@ Tests run on PostgreSQL 15 with a SQLite catalog; `both_servers` runs a test on 
 import itertools
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,16 @@ def big_db(pg15_server):
                     "repeat(md5(g::text || random()), 8) || md5(random()::text) AS body "
                     "FROM generate_series(1, 200000) g", name)
     return name
+
+
+@pytest.fixture
+def data_root():
+    """A folder for restored data directories that the restored server's OS user can reach
+    (pytest's own folders are private to root)."""
+    root = Path(tempfile.mkdtemp(prefix="pitr-restores-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

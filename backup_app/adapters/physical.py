@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from backup_app.adapters.postgres import PgClient, connect, major, read_stderr
+from backup_app.adapters.postgres import DumpProcess, PgClient, connect, major, read_stderr
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import ConfigurationError, PitrError
 
@@ -197,12 +197,12 @@ def replication_error(message: str, conn: ConnInfo) -> str:
     return message or "the replication connection failed"
 
 
-class BaseBackupProcess:
-    """A running pg_basebackup: read `stdout`, then call `finish()`."""
+class BaseBackupProcess(DumpProcess):
+    """A running pg_basebackup: read `stdout`, then call `finish()` (or `kill()`, as for pg_dump)."""
 
     def __init__(self, popen: subprocess.Popen, stderr_file, conn: ConnInfo):
-        self._popen, self._stderr, self._conn = popen, stderr_file, conn
-        self.stdout = popen.stdout
+        super().__init__(popen, stderr_file)
+        self._conn = conn
 
     def finish(self) -> None:
         """Wait for it; PitrError with its message if it failed."""
@@ -212,13 +212,6 @@ class BaseBackupProcess:
         if code != 0:
             errors = "\n".join(line for line in message.splitlines() if "error" in line or "FATAL" in line)
             raise PitrError("pg_basebackup failed: " + replication_error(errors or message, self._conn))
-
-    def kill(self) -> None:
-        if self._popen.poll() is None:
-            self._popen.kill()
-        self._popen.wait()
-        self.stdout.close()
-        self._stderr.close()
 
 
 def as_server_user(os_user: str) -> tuple[list[str], int | None, int | None]:

@@ -2,9 +2,6 @@
 recoverable window (the worker fails the job and says why), and a base backup refused because
 PITR is off for the target."""
 import re
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -13,14 +10,6 @@ from tests.web_helpers import EMAIL, PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-
-@pytest.fixture
-def data_root():
-    """A folder the restored server's OS user could reach (pytest's own are private to root)."""
-    root = Path(tempfile.mkdtemp(prefix="pitr-browser-"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_pitr_page_restore_outside_the_window_and_base_backup_refused(live_app, page, screenshot, source_db,

@@ -1,8 +1,6 @@
 """What the PITR tests share: a PostgreSQL cluster of their own per test module (its whole WAL is
 archived), the app, the WAL receivers run by a supervisor in the test's process, and helpers."""
 import json
-import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,14 +21,6 @@ def pitr_cluster(tmp_path_factory):
     yield cluster
     cluster.stop()
 
-
-@pytest.fixture
-def data_root():
-    """A folder the restored server's OS user can reach (pytest's own are private to root)."""
-    root = Path(tempfile.mkdtemp(prefix="pitr-restores-"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 from tests.helpers import add_target, error_line, invoke
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
     covered,
-    data_root,
     insert_batch,
     pitr_app,
     pitr_cluster,

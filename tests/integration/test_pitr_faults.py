@@ -14,7 +14,6 @@ from devtools.localservers import PostgresCluster, SeaweedS3
 from tests.helpers import add_target, invoke, new_key
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
     covered,
-    data_root,
     insert_batch,
     pitr18_cluster,
     pitr_app,

@@ -4,9 +4,6 @@ with its message, jobs queued and failing with the service's words, nothing queu
 No base backup is taken here (tests/integration/test_pitr.py covers the archive on a server of
 its own), so every moment is outside the recoverable window."""
 import json
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -43,14 +40,6 @@ def audited(app) -> list[tuple[str, str]]:
 def restore_form(data_dir, **changes) -> dict:
     return {"to": "2026-01-15T10:30:00", "timezone": "Europe/Berlin", "data_dir": str(data_dir), **changes}
 
-
-@pytest.fixture
-def data_root():
-    """A folder the restored server's OS user could reach (pytest's own are private to root)."""
-    root = Path(tempfile.mkdtemp(prefix="pitr-web-"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
