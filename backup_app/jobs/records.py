@@ -47,8 +47,9 @@ def recent_jobs(session: Session, limit: int = 50) -> list[Job]:
     """Every active job, then the most recent others, newest first."""
     active = select(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES))
     recent = select(Job).where(Job.status.not_in(ACTIVE_JOB_STATUSES)).order_by(Job.created_at.desc()).limit(limit)
-    jobs = list(session.scalars(active)) + list(session.scalars(recent))
-    return sorted(jobs, key=lambda job: job.created_at, reverse=True)
+    # A job that ends between the two queries is in both: listed once.
+    jobs = {job.id: job for query in (active, recent) for job in session.scalars(query)}
+    return sorted(jobs.values(), key=lambda job: job.created_at, reverse=True)
 
 
 def jobs_of_backup(session: Session, backup_id: str) -> list[Job]:
