@@ -5,6 +5,7 @@ from collections.abc import Mapping
 
 MIB = 1024 * 1024
 STORE_NAME = re.compile(r"[a-z][a-z0-9_]{0,28}")  # fits BackupCopy.location as "s3:<name>"
+LIBRARY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a file of the server's own library folder, no path
 
 
 def env_bool(name: str, default: bool = False, env: Mapping[str, str] = os.environ) -> bool:
@@ -17,6 +18,17 @@ def env_bool(name: str, default: bool = False, env: Mapping[str, str] = os.envir
 def usable_cpus() -> int:
     """The CPUs this process may run on (a container's share, not the whole machine's)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def preload_libraries(env: Mapping[str, str]) -> tuple[str, ...]:
+    """PITR_PRELOAD_LIBRARIES: the libraries a restored server may preload, by bare name only (a
+    path could name a file that came with the restored data)."""
+    names = tuple(name for name in re.split(r"[\s,]+", env.get("PITR_PRELOAD_LIBRARIES", "").strip()) if name)
+    for name in names:
+        if not LIBRARY_NAME.fullmatch(name):
+            raise ValueError(f"PITR_PRELOAD_LIBRARIES: {name!r} is not a library name (no paths: the server's "
+                             "own library folder only)")
+    return names
 
 
 def extra_s3_stores(env: Mapping[str, str]) -> list[dict]:
@@ -99,6 +111,7 @@ class Config:
         self.WAL_PARTIAL_UPLOAD_SECONDS = int(os.environ.get("WAL_PARTIAL_UPLOAD_SECONDS", 60))
         self.PITR_LEASE_SECONDS = int(os.environ.get("PITR_LEASE_SECONDS", 30))
         self.PITR_OS_USER = os.environ.get("PITR_OS_USER") or "postgres"
+        self.PITR_PRELOAD_LIBRARIES = preload_libraries(os.environ)
         # The session cookie: never readable by scripts, not sent on cross-site requests.
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

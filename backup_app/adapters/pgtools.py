@@ -23,6 +23,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backup_app.adapters.environment import child_env
 from backup_app.adapters.postgres import PgClient, SnapshotCounter, major
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import ConfigurationError, VersionMismatch
@@ -52,7 +53,7 @@ def search_folders() -> list[Path]:
 
 def program_version(program: Path) -> str:
     """'15.18' from 'pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)'."""
-    result = subprocess.run([str(program), "--version"], capture_output=True, text=True,
+    result = subprocess.run([str(program), "--version"], capture_output=True, text=True, env=child_env(),
                             stdin=subprocess.DEVNULL)
     match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)*)", result.stdout)
     if result.returncode != 0 or not match:

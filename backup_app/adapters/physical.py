@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from backup_app.adapters.environment import child_env
 from backup_app.adapters.postgres import DumpProcess, PgClient, connect, major, read_stderr
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import ConfigurationError, PitrError
@@ -98,6 +99,16 @@ def switch_wal(conn: ConnInfo) -> None:
         db.execute("SELECT pg_switch_wal()")
 
 
+# pg_control's record of the source's settings that recovery checks (pg_controldata's labels).
+CONTROL_LIMITS = {
+    "max_connections setting": "max_connections",
+    "max_worker_processes setting": "max_worker_processes",
+    "max_wal_senders setting": "max_wal_senders",
+    "max_prepared_xacts setting": "max_prepared_transactions",
+    "max_locks_per_xact setting": "max_locks_per_transaction",
+}
+
+
 class PhysicalClient:
     """The physical-backup programs of one PostgreSQL version (from a PgClient's folder)."""
 
@@ -120,12 +131,6 @@ class PhysicalClient:
                                      "client and server programs")
         return found
 
-    def env(self, conn: ConnInfo | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        if conn is not None:
-            env.update(conn.env())
-        return env
-
     def create_slot(self, conn: ConnInfo, slot: str) -> None:
         """Create the physical slot, reserving WAL from now (pg_receivewal --create-slot does not:
         it would then stream from the server's position of the moment it starts), then open a
@@ -140,7 +145,7 @@ class PhysicalClient:
             raise PitrError(replication_error(str(exc).strip(), conn)) from exc
         args = [self.program("pg_receivewal"), "--no-password", "--create-slot", "--if-not-exists",
                 f"--slot={slot}", "--dbname", "replication=true"]
-        result = subprocess.run(args, env=self.env(conn), capture_output=True, text=True,
+        result = subprocess.run(args, env=child_env(conn.env()), capture_output=True, text=True,
                                 stdin=subprocess.DEVNULL, timeout=60)
         if result.returncode != 0:
             raise PitrError(replication_error(result.stderr.strip(), conn))
@@ -152,7 +157,7 @@ class PhysicalClient:
                 f"--slot={slot}", "-D", str(spool), "--status-interval=5", "--dbname", "replication=true"]
         # SIGTERM when the worker dies, so no orphan keeps the slot busy (util-linux's setpriv).
         prefix = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
-        return subprocess.Popen([*prefix, *args], env=self.env(conn), stdin=subprocess.DEVNULL, stdout=log_file,
+        return subprocess.Popen([*prefix, *args], env=child_env(conn.env()), stdin=subprocess.DEVNULL, stdout=log_file,
                                 stderr=subprocess.STDOUT)
 
     def base_backup(self, conn: ConnInfo, incremental_manifest: Path | None = None) -> BaseBackupProcess:
@@ -162,7 +167,7 @@ class PhysicalClient:
         if incremental_manifest is not None:
             args.append(f"--incremental={incremental_manifest}")
         stderr = tempfile.TemporaryFile()
-        popen = subprocess.Popen(args, env=self.env(conn), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        popen = subprocess.Popen(args, env=child_env(conn.env()), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=stderr)
         return BaseBackupProcess(popen, stderr, conn)
 
@@ -175,12 +180,27 @@ class PhysicalClient:
         client has no pg_verifybackup). WAL is checked at restore, not here (-n)."""
         if not self.has("pg_verifybackup"):
             return None
-        result = subprocess.run([self.program("pg_verifybackup"), "-n", "-q", str(data_dir)], env=self.env(),
+        result = subprocess.run([self.program("pg_verifybackup"), "-n", "-q", str(data_dir)], env=child_env(),
                                 capture_output=True, text=True, stdin=subprocess.DEVNULL)
         return None if result.returncode == 0 else (result.stderr or result.stdout).strip()
 
+    def control_limits(self, data_dir: Path) -> dict[str, str]:
+        """The limits a restored server needs at least as high as its source's had, read from the
+        data directory's pg_control (pg_controldata), never from the source's configuration."""
+        result = subprocess.run([self.program("pg_controldata"), str(data_dir)], env={**child_env(), "LC_ALL": "C"},
+                                capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise PitrError(f"pg_controldata cannot read the restored files: {result.stderr.strip()}")
+        found = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
+        limits = {}
+        for label, setting in CONTROL_LIMITS.items():
+            value = found.get(label, "").strip()
+            if value.isdigit():
+                limits[setting] = value
+        return limits
+
     def _run(self, args: list[str], what: str) -> None:
-        result = subprocess.run(args, env=self.env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        result = subprocess.run(args, env=child_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
             raise PitrError(f"{what} failed: {(result.stderr or result.stdout).strip()}")
 
@@ -263,7 +283,7 @@ class RestoredServer:
 
     def pg_ctl(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
         return subprocess.run([*self.prefix, self.server.program("pg_ctl"), "-D", str(self.data_dir), *args],
-                              env=self.server.env(), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              env=child_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL,
                               cwd="/", timeout=timeout)
 
     def start(self) -> None:

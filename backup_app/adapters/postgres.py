@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import os
 import secrets
 import shutil
 import socket
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from backup_app.adapters.environment import child_env
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import ConfigurationError, DumpFailed, RestoreFailed
 
@@ -277,11 +277,6 @@ class PgClient:
             raise ConfigurationError(f"{name} not found in {self.bin_dir}; install postgresql-client")
         return found
 
-    def _env(self, conn: ConnInfo) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(conn.env())
-        return env
-
     def dump(self, conn: ConnInfo, fmt: str = "custom", options: list[str] = ()) -> DumpProcess:
         """Start pg_dump writing the whole database to its stdout."""
         if fmt not in FORMATS:
@@ -291,7 +286,7 @@ class PgClient:
             args += ["--clean", "--if-exists"]
         stderr = tempfile.TemporaryFile()
         popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=stderr, env=self._env(conn))
+                                 stderr=stderr, env=child_env(conn.env()))
         return DumpProcess(popen, stderr)
 
     def restore(self, conn: ConnInfo, source: BinaryIO, fmt: str, *, in_place: bool = False, jobs: int = 1,
@@ -321,7 +316,7 @@ class PgClient:
             args = [self.program("pg_restore"), "--no-password", "--exit-on-error",
                     f"--dbname=dbname={conninfo_value(conn.dbname)}"]
             args += ["--single-transaction", "--clean", "--if-exists"] if in_place else []
-        env = self._env(conn)
+        env = child_env(conn.env())
         env["PGAPPNAME"] = f"backup_app restore {secrets.token_hex(6)}"
         stderr = tempfile.TemporaryFile()
         if jobs > 1 and fmt != "plain" and not in_place:
@@ -391,7 +386,7 @@ class PgClient:
 
     def _run(self, args: list[str], conn: ConnInfo, error: type[Exception]) -> str:
         result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                env=self._env(conn))
+                                env=child_env(conn.env()))
         if result.returncode != 0:
             name = Path(args[0]).name
             raise error(result.stderr.strip() or f"{name} exited with code {result.returncode}")

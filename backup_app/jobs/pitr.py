@@ -87,7 +87,8 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
 
 
 def restore_here(session: Session, job, target: str, to, data_dir: Path, port: int | None):
-    request = restore.RestoreRequest(target, to, data_dir, port, current_app.config["PITR_OS_USER"])
+    request = restore.RestoreRequest(target, to, data_dir, port, current_app.config["PITR_OS_USER"],
+                                     current_app.config["PITR_PRELOAD_LIBRARIES"])
     return restore.restore_to_moment(session, request, wiring.target_conn(target), wiring.pitr_stores(),
                                      wiring.pg_tools(), wiring.master_key(),
                                      phase=lambda phase: record(job.id, phase, phase=phase[:64]))

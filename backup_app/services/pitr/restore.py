@@ -26,6 +26,9 @@ from backup_app.services.pitr import archive
 from backup_app.services.pitr.window import Reach, choose
 
 WAL_FOLDER = "backup_app_wal"  # inside the data directory, removed once the server is up
+SOURCE_CONFIG = "backup_app_source_config"  # the source's configuration files, never read
+SOURCE_FILES = ("postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf")
+ELF_MAGIC = b"\x7fELF"
 
 
 @dataclass
@@ -35,6 +38,7 @@ class RestoreRequest:
     data_dir: Path
     port: int | None = None
     os_user: str = "postgres"
+    preload_libraries: tuple[str, ...] = ()
 
 
 @dataclass
@@ -110,7 +114,7 @@ def extract(backup: BaseBackup, stores: Sequence[Store], key: MasterKey | None, 
                 hashing = HashingReader(stream)
                 decoded = codecs.decode(hashing, "custom", "zstd", key if backup.encrypted else None)
                 with tarfile.open(fileobj=decoded, mode="r|") as tar:
-                    tar.extractall(into, filter="tar")
+                    tar.extractall(into, filter="data")
                 while hashing.read(1024 * 1024):
                     pass
         except (BackupError, OSError, tarfile.TarError) as exc:
@@ -139,33 +143,64 @@ def conf_value(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def write_recovery_settings(data_dir: Path, port: int, to: datetime | None) -> None:
-    """Recovery settings, appended to postgresql.auto.conf (read after postgresql.conf): loopback
-    only, no archiving, WAL from the fetched folder, stop at `to` and promote."""
-    if not (data_dir / "postgresql.conf").exists():  # a Debian server keeps it in /etc
-        (data_dir / "postgresql.conf").write_text("# written by backup_app's PITR restore\n")
-    if not (data_dir / "pg_hba.conf").exists():  # so does it its pg_hba.conf: passwords over loopback
-        (data_dir / "pg_hba.conf").write_text("host all all 127.0.0.1/32 scram-sha-256\n")
+def set_source_config_aside(data_dir: Path) -> None:
+    """Move the source server's configuration files into SOURCE_CONFIG, where no server reads them:
+    they are the source's to choose, and settings such as ssl_passphrase_command, archive_command,
+    shared_preload_libraries or include would run its code here."""
+    aside = data_dir / SOURCE_CONFIG
+    aside.mkdir(mode=0o700, exist_ok=True)
+    for name in SOURCE_FILES:
+        if (data_dir / name).is_file() or (data_dir / name).is_symlink():
+            (data_dir / name).rename(aside / name)
+
+
+def check_no_programs(data_dir: Path) -> None:
+    """PitrError if a file in the restored data directory is a program or a library (ELF): a role
+    or database setting of the source (session_preload_libraries = './x.so') could make the
+    restored server load it. A data directory holds none."""
+    for root, _dirs, files in os.walk(data_dir):
+        for name in files:
+            path = Path(root, name)
+            if path.is_symlink():
+                continue
+            with open(path, "rb") as file:
+                if file.read(4) == ELF_MAGIC:
+                    raise PitrError(f"the base backup holds a program file ({path.relative_to(data_dir)}), which "
+                                    "no data directory has: refused, as a restored server could be made to load it")
+
+
+def write_server_config(data_dir: Path, port: int, to: datetime | None, server_programs: PhysicalClient,
+                        libraries: Sequence[str] = ()) -> None:
+    """The restored server's whole configuration, written by the app (the source's set aside):
+    loopback only, no archiving, no SSL, WAL from the fetched folder, stop at `to` and promote;
+    the limits recovery checks against the source's (from pg_control); `libraries` (the
+    admin's PITR_PRELOAD_LIBRARIES) the only ones preloaded."""
+    set_source_config_aside(data_dir)
     wal_dir = data_dir / WAL_FOLDER
     settings = {
+        **server_programs.control_limits(data_dir),
         "port": str(port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''",
+        "lc_messages": "'C'",  # the log is read for recovery's own messages
+        "shared_preload_libraries": conf_value(",".join(libraries)),
         "archive_mode": "off", "logging_collector": "off", "log_destination": "'stderr'",
-        "primary_conninfo": "''", "primary_slot_name": "''", "hot_standby": "off",
-        "restore_command": conf_value(f'cp "{wal_dir}/%f" "%p"'),
+        "hot_standby": "off", "restore_command": conf_value(f'cp "{wal_dir}/%f" "%p"'),
         "recovery_target_action": "'promote'", "recovery_target_timeline": "'current'",
     }
     if to is not None:
         settings["recovery_target_time"] = conf_value(to.isoformat())
-    lines = ["", "# backup_app point-in-time restore"] + [f"{name} = {value}" for name, value in settings.items()]
-    with open(data_dir / "postgresql.auto.conf", "a") as conf:
-        conf.write("\n".join(lines) + "\n")
+    header = f"# written by backup_app's point-in-time restore; the source's own files are in {SOURCE_CONFIG}/"
+    lines = [header] + [f"{name} = {value}" for name, value in settings.items()]
+    (data_dir / "postgresql.conf").write_text("\n".join(lines) + "\n")
+    (data_dir / "postgresql.auto.conf").write_text("# ALTER SYSTEM of the restored server writes here\n")
+    (data_dir / "pg_hba.conf").write_text("host all all 127.0.0.1/32 scram-sha-256\n")
+    (data_dir / "pg_ident.conf").write_text("")
     for leftover in ("standby.signal", "postmaster.pid", "postmaster.opts"):
         (data_dir / leftover).unlink(missing_ok=True)
     (data_dir / "recovery.signal").touch()
 
 
 def drop_recovery_target(data_dir: Path) -> None:
-    conf = data_dir / "postgresql.auto.conf"
+    conf = data_dir / "postgresql.conf"
     kept = [line for line in conf.read_text().splitlines() if not line.startswith("recovery_target_time")]
     conf.write_text("\n".join(kept) + "\n")
     (data_dir / "recovery.signal").touch()
@@ -201,7 +236,7 @@ def restore_to_moment(session: Session, request: RestoreRequest, conn: ConnInfo,
         wal_dir.mkdir(mode=0o700)
         for row in wal:
             (wal_dir / row.name).write_bytes(archive.fetch(row, stores, key))
-        write_recovery_settings(data_dir, port, request.to)
+        write_server_config(data_dir, port, request.to, server_programs, request.preload_libraries)
         phase("recovering")
         recover(restored, conn.with_dbname("postgres"), port, request.to is not None)
     except BaseException as exc:
@@ -243,6 +278,7 @@ def extract_chain(chain: list[BaseBackup], stores: Sequence[Store], key: MasterK
     problem = server_programs.verify(data_dir)
     if problem:
         raise PitrError(f"pg_verifybackup found the restored files damaged: {problem}")
+    check_no_programs(data_dir)
     os.chmod(data_dir, 0o700)
 
 
