@@ -5,6 +5,7 @@ from pathlib import Path
 from flask import Flask
 
 from backup_app.config import Config
+from backup_app.core import filemodes
 from backup_app.core.formatting import exact_time, human_size, location_label, relative_time
 from backup_app.extensions import csrf, db, login_manager
 from backup_app.web import input_guard, security_headers
@@ -19,7 +20,9 @@ def create_app(config: object | dict | None = None) -> Flask:
     app.config.from_object(Config() if config is None or isinstance(config, dict) else config)
     if isinstance(config, dict):
         app.config.from_mapping(config)
+    filemodes.make_private()
     apply_instance_defaults(app)
+    filemodes.warn_if_loose(private_folders(app))
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -41,6 +44,15 @@ def apply_instance_defaults(app: Flask) -> None:
         app.config["BACKUP_DIR"] = str(instance / "backups")
     if not app.config.get("SECRET_KEY") and os.environ.get("FLASK_DEBUG"):
         app.config["SECRET_KEY"] = "dev-only-secret"
+
+
+def private_folders(app: Flask) -> list[Path]:
+    """The folders holding what the app writes: the instance folder, BACKUP_DIR and a SQLite catalog's."""
+    folders = [Path(app.instance_path), Path(app.config["BACKUP_DIR"])]
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite:///"):
+        folders.append(Path(uri.removeprefix("sqlite:///")).parent)
+    return folders
 
 
 def register_extensions(app: Flask) -> None:

@@ -3,6 +3,7 @@ import base64
 import hashlib
 import json
 import os
+import stat
 from datetime import timedelta
 from pathlib import Path
 
@@ -68,3 +69,17 @@ def dead_pid() -> int:
     while process_alive(pid):
         pid += 1
     return pid
+
+
+def modes_under(root: Path) -> dict[str, int]:
+    """Every file's and folder's permission bits under `root` (itself included), by relative path."""
+    found = {".": stat.S_IMODE(root.stat().st_mode)}
+    for path in root.rglob("*"):
+        found[str(path.relative_to(root))] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def not_private(root: Path) -> dict[str, str]:
+    """What under `root` is not a 0600 file or a 0700 folder, with its mode."""
+    return {path: f"{mode:04o}" for path, mode in modes_under(root).items()
+            if mode != (0o700 if (root / path).is_dir() else 0o600)}

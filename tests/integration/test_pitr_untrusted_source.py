@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backup_app.jobs.receivers import ReceiverSupervisor
-from tests.helpers import add_target, error_line, invoke, new_key
+from tests.helpers import add_target, error_line, invoke, modes_under, new_key, not_private
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
     covered,
     insert_batch,
@@ -101,6 +101,9 @@ def test_a_restored_server_and_the_drill_run_none_of_the_sources_configuration(
     drill = json.loads(invoke(runner, "pitr", "verify", "shop", "--json").stdout)
     assert drill["status"] == "passed"
     assert sorted(p.name for p in markers.iterdir()) == []
+    backup_dir = Path(untrusted_app.config["BACKUP_DIR"])
+    assert any(path.startswith("pitr/") for path in modes_under(backup_dir))
+    assert not_private(backup_dir) == {}  # base backups (pg_authid's hashes too), WAL, the spool
 
 
 def test_a_base_backup_carrying_a_program_is_refused_and_nothing_is_left(untrusted_app, pitr_cluster, data_root):
