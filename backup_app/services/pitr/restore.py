@@ -186,6 +186,8 @@ def write_server_config(data_dir: Path, port: int, to: datetime | None, server_p
         "hot_standby": "off", "restore_command": conf_value(f'cp "{wal_dir}/%f" "%p"'),
         "recovery_target_action": "'promote'", "recovery_target_timeline": "'current'",
     }
+    if server_programs.major >= 17:
+        settings["event_triggers"] = "off"  # a login trigger of the source would run on our connections
     if to is not None:
         settings["recovery_target_time"] = conf_value(to.isoformat())
     header = f"# written by backup_app's point-in-time restore; the source's own files are in {SOURCE_CONFIG}/"
