@@ -1,7 +1,7 @@
-"""Settings read from the environment: the extra S3 stores of S3_STORES."""
+"""Settings read from the environment: the extra S3 stores of S3_STORES, PITR_PRELOAD_LIBRARIES."""
 import pytest
 
-from backup_app.config import extra_s3_stores
+from backup_app.config import extra_s3_stores, preload_libraries
 
 
 def test_each_named_store_reads_its_own_variables_with_defaults():
@@ -31,3 +31,15 @@ def test_no_stores_when_unset_or_empty():
 def test_a_malformed_store_list_is_refused_with_its_reason(env, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         extra_s3_stores(env)
+
+
+def test_preload_libraries_are_bare_names():
+    assert preload_libraries({"PITR_PRELOAD_LIBRARIES": "pg_stat_statements, timescaledb"}) == \
+        ("pg_stat_statements", "timescaledb")
+    assert preload_libraries({}) == ()
+
+
+@pytest.mark.parametrize("name", ["./evil.so", "/tmp/evil.so", "$libdir/x", "..", "a/b"])
+def test_a_preload_library_with_a_path_is_refused(name):
+    with pytest.raises(ValueError, match="is not a library name"):
+        preload_libraries({"PITR_PRELOAD_LIBRARIES": name})
