@@ -22,7 +22,6 @@ def create_app(config: object | dict | None = None) -> Flask:
         app.config.from_mapping(config)
     filemodes.make_private()
     apply_instance_defaults(app)
-    filemodes.warn_if_loose(private_folders(app))
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -44,6 +43,11 @@ def apply_instance_defaults(app: Flask) -> None:
         app.config["BACKUP_DIR"] = str(instance / "backups")
     if not app.config.get("SECRET_KEY") and os.environ.get("FLASK_DEBUG"):
         app.config["SECRET_KEY"] = "dev-only-secret"
+
+
+def warn_if_loose(app: Flask) -> None:
+    """Log a warning for each folder of the app's that other local users may enter (once logging is set)."""
+    filemodes.warn_if_loose(private_folders(app))
 
 
 def private_folders(app: Flask) -> list[Path]:
