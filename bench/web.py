@@ -23,7 +23,7 @@ from sqlalchemy import insert
 from backup_app.extensions import db
 from backup_app.models import COMPLETED, FAILED, LOCAL, PRESENT, S3, Backup, BackupCopy, new_id, utcnow
 from backup_app.services.backups.create import make_filename
-from devtools.localservers import free_port, port_in_use, wait_until
+from devtools.localservers import http_answers, release_port, reserve_port, wait_until
 
 from .appcli import PROJECT, AppCli, app_in_process
 from .measure import BenchError, run
@@ -68,7 +68,7 @@ class Gunicorn:
     """The app served by gunicorn as `make run` serves it (2 workers × 4 threads)."""
 
     def __init__(self, env: dict[str, str], log: Path):
-        self.port = free_port()
+        self.port = reserve_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env, self.log = env, log
         self.process = None
@@ -79,7 +79,7 @@ class Gunicorn:
                 [GUNICORN, "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--threads", "4",
                  "app:app"], env=self.env, cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
-        wait_until(lambda: self.process.poll() is not None or port_in_use(self.port), 60, "gunicorn")
+        wait_until(lambda: self.process.poll() is not None or http_answers(f"{self.base}/healthz"), 60, "gunicorn")
         if self.process.poll() is not None:
             raise BenchError(f"gunicorn exited; see {self.log}")
         return self
@@ -87,6 +87,7 @@ class Gunicorn:
     def __exit__(self, *exc) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(30)
+        release_port(self.port)
 
 
 class NoRedirect(HTTPRedirectHandler):

@@ -4,23 +4,85 @@ Used by `make run` (the demo), the test suite and the benchmark. `initdb` and `p
 refuse to run as root, so as root they run as the `postgres` user with the one
 capability (dac_override) that lets them use the caller's private temporary folders.
 """
+import fcntl
 import os
+import random
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
-from urllib.error import HTTPError
 from urllib.parse import quote
-
-from backup_app.adapters.ports import free_port, port_in_use
 
 DEBIAN_PG_BIN = "/usr/lib/postgresql/15/bin"
 AS_POSTGRES = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
                "--inh-caps=+dac_override", "--ambient-caps=+dac_override", "--"]
+
+
+# Below Linux's ephemeral ports (32768–60999), so no outgoing connection is ever given one of these.
+PORT_RANGE = range(20000, 32000)
+PORT_LOCKS = Path(tempfile.gettempdir()) / "backup_app-ports"
+_held_ports: dict[int, int] = {}
+_ports_lock = threading.Lock()
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def reserve_port() -> int:
+    """A loopback port for a server of ours, held until `release_port` or the end of this process.
+
+    The hold is an flock on a file named by the port in PORT_LOCKS, so every process that takes its
+    ports here (the two test processes, another suite running beside, the demo, the bench) gets a
+    different one, and the range lies below the ephemeral ports, where no outgoing connection lands.
+    A port something else listens on is skipped. A port held and never listened on is a dead endpoint.
+    """
+    PORT_LOCKS.mkdir(exist_ok=True)
+    with _ports_lock:
+        offset = random.randrange(len(PORT_RANGE))
+        for step in range(len(PORT_RANGE)):
+            port = PORT_RANGE[(offset + step) % len(PORT_RANGE)]
+            if port in _held_ports:
+                continue
+            fd = os.open(PORT_LOCKS / str(port), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            if bindable(port):
+                _held_ports[port] = fd
+                return port
+            os.close(fd)
+    raise RuntimeError(f"no free port left in {PORT_RANGE.start}–{PORT_RANGE.stop - 1}")
+
+
+def release_port(port: int) -> None:
+    with _ports_lock:
+        fd = _held_ports.pop(port, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def http_answers(url: str) -> bool:
+    """Whether a GET of `url` succeeds (2xx) within a second."""
+    try:
+        urllib.request.urlopen(url, timeout=1).close()
+    except OSError:  # an error status (HTTPError) too: not ready
+        return False
+    return True
 
 
 def exit_on_sigterm() -> None:
@@ -36,7 +98,7 @@ def wait_until(check, timeout: float, what: str) -> None:
         if check():
             return
         time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
+    raise RuntimeError(f"{what} not reached within {timeout:.0f} s")
 
 
 class PostgresCluster:
@@ -46,7 +108,8 @@ class PostgresCluster:
                  password: str | None = None, env: dict[str, str] | None = None):
         self.base_dir = Path(base_dir)
         self.bin_dir = Path(bin_dir)
-        self.port = port or free_port()
+        self._own_port = port is None  # ours to change when something else took it
+        self.port = port or reserve_port()
         # Random unless given, so no other process on the machine can carry the same string.
         self.password = password or secrets.token_urlsafe(16)
         self.env = {**os.environ, **(env or {})}
@@ -59,6 +122,8 @@ class PostgresCluster:
                        stderr=subprocess.PIPE, cwd="/")
 
     def start(self) -> "PostgresCluster":
+        """Start it (made first if new) and return once it answers a query; a port that something
+        else took meanwhile is exchanged for another (when the port was ours to choose)."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         if not self.data_dir.exists():
             pwfile = self.base_dir / "pwfile"
@@ -67,11 +132,33 @@ class PostgresCluster:
                                   "--auth-local=trust", "--auth-host=scram-sha-256",
                                   f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8")
             pwfile.unlink()
+        for attempt in range(3):
+            try:
+                self._start_server()
+                break
+            except subprocess.CalledProcessError:
+                if not (self._own_port and attempt < 2 and self._port_was_taken()):
+                    raise
+                release_port(self.port)
+                self.port = reserve_port()
+        wait_until(self._answers, 60, f"PostgreSQL on port {self.port} answering a query")
+        return self
+
+    def _start_server(self) -> None:
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base_dir} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
         self._run_server_tool(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l",
                               str(self.log_file), "-o", options, "-w", "-t", "60", "start")
-        return self
+
+    def _port_was_taken(self) -> bool:
+        log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        return "could not bind" in log and str(self.port) in log
+
+    def _answers(self) -> bool:
+        try:
+            return self.psql("SELECT 1") == "1"
+        except RuntimeError:
+            return False
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
@@ -106,7 +193,7 @@ class RedisServer:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.port = free_port()
+        self.port = reserve_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
@@ -123,6 +210,7 @@ class RedisServer:
     def __exit__(self, *exc) -> None:
         self.process.terminate()
         self.process.wait(10)
+        release_port(self.port)
 
 
 def weed_binary() -> str:
@@ -135,51 +223,97 @@ def weed_binary() -> str:
 
 
 class SeaweedS3:
-    """A single-process SeaweedFS (`weed mini`) serving S3 on 127.0.0.1 with access keys."""
+    """A single-process SeaweedFS (`weed mini`) serving S3 on 127.0.0.1 with access keys.
+
+    Its ports (S3 and the inner master, volume, filer and admin servers) are reserved once, so a
+    restart comes back at the same endpoint; `close()` gives them back. Started means a signed
+    S3 request succeeds, not merely that something answers on the port.
+    """
+
+    INNER = ("master", "volume", "filer", "admin")
 
     def __init__(self, base_dir: str | Path, access_key: str = "backup-app",
-                 secret_key: str = "backup-app-secret", port: int | None = None):
+                 secret_key: str = "backup-app-secret"):
         self.base_dir = Path(base_dir)
         self.access_key = access_key
         self.secret_key = secret_key
-        self.port = port or free_port()
+        self.ports = self._reserve_ports()
         self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def _reserve_ports() -> dict[str, int]:
+        """weed's port flag → a reserved port, for S3 and each inner server (HTTP and gRPC)."""
+        return {f"{server}.port{grpc}": reserve_port() for server in ("s3", *SeaweedS3.INNER)
+                for grpc in ("", ".grpc")}
+
+    @property
+    def port(self) -> int:
+        return self.ports["s3.port"]
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _answers(self) -> bool:
+    def settings(self, bucket: str = "backups") -> dict[str, str]:
+        """The app's MINIO_* settings for a bucket on this server."""
+        return {"MINIO_ENDPOINT": self.endpoint, "MINIO_ACCESS_KEY": self.access_key,
+                "MINIO_SECRET_KEY": self.secret_key, "MINIO_BUCKET": bucket}
+
+    def _serves_s3(self) -> bool:
+        """Whether a signed S3 request (list the buckets) succeeds, with no retry and a short timeout."""
+        import urllib3
+        from minio import Minio
+        from minio.error import MinioException
+
+        client = Minio(endpoint=self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
+                       secure=False, http_client=urllib3.PoolManager(
+                           timeout=urllib3.Timeout(connect=1, read=3), retries=False))
         try:
-            urllib.request.urlopen(f"http://{self.endpoint}/", timeout=1).close()
-        except HTTPError as exc:
-            exc.close()
-            return True  # an error status (403 to an anonymous request) means it is serving
-        except OSError:  # URLError included: not listening yet
+            client.list_buckets()
+        except (MinioException, urllib3.exceptions.HTTPError, OSError):
             return False
+        finally:
+            client._http.clear()
         return True
 
-    def start(self) -> "SeaweedS3":
-        if port_in_use(self.port):
-            raise RuntimeError(f"port {self.port} is already in use; cannot start SeaweedFS there")
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        ports = []
-        for name in ("master", "volume", "filer", "admin"):
-            ports += [f"-{name}.port={free_port()}", f"-{name}.port.grpc={free_port()}"]
+    def _spawn(self) -> None:
         args = [weed_binary(), f"-logdir={self.base_dir}", "mini", f"-dir={self.base_dir}",
                 "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-admin.ui=false",
                 "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                f"-s3.port={self.port}", f"-s3.port.grpc={free_port()}", *ports]
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key,
-               "AWS_SECRET_ACCESS_KEY": self.secret_key}
-        log = open(self.base_dir / "weed.out", "ab")
-        self.process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        wait_until(lambda: self.process.poll() is not None or self._answers(), 60, "SeaweedFS")
-        if self.process.poll() is not None:
-            raise RuntimeError(f"SeaweedFS exited; see {self.base_dir / 'weed.out'}")
-        return self
+                *(f"-{flag}={port}" for flag, port in self.ports.items())]
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        with open(self.base_dir / "weed.out", "ab") as log:
+            self.process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def start(self) -> "SeaweedS3":
+        """Start it and return once it serves signed S3 requests. A first start whose ports something
+        else took meanwhile is tried again on other ports; a restart keeps its endpoint."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        first, attempts = self.process is None, 0
+        while True:
+            self._spawn()
+            wait_until(lambda: self.process.poll() is not None or self._serves_s3(), 60,
+                       f"SeaweedFS serving S3 on {self.endpoint}")
+            if self.process.poll() is None:
+                return self
+            attempts += 1
+            if not (first and attempts < 3 and "address already in use" in self._log_tail()):
+                raise RuntimeError(f"SeaweedFS exited with code {self.process.returncode}: {self._log_tail()}")
+            for port in self.ports.values():
+                release_port(port)
+            self.ports = self._reserve_ports()
+
+    def _log_tail(self) -> str:
+        lines = (self.base_dir / "weed.out").read_text(errors="replace").splitlines()
+        return " | ".join(lines[-5:])
+
+    def restart(self) -> "SeaweedS3":
+        """Stop it if it runs (or was killed or frozen) and start it again: same folder, same ports."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+        self.stop()
+        return self.start()
 
     def stop(self, timeout: float = 15) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -195,3 +329,11 @@ class SeaweedS3:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def close(self) -> None:
+        """Stop it and give its ports back."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)  # a frozen one cannot stop
+        self.stop()
+        for port in self.ports.values():
+            release_port(port)

@@ -62,7 +62,22 @@ def pg_cluster(request):
 def s3_server(tmp_path_factory):
     server = SeaweedS3(tmp_path_factory.mktemp("s3")).start()
     yield server
-    server.stop()
+    server.close()
+
+
+@pytest.fixture
+def start_store(tmp_path):
+    """Starts an S3 server of the test's own, to kill, freeze or restart (`server.restart()` comes
+    back at the same endpoint, ready for signed requests); each is closed after the test."""
+    servers = []
+
+    def start(name: str = "s3") -> SeaweedS3:
+        server = SeaweedS3(tmp_path / name)
+        servers.append(server)
+        return server.start()
+    yield start
+    for server in servers:
+        server.close()
 
 
 def fill_shop(cluster: PostgresCluster, dbname: str, rows: int = 1000) -> None:
@@ -319,15 +334,8 @@ def bare_client(bare_app):
 @pytest.fixture
 def live_app(tmp_path, pg_cluster, source_db, s3_settings, catalog_url):
     """gunicorn + `flask worker` processes backing up `source_db` (see tests/web_helpers.LiveApp)."""
-    import os
-
-    from tests.web_helpers import LiveApp
-    env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "live-test",
-           "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-           "BACKUP_DATABASE_URL": pg_cluster.url(source_db),
-           "CATALOG_DATABASE_URL": catalog_url,
-           "BACKUP_DIR": str(tmp_path / "backups"), "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),
-           **s3_settings}
-    app = LiveApp(env, tmp_path).start()
+    from tests.web_helpers import LiveApp, live_env
+    app = LiveApp(live_env(tmp_path, catalog_url, BACKUP_DATABASE_URL=pg_cluster.url(source_db), **s3_settings),
+                  tmp_path).start()
     yield app
     app.stop()

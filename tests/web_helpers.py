@@ -1,6 +1,7 @@
 """Helpers for the tests of the pages, the API and the worker."""
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from backup_app.extensions import db
 from backup_app.models import COMPLETED, LOCAL, PRESENT, S3, Backup, BackupCopy, utcnow
 from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services import users
-from devtools.localservers import DEBIAN_PG_BIN, free_port, wait_until
+from devtools.localservers import DEBIAN_PG_BIN, http_answers, reserve_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -54,6 +55,15 @@ def text(response) -> str:
     return response.get_data(as_text=True)
 
 
+def live_env(tmp_path: Path, catalog_url: str, **settings) -> dict[str, str]:
+    """The environment of the app's own processes in a test (gunicorn, `flask worker`): the test's
+    catalog, folder (tmp_path/backups) and SQLite queue, fast password hashes, then `settings`."""
+    return {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "live-test",
+            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000", "CATALOG_DATABASE_URL": catalog_url,
+            "BACKUP_DIR": str(tmp_path / "backups"), "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"),
+            **{name: str(value) for name, value in settings.items()}}
+
+
 def count_orders(pg_cluster, dbname: str) -> int:
     return int(pg_cluster.psql("SELECT count(*) FROM orders", dbname))
 
@@ -78,14 +88,6 @@ def add_backup(app, content: bytes = b"PGDMP fake dump", *, backup_id: str = "b1
         return backup.to_dict()
 
 
-def answers(url: str) -> bool:
-    try:
-        urllib.request.urlopen(url, timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 class LiveApp:
     """The app as `make run` serves it: gunicorn and `flask worker` in their own processes,
     configured by environment variables, sharing one catalog and one SQLite queue."""
@@ -93,7 +95,7 @@ class LiveApp:
     def __init__(self, env: dict[str, str], logs: Path):
         self.env = env
         self.logs = logs
-        self.port = free_port()
+        self.port = reserve_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.worker: subprocess.Popen | None = None
         self.web: subprocess.Popen | None = None
@@ -111,7 +113,7 @@ class LiveApp:
         self.start_worker()
         self.web = self._spawn("web", str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.port}",
                                "--threads", "4", "app:app")
-        wait_until(lambda: answers(f"{self.url}/healthz"), 30, "gunicorn")
+        wait_until(lambda: http_answers(f"{self.url}/healthz"), 30, "gunicorn")
         return self
 
     def prepare(self) -> None:
@@ -155,6 +157,11 @@ class TableLock:
             env={"PGPASSWORD": pg_cluster.password, "PATH": "/usr/bin:/bin"})
         self.psql.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n")
         self.psql.stdin.flush()
+        held = ("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                f"WHERE c.relname = '{table}' AND l.mode = 'AccessExclusiveLock' AND l.granted")
+        wait_until(lambda: self.psql.poll() is not None or pg_cluster.psql(held, dbname) == "1", 10, "the lock")
+        if self.psql.poll() is not None:
+            raise RuntimeError(f"psql exited ({self.psql.returncode}) before it held the lock on {table}")
 
     def release(self) -> None:
         if self.psql.poll() is None:

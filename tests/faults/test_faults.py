@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from backup_app.adapters.local import sha256_of
 from backup_app.errors import DumpFailed
 from backup_app.extensions import db
 from backup_app.services.backups.create import create_backup
-from devtools.localservers import SeaweedS3, free_port
+from devtools.localservers import reserve_port, wait_until
 from tests.conftest import both_catalogs
 from tests.helpers import add_target, age_backups, copy_status, create, error_line, invoke, sha256_file, show
 
@@ -42,53 +41,42 @@ def count(pg_cluster, dbname: str, table: str = "orders") -> int:
     return int(pg_cluster.psql(f"SELECT count(*) FROM {table}", dbname))
 
 
-def test_01_s3_killed_mid_upload_then_sync_uploads_it(make_app, pg_cluster, big_db, tmp_path):
+def test_01_s3_killed_mid_upload_then_sync_uploads_it(make_app, pg_cluster, big_db, start_store):
     """Fault 1: S3 killed mid-upload → local copy complete, s3 copy failed; sync uploads it later."""
-    server = SeaweedS3(tmp_path / "s3").start()
-    restarted = None
-    try:
-        settings = {"MINIO_ENDPOINT": server.endpoint, "MINIO_ACCESS_KEY": server.access_key,
-                    "MINIO_SECRET_KEY": server.secret_key, "MINIO_BUCKET": "backups",
-                    "MINIO_PART_SIZE": 5 * 1024 * 1024}
-        app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(big_db), **settings)
-        runner = app.test_cli_runner()
-        invoke(runner, "storage", "init")
+    server = start_store()
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(big_db), MINIO_PART_SIZE=5 * 1024 * 1024, **server.settings())
+    runner = app.test_cli_runner()
+    invoke(runner, "storage", "init")
 
-        def kill_s3_midway(nbytes: int) -> None:
-            if nbytes > 8 * 1024 * 1024 and server.process.poll() is None:
-                server.kill()
+    def kill_s3_midway(nbytes: int) -> None:
+        if nbytes > 8 * 1024 * 1024 and server.process.poll() is None:
+            server.kill()
 
-        with app.app_context():
-            backup = create_backup(db.session, wiring.dump_spec(), wiring.local_storage(),
-                                           wiring.s3_stores(), wiring.pg_tools(), progress=kill_s3_midway)
-            backup_id, filename, sha = backup.id, backup.filename, backup.sha256
-            assert backup.status == "completed"
-            assert backup.copy("s3").status == "failed" and "S3" in backup.copy("s3").error
-        assert sha256_file(Path(app.config["BACKUP_DIR"]) / filename) == sha
+    with app.app_context():
+        backup = create_backup(db.session, wiring.dump_spec(), wiring.local_storage(),
+                               wiring.s3_stores(), wiring.pg_tools(), progress=kill_s3_midway)
+        backup_id, filename, sha = backup.id, backup.filename, backup.sha256
+        assert backup.status == "completed"
+        assert backup.copy("s3").status == "failed" and "S3" in backup.copy("s3").error
+    assert sha256_file(Path(app.config["BACKUP_DIR"]) / filename) == sha
 
-        restarted = SeaweedS3(tmp_path / "s3", server.access_key, server.secret_key, port=server.port).start()
-        result = invoke(runner, "backup", "sync", "--json")
+    server.restart()
+    result = invoke(runner, "backup", "sync", "--json")
 
-        assert json.loads(result.stdout) == [{"id": backup_id, "filename": filename, "action": "uploaded",
-                                              "location": "s3", "error": None}]
-        assert copy_status(show(runner, backup_id)) == {"local": "present", "s3": "present"}
-        with app.app_context():
-            with wiring.s3_stores()[0].open(filename) as stream:
-                assert sha256_of(stream) == sha
-    finally:
-        for running in (server, restarted):
-            if running is not None:
-                running.stop()
+    assert json.loads(result.stdout) == [{"id": backup_id, "filename": filename, "action": "uploaded",
+                                          "location": "s3", "error": None}]
+    assert copy_status(show(runner, backup_id)) == {"local": "present", "s3": "present"}
+    with app.app_context():
+        with wiring.s3_stores()[0].open(filename) as stream:
+            assert sha256_of(stream) == sha
 
 
 def test_02_s3_down_before_create_gives_a_local_only_backup(make_app, pg_cluster, source_db, s3_settings):
-    """Fault 2: S3 down before create → local-only backup, clear warning, fast."""
-    dead = {**s3_settings, "MINIO_ENDPOINT": f"127.0.0.1:{free_port()}"}
+    """Fault 2: S3 down before create → local-only backup, one clear warning (no retry chatter)."""
+    dead = {**s3_settings, "MINIO_ENDPOINT": f"127.0.0.1:{reserve_port()}"}
     runner = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), **dead).test_cli_runner()
 
-    started = time.monotonic()
     result = invoke(runner, "backup", "create", "--json")
-    elapsed = time.monotonic() - started
 
     backup = json.loads(result.stdout)
     assert backup["status"] == "completed"
@@ -96,8 +84,7 @@ def test_02_s3_down_before_create_gives_a_local_only_backup(make_app, pg_cluster
     assert backup["storage_url"] is None
     s3_copy = next(c for c in backup["copies"] if c["location"] == "s3")
     assert "cannot reach S3" in s3_copy["error"]
-    assert "Warning: s3 copy failed: cannot reach S3" in result.stderr
-    assert elapsed < 30, "fails in seconds, not after the client's minute of retries"
+    assert [line for line in result.stderr.splitlines() if line] == [f"Warning: s3 copy failed: {s3_copy['error']}"]
 
 
 def test_03_wrong_s3_keys_name_the_credential_problem(make_app, pg_cluster, source_db, s3_settings):
@@ -189,7 +176,7 @@ def tiny_backup_dir(tmp_path):
     folder.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
                       capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (not root)")
+        pytest.fail("cannot mount a tmpfs: the suite runs as root, as CI does")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)
 
@@ -312,10 +299,11 @@ def test_12b_a_session_holding_a_lock_is_ended_by_the_swap_and_times_out_in_plac
          "BEGIN; LOCK TABLE orders IN ACCESS SHARE MODE; SELECT pg_sleep(60);"],
         env={**os.environ, "PGPASSWORD": pg_cluster.password}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
-        started = time.monotonic()
+        wait_until(lambda: pg_cluster.psql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE c.relname = 'orders' AND l.granted AND l.pid <> pg_backend_pid()", source_db) == "1",
+            10, "the other session's lock")
         result = invoke(runner, "backup", "restore", backup["id"], "--yes", "--in-place", ok=False)
-        assert time.monotonic() - started < 30
         assert "waited more than 2 s for locks held by other sessions (pid " in error_line(result)
         assert count(pg_cluster, source_db) == 100, "rolled back: the rows deleted before stay deleted"
 

@@ -12,7 +12,6 @@ import pytest
 from backup_app import wiring
 from backup_app.extensions import db
 from backup_app.models import Backup, BackupCopy, utcnow
-from devtools.localservers import SeaweedS3
 from tests.helpers import copy_status, create, error_line, invoke, sha256_file
 
 pytestmark = pytest.mark.integration
@@ -47,22 +46,17 @@ def test_local_only_mode(make_app, pg_cluster, source_db, tmp_path):
     assert leftovers(Path(app.config["BACKUP_DIR"])) == []
 
 
-def test_a_hung_s3_server_fails_only_the_s3_copy_and_readyz_answers(make_app, pg_cluster, source_db, tmp_path):
+def test_a_hung_s3_server_fails_only_the_s3_copy_and_readyz_answers(make_app, pg_cluster, source_db, start_store):
     """A store that accepts connections but never answers (frozen) is given up after one short probe."""
-    server = SeaweedS3(tmp_path / "hung").start()
-    try:
-        app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), MINIO_ENDPOINT=server.endpoint,
-                       MINIO_ACCESS_KEY=server.access_key, MINIO_SECRET_KEY=server.secret_key)
-        runner = app.test_cli_runner()
-        invoke(runner, "storage", "init")
-        os.kill(server.process.pid, signal.SIGSTOP)
+    server = start_store("hung")
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), **server.settings())
+    runner = app.test_cli_runner()
+    invoke(runner, "storage", "init")
+    os.kill(server.process.pid, signal.SIGSTOP)  # closing the store after the test wakes it to stop it
 
-        result = invoke(runner, "backup", "create", "--json")
-        with app.test_client() as client:
-            ready = client.get("/readyz")
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
-        server.kill()
+    result = invoke(runner, "backup", "create", "--json")
+    with app.test_client() as client:
+        ready = client.get("/readyz")
 
     backup = json.loads(result.stdout)
     assert copy_status(backup) == {"local": "present", "s3": "failed"}
@@ -130,6 +124,7 @@ def test_legacy_row_without_storage_url_restores(app, runner, pg_cluster, source
 
 def test_garbage_local_file_of_a_legacy_row_is_not_reported_as_restored(app, runner, backup_dir, pg_cluster):
     (backup_dir / "garbage.dump").write_bytes(b"this is not a dump\n" * 100)
+    before = sha256_file(backup_dir / "garbage.dump")
     with app.app_context():
         db.session.add(Backup(id="garbage1", filename="garbage.dump", database="x", format="custom",
                               status="completed", created_at=utcnow()))
@@ -139,7 +134,7 @@ def test_garbage_local_file_of_a_legacy_row_is_not_reported_as_restored(app, run
                     app.config["BACKUP_DATABASE_URL"], "--yes", ok=False)
 
     assert "does not appear to be a valid archive" in error_line(result)
-    assert sha256_file(backup_dir / "garbage.dump")  # still there, untouched
+    assert sha256_file(backup_dir / "garbage.dump") == before, "still there, untouched"
 
     # Into a database the restore would create: the failure leaves no empty database behind.
     result = invoke(runner, "backup", "restore", "garbage1", "--target-url", pg_cluster.url("garbage_target"),

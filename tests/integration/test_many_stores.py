@@ -13,7 +13,6 @@ from backup_app import wiring
 from backup_app.adapters.local import sha256_of
 from backup_app.extensions import db
 from backup_app.models import Backup
-from devtools.localservers import SeaweedS3
 from tests.helpers import copy_status, create, error_line, invoke, sha256_file, show
 from tests.web_helpers import add_user, sign_in
 
@@ -28,11 +27,9 @@ def count(pg_cluster, dbname: str) -> int:
 
 
 @pytest.fixture
-def offsite(tmp_path):
-    """A second SeaweedFS, stopped (or killed) by the test or at its end."""
-    server = SeaweedS3(tmp_path / "offsite").start()
-    yield server
-    server.kill()
+def offsite(start_store):
+    """A second SeaweedFS, for the test to kill and restart."""
+    return start_store("offsite")
 
 
 @pytest.fixture
@@ -50,11 +47,6 @@ def app(make_app, pg_cluster, source_db, s3_settings, offsite):
 def stores(app):
     with app.app_context():
         return {store.location: store for store in wiring.s3_stores()}
-
-
-def restart(server: SeaweedS3) -> SeaweedS3:
-    """The same store (folder, keys, port) started again after a kill."""
-    return SeaweedS3(server.base_dir, server.access_key, server.secret_key, port=server.port).start()
 
 
 def test_one_stream_fills_every_store_with_the_same_bytes(runner, stores, backup_dir, pg_cluster, source_db):
@@ -105,17 +97,14 @@ def test_a_killed_store_fails_only_its_copy_and_sync_fills_it_later(runner, app,
     assert json.loads(failed.stdout) == []
     assert error_line(failed).startswith(f"Error: {OFFSITE}: cannot reach S3 at {offsite.endpoint}")
 
-    restarted = restart(offsite)
-    try:
-        synced = json.loads(invoke(runner, "backup", "sync", "--json").stdout)
-        assert synced == [{"id": backup["id"], "filename": backup["filename"], "action": "uploaded",
-                           "location": OFFSITE, "error": None}]
-        assert copy_status(show(runner, backup["id"])) == ALL_PRESENT
-        with stores[OFFSITE].open(backup["filename"]) as stream:
-            assert sha256_of(stream) == backup["sha256"]
-        assert json.loads(invoke(runner, "backup", "sync", "--json").stdout) == [], "nothing left to do"
-    finally:
-        restarted.kill()
+    offsite.restart()
+    synced = json.loads(invoke(runner, "backup", "sync", "--json").stdout)
+    assert synced == [{"id": backup["id"], "filename": backup["filename"], "action": "uploaded",
+                       "location": OFFSITE, "error": None}]
+    assert copy_status(show(runner, backup["id"])) == ALL_PRESENT
+    with stores[OFFSITE].open(backup["filename"]) as stream:
+        assert sha256_of(stream) == backup["sha256"]
+    assert json.loads(invoke(runner, "backup", "sync", "--json").stdout) == [], "nothing left to do"
 
 
 def test_sync_fills_a_store_from_another_when_the_local_file_is_gone(runner, offsite, stores, backup_dir):
@@ -174,13 +163,10 @@ def test_delete_while_a_store_holding_a_copy_is_down_deletes_nothing(runner, off
     assert copy_status(after) == {"local": "present", "s3": "missing", OFFSITE: "present"}, \
         "the object already removed from the first store is recorded as missing"
 
-    restarted = restart(offsite)
-    try:
-        invoke(runner, "backup", "delete", backup["id"], "--yes")
-        assert stores[OFFSITE].stat(backup["filename"]) is None
-        assert not (backup_dir / backup["filename"]).exists()
-    finally:
-        restarted.kill()
+    offsite.restart()
+    invoke(runner, "backup", "delete", backup["id"], "--yes")
+    assert stores[OFFSITE].stat(backup["filename"]) is None
+    assert not (backup_dir / backup["filename"]).exists()
 
 
 def test_rescan_records_the_copies_of_every_store(runner, app, stores, backup_dir):

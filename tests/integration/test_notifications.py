@@ -10,7 +10,7 @@ from backup_app.extensions import db
 from backup_app.models import utcnow
 from backup_app.services import notifications
 from backup_app.services.staleness import claim_stale_targets
-from devtools.localservers import free_port
+from devtools.localservers import reserve_port
 from tests.helpers import add_target, age_backups, create, error_line, invoke
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # the OS picks; read back
         self.url = f"json://127.0.0.1:{self.server.server_port}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -89,7 +89,7 @@ def test_per_target_urls_and_a_missing_copy(keyed_app, make_app, pg_cluster, oth
 
 
 def test_a_dead_notification_service_never_fails_a_backup(make_app, pg_cluster, source_db):
-    dead = f"json://127.0.0.1:{free_port()}/hook"
+    dead = f"json://127.0.0.1:{reserve_port()}/hook"
     app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db, password="wrong"), NOTIFY_URLS=dead)
     runner = app.test_cli_runner()
 

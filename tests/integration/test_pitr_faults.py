@@ -10,7 +10,7 @@ from backup_app.extensions import db
 from backup_app.jobs.receivers import ReceiverSupervisor
 from backup_app.models import WalFile
 from backup_app.services.pitr.window import usable
-from devtools.localservers import PostgresCluster, SeaweedS3
+from devtools.localservers import PostgresCluster
 from tests.helpers import add_target, invoke, new_key
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
     covered,
@@ -24,6 +24,7 @@ from tests.integration.pitr_support import (  # noqa: F401 - fixtures
     stop_restored,
     wait_for,
 )
+from tests.web_helpers import BIN, live_env
 
 
 def test_receiver_killed_and_restarted_leaves_no_gap(pitr_app, pitr_cluster, receivers, data_root):
@@ -48,8 +49,8 @@ def test_receiver_killed_and_restarted_leaves_no_gap(pitr_app, pitr_cluster, rec
         stop_restored(Path(out["data_dir"]))
 
 
-def test_a_store_down_gets_the_segments_it_missed(pitr_app, make_app, pitr_cluster, tmp_path, s3_settings):
-    offsite = SeaweedS3(tmp_path / "offsite").start()
+def test_a_store_down_gets_the_segments_it_missed(pitr_app, make_app, pitr_cluster, start_store, s3_settings):
+    offsite = start_store("offsite")
     store = {"name": "offsite", "endpoint": offsite.endpoint, "access_key": offsite.access_key,
              "secret_key": offsite.secret_key, "bucket": "offsite-wal", "secure": False, "region": None}
     app = make_app(WAL_PARTIAL_UPLOAD_SECONDS=1, APP_ENCRYPTION_KEY=pitr_app.config["APP_ENCRYPTION_KEY"],
@@ -73,12 +74,11 @@ def test_a_store_down_gets_the_segments_it_missed(pitr_app, make_app, pitr_clust
                 return [{loc: c["status"] for loc, c in row.copies.items()} for row in rows]
         missed = wait_for(lambda: [c for c in copies() if c.get("s3:offsite") == "failed"], what="a missed copy")
         assert all(c["local"] == "present" and c["s3"] == "present" for c in missed)
-        offsite = SeaweedS3(offsite.base_dir, offsite.access_key, offsite.secret_key, port=offsite.port).start()
+        offsite.restart()
         wait_for(lambda: all(c.get("s3:offsite") == "present" for c in copies()), timeout=90,
                  what="the store filled again")
     finally:
         supervisor.stop()
-        offsite.kill()
 
 
 def test_a_killed_worker_hands_its_receiver_to_another(pitr_app, pitr_cluster, s3_settings, data_root, tmp_path):
@@ -91,11 +91,10 @@ def test_a_killed_worker_hands_its_receiver_to_another(pitr_app, pitr_cluster, s
     invoke(runner, "pitr", "enable", "shop")
     invoke(runner, "pitr", "base-backup", "shop")
     config = pitr_app.config
-    env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "x",
-           "CATALOG_DATABASE_URL": config["SQLALCHEMY_DATABASE_URI"], "BACKUP_DIR": config["BACKUP_DIR"],
-           "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"), "APP_ENCRYPTION_KEY": config["APP_ENCRYPTION_KEY"],
-           "WAL_PARTIAL_UPLOAD_SECONDS": "1", "PITR_LEASE_SECONDS": "4", **s3_settings}
-    flask = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "flask")
+    env = live_env(tmp_path, config["SQLALCHEMY_DATABASE_URI"], BACKUP_DIR=config["BACKUP_DIR"],
+                   APP_ENCRYPTION_KEY=config["APP_ENCRYPTION_KEY"], WAL_PARTIAL_UPLOAD_SECONDS=1,
+                   PITR_LEASE_SECONDS=4, **s3_settings)
+    flask = str(BIN / "flask")
     logs = [open(tmp_path / f"worker{i}.log", "wb") for i in range(2)]
     workers = [subprocess.Popen([flask, "worker", "--workers", "1"], env=env, stdout=log, stderr=log,
                                 start_new_session=True) for log in logs]

@@ -11,7 +11,7 @@ from backup_app.extensions import db
 from backup_app.jobs.pitr import pitr_slot
 from backup_app.models import RUNNING, AuditEvent, Job, Target
 from backup_app.services.targets import save_env_target
-from devtools.localservers import free_port
+from devtools.localservers import reserve_port
 from tests.web_helpers import api_token, submit, text
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,7 @@ def test_base_backup_and_drill_say_why_not_and_queue_nothing_that_runs(app, clie
 
 
 def test_restore_turns_the_local_time_into_utc_and_the_job_names_the_window(app, client, source_db, data_root):
-    data_dir, port = data_root / "restored", free_port()
+    data_dir, port = data_root / "restored", reserve_port()
     response = submit(client, f"/targets/{source_db}/pitr/restore", restore_form(data_dir, port=str(port)),
                       form_url=page_url(source_db), follow_redirects=True)
 
@@ -222,7 +222,7 @@ def test_api_jobs_are_accepted_and_fail_with_the_services_words(app, api, source
 
     for to in ("2026-01-15T10:30:00+01:00", "2026-01-15T09:30:00Z"):
         restore = api_client.post(f"/api/targets/{source_db}/pitr/restore", headers=headers,
-                                  json={"to": to, "data_dir": str(data_root / "r"), "port": free_port()})
+                                  json={"to": to, "data_dir": str(data_root / "r"), "port": reserve_port()})
         assert restore.status_code == 202 and restore.headers["Location"].endswith(restore.json["job_id"])
         job = api_client.get(f"/api/jobs/{restore.json['job_id']}", headers=headers).json
         assert (job["kind"], job["status"]) == ("pitr-restore", "failed")

@@ -6,7 +6,6 @@ import pytest
 
 from backup_app.adapters.s3 import S3Storage
 from backup_app.errors import StorageUnavailable
-from devtools.localservers import SeaweedS3
 
 pytestmark = pytest.mark.integration
 
@@ -94,23 +93,20 @@ def test_parts_grow_so_the_largest_object_fits_in_the_part_limit(s3_settings, st
     assert storage.stat("huge.dump") is None
 
 
-def test_a_failed_abort_keeps_the_original_error(tmp_path):
+def test_a_failed_abort_keeps_the_original_error(start_store):
     """The dump fails, and the store is gone by the time the upload is aborted: the error raised
     is the dump's, not the abort's."""
-    server = SeaweedS3(tmp_path / "s3").start()
-    try:
-        store = S3Storage.connect(server.endpoint, server.access_key, server.secret_key, bucket="aborts",
-                                  part_size=PART)
-        store.ensure_bucket()
+    server = start_store()
+    store = S3Storage.connect(server.endpoint, server.access_key, server.secret_key, bucket="aborts",
+                              part_size=PART)
+    store.ensure_bucket()
 
-        class DiesAfterOnePart(io.BytesIO):
-            def read(self, size=-1):
-                if self.tell() >= PART:
-                    server.kill()
-                    raise RuntimeError("dump failed")
-                return super().read(size)
+    class DiesAfterOnePart(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell() >= PART:
+                server.kill()
+                raise RuntimeError("dump failed")
+            return super().read(size)
 
-        with pytest.raises(RuntimeError, match="dump failed"):
-            store.put("obj.dump", DiesAfterOnePart(os.urandom(2 * PART)), {}, "application/octet-stream")
-    finally:
-        server.stop()
+    with pytest.raises(RuntimeError, match="dump failed"):
+        store.put("obj.dump", DiesAfterOnePart(os.urandom(2 * PART)), {}, "application/octet-stream")

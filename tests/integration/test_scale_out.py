@@ -1,5 +1,4 @@
 """Scale-out: jobs through Redis, shared by three `flask worker` processes."""
-import os
 import signal
 import socket
 import sqlite3
@@ -10,7 +9,7 @@ import pytest
 from devtools.localservers import RedisServer, wait_until
 from tests.conftest import fill_shop, unique_name
 from tests.helpers import new_key
-from tests.web_helpers import BIN, EMAIL, LiveApp, TableLock
+from tests.web_helpers import BIN, EMAIL, LiveApp, TableLock, live_env
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +36,8 @@ def ten_databases(pg_cluster):
 def fleet(tmp_path, pg_cluster, source_db, s3_settings, redis_url, catalog_url):
     """The web app and three `flask worker` processes sharing a Redis queue and a SQLite catalog,
     looking at what is due (and at dead workers' jobs) every second."""
-    env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "scale-test",
-           "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-           "BACKUP_DATABASE_URL": pg_cluster.url(source_db), "APP_ENCRYPTION_KEY": new_key(),
-           "CATALOG_DATABASE_URL": catalog_url, "BACKUP_DIR": str(tmp_path / "backups"),
-           "REDIS_URL": redis_url, "SCHEDULER_INTERVAL": "1", **s3_settings}
+    env = live_env(tmp_path, catalog_url, BACKUP_DATABASE_URL=pg_cluster.url(source_db), APP_ENCRYPTION_KEY=new_key(),
+                   REDIS_URL=redis_url, SCHEDULER_INTERVAL=1, **s3_settings)
     app = LiveApp(env, tmp_path).start()
     app.workers = [app.worker] + [app._spawn(f"worker{n}", str(BIN / "flask"), "worker", "--workers", "1")
                                   for n in (2, 3)]
@@ -64,7 +60,17 @@ def test_three_workers_share_ten_targets_through_redis(fleet, tmp_path, pg_clust
     for name in ten_databases:
         fleet.flask("targets", "add", name, "--url", pg_cluster.url(name))
 
-    job_ids = [fleet.api("POST", "/api/backups", fleet.token, {"database": name})["job_id"] for name in ten_databases]
+    # The first two dumps wait on a lock until both are running: a worker runs one job at a time,
+    # so two were taken by two workers, while the third ran the others.
+    locks = [TableLock(pg_cluster, name, "orders") for name in ten_databases[:2]]
+    try:
+        job_ids = [fleet.api("POST", "/api/backups", fleet.token, {"database": name})["job_id"]
+                   for name in ten_databases]
+        wait_until(lambda: [fleet.api("GET", f"/api/jobs/{j}", fleet.token)["phase"] for j in job_ids[:2]]
+                   == ["dumping", "dumping"], 60, "two dumps waiting at once")
+    finally:
+        for lock in locks:
+            lock.release()
     wait_until(lambda: all(fleet.api("GET", f"/api/jobs/{j}", fleet.token)["status"] in ("completed", "failed")
                            for j in job_ids), 120, "ten backups")
     jobs = [fleet.api("GET", f"/api/jobs/{j}", fleet.token) for j in job_ids]
@@ -73,7 +79,8 @@ def test_three_workers_share_ten_targets_through_redis(fleet, tmp_path, pg_clust
     assert [j["status"] for j in jobs] == ["completed"] * 10, [j["error"] for j in jobs]
     assert sorted(b["database"] for b in backups) == sorted(ten_databases), "one backup per target, none twice"
     assert all(b["status"] == "completed" for b in backups)
-    assert len(set(job_workers(tmp_path / "catalog.db").values())) >= 2, "the jobs were shared"
+    ran_by = job_workers(tmp_path / "catalog.db")
+    assert ran_by[job_ids[0]] != ran_by[job_ids[1]], "the jobs were shared"
 
 
 def test_a_worker_killed_mid_job_is_noticed_by_the_others_without_a_restart(fleet, tmp_path, pg_cluster,

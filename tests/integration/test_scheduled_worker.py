@@ -4,7 +4,6 @@ on their schedules, a scheduled verify, the prune job and the sync job after S3 
 The schedules are yearly crons, so nothing fires by itself while a test runs; each test drives
 the clock by moving a next-run time into the past, as if that time had come.
 """
-import os
 from datetime import timedelta
 
 import pytest
@@ -14,9 +13,9 @@ from backup_app.adapters.local import sha256_of
 from backup_app.extensions import db
 from backup_app.models import Backup, Job, PeriodicRun, Target, utcnow
 from backup_app.services import targets as target_service
-from devtools.localservers import SeaweedS3, wait_until
+from devtools.localservers import wait_until
 from tests.helpers import add_target, age_backups, copy_status, create, invoke, sha256_file, show
-from tests.web_helpers import LiveApp
+from tests.web_helpers import LiveApp, live_env
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +28,7 @@ def start_worker(tmp_path, catalog_url):
     workers = []
 
     def start(**settings) -> LiveApp:
-        env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "worker-test",
-               "CATALOG_DATABASE_URL": catalog_url, "BACKUP_DIR": str(tmp_path / "backups"),
-               "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"), "SCHEDULER_INTERVAL": "1",
-               **{name: str(value) for name, value in settings.items()}}
-        worker = LiveApp(env, tmp_path)
+        worker = LiveApp(live_env(tmp_path, catalog_url, SCHEDULER_INTERVAL=1, **settings), tmp_path)
         worker.start_worker()
         workers.append(worker)
         return worker
@@ -123,39 +118,32 @@ def test_scheduled_backups_verify_and_prune_run_in_the_worker(make_app, start_wo
             [jobs_of(app, "create", source_db)[0].backup_id, newest["id"]])
 
 
-def test_the_sync_job_uploads_once_s3_is_back(make_app, start_worker, pg_cluster, source_db, tmp_path):
-    server = SeaweedS3(tmp_path / "s3").start()
-    restarted = None
-    try:
-        settings = {"BACKUP_DATABASE_URL": pg_cluster.url(source_db), "MINIO_ENDPOINT": server.endpoint,
-                    "MINIO_ACCESS_KEY": server.access_key, "MINIO_SECRET_KEY": server.secret_key,
-                    "MINIO_BUCKET": "backups", "SYNC_SCHEDULE": YEARLY, "PRUNE_SCHEDULE": ""}
-        app = make_app(**settings)
-        runner = app.test_cli_runner()
-        invoke(runner, "storage", "init")
-        server.stop()
-        backup = create(runner)
-        assert copy_status(backup) == {"local": "present", "s3": "failed"}
+def test_the_sync_job_uploads_once_s3_is_back(make_app, start_worker, pg_cluster, source_db, tmp_path, start_store):
+    server = start_store()
+    settings = {"BACKUP_DATABASE_URL": pg_cluster.url(source_db), "SYNC_SCHEDULE": YEARLY, "PRUNE_SCHEDULE": "",
+                **server.settings()}
+    app = make_app(**settings)
+    runner = app.test_cli_runner()
+    invoke(runner, "storage", "init")
+    server.stop()
+    backup = create(runner)
+    assert copy_status(backup) == {"local": "present", "s3": "failed"}
 
-        start_worker(**settings)
-        make_due(app, PeriodicRun, "sync")
-        wait_until(finished(app, "sync"), 60, "the sync job while S3 is down")
-        [down] = jobs_of(app, "sync")
-        assert down.status == "failed" and f"cannot reach S3 at {server.endpoint}" in down.error
-        assert copy_status(show(runner, backup["id"])) == {"local": "present", "s3": "failed"}
-        assert sha256_file(tmp_path / "backups" / backup["filename"]) == backup["sha256"], "nothing lost"
+    start_worker(**settings)
+    make_due(app, PeriodicRun, "sync")
+    wait_until(finished(app, "sync"), 60, "the sync job while S3 is down")
+    [down] = jobs_of(app, "sync")
+    assert down.status == "failed" and f"cannot reach S3 at {server.endpoint}" in down.error
+    assert copy_status(show(runner, backup["id"])) == {"local": "present", "s3": "failed"}
+    assert sha256_file(tmp_path / "backups" / backup["filename"]) == backup["sha256"], "nothing lost"
 
-        restarted = SeaweedS3(tmp_path / "s3", server.access_key, server.secret_key, port=server.port).start()
-        make_due(app, PeriodicRun, "sync")
-        wait_until(finished(app, "sync", count=2), 60, "the sync job once S3 is back")
+    server.restart()
+    make_due(app, PeriodicRun, "sync")
+    wait_until(finished(app, "sync", count=2), 60, "the sync job once S3 is back")
 
-        up = jobs_of(app, "sync")[1]
-        assert (up.status, up.result) == ("completed", "uploaded 1, fetched 0")
-        assert f"uploaded {backup['filename']}" in up.log
-        assert copy_status(show(runner, backup["id"])) == {"local": "present", "s3": "present"}
-        with app.app_context(), wiring.s3_stores()[0].open(backup["filename"]) as stream:
-            assert sha256_of(stream) == backup["sha256"]
-    finally:
-        for running in (server, restarted):
-            if running is not None:
-                running.stop()
+    up = jobs_of(app, "sync")[1]
+    assert (up.status, up.result) == ("completed", "uploaded 1, fetched 0")
+    assert f"uploaded {backup['filename']}" in up.log
+    assert copy_status(show(runner, backup["id"])) == {"local": "present", "s3": "present"}
+    with app.app_context(), wiring.s3_stores()[0].open(backup["filename"]) as stream:
+        assert sha256_of(stream) == backup["sha256"]

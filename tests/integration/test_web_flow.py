@@ -7,7 +7,7 @@ import pytest
 
 from backup_app.extensions import db
 from backup_app.models import Job
-from devtools.localservers import free_port
+from devtools.localservers import reserve_port
 from tests.helpers import copy_status
 from tests.web_helpers import add_user, api_token, count_orders, sign_in, submit, text
 
@@ -171,7 +171,7 @@ def test_failed_dump_shows_pg_dumps_message(make_app, pg_cluster, source_db, s3_
 
 
 def test_s3_down_marks_the_copy_failed_and_delete_refuses(make_app, pg_cluster, source_db, s3_server):
-    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), MINIO_ENDPOINT=f"127.0.0.1:{free_port()}",
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), MINIO_ENDPOINT=f"127.0.0.1:{reserve_port()}",
                    MINIO_ACCESS_KEY="k", MINIO_SECRET_KEY="s")
     add_user(app)
     client = app.test_client()

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from minio.error import S3Error
 
 from backup_app import wiring
+from backup_app.adapters.local import is_safe_name
 from backup_app.extensions import db
 from backup_app.models import COMPLETED, LOCAL, PRESENT, S3, Backup, BackupCopy, utcnow
 from tests.conftest import both_catalogs
@@ -204,10 +205,16 @@ def test_tampered_file_names_in_the_catalog_reach_nothing(playground, filename):
         assert response.status_code in {400, 404}, response.status_code
     assert_cli_error(playground.cli("backup", "download", TAMPERED_ID, "--output", str(playground.downloads)))
     assert_cli_error(playground.cli("backup", "verify", TAMPERED_ID))
-    deleted = [client.post(f"/backups/{TAMPERED_ID}/delete", data={"csrf_token": playground.form_token}),
-               client.delete(f"/api/backups/{TAMPERED_ID}", headers=headers)]
-    assert {response.status_code for response in deleted} <= {302, 204, 400, 404}
-    playground.cli("backup", "delete", TAMPERED_ID, "--yes")
+    page = client.post(f"/backups/{TAMPERED_ID}/delete", data={"csrf_token": playground.form_token})
+    api = client.delete(f"/api/backups/{TAMPERED_ID}", headers=headers)
+    cli = playground.cli("backup", "delete", TAMPERED_ID, "--yes")
+    assert_cli_error(cli)
+    if is_safe_name(filename):  # the row goes (its copies' URIs are never followed); then it is gone
+        assert (page.status_code, api.status_code) == (302, 404)
+        assert "not found" in cli.stderr
+    else:  # refused whole: nothing is deleted
+        assert (page.status_code, api.status_code) == (400, 400)
+        assert "invalid backup file name" in cli.stderr
     playground.assert_unchanged()
 
 

@@ -13,7 +13,7 @@ from backup_app.extensions import db
 from backup_app.models import Job
 from devtools.localservers import wait_until
 from tests.helpers import new_key
-from tests.web_helpers import EMAIL, LiveApp, TableLock, sign_in, text
+from tests.web_helpers import EMAIL, LiveApp, TableLock, live_env, sign_in, text
 
 pytestmark = pytest.mark.integration
 
@@ -67,12 +67,8 @@ def secret_app(tmp_path, make_app, pg_cluster, source_db, other_db, s3_settings,
     target `vault` (password encrypted in the catalog) for `other_db`."""
     role, password = secret_role
     key = new_key()
-    env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "live-test",
-           "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
-           "BACKUP_DATABASE_URL": pg_cluster.url(source_db, user=role, password=password),
-           "CATALOG_DATABASE_URL": catalog_url, "BACKUP_DIR": str(tmp_path / "backups"),
-           "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"), "APP_ENCRYPTION_KEY": key, "LOG_FORMAT": "json",
-           "METRICS_TOKEN": "metrics-token", **s3_settings}
+    env = live_env(tmp_path, catalog_url, BACKUP_DATABASE_URL=pg_cluster.url(source_db, user=role, password=password),
+                   APP_ENCRYPTION_KEY=key, LOG_FORMAT="json", METRICS_TOKEN="metrics-token", **s3_settings)
     live = LiveApp(env, tmp_path).start()
     # The same catalog and folder, in this process: the pages through the test client.
     app = make_app(**{name: env[name] for name in ("BACKUP_DATABASE_URL", "HUEY_SQLITE_PATH", "APP_ENCRYPTION_KEY",

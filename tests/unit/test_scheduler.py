@@ -12,7 +12,7 @@ from backup_app.jobs import scheduler
 from backup_app.jobs.queue import job_queue
 from backup_app.jobs.submit import queue_create
 from backup_app.models import Backup, Job, PeriodicRun, Target
-from devtools.localservers import free_port
+from devtools.localservers import reserve_port
 from tests.conftest import both_catalogs
 from tests.web_helpers import add_backup
 
@@ -179,7 +179,7 @@ def test_concurrent_ticks_queue_each_due_run_once(queued_app):
 
 
 def test_a_prune_that_cannot_reach_s3_fails_and_deletes_nothing(make_app):
-    app = make_app(MINIO_ENDPOINT=f"127.0.0.1:{free_port()}", MINIO_ACCESS_KEY="k", MINIO_SECRET_KEY="s",
+    app = make_app(MINIO_ENDPOINT=f"127.0.0.1:{reserve_port()}", MINIO_ACCESS_KEY="k", MINIO_SECRET_KEY="s",
                    SYNC_SCHEDULE="")
     add_backup(app, backup_id="old", s3_copy=True, created_at=NOW - timedelta(days=40))
     add_backup(app, backup_id="new", created_at=NOW - timedelta(days=1))

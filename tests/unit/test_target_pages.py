@@ -8,7 +8,7 @@ from backup_app import wiring
 from backup_app.extensions import db
 from backup_app.models import AuditEvent, Backup, Job, Target, utcnow
 from backup_app.services.schedules import next_run_time
-from devtools.localservers import free_port
+from devtools.localservers import reserve_port
 from tests.helpers import new_key
 from tests.web_helpers import add_backup, add_user, sign_in, submit, text
 
@@ -227,7 +227,7 @@ def test_unknown_target_pages_name_the_known_ones(keyed):
 
 def test_test_connection_reports_the_failure(keyed):
     _, client = keyed
-    port = free_port()
+    port = reserve_port()
     add_crm(client, host="127.0.0.1", port=str(port), sslmode="")
 
     response = submit(client, "/targets/crm/test", form_url="/targets/", follow_redirects=True)
