@@ -94,7 +94,7 @@ def test_no_connection_is_held_while_a_dump_a_restore_a_verify_and_a_sync_stream
         invoke(runner, "backup", "sync", "--fetch-local")
 
     for what, watch in {"dump": dump, "restore": restore, "verify": verify, "sync": sync}.items():
-        assert watch.total > 10 * MIB, f"{what}: {watch}"  # it streamed, in this thread
+        assert watch.total >= backup["size_bytes"], f"{what}: {watch}"  # the backup streamed, in this thread
         assert watch.most < MIB, f"{what}: {watch}"
     assert pg15_server.psql("SELECT count(*) FROM blobs", big_db) == "200000"
     assert (backup_dir / backup["filename"]).exists(), "the sync fetched it back"
@@ -117,4 +117,4 @@ def test_no_connection_is_held_while_a_download_streams(big_app):
 
     assert size == backup["size_bytes"]
     assert out_now == 0, "the response streams with no catalog connection checked out"
-    assert watch.total > 10 * MIB and watch.most < MIB, str(watch)
+    assert watch.total >= size and watch.most < MIB, str(watch)
