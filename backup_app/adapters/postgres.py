@@ -80,14 +80,6 @@ def connect(conn: ConnInfo, timeout: int = 10, **options) -> psycopg.Connection:
     return psycopg.connect(**{"connect_timeout": str(timeout), **conn.keywords()}, **options)
 
 
-def ping(conn: ConnInfo, timeout: int = 2) -> None:
-    """Connect and run `SELECT 1` within `timeout` seconds; raises psycopg.Error if that fails."""
-    import psycopg
-
-    with psycopg.connect(**{**conn.keywords(), "connect_timeout": str(timeout)}) as db:
-        db.execute("SELECT 1")
-
-
 def server_identity(conn: ConnInfo) -> str:
     """Who the server is, however the URL names it: its system identifier (`pg_control_system()`),
     asked of a maintenance database (so a database that does not exist yet is on the same
