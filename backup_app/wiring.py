@@ -8,7 +8,7 @@ from flask import Flask, current_app
 from backup_app.adapters.local import LocalStorage
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.store import PITR_FOLDER, Store
-from backup_app.core.conninfo import ConnInfo
+from backup_app.core.conninfo import ConnInfo, set_require_auth
 from backup_app.core.crypto import MasterKey
 from backup_app.extensions import db
 from backup_app.models import LOCAL, S3, PreviousDatabase, Target
@@ -68,6 +68,7 @@ class Adapters:
 
 
 def init_app(app: Flask) -> None:
+    set_require_auth(app.config["PG_REQUIRE_AUTH"])
     app.extensions["backup_app.adapters"] = Adapters(app.config)
 
 

@@ -66,7 +66,8 @@ def edit(name):
         for field in CONNECTION_FIELDS:
             delattr(form, field)
     else:
-        form.password.description = "Leave empty to keep the stored password; it is never shown."
+        form.password.description = ("Leave empty to keep the stored password (it is never shown). A change of "
+                                     "host, port, user, database or SSL mode forgets it unless it is entered again.")
     stored = len((target.notify_urls or "").split())
     if stored:
         form.notify.description = (f"{stored} stored, not shown (they may carry tokens): leave empty to keep them, "
@@ -75,14 +76,17 @@ def edit(name):
         del form.clear_notify
     context = {"form": form, "target": target, "env_url": wiring.env_url()}
     if form.validate_on_submit():
+        conn = None if target.from_env else form.conn()
+        clear_password = conn is not None and form.clear_password.data
+        forgotten = conn is not None and not clear_password and service.forgets_password(target, conn)
         try:
             service.update_target(db.session, target.name, form.settings(target.notify_urls), wiring.master_key(),
-                                  None if target.from_env else form.conn(),
-                                  clear_password=not target.from_env and form.clear_password.data,
-                                  env_url=wiring.env_url())
+                                  conn, clear_password=clear_password, env_url=wiring.env_url())
         except BackupError as exc:
             return form_failed(exc, "targets/form.html", **context)
-        flash(f"Saved {target.name}.{next_runs(target)}", "success")
+        forgot = (" Its stored password was forgotten because its address changed: enter it again if the server "
+                  "needs one." if forgotten else "")
+        flash(f"Saved {target.name}.{next_runs(target)}{forgot}", "success")
         return redirect(url_for("targets.index"))
     return render_template("targets/form.html", **context)
 
