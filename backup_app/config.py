@@ -75,6 +75,10 @@ class Config:
         # Apprise URLs (space or comma separated) told about every target's failures.
         self.NOTIFY_URLS = os.environ.get("NOTIFY_URLS", "")
         self.NOTIFY_ON_SUCCESS = env_bool("NOTIFY_ON_SUCCESS")
+        # Hosts (comma separated) notifications may reach; unset: any. Hosts a restore may go to
+        # besides those the targets name.
+        self.NOTIFY_ALLOWED_HOSTS = os.environ.get("NOTIFY_ALLOWED_HOSTS") or None
+        self.RESTORE_ALLOWED_HOSTS = os.environ.get("RESTORE_ALLOWED_HOSTS") or None
         self.STALE_AFTER_HOURS = int(os.environ["STALE_AFTER_HOURS"]) if os.environ.get("STALE_AFTER_HOURS") else None
         # Seconds an in-place restore waits for a lock held by another session before it fails.
         self.RESTORE_LOCK_TIMEOUT = int(os.environ.get("RESTORE_LOCK_TIMEOUT", 60))

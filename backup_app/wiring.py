@@ -13,6 +13,8 @@ from backup_app.core.crypto import MasterKey
 from backup_app.extensions import db
 from backup_app.models import LOCAL, S3, PreviousDatabase, Target
 from backup_app.services import targets as target_service
+from backup_app.services.allowed_hosts import parse_hosts
+from backup_app.services.backups.restore import check_restore_host
 
 
 class Adapters:
@@ -105,6 +107,16 @@ def env_url() -> str | None:
     return current_app.config.get("BACKUP_DATABASE_URL")
 
 
+def notify_allowed_hosts() -> tuple[str, ...] | None:
+    """The hosts notifications may reach (NOTIFY_ALLOWED_HOSTS); None: any."""
+    return parse_hosts(current_app.config.get("NOTIFY_ALLOWED_HOSTS"))
+
+
+def restore_allowed_hosts() -> tuple[str, ...]:
+    """The hosts a restore may go to besides those the targets name (RESTORE_ALLOWED_HOSTS)."""
+    return parse_hosts(current_app.config.get("RESTORE_ALLOWED_HOSTS")) or ()
+
+
 def target(name: str | None = None) -> Target:
     """The target called `name`, or the default target (BACKUP_DATABASE_URL's)."""
     return target_service.resolve_target(db.session, name, env_url())
@@ -117,6 +129,16 @@ def dump_spec(name: str | None = None) -> target_service.DumpSpec:
 def target_conn(name: str) -> ConnInfo:
     """How to connect to the target called `name` (a backup's own database, for restore)."""
     return target_service.target_conn(target(name), env_url(), master_key())
+
+
+def restore_conn(database: str, target_url: str | None) -> ConnInfo:
+    """Where a restore of a backup of `database` goes: `target_url`, if a target names its host or
+    RESTORE_ALLOWED_HOSTS lists it (HostNotAllowed otherwise), else the backup's own target."""
+    if not target_url:
+        return target_conn(database)
+    conn = ConnInfo.from_url(target_url)
+    check_restore_host(conn, [target.host for target in all_targets()], restore_allowed_hosts())
+    return conn
 
 
 def all_targets() -> list[Target]:

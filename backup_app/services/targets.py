@@ -14,6 +14,7 @@ from backup_app.core.moments import zone_info
 from backup_app.core.retention import RetentionPolicy
 from backup_app.errors import ConfigurationError, DumpFailed, TargetExists, UnknownDatabase
 from backup_app.models import Target
+from backup_app.services.allowed_hosts import check_notification_urls
 from backup_app.services.schedules import check_cron, reschedule
 
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -171,11 +172,13 @@ def dump_spec(target: Target, env_url: str | None, key: MasterKey | None) -> Dum
 
 
 def add_target(session: Session, name: str, conn: ConnInfo, settings: TargetSettings,
-               key: MasterKey | None, env_url: str | None = None) -> Target:
-    """Store a new target; its password (if `conn` has one) is encrypted with `key`."""
+               key: MasterKey | None, env_url: str | None = None,
+               notify_hosts: tuple[str, ...] | None = None) -> Target:
+    """Store a new target; its password (if `conn` has one) is encrypted with `key`; its notification
+    URLs may only name `notify_hosts` (NOTIFY_ALLOWED_HOSTS; None: any)."""
     if not TARGET_NAME.fullmatch(name):
         raise ConfigurationError("a target name is 1-100 letters, digits, '-', '_' or '.'")
-    check_new_settings(settings, conn, key)
+    check_new_settings(settings, conn, key, notify_hosts)
     save_env_target(session, env_url)
     if session.scalar(select(Target).where(Target.name == name)) is not None:
         raise TargetExists(f"a target named {name!r} already exists")
@@ -189,17 +192,18 @@ def add_target(session: Session, name: str, conn: ConnInfo, settings: TargetSett
 
 
 def update_target(session: Session, name: str, settings: TargetSettings, key: MasterKey | None,
-                  conn: ConnInfo | None = None, *, clear_password: bool = False, env_url: str | None = None) -> Target:
+                  conn: ConnInfo | None = None, *, clear_password: bool = False, env_url: str | None = None,
+                  notify_hosts: tuple[str, ...] | None = None) -> Target:
     """Change a target's settings and, given `conn`, its connection.
 
     The stored password stays unless `conn` carries a new one, `clear_password` is set, or `conn`
     points elsewhere (see `forgets_password`). The connection of BACKUP_DATABASE_URL's target
     comes from the environment and is not changed here. A changed schedule, verify schedule, time
-    zone or enabled flag recomputes the next runs.
+    zone or enabled flag recomputes the next runs. Notification URLs may only name `notify_hosts`.
     """
     save_env_target(session, env_url)
     target = get_target(session, name, env_url)
-    check_new_settings(settings, conn, key)
+    check_new_settings(settings, conn, key, notify_hosts)
     if conn is not None and target.from_env:
         raise ConfigurationError(f"target {name!r} comes from BACKUP_DATABASE_URL; change its connection there")
     timing = (target.schedule, target.verify_schedule, target.timezone, target.schedule_enabled)
@@ -212,9 +216,12 @@ def update_target(session: Session, name: str, settings: TargetSettings, key: Ma
     return target
 
 
-def check_new_settings(settings: TargetSettings, conn: ConnInfo | None, key: MasterKey | None) -> None:
-    """Refuse bad settings, and a password or encryption without APP_ENCRYPTION_KEY, before any change."""
+def check_new_settings(settings: TargetSettings, conn: ConnInfo | None, key: MasterKey | None,
+                       notify_hosts: tuple[str, ...] | None = None) -> None:
+    """Refuse bad settings, notification URLs naming a host not in `notify_hosts`, and a password or
+    encryption without APP_ENCRYPTION_KEY, before any change."""
     settings.check()
+    check_notification_urls(settings.notify_urls, notify_hosts)
     if conn is not None and conn.password and key is None:
         raise ConfigurationError("set APP_ENCRYPTION_KEY to store a target's password")
     if settings.encrypt and key is None:

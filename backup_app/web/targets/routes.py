@@ -40,15 +40,23 @@ def index():
                            latest=latest_backups(db.session), kept=kept_databases(db.session), button=ButtonForm())
 
 
+def where_notifications_go(form: TargetForm) -> None:
+    """Say beside the notification URLs which hosts they may reach (NOTIFY_ALLOWED_HOSTS)."""
+    allowed = wiring.notify_allowed_hosts()
+    form.notify.description += (f" They may only reach {', '.join(allowed)} (NOTIFY_ALLOWED_HOSTS)." if allowed
+                                else " They may reach any host (NOTIFY_ALLOWED_HOSTS is not set).")
+
+
 @bp.route("/new", methods=["GET", "POST"])
 def add():
     """Add a database to back up."""
     form = TargetForm()
     del form.clear_password, form.clear_notify
+    where_notifications_go(form)
     if form.validate_on_submit():
         try:
             target = service.add_target(db.session, form.name.data.strip(), form.conn(), form.settings(),
-                                        wiring.master_key(), wiring.env_url())
+                                        wiring.master_key(), wiring.env_url(), wiring.notify_allowed_hosts())
         except BackupError as exc:
             return form_failed(exc, "targets/form.html", form=form, target=None)
         flash(f"Added {target.name}.{next_runs(target)}", "success")
@@ -74,6 +82,7 @@ def edit(name):
                                    "or give the whole new list, one per line.")
     else:
         del form.clear_notify
+    where_notifications_go(form)
     context = {"form": form, "target": target, "env_url": wiring.env_url()}
     if form.validate_on_submit():
         conn = None if target.from_env else form.conn()
@@ -81,7 +90,8 @@ def edit(name):
         forgotten = conn is not None and not clear_password and service.forgets_password(target, conn)
         try:
             service.update_target(db.session, target.name, form.settings(target.notify_urls), wiring.master_key(),
-                                  conn, clear_password=clear_password, env_url=wiring.env_url())
+                                  conn, clear_password=clear_password, env_url=wiring.env_url(),
+                                  notify_hosts=wiring.notify_allowed_hosts())
         except BackupError as exc:
             return form_failed(exc, "targets/form.html", **context)
         forgot = (" Its stored password was forgotten because its address changed: enter it again if the server "
