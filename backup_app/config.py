@@ -3,6 +3,8 @@ import os
 import re
 from collections.abc import Mapping
 
+from backup_app.core.conninfo import DEFAULT_REQUIRE_AUTH
+
 MIB = 1024 * 1024
 STORE_NAME = re.compile(r"[a-z][a-z0-9_]{0,28}")  # fits BackupCopy.location as "s3:<name>"
 LIBRARY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a file of the server's own library folder, no path
@@ -78,11 +80,17 @@ class Config:
         # More S3-compatible stores: every backup is copied to each one in the same stream.
         self.S3_STORES = extra_s3_stores(os.environ)
         self.PG_BIN_DIR = os.environ.get("PG_BIN_DIR") or None
+        # The authentication requests every connection to a database may answer (libpq's require_auth).
+        self.PG_REQUIRE_AUTH = os.environ.get("PG_REQUIRE_AUTH") or DEFAULT_REQUIRE_AUTH
         self.APP_ENCRYPTION_KEY = os.environ.get("APP_ENCRYPTION_KEY") or None
         self.SYNC_FETCH_LOCAL = env_bool("SYNC_FETCH_LOCAL")
         # Apprise URLs (space or comma separated) told about every target's failures.
         self.NOTIFY_URLS = os.environ.get("NOTIFY_URLS", "")
         self.NOTIFY_ON_SUCCESS = env_bool("NOTIFY_ON_SUCCESS")
+        # Hosts (comma separated) notifications may reach; unset: any. Hosts a restore may go to
+        # besides those the targets name.
+        self.NOTIFY_ALLOWED_HOSTS = os.environ.get("NOTIFY_ALLOWED_HOSTS") or None
+        self.RESTORE_ALLOWED_HOSTS = os.environ.get("RESTORE_ALLOWED_HOSTS") or None
         self.STALE_AFTER_HOURS = int(os.environ["STALE_AFTER_HOURS"]) if os.environ.get("STALE_AFTER_HOURS") else None
         # Seconds an in-place restore waits for a lock held by another session before it fails.
         self.RESTORE_LOCK_TIMEOUT = int(os.environ.get("RESTORE_LOCK_TIMEOUT", 60))

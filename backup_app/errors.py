@@ -91,6 +91,10 @@ class QueueUnavailable(BackupError):
     """The job queue (SQLite file or Redis) refused the job."""
 
 
+class HostNotAllowed(ConfigurationError):
+    """A notification URL or a restore aims at a host the settings do not allow."""
+
+
 class ConfirmationMismatch(BackupError):
     def __init__(self, expected: str):
         super().__init__(f"Confirmation does not match: type the target database name {expected!r}")

@@ -8,11 +8,13 @@ from flask import Flask, current_app
 from backup_app.adapters.local import LocalStorage
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.store import PITR_FOLDER, Store
-from backup_app.core.conninfo import ConnInfo
+from backup_app.core.conninfo import ConnInfo, set_require_auth
 from backup_app.core.crypto import MasterKey
 from backup_app.extensions import db
 from backup_app.models import LOCAL, S3, PreviousDatabase, Target
 from backup_app.services import targets as target_service
+from backup_app.services.allowed_hosts import parse_hosts
+from backup_app.services.backups.restore import check_restore_host
 
 
 class Adapters:
@@ -68,6 +70,7 @@ class Adapters:
 
 
 def init_app(app: Flask) -> None:
+    set_require_auth(app.config["PG_REQUIRE_AUTH"])
     app.extensions["backup_app.adapters"] = Adapters(app.config)
 
 
@@ -104,6 +107,16 @@ def env_url() -> str | None:
     return current_app.config.get("BACKUP_DATABASE_URL")
 
 
+def notify_allowed_hosts() -> tuple[str, ...] | None:
+    """The hosts notifications may reach (NOTIFY_ALLOWED_HOSTS); None: any."""
+    return parse_hosts(current_app.config.get("NOTIFY_ALLOWED_HOSTS"))
+
+
+def restore_allowed_hosts() -> tuple[str, ...]:
+    """The hosts a restore may go to besides those the targets name (RESTORE_ALLOWED_HOSTS)."""
+    return parse_hosts(current_app.config.get("RESTORE_ALLOWED_HOSTS")) or ()
+
+
 def target(name: str | None = None) -> Target:
     """The target called `name`, or the default target (BACKUP_DATABASE_URL's)."""
     return target_service.resolve_target(db.session, name, env_url())
@@ -116,6 +129,16 @@ def dump_spec(name: str | None = None) -> target_service.DumpSpec:
 def target_conn(name: str) -> ConnInfo:
     """How to connect to the target called `name` (a backup's own database, for restore)."""
     return target_service.target_conn(target(name), env_url(), master_key())
+
+
+def restore_conn(database: str, target_url: str | None) -> ConnInfo:
+    """Where a restore of a backup of `database` goes: `target_url`, if a target names its host or
+    RESTORE_ALLOWED_HOSTS lists it (HostNotAllowed otherwise), else the backup's own target."""
+    if not target_url:
+        return target_conn(database)
+    conn = ConnInfo.from_url(target_url)
+    check_restore_host(conn, [target.host for target in all_targets()], restore_allowed_hosts())
+    return conn
 
 
 def all_targets() -> list[Target]:

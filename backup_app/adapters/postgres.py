@@ -16,11 +16,12 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from backup_app.adapters.environment import child_env
-from backup_app.core.conninfo import ConnInfo
+from backup_app.core.conninfo import ConnInfo, require_auth
 from backup_app.errors import ConfigurationError, DumpFailed, RestoreFailed
 
 if TYPE_CHECKING:
@@ -72,20 +73,17 @@ def conninfo_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+REQUIRE_AUTH_LIBPQ = 160000  # the first libpq (16) that knows require_auth; an older one refuses the keyword
+
+
 def connect(conn: ConnInfo, timeout: int = 10, **options) -> psycopg.Connection:
     """A psycopg connection to `conn`, given up after `timeout` seconds unless the URL sets its own
-    connect_timeout (a libpq parameter, so it must not be passed twice)."""
+    connect_timeout (a libpq parameter, so it must not be passed twice); it answers only the
+    authentication requests PG_REQUIRE_AUTH allows when psycopg's libpq can require that."""
     import psycopg
 
-    return psycopg.connect(**{"connect_timeout": str(timeout), **conn.keywords()}, **options)
-
-
-def ping(conn: ConnInfo, timeout: int = 2) -> None:
-    """Connect and run `SELECT 1` within `timeout` seconds; raises psycopg.Error if that fails."""
-    import psycopg
-
-    with psycopg.connect(**{**conn.keywords(), "connect_timeout": str(timeout)}) as db:
-        db.execute("SELECT 1")
+    auth = {"require_auth": require_auth()} if psycopg.pq.version() >= REQUIRE_AUTH_LIBPQ else {}
+    return psycopg.connect(**{"connect_timeout": str(timeout), **conn.keywords(), **auth}, **options)
 
 
 def server_identity(conn: ConnInfo) -> str:
@@ -269,6 +267,18 @@ class PgClient:
     def describe(self) -> str:
         """'15.18 in /usr/lib/postgresql/15/bin', for messages."""
         return f"{self.version} in {self.bin_dir}"
+
+    @cached_property
+    def requires_auth(self) -> bool:
+        """Whether the libpq these programs use honours PGREQUIREAUTH (libpq 16+; an older one,
+        such as Debian 12's libpq5 15 under its pg_dump 15, ignores it and would answer a server's
+        request for the password in clear text). Asked once: a libpq that knows the setting
+        refuses an invalid value before it tries to connect (here to an empty socket folder)."""
+        with tempfile.TemporaryDirectory() as nowhere:
+            result = subprocess.run([self.program("pg_dump"), "--no-password"], capture_output=True, text=True,
+                                    check=False, stdin=subprocess.DEVNULL,
+                                    env={"PGREQUIREAUTH": "probe", "PGHOST": nowhere})
+        return "require_auth" in result.stderr
 
     def program(self, name: str) -> str:
         """Absolute path of a client program of this version."""

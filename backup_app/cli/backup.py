@@ -7,7 +7,6 @@ from flask import current_app
 
 from backup_app import wiring
 from backup_app.cli.group import ServiceGroup, confirm, echo_json, progress_printer, run_job_here, run_reported
-from backup_app.core.conninfo import ConnInfo
 from backup_app.core.formatting import human_size
 from backup_app.errors import ConfigurationError, VerificationFailed
 from backup_app.extensions import db
@@ -101,7 +100,7 @@ def restore_command(backup_id, target_url, in_place, drop_previous, yes, as_json
     if in_place and drop_previous:
         raise ConfigurationError("--drop-previous has nothing to drop with --in-place (no previous database is kept)")
     backup = get_completed_backup(db.session, backup_id)
-    conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
+    conn = wiring.restore_conn(backup.database, target_url)
     effect = describe_restore(conn.dbname, in_place=in_place, drop_previous=drop_previous,
                               keep_hours=current_app.config["KEEP_PREVIOUS_HOURS"])
     confirm(f"Restore {backup.filename} into {conn.display()}? {effect}", yes)

@@ -17,7 +17,7 @@ def test_command(database):
     upgrade_catalog_if_needed()
     name = wiring.target(database).name
     error = notifications.send(notifications.urls_for(name), f"backup_app test message for {name}",
-                               "If you can read this, notifications work.")
+                               "If you can read this, notifications work.", wiring.notify_allowed_hosts())
     if error:
         raise BackupError(f"test notification failed: {error}")
     click.echo(f"Sent a test message about {name}.")

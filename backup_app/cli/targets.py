@@ -38,7 +38,8 @@ def parse_gfs(value: str | None) -> tuple[int, int, int]:
 @click.option("--verify-schedule", metavar="CRON",
               help="When to restore-verify the newest backup in a scratch database, e.g. '0 5 * * 0'.")
 @click.option("--notify", "notify_urls", multiple=True, metavar="URL",
-              help="An Apprise URL told about this target (repeatable), besides NOTIFY_URLS.")
+              help="An Apprise URL told about this target (repeatable), besides NOTIFY_URLS; it may only "
+                   "name a host NOTIFY_ALLOWED_HOSTS lists, when set.")
 @click.option("--notify-on-success", is_flag=True, help="Also tell about successful backups.")
 @click.option("--stale-after-hours", type=int, help="Alert when the newest good backup is older than this.")
 @click.option("--pitr/--no-pitr", default=False, show_default=True,
@@ -54,7 +55,7 @@ def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec,
         format=fmt, codec=codec, encrypt=encrypt, verify_schedule=verify_schedule, notify_urls=notify_urls,
         notify_on_success=notify_on_success, stale_after_hours=stale_after_hours)
     target = service.add_target(db.session, name, ConnInfo.from_url(url), settings, wiring.master_key(),
-                                wiring.env_url())
+                                wiring.env_url(), wiring.notify_allowed_hosts())
     next_run = f", next run {target.next_run_at:%Y-%m-%d %H:%M} UTC" if target.next_run_at else ""
     next_verify = (f", next verify {target.verify_next_run_at:%Y-%m-%d %H:%M} UTC"
                    if target.verify_next_run_at else "")

@@ -20,6 +20,29 @@ LIBPQ_PARAMS = {
     "password": "PGPASSWORD",
 }
 
+# The authentication requests libpq may answer (its `require_auth`): by default only a SCRAM
+# exchange, which never sends the password itself, or none at all (a server that trusts the
+# client is sent no password). One setting for the process: PG_REQUIRE_AUTH (`set_require_auth`).
+DEFAULT_REQUIRE_AUTH = "scram-sha-256,none"
+AUTH_METHODS = ("scram-sha-256", "md5", "password", "gss", "sspi", "none")
+_require_auth = DEFAULT_REQUIRE_AUTH
+
+
+def set_require_auth(methods: str) -> None:
+    """Make every connection from now on answer only `methods` (a comma list of AUTH_METHODS)."""
+    global _require_auth
+    names = [name.strip() for name in methods.split(",") if name.strip()]
+    unknown = [name for name in names if name not in AUTH_METHODS]
+    if not names or unknown:
+        raise ConfigurationError(f"PG_REQUIRE_AUTH lists {', '.join(unknown) or 'nothing'}: "
+                                 f"give a comma list of {', '.join(AUTH_METHODS)}")
+    _require_auth = ",".join(names)
+
+
+def require_auth() -> str:
+    """The authentication methods connections may answer, as libpq's require_auth value."""
+    return _require_auth
+
 
 @dataclass(frozen=True)
 class ConnInfo:
@@ -62,8 +85,9 @@ class ConnInfo:
         return ConnInfo(dbname, self.host, self.port, self.user, self.password, self.params)
 
     def env(self) -> dict[str, str]:
-        """libpq environment variables for this connection."""
-        env = {"PGDATABASE": self.dbname}
+        """libpq environment variables for this connection. PGREQUIREAUTH is honoured by libpq 16
+        and newer and ignored by older ones (see PgClient.requires_auth)."""
+        env = {"PGDATABASE": self.dbname, "PGREQUIREAUTH": require_auth()}
         for key, value in (("PGHOST", self.host), ("PGPORT", self.port),
                            ("PGUSER", self.user), ("PGPASSWORD", self.password)):
             if value is not None:

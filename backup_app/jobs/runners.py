@@ -12,7 +12,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app import wiring
-from backup_app.core.conninfo import ConnInfo
 from backup_app.core.formatting import human_size
 from backup_app.errors import (
     BackupError,
@@ -124,7 +123,7 @@ def _run_create(session: Session, job: RunningJob, progress: ProgressRecorder):
 
 def _run_restore(session: Session, job: RunningJob, target_url: str | None, progress: ProgressRecorder):
     backup = get_completed_backup(session, job.backup_id)
-    conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
+    conn = wiring.restore_conn(backup.database, target_url)
     config, key = current_app.config, wiring.master_key()
     options = RestoreOptions(in_place=job.options.get("in_place", False),
                              drop_previous=job.options.get("drop_previous", False), jobs=config["RESTORE_JOBS"])

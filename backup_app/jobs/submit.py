@@ -60,7 +60,7 @@ def restore_job(session: Session, backup_id: str, confirm: str, target_url: str 
     `confirm` must be the target database's name (ConfirmationMismatch otherwise).
     """
     backup = get_completed_backup(session, backup_id)
-    conn = ConnInfo.from_url(target_url) if target_url else wiring.target_conn(backup.database)
+    conn = wiring.restore_conn(backup.database, target_url)
     if (confirm or "").strip() != conn.dbname:
         raise ConfirmationMismatch(conn.dbname)
     slot = database_slot(conn)

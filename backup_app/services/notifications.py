@@ -13,9 +13,11 @@ import threading
 from flask import current_app
 from sqlalchemy import select
 
+from backup_app import wiring
 from backup_app.extensions import db
 from backup_app.models import Target
 from backup_app.services import audit, events
+from backup_app.services.allowed_hosts import connections_only_to, refused_urls
 from backup_app.services.staleness import claim_stale_targets
 from backup_app.services.targets import save_env_target
 
@@ -27,19 +29,36 @@ def split_urls(text: str | None) -> list[str]:
     return [url for url in re.split(r"[\s,]+", text or "") if url]
 
 
-def send(urls: list[str], title: str, body: str) -> str | None:
-    """Send one message to every URL now; None when it went, else why not."""
+def send(urls: list[str], title: str, body: str, allowed_hosts: tuple[str, ...] | None = None) -> str | None:
+    """Send one message to every URL now; None when it went, else why not. With `allowed_hosts`
+    (NOTIFY_ALLOWED_HOSTS), a URL naming another host is not called, and no connection to
+    another host is made (a service at an address of its own, an SMTP relay a URL names …)."""
     if not urls:
         return "no notification URLs configured (NOTIFY_URLS or the target's own)"
     import apprise  # here, not at the top: it adds ~17 MB to every process that never notifies
 
+    refused = refused_urls(urls, allowed_hosts)
     sender = apprise.Apprise()
-    invalid = [audit.redact(url) for url in urls if not sender.add(url)]
+    invalid = [audit.redact(url) for url in urls if url not in refused and not sender.add(url)]
     if invalid:
         return f"not an Apprise URL: {', '.join(invalid)}"
-    with apprise.LogCapture(level=logging.WARNING) as output:
+    problems = [f"not sent to {host}: NOTIFY_ALLOWED_HOSTS does not list it"
+                for host in sorted(set(refused.values()))]
+    if len(sender):
+        problems += deliver(sender, title, body, allowed_hosts)
+    return "; ".join(problems) or None
+
+
+def deliver(sender, title: str, body: str, allowed_hosts: tuple[str, ...] | None) -> list[str]:
+    """Send through the Apprise `sender`, connecting only to `allowed_hosts`; what went wrong, if anything."""
+    import apprise
+
+    with apprise.LogCapture(level=logging.WARNING) as output, connections_only_to(allowed_hosts) as unlisted:
         delivered = sender.notify(title=title, body=body)
-    return None if delivered else (output.getvalue().strip() or "the notification service refused it")
+    if unlisted:
+        return [f"not sent: it would connect to {', '.join(sorted(set(unlisted)))}, which NOTIFY_ALLOWED_HOSTS "
+                "does not list"]
+    return [] if delivered else [output.getvalue().strip() or "the notification service refused it"]
 
 
 def urls_for(database: str, success: bool = False) -> list[str]:
@@ -65,7 +84,7 @@ def dispatch(database: str, title: str, body: str, *, success: bool = False) -> 
                 urls = urls_for(database, success)
                 if not urls:
                     return
-                error = send(urls, title, body)
+                error = send(urls, title, body, wiring.notify_allowed_hosts())
             except Exception as exc:  # noqa: BLE001 - a broken notifier is reported, never raised
                 error = f"{type(exc).__name__}: {exc}"
             try:

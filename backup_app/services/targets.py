@@ -8,12 +8,13 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.pgtools import PgTools
 from backup_app.core import codecs
-from backup_app.core.conninfo import ConnInfo
+from backup_app.core.conninfo import ConnInfo, require_auth
 from backup_app.core.crypto import MasterKey
 from backup_app.core.moments import zone_info
 from backup_app.core.retention import RetentionPolicy
-from backup_app.errors import ConfigurationError, TargetExists, UnknownDatabase
+from backup_app.errors import ConfigurationError, DumpFailed, TargetExists, UnknownDatabase
 from backup_app.models import Target
+from backup_app.services.allowed_hosts import check_notification_urls
 from backup_app.services.schedules import check_cron, reschedule
 
 TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -171,11 +172,13 @@ def dump_spec(target: Target, env_url: str | None, key: MasterKey | None) -> Dum
 
 
 def add_target(session: Session, name: str, conn: ConnInfo, settings: TargetSettings,
-               key: MasterKey | None, env_url: str | None = None) -> Target:
-    """Store a new target; its password (if `conn` has one) is encrypted with `key`."""
+               key: MasterKey | None, env_url: str | None = None,
+               notify_hosts: tuple[str, ...] | None = None) -> Target:
+    """Store a new target; its password (if `conn` has one) is encrypted with `key`; its notification
+    URLs may only name `notify_hosts` (NOTIFY_ALLOWED_HOSTS; None: any)."""
     if not TARGET_NAME.fullmatch(name):
         raise ConfigurationError("a target name is 1-100 letters, digits, '-', '_' or '.'")
-    check_new_settings(settings, conn, key)
+    check_new_settings(settings, conn, key, notify_hosts)
     save_env_target(session, env_url)
     if session.scalar(select(Target).where(Target.name == name)) is not None:
         raise TargetExists(f"a target named {name!r} already exists")
@@ -189,16 +192,18 @@ def add_target(session: Session, name: str, conn: ConnInfo, settings: TargetSett
 
 
 def update_target(session: Session, name: str, settings: TargetSettings, key: MasterKey | None,
-                  conn: ConnInfo | None = None, *, clear_password: bool = False, env_url: str | None = None) -> Target:
+                  conn: ConnInfo | None = None, *, clear_password: bool = False, env_url: str | None = None,
+                  notify_hosts: tuple[str, ...] | None = None) -> Target:
     """Change a target's settings and, given `conn`, its connection.
 
-    The stored password stays unless `conn` carries a new one or `clear_password` is set. The
-    connection of BACKUP_DATABASE_URL's target comes from the environment and is not changed
-    here. A changed schedule, verify schedule, time zone or enabled flag recomputes the next runs.
+    The stored password stays unless `conn` carries a new one, `clear_password` is set, or `conn`
+    points elsewhere (see `forgets_password`). The connection of BACKUP_DATABASE_URL's target
+    comes from the environment and is not changed here. A changed schedule, verify schedule, time
+    zone or enabled flag recomputes the next runs. Notification URLs may only name `notify_hosts`.
     """
     save_env_target(session, env_url)
     target = get_target(session, name, env_url)
-    check_new_settings(settings, conn, key)
+    check_new_settings(settings, conn, key, notify_hosts)
     if conn is not None and target.from_env:
         raise ConfigurationError(f"target {name!r} comes from BACKUP_DATABASE_URL; change its connection there")
     timing = (target.schedule, target.verify_schedule, target.timezone, target.schedule_enabled)
@@ -211,22 +216,34 @@ def update_target(session: Session, name: str, settings: TargetSettings, key: Ma
     return target
 
 
-def check_new_settings(settings: TargetSettings, conn: ConnInfo | None, key: MasterKey | None) -> None:
-    """Refuse bad settings, and a password or encryption without APP_ENCRYPTION_KEY, before any change."""
+def check_new_settings(settings: TargetSettings, conn: ConnInfo | None, key: MasterKey | None,
+                       notify_hosts: tuple[str, ...] | None = None) -> None:
+    """Refuse bad settings, notification URLs naming a host not in `notify_hosts`, and a password or
+    encryption without APP_ENCRYPTION_KEY, before any change."""
     settings.check()
+    check_notification_urls(settings.notify_urls, notify_hosts)
     if conn is not None and conn.password and key is None:
         raise ConfigurationError("set APP_ENCRYPTION_KEY to store a target's password")
     if settings.encrypt and key is None:
         raise ConfigurationError("set APP_ENCRYPTION_KEY to encrypt backups")
 
 
+def forgets_password(target: Target, conn: ConnInfo) -> bool:
+    """Whether saving `conn` forgets the target's stored password: it gives none, and it changes
+    the host, port, user, database or SSL mode. The password was entered for one server and one
+    user; kept, whoever may edit the target could point it at a server of theirs and be sent it."""
+    where = (conn.host, conn.port, conn.user, conn.dbname, dict(conn.params).get("sslmode"))
+    stored = (target.host, target.port, target.user, target.dbname, target.sslmode)
+    return bool(target.password_encrypted) and not conn.password and where != stored
+
+
 def _set_connection(target: Target, conn: ConnInfo, key: MasterKey | None, clear_password: bool) -> None:
+    if clear_password or forgets_password(target, conn):
+        target.password_encrypted = None
     target.host, target.port, target.user, target.dbname = conn.host, conn.port, conn.user, conn.dbname
     target.sslmode = dict(conn.params).get("sslmode")
     if conn.password:
         target.password_encrypted = key.encrypt_secret(conn.password)
-    elif clear_password:
-        target.password_encrypted = None
 
 
 def _set_settings(target: Target, settings: TargetSettings) -> None:
@@ -240,16 +257,26 @@ def _set_settings(target: Target, settings: TargetSettings) -> None:
 
 
 def check_connection(conn: ConnInfo, pg: PgTools) -> str:
-    """Connect and tell which pg_dump would back the server up: 'PostgreSQL 15.18 (pg_dump 15.18 in …)'.
+    """Connect and tell which pg_dump would back the server up: 'PostgreSQL 15.18 (pg_dump 15.18 in …)',
+    and when that pg_dump's libpq cannot hold it to PG_REQUIRE_AUTH, that it cannot.
 
     Raises VersionMismatch when every pg_dump is older than the server, DumpFailed with
     psql's message when the connection fails (after 10 s at most unless the URL sets
-    connect_timeout).
+    connect_timeout), naming PG_REQUIRE_AUTH when the server asked for another authentication.
     """
     if "connect_timeout" not in dict(conn.params):
         conn = replace(conn, params=conn.params + (("connect_timeout", "10"),))
-    server, client = pg.for_dump(conn)
-    return f"PostgreSQL {server} (pg_dump {client.describe()})"
+    try:
+        server, client = pg.for_dump(conn)
+    except DumpFailed as exc:
+        if "authentication method requirement" in str(exc):
+            raise DumpFailed(f"{exc} (PG_REQUIRE_AUTH allows {require_auth()})") from exc
+        raise
+    found = f"PostgreSQL {server} (pg_dump {client.describe()})"
+    if not client.requires_auth:
+        found += (f"; warning: this pg_dump's libpq is older than 16 and cannot require {require_auth()} "
+                  "(PG_REQUIRE_AUTH): it would answer a server that asks for the password in clear text")
+    return found
 
 
 def remove_target(session: Session, name: str) -> Target:

@@ -1,5 +1,6 @@
 """Notifications through Apprise, delivered to a real HTTP receiver on loopback."""
 import json
+import socket
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -7,11 +8,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from backup_app.extensions import db
-from backup_app.models import utcnow
+from backup_app.models import Target, utcnow
 from backup_app.services import notifications
 from backup_app.services.staleness import claim_stale_targets
+<<<<<<< HEAD
 from devtools.localservers import reserve_port
 from tests.helpers import add_target, age_backups, create, error_line, invoke
+=======
+from devtools.localservers import free_port
+from tests.helpers import add_target, age_backups, create, error_line, invoke, new_key
+from tests.web_helpers import add_user, sign_in, submit, text
+>>>>>>> main
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +139,63 @@ def test_staleness_is_alerted_once_per_episode(make_app, pg_cluster, source_db, 
         later = utcnow() + timedelta(hours=25)
         assert [s.target.name for s in claim_stale_targets(db.session, 24, now=later)] == [source_db]
         assert claim_stale_targets(db.session, 24, now=later) == []
+
+
+def test_notification_urls_may_only_name_the_allowed_hosts_when_saved(make_app, pg_cluster, source_db, receiver):
+    app = make_app(APP_ENCRYPTION_KEY=new_key(), NOTIFY_ALLOWED_HOSTS="127.0.0.1, hooks.example")
+    runner = app.test_cli_runner()
+    elsewhere = receiver.url.replace("127.0.0.1", "localhost")
+
+    refused = add_target(runner, "crm", pg_cluster.url(source_db), "--notify", receiver.url, "--notify", elsewhere,
+                         ok=False)
+
+    assert error_line(refused) == ("Error: notification URLs may only reach 127.0.0.1, hooks.example "
+                                   "(NOTIFY_ALLOWED_HOSTS), not localhost")
+    assert json.loads(invoke(runner, "targets", "list", "--json").stdout) == []
+    add_target(runner, "crm", pg_cluster.url(source_db), "--notify", receiver.url)
+
+    add_user(app)
+    client = app.test_client()
+    sign_in(client)
+    assert "They may only reach 127.0.0.1, hooks.example (NOTIFY_ALLOWED_HOSTS)." in text(client.get("/targets/new"))
+    form = {"host": "127.0.0.1", "port": str(pg_cluster.port), "user": "postgres", "dbname": source_db, "sslmode": "",
+            "timezone": "UTC", "keep_days": "7", "keep_last": "2", "gfs_daily": "0", "gfs_weekly": "0",
+            "gfs_monthly": "0", "format": "custom", "codec": "gzip", "notify": elsewhere}
+    page = submit(client, "/targets/crm/edit", form)
+    assert page.status_code == 400 and "(NOTIFY_ALLOWED_HOSTS), not localhost" in text(page)
+    with app.app_context():
+        assert db.session.query(Target).filter_by(name="crm").one().notify_urls == receiver.url
+
+    anywhere = make_app().test_client()
+    add_user(anywhere.application, "other@example.com")
+    sign_in(anywhere, "other@example.com")
+    assert "They may reach any host (NOTIFY_ALLOWED_HOSTS is not set)." in text(anywhere.get("/targets/new"))
+
+
+def test_a_url_naming_a_host_not_allowed_is_not_called_when_sending(make_app, pg_cluster, source_db, receiver):
+    """NOTIFY_URLS is not saved through a form: it is checked as it is sent."""
+    elsewhere = receiver.url.replace("127.0.0.1", "localhost")
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db, password="wrong"), NOTIFY_ALLOWED_HOSTS="127.0.0.1",
+                   NOTIFY_URLS=f"{elsewhere} {receiver.url}")
+    runner = app.test_cli_runner()
+
+    invoke(runner, "backup", "create", ok=False)
+
+    assert receiver.titles() == [f"Backup of {source_db} FAILED"], "once: from the allowed URL only"
+    assert audit_actions(runner) == [("notify-failed", "not sent to localhost: NOTIFY_ALLOWED_HOSTS does not list it")]
+
+
+def test_a_connection_to_a_host_not_allowed_is_not_made(make_app, receiver):
+    """The host a URL names is allowed, but the service would connect elsewhere (an SMTP relay the URL
+    names, a service at an address of its own): every connection while sending is checked."""
+    with socket.create_server(("127.0.0.1", 0)) as relay:
+        relay.setblocking(False)
+        port = relay.getsockname()[1]
+        mail = f"mailto://user:pw@mail.example?smtp=127.0.0.1&port={port}&from=a@mail.example&to=b@mail.example"
+        with make_app().app_context():
+            error = notifications.send([mail, "tgram://123456789:abcdefg_hijklmnop/12315544/"], "title", "body",
+                                       ("mail.example",))
+        assert error == ("not sent: it would connect to 127.0.0.1, api.telegram.org, which NOTIFY_ALLOWED_HOSTS "
+                         "does not list")
+        with pytest.raises(BlockingIOError):
+            relay.accept()

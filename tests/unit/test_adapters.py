@@ -9,7 +9,8 @@ def test_conninfo_from_url_goes_to_libpq_environment():
     conn = ConnInfo.from_url("postgresql://app%40x:p%2Fss@db.example:6543/shop?sslmode=require")
 
     assert conn.env() == {"PGDATABASE": "shop", "PGHOST": "db.example", "PGPORT": "6543",
-                          "PGUSER": "app@x", "PGPASSWORD": "p/ss", "PGSSLMODE": "require"}
+                          "PGUSER": "app@x", "PGPASSWORD": "p/ss", "PGSSLMODE": "require",
+                          "PGREQUIREAUTH": "scram-sha-256,none"}
     assert conn.display() == "postgresql://app@x@db.example:6543/shop"
     assert "p/ss" not in repr(conn)
 

@@ -1,8 +1,13 @@
-"""/readyz on an app without servers: each check's status, 503 when a configured part fails, no details."""
+"""/readyz on an app without servers: each check's status, 503 when a configured part fails, no details,
+no target database named or connected to, a hanging part given up after its timeout."""
 import shutil
+import socket
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from backup_app.extensions import db
+from backup_app.web.readiness import CHECK_TIMEOUT
 from devtools.localservers import reserve_port
 from tests.helpers import add_target, new_key
 
@@ -10,6 +15,22 @@ from tests.helpers import add_target, new_key
 def readyz(app):
     response = app.test_client().get("/readyz")
     return response.status_code, response.json
+
+
+@contextmanager
+def silent_port():
+    """A port on 127.0.0.1 that accepts connections (the kernel's backlog) and never answers."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield listener
+
+
+def connection_waiting(listener: socket.socket) -> bool:
+    listener.setblocking(False)
+    try:
+        listener.accept()[0].close()
+    except BlockingIOError:
+        return False
+    return True
 
 
 def test_ready_with_what_is_configured(make_app):
@@ -27,21 +48,39 @@ def test_each_failing_part_fails_its_check_and_the_whole(make_app, tmp_path):
                    MINIO_ACCESS_KEY="s3-access", MINIO_SECRET_KEY="s3-secret-456")
     status, body = readyz(app)
     assert status == 503
-    assert body == {"status": "fail", "checks": {"catalog": "ok", "local": "fail", "s3": "fail", "queue": "fail",
-                                                 "target:shop": "fail"}}
+    assert body == {"status": "fail", "checks": {"catalog": "ok", "local": "fail", "s3": "fail", "queue": "fail"}}
     page = app.test_client().get("/readyz").get_data(as_text=True)
     assert not [secret for secret in ("db-password-123", "s3-secret-456", "s3-access", "127.0.0.1") if secret in page]
 
 
-def test_a_stored_target_without_the_key_to_its_password_fails(make_app):
-    app = make_app(APP_ENCRYPTION_KEY=new_key())
-    add_target(app.test_cli_runner(), "vault", f"postgresql://app:pw@127.0.0.1:{reserve_port()}/vault")
-    app.config["APP_ENCRYPTION_KEY"] = None
-    status, body = readyz(app)
-    assert status == 503 and body["checks"]["target:vault"] == "fail"
+def test_no_target_is_connected_to_or_named(make_app):
+    """Anyone may ask /readyz: it must not make the app connect to the production databases."""
+    with silent_port() as env_server, silent_port() as stored_server:
+        app = make_app(APP_ENCRYPTION_KEY=new_key(),
+                       BACKUP_DATABASE_URL=f"postgresql://app:pw@127.0.0.1:{env_server.getsockname()[1]}/shop")
+        add_target(app.test_cli_runner(), "vault",
+                   f"postgresql://app:pw@127.0.0.1:{stored_server.getsockname()[1]}/vault")
+        response = app.test_client().get("/readyz")
+        assert response.status_code == 200
+        assert set(response.json["checks"]) == {"catalog", "local", "s3", "queue"}
+        assert not [name for name in ("shop", "vault") if name in response.get_data(as_text=True)]
+        assert not connection_waiting(env_server) and not connection_waiting(stored_server)
 
 
-def test_a_lost_catalog_fails_and_the_targets_it_names_are_not_listed(make_app, catalog_url):
+def test_a_part_that_never_answers_fails_after_its_timeout(make_app):
+    """A catalog server that accepts and never answers (libpq would wait for it forever)."""
+    with silent_port() as catalog:
+        app = make_app(SQLALCHEMY_DATABASE_URI=f"postgresql+psycopg://app@127.0.0.1:{catalog.getsockname()[1]}/c")
+        answers = []
+        asking = threading.Thread(target=lambda: answers.append(readyz(app)), daemon=True)
+        asking.start()
+        asking.join(CHECK_TIMEOUT + 10)  # a deadline, not a wait: the answer comes after CHECK_TIMEOUT
+        assert answers, f"/readyz did not answer within {CHECK_TIMEOUT + 10} s"
+        assert answers[0] == (503, {"status": "fail", "checks": {"catalog": "fail", "local": "ok", "s3": "disabled",
+                                                                 "queue": "ok"}})
+
+
+def test_a_lost_catalog_fails(make_app, catalog_url):
     app = make_app()
     catalog = Path(catalog_url.removeprefix("sqlite:///"))
     shutil.move(catalog, catalog.with_suffix(".moved"))

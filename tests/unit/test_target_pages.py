@@ -126,6 +126,33 @@ def test_edit_keeps_the_password_unless_a_new_one_is_given(keyed):
     assert target(app, "crm").password_encrypted is None
 
 
+@pytest.mark.parametrize("change", [{"host": "elsewhere.example"}, {"port": "6543"}, {"user": "other"},
+                                    {"dbname": "other"}, {"sslmode": "disable"}])
+def test_pointing_the_target_elsewhere_forgets_its_password(keyed, change):
+    """The password was entered for one server and user: whoever edits the target must not be able
+    to send it to a server of their own."""
+    app, client = keyed
+    add_crm(client)
+    page = text(client.get("/targets/crm/edit"))
+    assert "A change of host, port, user, database or SSL mode forgets it unless it is entered again." in page
+
+    saved = submit(client, "/targets/crm/edit", {**CRM, "password": "", **change}, follow_redirects=True)
+
+    assert "Its stored password was forgotten because its address changed: enter it again" in text(saved)
+    assert target(app, "crm").password_encrypted is None
+    submit(client, "/targets/crm/edit", {**CRM, "password": "entered-again", **change})
+    with app.app_context():
+        assert wiring.master_key().decrypt_secret(target(app, "crm").password_encrypted) == "entered-again"
+
+
+def test_the_flash_says_nothing_of_a_password_when_none_was_stored(keyed):
+    _, client = keyed
+    add_crm(client, password="")
+    saved = submit(client, "/targets/crm/edit", {**CRM, "password": "", "host": "elsewhere.example"},
+                   follow_redirects=True)
+    assert "Saved crm." in text(saved) and "forgotten" not in text(saved)
+
+
 HOOK = "json://hooks.example/backup?token=hook-secret"
 
 

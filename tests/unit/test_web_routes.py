@@ -218,6 +218,10 @@ def test_restore_form_needs_the_name_and_a_configured_target(bare_app, bare_clie
     assert "Give the connection URL" in text(no_url)
     unknown = submit(bare_client, "/backups/b1/restore", {"target": "configured", "confirm": "shop"})
     assert unknown.status_code == 400 and "Unknown database &#39;shop&#39;" in text(unknown)
+    elsewhere = submit(bare_client, "/backups/b1/restore",
+                       {"target": "other", "target_url": "postgresql://u@h/other", "confirm": "other"})
+    assert elsewhere.status_code == 400 and "cannot restore into h: a restore may only go to" in text(elsewhere)
+    bare_app.config["RESTORE_ALLOWED_HOSTS"] = "h"
     wrong = submit(bare_client, "/backups/b1/restore",
                    {"target": "other", "target_url": "postgresql://u@h/other", "confirm": "shop"})
     assert wrong.status_code == 403

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -26,8 +26,9 @@ from backup_app.core import codecs
 from backup_app.core.conninfo import ConnInfo, identifier_bytes
 from backup_app.core.crypto import MasterKey
 from backup_app.core.streams import CountingReader, Progress
-from backup_app.errors import BackupError, RestoreFailed
+from backup_app.errors import BackupError, HostNotAllowed, RestoreFailed
 from backup_app.models import BackupFile, utcnow
+from backup_app.services.allowed_hosts import host_key
 from backup_app.services.backups.copies import decoding_key, open_checked_copy
 from backup_app.services.backups.queries import get_completed_backup
 
@@ -67,6 +68,23 @@ class SwapImpossible(RestoreFailed):
     def __init__(self, database: str, problems: list[str]):
         super().__init__(f"cannot restore beside {database} and swap: {'; '.join(problems)}. Restore with "
                          "--in-place instead (replaces the objects in place, in one transaction)")
+
+
+def server_hosts(conn: ConnInfo) -> list[str]:
+    """The hosts libpq would try for `conn` (a `host` URL parameter wins; no host: this machine)."""
+    hosts = dict(conn.params).get("host") or conn.host or "localhost"
+    return [host_key(host) for host in hosts.split(",")]
+
+
+def check_restore_host(conn: ConnInfo, target_hosts: Iterable[str | None], allowed: Iterable[str]) -> None:
+    """Refuse (HostNotAllowed) a restore into a host that no target names (`target_hosts`) and
+    RESTORE_ALLOWED_HOSTS (`allowed`) does not list: whoever may restore must not be able to make
+    the app connect, and write, anywhere. Hosts are compared as written (`localhost` is not `127.0.0.1`)."""
+    permitted = {host_key(host or "localhost") for host in target_hosts} | {host_key(host) for host in allowed}
+    refused = [host for host in server_hosts(conn) if host not in permitted]
+    if refused:
+        raise HostNotAllowed(f"cannot restore into {', '.join(refused)}: a restore may only go to a host that a "
+                             "target names or RESTORE_ALLOWED_HOSTS lists")
 
 
 def describe_restore(database: str, *, in_place: bool = False, drop_previous: bool = False,

@@ -40,15 +40,23 @@ def index():
                            latest=latest_backups(db.session), kept=kept_databases(db.session), button=ButtonForm())
 
 
+def where_notifications_go(form: TargetForm) -> None:
+    """Say beside the notification URLs which hosts they may reach (NOTIFY_ALLOWED_HOSTS)."""
+    allowed = wiring.notify_allowed_hosts()
+    form.notify.description += (f" They may only reach {', '.join(allowed)} (NOTIFY_ALLOWED_HOSTS)." if allowed
+                                else " They may reach any host (NOTIFY_ALLOWED_HOSTS is not set).")
+
+
 @bp.route("/new", methods=["GET", "POST"])
 def add():
     """Add a database to back up."""
     form = TargetForm()
     del form.clear_password, form.clear_notify
+    where_notifications_go(form)
     if form.validate_on_submit():
         try:
             target = service.add_target(db.session, form.name.data.strip(), form.conn(), form.settings(),
-                                        wiring.master_key(), wiring.env_url())
+                                        wiring.master_key(), wiring.env_url(), wiring.notify_allowed_hosts())
         except BackupError as exc:
             return form_failed(exc, "targets/form.html", form=form, target=None)
         flash(f"Added {target.name}.{next_runs(target)}", "success")
@@ -66,23 +74,29 @@ def edit(name):
         for field in CONNECTION_FIELDS:
             delattr(form, field)
     else:
-        form.password.description = "Leave empty to keep the stored password; it is never shown."
+        form.password.description = ("Leave empty to keep the stored password (it is never shown). A change of "
+                                     "host, port, user, database or SSL mode forgets it unless it is entered again.")
     stored = len((target.notify_urls or "").split())
     if stored:
         form.notify.description = (f"{stored} stored, not shown (they may carry tokens): leave empty to keep them, "
                                    "or give the whole new list, one per line.")
     else:
         del form.clear_notify
+    where_notifications_go(form)
     context = {"form": form, "target": target, "env_url": wiring.env_url()}
     if form.validate_on_submit():
+        conn = None if target.from_env else form.conn()
+        clear_password = conn is not None and form.clear_password.data
+        forgotten = conn is not None and not clear_password and service.forgets_password(target, conn)
         try:
             service.update_target(db.session, target.name, form.settings(target.notify_urls), wiring.master_key(),
-                                  None if target.from_env else form.conn(),
-                                  clear_password=not target.from_env and form.clear_password.data,
-                                  env_url=wiring.env_url())
+                                  conn, clear_password=clear_password, env_url=wiring.env_url(),
+                                  notify_hosts=wiring.notify_allowed_hosts())
         except BackupError as exc:
             return form_failed(exc, "targets/form.html", **context)
-        flash(f"Saved {target.name}.{next_runs(target)}", "success")
+        forgot = (" Its stored password was forgotten because its address changed: enter it again if the server "
+                  "needs one." if forgotten else "")
+        flash(f"Saved {target.name}.{next_runs(target)}{forgot}", "success")
         return redirect(url_for("targets.index"))
     return render_template("targets/form.html", **context)
 
