@@ -20,6 +20,10 @@ LIBPQ_PARAMS = {
     "password": "PGPASSWORD",
 }
 
+# Seconds a client program waits for a server to answer its connection (the whole start-up, an
+# unanswered one too), unless the URL sets its own connect_timeout.
+CONNECT_TIMEOUT = 10
+
 
 @dataclass(frozen=True)
 class ConnInfo:
@@ -62,8 +66,9 @@ class ConnInfo:
         return ConnInfo(dbname, self.host, self.port, self.user, self.password, self.params)
 
     def env(self) -> dict[str, str]:
-        """libpq environment variables for this connection."""
-        env = {"PGDATABASE": self.dbname}
+        """libpq environment variables for this connection, with a connect timeout
+        (CONNECT_TIMEOUT unless the URL sets one)."""
+        env = {"PGDATABASE": self.dbname, "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
         for key, value in (("PGHOST", self.host), ("PGPORT", self.port),
                            ("PGUSER", self.user), ("PGPASSWORD", self.password)):
             if value is not None:
