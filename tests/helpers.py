@@ -7,6 +7,7 @@ import socket
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Self
 
 from backup_app.extensions import db
 from backup_app.jobs.recovery import process_alive
@@ -122,7 +123,7 @@ class Tarpit:
                 client.close()
             self._clients.clear()
 
-    def __enter__(self) -> "Tarpit":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -126,7 +126,7 @@ class Watch:
 class StallClock:
     """Says when the watched programs have moved no bytes for `limit` seconds (0: never)."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: float):
         self.limit = limit
         self._moved: tuple | None = None
         self._since = time.monotonic()
@@ -172,14 +172,16 @@ def heartbeat(job_id: str, watch: Watch | None = None) -> Iterator[Watch]:
         thread.join()
 
 
-def stall_reason(job_id: str, seconds: int, programs: list[str]) -> str:
+def stall_reason(job_id: str, seconds: float, programs: list[str]) -> str:
     """Why a job was stopped by its watchdog, for its error."""
     try:
         with db.engine.connect() as connection:
             phase, server = connection.execute(select(Job.phase, Job.server).where(Job.id == job_id)).one()
-    except Exception:  # the catalog is busy: say it without the phase
+    except Exception:  # a busy or unreachable catalog: say it without the phase
+        log.warning("could not read the phase of job %s", job_id, exc_info=True)
         phase, server = "running", None
-    stopped = f"{', '.join(programs) or 'its programs'} moved no bytes and {'were' if len(programs) > 1 else 'was'} stopped"
+    names, verb = ", ".join(programs) or "its programs", "were" if len(programs) > 1 else "was"
+    stopped = f"{names} moved no bytes and {verb} stopped"
     where = f": the server at {server} stopped answering ({stopped})" if server else f" ({stopped})"
     return f"no progress for {seconds} s while {phase}{where}"
 

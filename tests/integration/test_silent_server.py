@@ -3,6 +3,7 @@ program gives up after a connect timeout, a job whose programs move no bytes for
 JOB_STALL_SECONDS fails with that reason and its program killed, and jobs hanging on one server
 never hold every thread of a worker."""
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from backup_app.extensions import db
 from backup_app.jobs.submit import queue_create
 from backup_app.models import Job
 from devtools.localservers import wait_until
-from tests.helpers import Tarpit, add_target
+from tests.helpers import Tarpit, add_target, error_line, invoke
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ def programs_of(pid: int) -> list[str]:
     names = []
     for child in descendants([pid])[1:]:
         try:
-            names.append(open(f"/proc/{child}/comm").read().strip())
+            names.append(Path(f"/proc/{child}/comm").read_text().strip())
         except FileNotFoundError:
             pass
     return names
@@ -90,6 +91,17 @@ def test_a_job_on_a_silent_server_fails_as_stalled_and_its_program_is_killed(que
     assert job.backup.status == "failed", "no backup stays running"
     wait_until(lambda: tarpit.connected() == 0, 10, "the silent server's clients to go")
     assert "psql" not in programs_of(worker.worker.pid)
+
+
+def test_a_command_on_a_silent_server_fails_as_stalled(make_app, pg_cluster, source_db, tarpit):
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), JOB_STALL_SECONDS=2, JOB_HEARTBEAT_SECONDS=1)
+    runner = app.test_cli_runner()
+    add_target(runner, "silent", tarpit.url("shop"))
+
+    result = invoke(runner, "backup", "create", "--database", "silent", ok=False)
+    assert error_line(result) == (f"Error: no progress for 2 s while dumping: the server at loopback:{tarpit.port} "
+                                  "stopped answering (psql moved no bytes and was stopped)")
+    assert tarpit.connected() == 0
 
 
 def test_jobs_hanging_on_one_server_leave_a_thread_for_another_target(queuing_app, start_worker, tarpit,
