@@ -21,6 +21,7 @@ from backup_app.extensions import db
 from backup_app.schema import upgrade_catalog_if_needed
 from devtools.localservers import DEBIAN_PG_BIN, PostgresCluster, SeaweedS3
 from tests.helpers import invoke, new_key
+from tests.web_helpers import LiveApp
 
 _names = itertools.count(1)
 
@@ -177,6 +178,26 @@ def make_app(tmp_path, catalog_url):
     for app in apps:  # close the catalog's connections before its database is dropped
         with app.app_context():
             db.engine.dispose()
+
+
+@pytest.fixture
+def start_worker(tmp_path, catalog_url):
+    """start_worker(workers=1, **settings): a `flask worker` process on the test's catalog, folder
+    and SQLite queue, where an app made with HUEY_IMMEDIATE=False and this HUEY_SQLITE_PATH queues jobs."""
+    workers = []
+
+    def start(workers_count: int = 1, **settings) -> LiveApp:
+        env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "worker-test",
+               "CATALOG_DATABASE_URL": catalog_url, "BACKUP_DIR": str(tmp_path / "backups"),
+               "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"), "SCHEDULER_INTERVAL": "1",
+               **{name: str(value) for name, value in settings.items()}}
+        worker = LiveApp(env, tmp_path)
+        worker.start_worker(workers_count)
+        workers.append(worker)
+        return worker
+    yield start
+    for worker in workers:
+        worker.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ on their schedules, a scheduled verify, the prune job and the sync job after S3 
 The schedules are yearly crons, so nothing fires by itself while a test runs; each test drives
 the clock by moving a next-run time into the past, as if that time had come.
 """
-import os
 from datetime import timedelta
 
 import pytest
@@ -16,30 +15,10 @@ from backup_app.models import Backup, Job, PeriodicRun, Target, utcnow
 from backup_app.services import targets as target_service
 from devtools.localservers import SeaweedS3, wait_until
 from tests.helpers import add_target, age_backups, copy_status, create, invoke, sha256_file, show
-from tests.web_helpers import LiveApp
 
 pytestmark = pytest.mark.integration
 
 YEARLY = "0 0 1 1 *"
-
-
-@pytest.fixture
-def start_worker(tmp_path, catalog_url):
-    """start_worker(**settings): a `flask worker` process on the test's catalog, folder and queue."""
-    workers = []
-
-    def start(**settings) -> LiveApp:
-        env = {**os.environ, "FLASK_APP": "app.py", "FLASK_SKIP_DOTENV": "1", "SECRET_KEY": "worker-test",
-               "CATALOG_DATABASE_URL": catalog_url, "BACKUP_DIR": str(tmp_path / "backups"),
-               "HUEY_SQLITE_PATH": str(tmp_path / "huey.db"), "SCHEDULER_INTERVAL": "1",
-               **{name: str(value) for name, value in settings.items()}}
-        worker = LiveApp(env, tmp_path)
-        worker.start_worker()
-        workers.append(worker)
-        return worker
-    yield start
-    for worker in workers:
-        worker.stop()
 
 
 def make_due(app, model, key, column: str = "next_run_at") -> None:
