@@ -77,14 +77,18 @@ def conninfo_value(value: str) -> str:
 REQUIRE_AUTH_LIBPQ = 160000  # the first libpq (16) that knows require_auth; an older one refuses the keyword
 
 
-def connect(conn: ConnInfo, timeout: int = 10, **options) -> psycopg.Connection:
+def connect(conn: ConnInfo, timeout: int = 10, *, at_most: bool = False, **options) -> psycopg.Connection:
     """A psycopg connection to `conn`, given up after `timeout` seconds unless the URL sets its own
-    connect_timeout (a libpq parameter, so it must not be passed twice); it answers only the
-    authentication requests PG_REQUIRE_AUTH allows when psycopg's libpq can require that."""
+    connect_timeout (`at_most`: `timeout` even then); it answers only the authentication requests
+    PG_REQUIRE_AUTH allows when psycopg's libpq can require that."""
     import psycopg
 
-    auth = {"require_auth": require_auth()} if psycopg.pq.version() >= REQUIRE_AUTH_LIBPQ else {}
-    return psycopg.connect(**{"connect_timeout": str(timeout), **conn.keywords(), **auth}, **options)
+    keywords = {"connect_timeout": str(timeout), **conn.keywords()}
+    if at_most:
+        keywords["connect_timeout"] = str(timeout)
+    if psycopg.pq.version() >= REQUIRE_AUTH_LIBPQ:
+        keywords["require_auth"] = require_auth()
+    return psycopg.connect(**keywords, **options)
 
 
 def server_identity(conn: ConnInfo) -> str:
@@ -97,7 +101,7 @@ def server_identity(conn: ConnInfo) -> str:
 
     for dbname in dict.fromkeys(("postgres", "template1", conn.dbname)):
         try:
-            with psycopg.connect(**{**conn.with_dbname(dbname).keywords(), "connect_timeout": "3"}) as db:
+            with connect(conn.with_dbname(dbname), timeout=3, at_most=True) as db:
                 return f"system {db.execute('SELECT system_identifier FROM pg_control_system()').fetchone()[0]}"
         except psycopg.Error as exc:
             if "timeout expired" in str(exc):
