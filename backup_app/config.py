@@ -111,6 +111,9 @@ class Config:
         # A running job writes a heartbeat this often; one silent for STALE_HEARTBEATS of them is
         # taken as dead (its worker killed, its machine gone) and marked interrupted by any worker.
         self.JOB_HEARTBEAT_SECONDS = int(os.environ.get("JOB_HEARTBEAT_SECONDS", 10))
+        # A job whose client programs (pg_dump, pg_restore, psql, pg_basebackup) move no bytes for
+        # this long fails, its programs killed (checked at each heartbeat); 0 never stops one.
+        self.JOB_STALL_SECONDS = int(os.environ.get("JOB_STALL_SECONDS", 300))
         self.PRUNE_SCHEDULE = os.environ.get("PRUNE_SCHEDULE", "30 3 * * *")
         self.SYNC_SCHEDULE = os.environ.get("SYNC_SCHEDULE", "*/10 * * * *")
         # Point-in-time recovery: the segment being filled is uploaded this often (the loss window);

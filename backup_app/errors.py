@@ -41,6 +41,10 @@ class RestoreFailed(BackupError):
     """pg_restore or psql exited non-zero; the message is the server's."""
 
 
+class JobStalled(BackupError):
+    """A job's programs moved no bytes for JOB_STALL_SECONDS: its watchdog stopped them."""
+
+
 class BackupFileMissing(BackupError):
     def __init__(self, detail: str = ""):
         message = "Backup file not found locally or in storage"

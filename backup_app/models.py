@@ -353,6 +353,9 @@ class Job(db.Model):
     # What it holds: a database by its server's identity and name, however its URL spells them
     # (`system 7714…/shop`), `backup <id>`, or `all backups`.
     slot: Mapped[str] = mapped_column(String(1024))
+    # The PostgreSQL server it talks to, as `host:port` (None: none, S3 and files only): a
+    # worker runs at most all but one of its threads' jobs on one server at a time.
+    server: Mapped[str | None] = mapped_column(String(1024))
     # What the job was asked, beyond its kind and target (a restore's in_place/drop_previous, …).
     options: Mapped[dict | None] = mapped_column(JSON)
     backup_id: Mapped[str | None] = mapped_column(String(32), index=True)

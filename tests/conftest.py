@@ -21,6 +21,7 @@ from backup_app.extensions import db
 from backup_app.schema import upgrade_catalog_if_needed
 from devtools.localservers import DEBIAN_PG_BIN, PostgresCluster, SeaweedS3
 from tests.helpers import invoke, new_key
+from tests.web_helpers import LiveApp, live_env
 
 _names = itertools.count(1)
 
@@ -195,6 +196,22 @@ def make_app(tmp_path, catalog_url):
 
 
 @pytest.fixture
+def start_worker(tmp_path, catalog_url):
+    """start_worker(workers=1, **settings): a `flask worker` process on the test's catalog, folder
+    and SQLite queue, where an app made with HUEY_IMMEDIATE=False and this HUEY_SQLITE_PATH queues jobs."""
+    workers = []
+
+    def start(workers_count: int = 1, **settings) -> LiveApp:
+        worker = LiveApp(live_env(tmp_path, catalog_url, SCHEDULER_INTERVAL=1, **settings), tmp_path)
+        worker.start_worker(workers_count)
+        workers.append(worker)
+        return worker
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
 def s3_settings(s3_server):
     """Settings for a fresh, not yet created bucket on the session's S3 server.
 
@@ -334,7 +351,6 @@ def bare_client(bare_app):
 @pytest.fixture
 def live_app(tmp_path, pg_cluster, source_db, s3_settings, catalog_url):
     """gunicorn + `flask worker` processes backing up `source_db` (see tests/web_helpers.LiveApp)."""
-    from tests.web_helpers import LiveApp, live_env
     app = LiveApp(live_env(tmp_path, catalog_url, BACKUP_DATABASE_URL=pg_cluster.url(source_db), **s3_settings),
                   tmp_path).start()
     yield app

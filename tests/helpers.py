@@ -3,9 +3,12 @@ import base64
 import hashlib
 import json
 import os
+import socket
 import stat
+import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Self
 
 from backup_app.extensions import db
 from backup_app.jobs.recovery import process_alive
@@ -83,3 +86,61 @@ def not_private(root: Path) -> dict[str, str]:
     """What under `root` is not a 0600 file or a 0700 folder, with its mode."""
     return {path: f"{mode:04o}" for path, mode in modes_under(root).items()
             if mode != (0o700 if (root / path).is_dir() else 0o600)}
+
+
+class Tarpit:
+    """A port on 127.0.0.1 that accepts connections and never answers: a server gone silent, or
+    a port a firewall holds open. Use it in a `with`; `connected()` counts the clients still there."""
+
+    def __init__(self):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._clients: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, name="tarpit", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            client.setblocking(False)
+            with self._lock:
+                self._clients.append(client)
+
+    def url(self, dbname: str, query: str = "") -> str:
+        return f"postgresql://app@127.0.0.1:{self.port}/{dbname}" + (f"?{query}" if query else "")
+
+    def connected(self) -> int:
+        """Clients still connected (what they sent is read and dropped)."""
+        with self._lock:
+            for client in list(self._clients):
+                try:
+                    while client.recv(65536):
+                        pass
+                except BlockingIOError:
+                    continue  # nothing more to read: still connected
+                except OSError:
+                    pass  # reset
+                client.close()
+                self._clients.remove(client)
+            return len(self._clients)
+
+    def close(self) -> None:
+        """Stop listening and drop every client (they see the connection closed)."""
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join()
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._listener.fileno() != -1:
+            self.close()

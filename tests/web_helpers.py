@@ -128,8 +128,8 @@ class LiveApp:
             users.create_user(db.session, EMAIL, PASSWORD, self.env.get("PASSWORD_HASH_METHOD", "scrypt"))
             db.engine.dispose()
 
-    def start_worker(self) -> subprocess.Popen:
-        self.worker = self._spawn("worker", str(BIN / "flask"), "worker", "--workers", "1")
+    def start_worker(self, workers: int = 1) -> subprocess.Popen:
+        self.worker = self._spawn("worker", str(BIN / "flask"), "worker", "--workers", str(workers))
         return self.worker
 
     def api(self, method: str, path: str, token: str, body: dict | None = None) -> dict:

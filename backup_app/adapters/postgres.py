@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from backup_app.adapters.environment import child_env
+from backup_app.adapters.processes import track
 from backup_app.core.conninfo import ConnInfo, require_auth
 from backup_app.errors import ConfigurationError, DumpFailed, RestoreFailed
 
@@ -76,26 +77,31 @@ def conninfo_value(value: str) -> str:
 REQUIRE_AUTH_LIBPQ = 160000  # the first libpq (16) that knows require_auth; an older one refuses the keyword
 
 
-def connect(conn: ConnInfo, timeout: int = 10, **options) -> psycopg.Connection:
+def connect(conn: ConnInfo, timeout: int = 10, *, at_most: bool = False, **options) -> psycopg.Connection:
     """A psycopg connection to `conn`, given up after `timeout` seconds unless the URL sets its own
-    connect_timeout (a libpq parameter, so it must not be passed twice); it answers only the
-    authentication requests PG_REQUIRE_AUTH allows when psycopg's libpq can require that."""
+    connect_timeout (`at_most`: `timeout` even then); it answers only the authentication requests
+    PG_REQUIRE_AUTH allows when psycopg's libpq can require that."""
     import psycopg
 
-    auth = {"require_auth": require_auth()} if psycopg.pq.version() >= REQUIRE_AUTH_LIBPQ else {}
-    return psycopg.connect(**{"connect_timeout": str(timeout), **conn.keywords(), **auth}, **options)
+    keywords = {"connect_timeout": str(timeout), **conn.keywords()}
+    if at_most:
+        keywords["connect_timeout"] = str(timeout)
+    if psycopg.pq.version() >= REQUIRE_AUTH_LIBPQ:
+        keywords["require_auth"] = require_auth()
+    return psycopg.connect(**keywords, **options)
 
 
 def server_identity(conn: ConnInfo) -> str:
     """Who the server is, however the URL names it: its system identifier (`pg_control_system()`),
     asked of a maintenance database (so a database that does not exist yet is on the same
     server as once it does), else of the database itself; its canonical address when neither
-    can be asked (see `canonical_address`)."""
+    can be asked (see `canonical_address`). Each question waits 3 s at most for the server,
+    whatever connect_timeout the URL sets: a page or a command waits on it."""
     import psycopg
 
     for dbname in dict.fromkeys(("postgres", "template1", conn.dbname)):
         try:
-            with connect(conn.with_dbname(dbname), timeout=3) as db:
+            with connect(conn.with_dbname(dbname), timeout=3, at_most=True) as db:
                 return f"system {db.execute('SELECT system_identifier FROM pg_control_system()').fetchone()[0]}"
         except psycopg.Error as exc:
             if "timeout expired" in str(exc):
@@ -197,7 +203,7 @@ class DumpProcess:
     """A running pg_dump: read `stdout`, then call `finish()`."""
 
     def __init__(self, popen: subprocess.Popen, stderr_file):
-        self._popen = popen
+        self._popen = track(popen)
         self._stderr = stderr_file
         self.stdout = popen.stdout
         self.pid = popen.pid
@@ -333,10 +339,12 @@ class PgClient:
             args += [f"--jobs={jobs}", f"/proc/self/fd/{source.fileno()}"]
             popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                                      env=env, pass_fds=(source.fileno(),))
+            track(popen)
             self._check_restored(args, wait_reporting(popen, waiting), read_stderr(stderr))
             return
         popen = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                  stderr=stderr, env=env)
+        track(popen)
         watchdog = LockWatchdog(conn, env["PGAPPNAME"], lock_timeout) if in_place else None
         try:
             while chunk := source.read(CHUNK_SIZE):
@@ -395,9 +403,10 @@ class PgClient:
         return out.split()[0]
 
     def _run(self, args: list[str], conn: ConnInfo, error: type[Exception]) -> str:
-        result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                env=child_env(conn.env()))
-        if result.returncode != 0:
+        popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=child_env(conn.env()))
+        stdout, stderr = track(popen).communicate()
+        if popen.returncode != 0:
             name = Path(args[0]).name
-            raise error(result.stderr.strip() or f"{name} exited with code {result.returncode}")
-        return result.stdout
+            raise error(stderr.strip() or f"{name} exited with code {popen.returncode}")
+        return stdout

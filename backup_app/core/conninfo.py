@@ -43,6 +43,10 @@ def require_auth() -> str:
     """The authentication methods connections may answer, as libpq's require_auth value."""
     return _require_auth
 
+# Seconds a client program waits for a server to answer its connection (the whole start-up, an
+# unanswered one too), unless the URL sets its own connect_timeout.
+CONNECT_TIMEOUT = 10
+
 
 @dataclass(frozen=True)
 class ConnInfo:
@@ -85,9 +89,10 @@ class ConnInfo:
         return ConnInfo(dbname, self.host, self.port, self.user, self.password, self.params)
 
     def env(self) -> dict[str, str]:
-        """libpq environment variables for this connection. PGREQUIREAUTH is honoured by libpq 16
-        and newer and ignored by older ones (see PgClient.requires_auth)."""
-        env = {"PGDATABASE": self.dbname, "PGREQUIREAUTH": require_auth()}
+        """libpq environment variables for this connection: a connect timeout (CONNECT_TIMEOUT unless
+        the URL sets one) and PGREQUIREAUTH, honoured by libpq 16 and newer and ignored by older ones
+        (see PgClient.requires_auth)."""
+        env = {"PGDATABASE": self.dbname, "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT), "PGREQUIREAUTH": require_auth()}
         for key, value in (("PGHOST", self.host), ("PGPORT", self.port),
                            ("PGUSER", self.user), ("PGPASSWORD", self.password)):
             if value is not None:

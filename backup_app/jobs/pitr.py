@@ -13,6 +13,7 @@ from backup_app import wiring
 from backup_app.adapters.postgres import connect
 from backup_app.core.conninfo import ConnInfo
 from backup_app.jobs.records import ProgressRecorder, log_line, record
+from backup_app.jobs.slots import server_address
 from backup_app.models import Job, isoformat, utcnow
 from backup_app.services import events
 from backup_app.services.pitr import base, restore, setup
@@ -29,7 +30,7 @@ def base_backup_job(target: str, incremental: bool = False) -> Job:
     setup.require_enabled(wiring.target(target))
     kind = "incremental" if incremental else "full"
     return Job(kind=BASE_BACKUP, database=target, target=f"server of {target}", slot=pitr_slot(target),
-               options={"incremental": incremental}, log=log_line(f"{kind} base backup of {target} requested"))
+               server=server_address(wiring.target_conn(target)), options={"incremental": incremental}, log=log_line(f"{kind} base backup of {target} requested"))
 
 
 def restore_job(target: str, to: datetime | None, data_dir: str | None, port: int | None,

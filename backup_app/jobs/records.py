@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
@@ -14,9 +14,8 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from backup_app.errors import (
-    JobNotFound,
-)
+from backup_app.adapters.processes import JobProcesses, tracking
+from backup_app.errors import JobNotFound
 from backup_app.extensions import db
 from backup_app.models import (
     ACTIVE_JOB_STATUSES,
@@ -115,26 +114,76 @@ def claim(job_id: str) -> bool:
                   heartbeat_at=catalog_now(), worker=worker_name())
 
 
+class Watch:
+    """What the heartbeat thread watches besides the clock: the job's client programs, and
+    why it stopped them (None while it has not)."""
+
+    def __init__(self):
+        self.processes = JobProcesses()
+        self.stalled: str | None = None
+
+
+class StallClock:
+    """Says when the watched programs have moved no bytes for `limit` seconds (0: never)."""
+
+    def __init__(self, limit: float):
+        self.limit = limit
+        self._moved: tuple | None = None
+        self._since = time.monotonic()
+
+    def stalled(self, moved: tuple | None) -> bool:
+        """Given what the programs have moved so far (None: none runs), whether they stalled."""
+        now = time.monotonic()
+        if moved is None or moved != self._moved:
+            self._moved, self._since = moved, now
+            return False
+        return self.limit > 0 and now - self._since >= self.limit
+
+
 @contextmanager
-def heartbeat(job_id: str):
-    """Write the job's heartbeat every JOB_HEARTBEAT_SECONDS, from a thread, while the block runs."""
+def heartbeat(job_id: str, watch: Watch | None = None) -> Iterator[Watch]:
+    """Write the job's heartbeat every JOB_HEARTBEAT_SECONDS, from a thread, while the block runs.
+
+    The same thread is the job's watchdog: the client programs the block starts (see
+    adapters/processes.py) are killed once they have moved no bytes for JOB_STALL_SECONDS,
+    and `watch` (the one yielded) says why.
+    """
     app = current_app._get_current_object()
-    stopped = threading.Event()
+    watch, stopped = watch or Watch(), threading.Event()
 
     def beat() -> None:
         with app.app_context():
+            clock = StallClock(app.config["JOB_STALL_SECONDS"])
             while not stopped.wait(app.config["JOB_HEARTBEAT_SECONDS"]):
                 try:
                     record(job_id, if_status=RUNNING, heartbeat_at=catalog_now())
                 except Exception:  # a busy or unreachable catalog: the next beat tries again
                     log.warning("could not write the heartbeat of job %s", job_id, exc_info=True)
+                if watch.stalled is None and clock.stalled(watch.processes.bytes_moved()):
+                    watch.stalled = stall_reason(job_id, clock.limit, watch.processes.stop())
+                    log.warning("job %s: %s", job_id, watch.stalled)
     thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
     thread.start()
     try:
-        yield
+        with tracking(watch.processes):
+            yield watch
     finally:
         stopped.set()
         thread.join()
+
+
+def stall_reason(job_id: str, seconds: float, programs: list[str]) -> str:
+    """Why a job was stopped by its watchdog, for its error."""
+    try:
+        with db.engine.connect() as connection:
+            phase, server = connection.execute(select(Job.phase, Job.server).where(Job.id == job_id)).one()
+    except Exception:  # a busy or unreachable catalog: say it without the phase
+        log.warning("could not read the phase of job %s", job_id, exc_info=True)
+        phase, server = "running", None
+    names, verb = ", ".join(programs) or "its programs", "were" if len(programs) > 1 else "was"
+    stopped = f"{names} moved no bytes and {verb} stopped"
+    where = f": the server at {server} stopped answering ({stopped})" if server else f" ({stopped})"
+    return f"no progress for {seconds} s while {phase}{where}"
 
 
 def finish(job_id: str, message: str, **values) -> None:

@@ -16,12 +16,13 @@ from backup_app.core.formatting import human_size
 from backup_app.errors import (
     BackupError,
     JobConflict,
+    JobStalled,
     SomeBackupsFailed,
     VerificationFailed,
 )
 from backup_app.extensions import db
 from backup_app.jobs.pitr import PITR_RUNNERS
-from backup_app.jobs.records import ProgressRecorder, claim, finish, heartbeat, record
+from backup_app.jobs.records import ProgressRecorder, Watch, claim, finish, heartbeat, record
 from backup_app.jobs.slots import ALL_TARGETS
 from backup_app.models import (
     ACTIVE_JOB_STATUSES,
@@ -81,21 +82,25 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
     job = RunningJob.of(session.get(Job, job_id))
     session.commit()  # the runner reads its job from `job`: no transaction stays open for it
     recorder = ProgressRecorder(job_id, progress)
+    watch = Watch()
     try:
-        with heartbeat(job_id):
+        with heartbeat(job_id, watch):
             if job.kind == RESTORE:
                 summary, value = _run_restore(session, job, target_url, recorder)
             else:
                 summary, value = RUNNERS[job.kind](session, job, recorder)
     except BackupError as exc:
         session.rollback()
-        finish(job_id, f"failed: {exc}", status=FAILED, phase="failed", error=str(exc))
-        if raise_errors:
-            raise
-        return None
+        stalled = watch.stalled  # its programs killed by the watchdog: that is why it failed
+        finish(job_id, f"failed: {stalled or exc}", status=FAILED, phase="failed", error=stalled or str(exc))
+        if not raise_errors:
+            return None
+        if stalled:
+            raise JobStalled(stalled) from exc
+        raise
     except Exception as exc:
         session.rollback()
-        message = f"internal error: {type(exc).__name__}: {exc}"
+        message = watch.stalled or f"internal error: {type(exc).__name__}: {exc}"
         finish(job_id, f"failed: {message}", status=FAILED, phase="failed", error=message)
         raise
     except BaseException as exc:  # Ctrl-C in a `flask backup` command

@@ -26,7 +26,7 @@ from backup_app.jobs.queue import job_queue
 from backup_app.jobs.records import log_line, record
 from backup_app.jobs.recovery import recover_interrupted_jobs
 from backup_app.jobs.runners import run_job
-from backup_app.jobs.slots import ALL_BACKUPS, ALL_TARGETS, backup_slot, database_slot
+from backup_app.jobs.slots import ALL_BACKUPS, ALL_TARGETS, backup_slot, database_slot, server_address
 from backup_app.models import (
     ACTIVE_JOB_STATUSES,
     CREATE,
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 def create_job(spec: DumpSpec) -> Job:
     """A backup of `spec`'s database; the new backup's id is chosen now, so the job can link it."""
     return Job(kind=CREATE, database=spec.name, target=spec.conn.display(), slot=database_slot(spec.conn),
-               backup_id=new_id(), log=log_line(f"backup of {spec.name} requested"))
+               server=server_address(spec.conn), backup_id=new_id(), log=log_line(f"backup of {spec.name} requested"))
 
 
 def restore_job(session: Session, backup_id: str, confirm: str, target_url: str | None = None, *,
@@ -69,7 +69,7 @@ def restore_job(session: Session, backup_id: str, confirm: str, target_url: str 
         raise ConfigurationError(f"{conn.display()} is this app's own catalog database: restoring over it would "
                                  "replace the records of every backup")
     how = " in place" if in_place else ""
-    return Job(kind=RESTORE, database=conn.dbname, target=conn.display(), slot=slot,
+    return Job(kind=RESTORE, database=conn.dbname, target=conn.display(), slot=slot, server=server_address(conn),
                backup_id=backup.id, options={"in_place": in_place, "drop_previous": drop_previous},
                log=log_line(f"restore of {backup.filename} into {conn.display()}{how} requested"))
 
@@ -94,7 +94,7 @@ def verify_job(session: Session, backup_id: str) -> Job:
     conn = wiring.target_conn(backup.database)
     server = f"{conn.host or 'localhost'}:{conn.port or 5432}"
     return Job(kind=VERIFY, database=backup.database, target=f"scratch copy of {backup.id} on {server}",
-               slot=backup_slot(backup.id), backup_id=backup.id,
+               slot=backup_slot(backup.id), server=server_address(conn), backup_id=backup.id,
                log=log_line(f"verify of {backup.filename} requested"))
 
 

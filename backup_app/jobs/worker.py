@@ -10,7 +10,7 @@ from backup_app import wiring
 from backup_app.core.logs import configure_logging
 from backup_app.errors import BackupError
 from backup_app.extensions import db
-from backup_app.jobs.queue import job_queue
+from backup_app.jobs.queue import ServerShare, job_queue
 from backup_app.jobs.receivers import ReceiverSupervisor
 from backup_app.jobs.recovery import recover_interrupted_jobs
 from backup_app.schema import upgrade_catalog_if_needed
@@ -37,9 +37,11 @@ def run_worker(workers: int) -> None:
     for job in recover_interrupted_jobs(db.session, wiring.local_storage()):
         log.warning("job %s (%s of %s) marked interrupted", job.id, job.kind, job.database)
     db.session.remove()
-    huey = job_queue().huey
+    queue = job_queue()
+    huey = queue.huey
     if huey.immediate:
         raise BackupError("HUEY_IMMEDIATE is set: jobs run inside the request, there is nothing to consume")
+    queue.share = ServerShare(workers)
     # Poll an idle SQLite queue every second at most (Huey's default backs off to 10 s);
     # Redis blocks on the queue instead of polling.
     receivers = ReceiverSupervisor(current_app._get_current_object())
@@ -53,7 +55,8 @@ def run_worker(workers: int) -> None:
 
 @click.command("worker")
 @click.option("--workers", default=2, show_default=True,
-              help="Jobs run at the same time (still at most one per target database).")
+              help="Jobs run at the same time (still at most one per target database, and all but one "
+                   "on one server).")
 @with_appcontext
 def worker_command(workers):
     """Run queued jobs, and queue scheduled backups, verifies, prunes and syncs, until stopped

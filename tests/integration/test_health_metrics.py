@@ -4,12 +4,7 @@ from datetime import datetime
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-<<<<<<< HEAD
-from devtools.localservers import reserve_port
-from tests.helpers import add_target, create
-=======
 from tests.helpers import create
->>>>>>> main
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +15,6 @@ def test_ready_when_every_part_answers_and_not_when_one_does_not(app, make_app, 
     assert ready.status_code == 200
     assert ready.json == {"status": "ok", "checks": {"catalog": "ok", "local": "ok", "s3": "ok", "queue": "ok"}}
 
-<<<<<<< HEAD
-    add_target(app.test_cli_runner(), "gone", f"postgresql://app@127.0.0.1:{reserve_port()}/gone")
-=======
->>>>>>> main
     wrong_key = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), **{**s3_settings,
                                                                           "MINIO_SECRET_KEY": "not-the-secret"})
     down = wrong_key.test_client().get("/readyz")

@@ -11,14 +11,9 @@ from backup_app.extensions import db
 from backup_app.models import Target, utcnow
 from backup_app.services import notifications
 from backup_app.services.staleness import claim_stale_targets
-<<<<<<< HEAD
 from devtools.localservers import reserve_port
-from tests.helpers import add_target, age_backups, create, error_line, invoke
-=======
-from devtools.localservers import free_port
 from tests.helpers import add_target, age_backups, create, error_line, invoke, new_key
 from tests.web_helpers import add_user, sign_in, submit, text
->>>>>>> main
 
 pytestmark = pytest.mark.integration
 

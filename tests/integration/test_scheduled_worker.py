@@ -15,26 +15,10 @@ from backup_app.models import Backup, Job, PeriodicRun, Target, utcnow
 from backup_app.services import targets as target_service
 from devtools.localservers import wait_until
 from tests.helpers import add_target, age_backups, copy_status, create, invoke, sha256_file, show
-from tests.web_helpers import LiveApp, live_env
 
 pytestmark = pytest.mark.integration
 
 YEARLY = "0 0 1 1 *"
-
-
-@pytest.fixture
-def start_worker(tmp_path, catalog_url):
-    """start_worker(**settings): a `flask worker` process on the test's catalog, folder and queue."""
-    workers = []
-
-    def start(**settings) -> LiveApp:
-        worker = LiveApp(live_env(tmp_path, catalog_url, SCHEDULER_INTERVAL=1, **settings), tmp_path)
-        worker.start_worker()
-        workers.append(worker)
-        return worker
-    yield start
-    for worker in workers:
-        worker.stop()
 
 
 def make_due(app, model, key, column: str = "next_run_at") -> None:

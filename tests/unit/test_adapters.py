@@ -10,9 +10,14 @@ def test_conninfo_from_url_goes_to_libpq_environment():
 
     assert conn.env() == {"PGDATABASE": "shop", "PGHOST": "db.example", "PGPORT": "6543",
                           "PGUSER": "app@x", "PGPASSWORD": "p/ss", "PGSSLMODE": "require",
-                          "PGREQUIREAUTH": "scram-sha-256,none"}
+                          "PGREQUIREAUTH": "scram-sha-256,none", "PGCONNECT_TIMEOUT": "10"}
     assert conn.display() == "postgresql://app@x@db.example:6543/shop"
     assert "p/ss" not in repr(conn)
+
+
+def test_a_client_program_waits_10_s_for_a_server_unless_the_url_says_otherwise():
+    assert ConnInfo.from_url("postgresql://db.example/shop").env()["PGCONNECT_TIMEOUT"] == "10"
+    assert ConnInfo.from_url("postgresql://db.example/shop?connect_timeout=3").env()["PGCONNECT_TIMEOUT"] == "3"
 
 
 @pytest.mark.parametrize("url, message", [

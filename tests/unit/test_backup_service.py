@@ -249,3 +249,27 @@ def test_a_verify_that_meets_an_os_error_ends_failed_not_running(session, local)
 
     assert verification.status == "failed" and verification.finished_at is not None
     assert "verify stopped: ConnectionResetError: connection reset by peer" in verification.error
+
+
+class DeadlockingPg(FakePg):
+    """pg_restore whose parallel jobs deadlock on each other (as on partitioned indexes, now and then)."""
+
+    def restore(self, conn, source, fmt, *, in_place=False, jobs=1, lock_timeout=60, waiting=None):
+        if jobs > 1:
+            source.read(100)
+            self.server.databases[conn.dbname].append(b"half")
+            raise RestoreFailed("pg_restore: error: could not execute query: ERROR:  deadlock detected")
+        super().restore(conn, source, fmt, in_place=in_place, jobs=jobs)
+
+
+@pytest.mark.parametrize("database", ["shop", "fresh"])
+def test_a_parallel_restore_that_deadlocks_is_done_again_with_one_job(session, local, database):
+    pg = DeadlockingPg()
+    backup = create_backup(session, TARGET, local, [], pg)
+    lines = []
+
+    restore_backup(session, backup.id, TARGET.conn.with_dbname(database), local, [], pg,
+                   options=RestoreOptions(jobs=2), report=lines.append)
+
+    assert pg.server.databases[database] == [pg.data], "a database made again, the whole backup restored once"
+    assert "pg_restore's 2 jobs deadlocked on each other; restoring again with one job" in lines

@@ -1,17 +1,21 @@
 """The job queue's rules on the catalog: one active job per target, recovery after a dead worker."""
 import os
+import signal
 import socket
+import subprocess
+import threading
 from datetime import timedelta
 
 import pytest
 from huey import RedisHuey, SqliteHuey
 
 from backup_app import wiring
+from backup_app.adapters.processes import track
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import JobConflict
 from backup_app.extensions import db
 from backup_app.jobs import records, recovery
-from backup_app.jobs.queue import job_queue
+from backup_app.jobs.queue import ServerShare, job_queue
 from backup_app.jobs.records import PROGRESS_INTERVAL, ProgressRecorder, claim, finish, heartbeat, recent_jobs
 from backup_app.jobs.recovery import STALE_HEARTBEATS, interrupted_error, recover_interrupted_jobs
 from backup_app.jobs.runners import run_job
@@ -159,6 +163,42 @@ def test_a_running_job_writes_its_heartbeat(queued_app):
             return job.heartbeat_at > claimed_at
         with heartbeat(job.id):
             wait_until(beaten, 10, "a heartbeat")
+
+
+def test_the_watchdog_kills_a_program_that_moves_no_bytes_and_any_the_job_starts_after(queued_app):
+    queued_app.config.update(JOB_HEARTBEAT_SECONDS=0.05, JOB_STALL_SECONDS=0.3)
+    with queued_app.app_context():
+        job = queue_create(db.session, SHOP)
+        assert claim(job.id)
+        with heartbeat(job.id) as watch:
+            silent = track(subprocess.Popen(["sleep", "60"]))
+            assert silent.wait(timeout=30) == -signal.SIGKILL
+            late = track(subprocess.Popen(["sleep", "60"]))
+            assert late.wait(timeout=30) == -signal.SIGKILL, "the job is stopped: it starts nothing more"
+        assert watch.stalled == ("no progress for 0.3 s while starting: the server at db.example:5432 stopped "
+                                 "answering (sleep moved no bytes and was stopped)")
+
+
+def test_a_program_outside_a_job_has_no_watchdog(queued_app):
+    queued_app.config.update(JOB_HEARTBEAT_SECONDS=0.05, JOB_STALL_SECONDS=0.1)
+    with queued_app.app_context():
+        job = queue_create(db.session, SHOP)
+        assert claim(job.id)
+        with heartbeat(job.id) as watch:
+            outside = threading.Thread(target=lambda: track(subprocess.Popen(["sleep", "0.5"])).wait())
+            outside.start()  # a thread of its own (a WAL receiver's): not the job's
+            outside.join()
+        assert watch.stalled is None
+
+
+def test_a_server_gets_all_but_one_of_a_workers_threads():
+    share = ServerShare(3)
+    assert [share.take("db1:5432") for _ in range(3)] == [True, True, False]
+    assert share.take("db2:5432"), "another server still gets a thread"
+    share.give_back("db1:5432")
+    assert share.take("db1:5432")
+    single = ServerShare(1)
+    assert single.take("db1:5432") and not single.take("db1:5432"), "one thread: one job, as before"
 
 
 def test_recent_jobs_lists_active_ones_first_by_time(queued_app):

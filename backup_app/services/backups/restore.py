@@ -135,7 +135,7 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
         jobs = load.parallel(options.jobs)
         if not exists:
             report(f"restoring into the new database {conn.dbname} ({jobs} pg_restore jobs)")
-            return restore_new(server, conn, load, jobs)
+            return restore_new(server, conn, load, jobs, report)
         return restore_beside_and_swap(server, conn, load, jobs, options.drop_previous, report)
 
 
@@ -160,6 +160,23 @@ class Loader:
         counted = CountingReader(self.stored, self.progress) if self.progress else self.stored
         source = codecs.decode(counted, self.file.format, self.file.codec, decoding_key(self.file, self.key))
         self.client.restore(conn, source, self.file.format, in_place=in_place, lock_timeout=self.lock_timeout)
+
+    def into_new_database(self, server: DatabaseServer, conn: ConnInfo, make: Callable[[], None], jobs: int,
+                          report: Callable[[str], None]) -> None:
+        """Make the database `conn` names (`make()`) and restore into it. Parallel jobs of pg_restore
+        can deadlock on each other (one attaching a partition's index while another reads the
+        partition): the database is then made again and restored with one job."""
+        make()
+        try:
+            self(conn, jobs=jobs)
+        except RestoreFailed as exc:
+            if jobs == 1 or "deadlock detected" not in str(exc):
+                raise
+            report(f"pg_restore's {jobs} jobs deadlocked on each other; restoring again with one job")
+            server.drop(conn.dbname)
+            make()
+            self.stored.seek(0)
+            self(conn, jobs=1)
 
     def check_rows(self, conn: ConnInfo) -> None:
         """RestoreFailed unless every table has the rows counted when the backup was made."""
@@ -190,11 +207,11 @@ def restore_in_place(server: DatabaseServer, conn: ConnInfo, load: Loader, exist
     return Restored(load.file.id, conn.dbname)
 
 
-def restore_new(server: DatabaseServer, conn: ConnInfo, load: Loader, jobs: int) -> Restored:
+def restore_new(server: DatabaseServer, conn: ConnInfo, load: Loader, jobs: int,
+                report: Callable[[str], None]) -> Restored:
     """Create the database and restore into it; on any failure it is dropped again."""
-    server.create(conn.dbname)
     try:
-        load(conn, jobs=jobs)
+        load.into_new_database(server, conn, lambda: server.create(conn.dbname), jobs, report)
         load.check_rows(conn)
     except BaseException:
         drop_quietly(server, conn.dbname)
@@ -209,9 +226,10 @@ def restore_beside_and_swap(server: DatabaseServer, conn: ConnInfo, load: Loader
     current = conn.dbname
     building = side_name(current, f"_restoring_{secrets.token_hex(3)}")
     report(f"restoring into {building} beside {current} ({jobs} pg_restore jobs)")
-    server.create(building, like=server.shape(current))
+    like = server.shape(current)
     try:
-        load(conn.with_dbname(building), jobs=jobs)
+        load.into_new_database(server, conn.with_dbname(building), lambda: server.create(building, like=like), jobs,
+                               report)
         load.check_rows(conn.with_dbname(building))
         shape = server.shape(current)  # as it is now: it may have changed during a long restore
         server.give_shape(building, shape)
