@@ -1,7 +1,9 @@
 """What the PITR tests share: a PostgreSQL cluster of their own per test module (its whole WAL is
 archived), the app, the WAL receivers run by a supervisor in the test's process, and helpers."""
 import json
+import shutil
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,7 +22,6 @@ def pitr_cluster(tmp_path_factory):
                  "shop")
     yield cluster
     cluster.stop()
-
 
 
 @pytest.fixture
@@ -74,9 +75,32 @@ def restored_rows(cluster, port: int) -> dict[int, int]:
     return {int(b): int(n) for b, n in (line.split("|") for line in out.splitlines() if line)}
 
 
-def stop_restored(data_dir: Path):
-    PostgresCluster(data_dir.parent, bin_dir=DEBIAN_PG_BIN)._run_server_tool(
-        f"{DEBIAN_PG_BIN}/pg_ctl", "-D", str(data_dir), "-m", "immediate", "-w", "stop")
+def stop_restored(data_dir: Path, bin_dir=DEBIAN_PG_BIN):
+    PostgresCluster(data_dir.parent, bin_dir=bin_dir)._run_server_tool(
+        f"{bin_dir}/pg_ctl", "-D", str(data_dir), "-m", "immediate", "-w", "stop")
+
+
+def archiving(runner, receivers, name="shop") -> dict:
+    """PITR on for `name` (unless it is already), its WAL streaming through `receivers` (a
+    ReceiverSupervisor, started here) and a full base backup taken: the base backup's JSON."""
+    if not status(runner, name)["enabled"]:
+        invoke(runner, "pitr", "enable", name)
+    receivers.start()
+    wait_for(lambda: status(runner, name)["receiver"] == "streaming", what="streaming")
+    return json.loads(invoke(runner, "pitr", "base-backup", name, "--json").stdout)
+
+
+@contextmanager
+def restored(runner, *args: str, name="shop", bin_dir=DEBIAN_PG_BIN):
+    """`flask pitr restore NAME *args --json`'s output, the restored server stopped and its data
+    directory removed on leaving (`bin_dir`: the programs of the backup's PostgreSQL)."""
+    out = json.loads(invoke(runner, "pitr", "restore", name, *args, "--json").stdout)
+    data_dir = Path(out["data_dir"])
+    try:
+        yield out
+    finally:
+        stop_restored(data_dir, bin_dir)
+        shutil.rmtree(data_dir)
 
 
 @pytest.fixture(scope="module")

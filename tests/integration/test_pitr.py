@@ -7,14 +7,15 @@ from pathlib import Path
 
 from tests.helpers import add_target, error_line, invoke
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
+    archiving,
     covered,
     insert_batch,
     pitr_app,
     pitr_cluster,
     receivers,
+    restored,
     restored_rows,
     status,
-    stop_restored,
     wait_for,
 )
 
@@ -23,9 +24,7 @@ def test_restore_to_a_moment_between_two_batches(pitr_app, pitr_cluster, receive
     runner = pitr_app.test_cli_runner()
     enabled = invoke(runner, "pitr", "enable", "shop").stdout
     assert "PITR is on for shop" in enabled and "max_slot_wal_keep_size" in enabled
-    receivers.start()
-    wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
-    base = json.loads(invoke(runner, "pitr", "base-backup", "shop", "--json").stdout)
+    base = archiving(runner, receivers)
     assert base["status"] == "completed" and base["kind"] == "full"
     assert {c["location"]: c["status"] for c in base["copies"]} == {"local": "present", "s3": "present"}
 
@@ -51,14 +50,10 @@ def test_restore_to_a_moment_between_two_batches(pitr_app, pitr_cluster, receive
     assert state["last_segment"] is not None and state["last_segment_at"] is not None
     assert isinstance(state["bytes_behind"], int) and state["bytes_behind"] >= 0
 
-    out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", between.isoformat(),
-                            "--data-dir", str(data_root / "at-between"), "--json").stdout)
-    try:
+    with restored(runner, "--to", between.isoformat(), "--data-dir", str(data_root / "at-between")) as out:
         assert out["base_backup"] == base["id"]
         assert restored_rows(pitr_cluster, out["port"]) == {1: 100}
         assert (Path(out["data_dir"]).stat().st_mode & 0o777) == 0o700
-    finally:
-        stop_restored(Path(out["data_dir"]))
 
     # From the object store alone: the local folder emptied.
     with pitr_app.app_context():
@@ -66,12 +61,8 @@ def test_restore_to_a_moment_between_two_batches(pitr_app, pitr_cluster, receive
     for path in local.iterdir():
         if path.is_file():
             path.unlink()
-    out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", "latest",
-                            "--data-dir", str(data_root / "latest"), "--json").stdout)
-    try:
+    with restored(runner, "--to", "latest", "--data-dir", str(data_root / "latest")) as out:
         assert restored_rows(pitr_cluster, out["port"]) == {1: 100, 2: 100}
-    finally:
-        stop_restored(Path(out["data_dir"]))
 
 
 def test_a_moment_outside_the_window_is_refused(pitr_app, pitr_cluster, data_root):
@@ -114,10 +105,7 @@ def test_error_paths_say_what_to_do_and_leave_nothing(pitr_app, pitr_cluster, da
 
 def test_one_database_put_back_as_it_was(pitr_app, pitr_cluster, receivers, data_root):
     runner = pitr_app.test_cli_runner()
-    invoke(runner, "pitr", "enable", "shop")
-    receivers.start()
-    wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
-    invoke(runner, "pitr", "base-backup", "shop")
+    archiving(runner, receivers)
     insert_batch(pitr_cluster, 21)
     time.sleep(1.5)
     moment = datetime.now(timezone.utc)

@@ -10,18 +10,18 @@ from backup_app.extensions import db
 from backup_app.jobs.receivers import ReceiverSupervisor
 from backup_app.models import WalFile
 from backup_app.services.pitr.window import usable
-from devtools.localservers import PostgresCluster
 from tests.helpers import add_target, invoke, new_key
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
+    archiving,
     covered,
     insert_batch,
     pitr18_cluster,
     pitr_app,
     pitr_cluster,
     receivers,
+    restored,
     restored_rows,
     status,
-    stop_restored,
     wait_for,
 )
 from tests.web_helpers import BIN, live_env
@@ -29,10 +29,7 @@ from tests.web_helpers import BIN, live_env
 
 def test_receiver_killed_and_restarted_leaves_no_gap(pitr_app, pitr_cluster, receivers, data_root):
     runner = pitr_app.test_cli_runner()
-    invoke(runner, "pitr", "enable", "shop")
-    receivers.start()
-    wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
-    invoke(runner, "pitr", "base-backup", "shop")
+    archiving(runner, receivers)
     before = pitr_cluster.psql("SELECT count(*) FROM orders", "shop")
     receivers.receivers["shop"].process.kill()
     insert_batch(pitr_cluster, 7)
@@ -40,13 +37,9 @@ def test_receiver_killed_and_restarted_leaves_no_gap(pitr_app, pitr_cluster, rec
     insert_batch(pitr_cluster, 8)
     after = datetime.now(timezone.utc)
     wait_for(lambda: covered(runner, after), what="the WAL after the kill archived")
-    out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", "latest",
-                            "--data-dir", str(data_root / "after-kill"), "--json").stdout)
-    try:
+    with restored(runner, "--to", "latest", "--data-dir", str(data_root / "after-kill")) as out:
         rows = restored_rows(pitr_cluster, out["port"])
         assert rows[7] == 100 and rows[8] == 100 and sum(rows.values()) == int(before) + 200
-    finally:
-        stop_restored(Path(out["data_dir"]))
 
 
 def test_a_store_down_gets_the_segments_it_missed(pitr_app, make_app, pitr_cluster, start_store, s3_settings):
@@ -114,13 +107,9 @@ def test_a_killed_worker_hands_its_receiver_to_another(pitr_app, pitr_cluster, s
         insert_batch(pitr_cluster, 13)
         after = datetime.now(timezone.utc)
         wait_for(lambda: covered(runner, after), what="the WAL archived by the second worker")
-        out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", "latest",
-                                "--data-dir", str(data_root / "after-takeover"), "--json").stdout)
-        try:
+        with restored(runner, "--to", "latest", "--data-dir", str(data_root / "after-takeover")) as out:
             rows = restored_rows(pitr_cluster, out["port"])
             assert rows[11] == rows[12] == rows[13] == 100
-        finally:
-            stop_restored(Path(out["data_dir"]))
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -137,10 +126,8 @@ def test_incremental_on_18_then_the_drill_then_retention(make_app, pitr18_cluste
     invoke(runner, "storage", "init")
     add_target(runner, "shop", pitr18_cluster.url("shop"), "--pitr", "--keep-last", "1", "--keep-days", "0")
     supervisor = ReceiverSupervisor(app)
-    supervisor.start()
     try:
-        wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
-        full = json.loads(invoke(runner, "pitr", "base-backup", "shop", "--json").stdout)
+        full = archiving(runner, supervisor)
         insert_batch(pitr18_cluster, 1)
         incremental = json.loads(invoke(runner, "pitr", "base-backup", "shop", "--incremental", "--json").stdout)
         assert incremental["kind"] == "incremental" and incremental["parent_id"] == full["id"]
@@ -149,14 +136,10 @@ def test_incremental_on_18_then_the_drill_then_retention(make_app, pitr18_cluste
         after = datetime.now(timezone.utc)
         wait_for(lambda: covered(runner, after), what="the second batch archived")
 
-        out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", "latest",
-                                "--data-dir", str(data_root / "combined"), "--json").stdout)
-        try:
+        with restored(runner, "--to", "latest", "--data-dir", str(data_root / "combined"),
+                      bin_dir=pitr18_cluster.bin_dir) as out:
             assert out["base_backup"] == incremental["id"]
             assert restored_rows(pitr18_cluster, out["port"]) == {0: 20000, 1: 100, 2: 100}
-        finally:
-            PostgresCluster(data_root, bin_dir=pitr18_cluster.bin_dir)._run_server_tool(
-                str(pitr18_cluster.bin_dir / "pg_ctl"), "-D", out["data_dir"], "-m", "immediate", "-w", "stop")
 
         drill = json.loads(invoke(runner, "pitr", "verify", "shop", "--json").stdout)
         assert drill["status"] == "passed" and status(runner)["verified_at"] == drill["verified_at"]
@@ -181,4 +164,5 @@ def test_incremental_on_18_then_the_drill_then_retention(make_app, pitr18_cluste
         local = Path(app.config["BACKUP_DIR"]) / "pitr"
         assert not any(full["id"] in p.name or incremental["id"] in p.name for p in local.iterdir())
     finally:
-        supervisor.stop()
+        if supervisor.is_alive():
+            supervisor.stop()

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from backup_app.jobs.receivers import ReceiverSupervisor
 from tests.helpers import add_target, error_line, invoke, modes_under, new_key, not_private
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
+    archiving,
     covered,
     insert_batch,
     pitr_cluster,
+    receivers,
+    restored,
     restored_rows,
-    status,
-    stop_restored,
     wait_for,
 )
 
@@ -27,19 +27,17 @@ SECRETS = {"SECRET_KEY": "app-secret-key-a1b2c3", "APP_ENCRYPTION_KEY": new_key(
 
 
 @pytest.fixture
-def untrusted_app(make_app, pitr_cluster, s3_settings, monkeypatch):
+def pitr_app(make_app, pitr_cluster, s3_settings, monkeypatch):
+    """pitr_support's app (the one its `receivers` run) preloading a library of the admin's choice,
+    with the app's secrets in this process's environment, as in a deployed app's."""
     app = make_app(WAL_PARTIAL_UPLOAD_SECONDS=1, PITR_LEASE_SECONDS=5, APP_ENCRYPTION_KEY=new_key(),
                    PITR_PRELOAD_LIBRARIES=("pg_stat_statements",), **s3_settings)
     runner = app.test_cli_runner()
     invoke(runner, "storage", "init")
     add_target(runner, "shop", pitr_cluster.url("shop"))
-    invoke(runner, "pitr", "enable", "shop")
-    for name, value in SECRETS.items():  # in this process's environment, as in a deployed app's
+    for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
-    supervisor = ReceiverSupervisor(app)
-    supervisor.start()
-    yield app
-    supervisor.stop()
+    return app
 
 
 def plant(cluster, markers: Path) -> None:
@@ -68,22 +66,19 @@ def environ_of(pid: int) -> str:
 
 
 def test_a_restored_server_and_the_drill_run_none_of_the_sources_configuration(
-        untrusted_app, pitr_cluster, data_root):
-    runner = untrusted_app.test_cli_runner()
+        pitr_app, pitr_cluster, receivers, data_root):
+    runner = pitr_app.test_cli_runner()
     markers = data_root / "markers"
     markers.mkdir()
     markers.chmod(0o1777)  # whoever runs the restored server could write here
     plant(pitr_cluster, markers)
-    wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
-    invoke(runner, "pitr", "base-backup", "shop")
+    archiving(runner, receivers)
     insert_batch(pitr_cluster, 1)
     after = datetime.now(timezone.utc)
     wait_for(lambda: covered(runner, after), what="the batch archived")
 
-    out = json.loads(invoke(runner, "pitr", "restore", "shop", "--to", "latest",
-                            "--data-dir", str(data_root / "restored"), "--json").stdout)
-    data_dir = Path(out["data_dir"])
-    try:
+    with restored(runner, "--to", "latest", "--data-dir", str(data_root / "restored")) as out:
+        data_dir = Path(out["data_dir"])
         assert restored_rows(pitr_cluster, out["port"]) == {1: 100}
         postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
         environment = environ_of(postmaster)
@@ -95,25 +90,23 @@ def test_a_restored_server_and_the_drill_run_none_of_the_sources_configuration(
         assert libraries == "pg_stat_statements"  # PITR_PRELOAD_LIBRARIES, not the source's
         assert "include_if_exists = 'evil.conf'" in (data_dir / "backup_app_source_config/postgresql.conf").read_text()
         assert "ssl_passphrase_command" not in (data_dir / "postgresql.conf").read_text()
-    finally:
-        stop_restored(data_dir)
 
     drill = json.loads(invoke(runner, "pitr", "verify", "shop", "--json").stdout)
     assert drill["status"] == "passed"
     assert sorted(p.name for p in markers.iterdir()) == []
-    backup_dir = Path(untrusted_app.config["BACKUP_DIR"])
+    backup_dir = Path(pitr_app.config["BACKUP_DIR"])
     assert any(path.startswith("pitr/") for path in modes_under(backup_dir))
     assert not_private(backup_dir) == {}  # base backups (pg_authid's hashes too), WAL, the spool
 
 
-def test_a_base_backup_carrying_a_program_is_refused_and_nothing_is_left(untrusted_app, pitr_cluster, data_root):
-    runner = untrusted_app.test_cli_runner()
+def test_a_base_backup_carrying_a_program_is_refused_and_nothing_is_left(pitr_app, pitr_cluster, receivers,
+                                                                         data_root):
+    runner = pitr_app.test_cli_runner()
     planted = pitr_cluster.data_dir / "base" / "helper.so"
     shutil.copyfile("/bin/true", planted)
     shutil.chown(planted, "postgres", "postgres")
     try:
-        wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
-        invoke(runner, "pitr", "base-backup", "shop")
+        archiving(runner, receivers)
         insert_batch(pitr_cluster, 2)
         after = datetime.now(timezone.utc)
         wait_for(lambda: covered(runner, after), what="the batch archived")
