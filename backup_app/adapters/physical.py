@@ -134,13 +134,15 @@ class PhysicalClient:
     def create_slot(self, conn: ConnInfo, slot: str) -> None:
         """Create the physical slot, reserving WAL from now (pg_receivewal --create-slot does not:
         it would then stream from the server's position of the moment it starts), then open a
-        replication connection with it, so pg_hba.conf is checked too."""
+        replication connection with it, so pg_hba.conf is checked too. A slot made here for a
+        connection that is then refused is dropped again: it would keep WAL on the server for nobody."""
         import psycopg
 
         try:
             with connect(conn) as db:
-                db.execute("SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
-                           "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)", (slot, slot))
+                created = db.execute("SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
+                                     "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+                                     (slot, slot)).fetchone() is not None
         except psycopg.Error as exc:
             raise PitrError(replication_error(str(exc).strip(), conn)) from exc
         args = [self.program("pg_receivewal"), "--no-password", "--create-slot", "--if-not-exists",
@@ -148,6 +150,8 @@ class PhysicalClient:
         result = subprocess.run(args, env=child_env(conn.env()), capture_output=True, text=True,
                                 stdin=subprocess.DEVNULL, timeout=60)
         if result.returncode != 0:
+            if created:
+                drop_slot(conn, slot)
             raise PitrError(replication_error(result.stderr.strip(), conn))
 
     def receive_wal(self, conn: ConnInfo, slot: str, spool: Path, log_file) -> subprocess.Popen:

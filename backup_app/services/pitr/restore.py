@@ -241,6 +241,10 @@ def restore_to_moment(session: Session, request: RestoreRequest, conn: ConnInfo,
         write_server_config(data_dir, port, request.to, server_programs, request.preload_libraries)
         phase("recovering")
         recover(restored, conn.with_dbname("postgres"), port, request.to is not None)
+        last = last_replayed_commit(restored.log())
+        if request.to is not None and last is not None and last > request.to:
+            raise PitrError(f"recovery went past {isoformat(request.to)} (last transaction at {isoformat(last)}): "
+                            "the restored server was stopped and its files deleted")
     except BaseException as exc:
         restored.stop()
         empty_out(data_dir, remove=fresh)  # it was new or empty: a retry can use it again
@@ -248,11 +252,6 @@ def restore_to_moment(session: Session, request: RestoreRequest, conn: ConnInfo,
             raise PitrError(f"writing the restored files into {data_dir} failed: {exc.strerror or exc}") from exc
         raise
     shutil.rmtree(data_dir / WAL_FOLDER, ignore_errors=True)
-    last = last_replayed_commit(restored.log())
-    if request.to is not None and last is not None and last > request.to:
-        restored.stop()
-        raise PitrError(f"recovery went past {isoformat(request.to)} (last transaction at {isoformat(last)}); "
-                        f"the server in {data_dir} was stopped")
     recovered_to = request.to or chosen.until
     return RestoredCluster(data_dir, port, recovered_to, chosen.base.id, last, restored)
 
