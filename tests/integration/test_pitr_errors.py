@@ -71,45 +71,37 @@ def refused_restore(runner, data_dir: Path, port: int, to: str = "latest") -> st
 
 
 def assert_left_nothing(app, before, data_dir: Path, port: int, given_empty: bool = False) -> None:
-    assert (sorted(data_dir.iterdir()) == []) if given_empty else not data_dir.exists()
+    assert (list(data_dir.iterdir()) == []) if given_empty else not data_dir.exists()
     assert not port_in_use(port), "no restored server listens"
     assert catalog_rows(app) == before
 
 
-def rewrite_base_backup(app, backup_id: str, change) -> None:
-    """Replace every stored copy of a base backup by one whose tar `change` (bytearray → None)
-    altered, and record that copy's SHA-256: damage done before the hash was taken, which only
-    the backup's own manifest (pg_verifybackup) can show."""
-    with app.app_context():
-        backup = db.session.get(BaseBackup, backup_id)
-        key = wiring.master_key() if backup.encrypted else None
-        stores = wiring.pitr_stores()
-        tar = io.BytesIO()
-        with stores[0].open(backup.filename) as stored:
-            shutil.copyfileobj(codecs.decode(stored, "custom", "zstd", key), tar)
-        content = bytearray(tar.getvalue())
-        change(content)
-        encoded = io.BytesIO()
-        shutil.copyfileobj(codecs.encode(io.BytesIO(bytes(content)), "zstd", key), encoded)
-        data = encoded.getvalue()
-        for store in stores:
-            store.put(backup.filename, io.BytesIO(data), {}, "application/octet-stream")
-        backup.sha256, backup.size_bytes = hashlib.sha256(data).hexdigest(), len(data)
-        db.session.commit()
+def with_damaged_file(backup: BaseBackup, member: str) -> bytes:
+    """`backup`'s stored bytes made again (in an app context) with 8 bytes in the middle of `member`
+    inverted, the tar's structure and the codec kept: a copy that decodes and extracts, its content
+    not what pg_basebackup sent."""
+    key = wiring.master_key() if backup.encrypted else None
+    decoded = io.BytesIO()
+    with wiring.pitr_stores()[0].open(backup.filename) as stored:
+        shutil.copyfileobj(codecs.decode(stored, "custom", "zstd", key), decoded)
+    with tarfile.open(fileobj=io.BytesIO(decoded.getvalue())) as tar:
+        info = tar.getmember(member)
+    content = bytearray(decoded.getvalue())
+    start = info.offset_data + info.size // 2
+    content[start:start + 8] = bytes(byte ^ 0xFF for byte in content[start:start + 8])
+    encoded = io.BytesIO()
+    shutil.copyfileobj(codecs.encode(io.BytesIO(bytes(content)), "zstd", key), encoded)
+    return encoded.getvalue()
 
 
-def flip_bytes_of(member: str):
-    """A change to a tar: 8 bytes in the middle of `member`'s data inverted, its size and header kept."""
-    def change(content: bytearray) -> None:
-        with tarfile.open(fileobj=io.BytesIO(bytes(content))) as tar:
-            info = tar.getmember(member)
-        start = info.offset_data + info.size // 2
-        content[start:start + 8] = bytes(byte ^ 0xFF for byte in content[start:start + 8])
-    return change
+def put(store, filename: str, data: bytes) -> None:
+    store.put(filename, io.BytesIO(data), {}, "application/octet-stream")
 
 
 def test_a_moment_after_the_last_commit_is_replayed_to_the_end(pitr_app, pitr_cluster, receivers, data_root):
     runner = pitr_app.test_cli_runner()
+    pitr_cluster.psql("ALTER SYSTEM SET autovacuum = off")  # an ANALYZE would commit after the moment
+    pitr_cluster.psql("SELECT pg_reload_conf()")
     archiving(runner, receivers)
     moment = archived(runner, pitr_cluster, 1)  # nothing commits after it
     expected = restored_rows(pitr_cluster, pitr_cluster.port)
@@ -157,7 +149,13 @@ def test_files_that_do_not_match_the_manifest_are_refused(pitr_app, pitr_cluster
     archived(runner, pitr_cluster, 2)
     receivers.stop()
     table_file = pitr_cluster.psql("SELECT pg_relation_filepath('orders')", "shop")
-    rewrite_base_backup(pitr_app, base["id"], flip_bytes_of(table_file))
+    with pitr_app.app_context():  # damage done before the SHA-256 was taken: every copy, the hash recorded
+        backup = db.session.get(BaseBackup, base["id"])
+        damaged = with_damaged_file(backup, table_file)
+        for store in wiring.pitr_stores():
+            put(store, backup.filename, damaged)
+        backup.sha256, backup.size_bytes = hashlib.sha256(damaged).hexdigest(), len(damaged)
+        db.session.commit()
     before = catalog_rows(pitr_app)
     data_dir, port = data_root / "damaged", reserve_port()
     data_dir.mkdir()  # given empty: emptied again, kept
@@ -173,15 +171,12 @@ def test_no_intact_copy_of_the_base_backup_names_each_copys_problem(pitr_app, pi
     base = archiving(runner, receivers)
     archived(runner, pitr_cluster, 1)
     receivers.stop()
-    with pitr_app.app_context():
+    with pitr_app.app_context():  # the local copy changed since it was hashed, the S3 copy gone
         local, s3 = wiring.pitr_stores()
-        filename = db.session.get(BaseBackup, base["id"]).filename
-        s3.delete(filename)
-        damaged = local.path(filename)
-        content = bytearray(damaged.read_bytes())
-        content[len(content) // 2] ^= 0xFF
-        damaged.write_bytes(bytes(content))
-        s3_uri = s3.uri(filename)
+        backup = db.session.get(BaseBackup, base["id"])
+        put(local, backup.filename, with_damaged_file(backup, "global/pg_control"))
+        s3.delete(backup.filename)
+        s3_uri = s3.uri(backup.filename)
     before = catalog_rows(pitr_app)
     data_dir, port = data_root / "no-copy", reserve_port()
 
