@@ -19,6 +19,7 @@ from backup_app.services.users import user_for_token
 from backup_app.web.downloads import download_response
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+MAX_STRING = 1024  # a URL, a path, a name: as long as the catalog's longest column for them
 
 
 @bp.before_request
@@ -45,9 +46,13 @@ def json_body() -> dict:
 
 
 def optional_string(body: dict, key: str) -> str | None:
+    """The body's string `key` (None when absent or empty); InvalidRequest unless a string of at
+    most MAX_STRING characters."""
     value = body.get(key)
     if value is not None and not isinstance(value, str):
         raise InvalidRequest(f"{key!r} must be a string")
+    if value is not None and len(value) > MAX_STRING:
+        raise InvalidRequest(f"{key!r} must be at most {MAX_STRING} characters")
     return value or None
 
 
