@@ -474,8 +474,15 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Part of the id a signed-in session holds (get_id); signing out raises it, so every session
+    # signed in before, a copied cookie too, no longer loads the user.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    def get_id(self) -> str:
+        """What flask-login keeps in the session: `<id>:<session_version>`."""
+        return f"{self.id}:{self.session_version}"
 
 
 class ApiToken(db.Model):

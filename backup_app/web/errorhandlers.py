@@ -3,6 +3,7 @@ from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from backup_app.core.formatting import human_size
 from backup_app.errors import (
     BackupError,
     BackupFileMissing,
@@ -21,7 +22,6 @@ from backup_app.errors import (
     UnknownDatabase,
     UnsafeFilename,
 )
-from backup_app.core.formatting import human_size
 from backup_app.extensions import db
 
 STATUS_CODES = {
