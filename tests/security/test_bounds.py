@@ -61,20 +61,25 @@ def test_a_form_field_one_past_its_bound_is_refused_with_a_message(signed_in, ur
 
 
 @both_catalogs
-@pytest.mark.parametrize("path, body, field", [
-    ("/api/backups", {"database": "d" * 1025}, "database"),
-    ("/api/backups/b1/restore", {"confirm": "c" * 1025}, "confirm"),
-    ("/api/backups/b1/restore", {"confirm": "other", "target_url": "postgresql://app@" + "h" * 1025}, "target_url"),
-])
-def test_an_api_string_past_its_bound_is_a_400(bare_app, path, body, field):
-    add_backup(bare_app)
-    headers = {"Authorization": f"Bearer {api_token(bare_app)}"}
+@pytest.mark.parametrize("path, body, field, bound", [
+    ("/api/backups", {"database": "d" * 1025}, "database", 1024),
+    ("/api/backups/b1/restore", {"confirm": "c" * 256, "target_url": "postgresql://app@h/" + "c" * 256}, "confirm",
+     255),
+    ("/api/backups/b1/restore", {"confirm": "other", "target_url": "postgresql://app@" + "h" * 1025}, "target_url",
+     1024),
+    ("/api/targets/shop/pitr/restore", {"to": "latest", "data_dir": "/" + "d" * 1024}, "data_dir", 1024),
+], ids=["database", "confirm", "target_url", "data_dir"])
+def test_an_api_string_past_its_bound_is_a_400(make_app, path, body, field, bound):
+    app = make_app(BACKUP_DATABASE_URL="postgresql://app@db.example:5432/shop")
+    add_user(app)
+    add_backup(app)
+    headers = {"Authorization": f"Bearer {api_token(app)}"}
 
-    response = bare_app.test_client().post(path, json=body, headers=headers)
+    response = app.test_client().post(path, json=body, headers=headers)
 
     assert response.status_code == 400
-    assert response.json == {"error": f"'{field}' must be at most 1024 characters"}
-    with bare_app.app_context():
+    assert response.json == {"error": f"'{field}' must be at most {bound} characters"}
+    with app.app_context():
         assert db.session.query(Job).count() == 0
 
 
