@@ -1,5 +1,4 @@
 """backup_app: PostgreSQL backups kept twice, on local disk and in S3."""
-import os
 from pathlib import Path
 
 from flask import Flask
@@ -8,7 +7,7 @@ from backup_app.config import Config
 from backup_app.core import filemodes
 from backup_app.core.formatting import exact_time, human_size, location_label, relative_time
 from backup_app.extensions import csrf, db, login_manager
-from backup_app.web import input_guard, security_headers
+from backup_app.web import input_guard, security_headers, sessions
 from backup_app.web.errorhandlers import register_errorhandlers
 
 
@@ -21,12 +20,14 @@ def create_app(config: object | dict | None = None) -> Flask:
     if isinstance(config, dict):
         app.config.from_mapping(config)
     filemodes.make_private()
+    require_secret_key_in_debug(app)
     apply_instance_defaults(app)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
     security_headers.init_app(app)
     input_guard.init_app(app)
+    sessions.init_app(app)
     register_template_filters(app)
     register_commands(app)
     from backup_app.services import notifications  # noqa: F401 - subscribes to the services' events
@@ -41,8 +42,15 @@ def apply_instance_defaults(app: Flask) -> None:
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'catalog.db'}"
     if not app.config.get("BACKUP_DIR"):
         app.config["BACKUP_DIR"] = str(instance / "backups")
-    if not app.config.get("SECRET_KEY") and os.environ.get("FLASK_DEBUG"):
-        app.config["SECRET_KEY"] = "dev-only-secret"
+
+
+def require_secret_key_in_debug(app: Flask) -> None:
+    """Refuse to start in debug mode (FLASK_DEBUG) without SECRET_KEY: no built-in key signs
+    sessions that anyone who read the code could forge."""
+    if app.debug and not app.config.get("SECRET_KEY"):
+        raise RuntimeError("SECRET_KEY is not set; FLASK_DEBUG does not make one up. Set SECRET_KEY "
+                           "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+                           "or use `make run`, which generates one.")
 
 
 def warn_if_loose(app: Flask) -> None:

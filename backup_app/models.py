@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from backup_app.core.conninfo import ConnInfo
+from backup_app.core.formatting import clip
 from backup_app.extensions import db
 
 ID_FIRST = string.ascii_lowercase
@@ -75,6 +76,40 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+# Characters kept of an error, an outcome or a job's log line (its head and tail, see clip): a
+# failure that quotes a huge output, or a request that sends one, never grows the catalog unbounded.
+TEXT_MAX = 10_000
+
+
+class ClippedText(TypeDecorator):
+    """Text cut to `limit` characters as it is written (ORM and Core alike)."""
+
+    impl = Text
+    cache_ok = True
+
+    def __init__(self, limit: int = TEXT_MAX):
+        super().__init__()
+        self.limit = limit
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else clip(value, self.limit)
+
+
+class ClippedString(TypeDecorator):
+    """VARCHAR(length) whose values are cut to fit as they are written, for text the app records
+    as it comes (an audit event's actor and subject): too long is shortened, never a failed write."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, length: int):
+        super().__init__(length)
+        self.length = length
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else clip(value, self.length)
+
+
 @dataclass(frozen=True)
 class BackupFile:
     """A backup's stored bytes as plain values: what writing, reading, uploading or restoring
@@ -115,7 +150,7 @@ class Backup(db.Model):
     server_version: Mapped[str | None] = mapped_column(String(32))  # of the dumped server, e.g. "15.18"
     client_version: Mapped[str | None] = mapped_column(String(32))  # of the pg_dump that made it
     status: Mapped[str] = mapped_column(String(16), default=RUNNING, index=True)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(ClippedText())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Exact rows per table, counted in pg_dump's own snapshot; verify compares against them.
@@ -178,7 +213,7 @@ class BackupCopy(db.Model):
     status: Mapped[str] = mapped_column(String(16))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(ClippedText())
 
     backup: Mapped[Backup] = relationship(back_populates="copies")
 
@@ -205,7 +240,7 @@ class Verification(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     tables: Mapped[dict | None] = mapped_column(JSON)  # rows per table in the restored copy
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(ClippedText())
 
     backup: Mapped[Backup] = relationship(back_populates="verifications")
 
@@ -280,7 +315,7 @@ class Target(db.Model):
     pitr_verify_next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pitr_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pitr_verified_to: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    pitr_verify_error: Mapped[str | None] = mapped_column(Text)
+    pitr_verify_error: Mapped[str | None] = mapped_column(ClippedText())
 
     def to_dict(self) -> dict:
         """The JSON shape of `flask targets list --json`; never the password."""
@@ -349,7 +384,7 @@ class Job(db.Model):
     phase: Mapped[str] = mapped_column(String(64), default="queued")
     database: Mapped[str] = mapped_column(String(255))
     # What the job works on, shown: the database as a URL without its password, "all backups", …
-    target: Mapped[str] = mapped_column(String(1024))
+    target: Mapped[str] = mapped_column(ClippedString(1024))
     # What it holds: a database by its server's identity and name, however its URL spells them
     # (`system 7714…/shop`), `backup <id>`, or `all backups`.
     slot: Mapped[str] = mapped_column(String(1024))
@@ -360,9 +395,9 @@ class Job(db.Model):
     options: Mapped[dict | None] = mapped_column(JSON)
     backup_id: Mapped[str | None] = mapped_column(String(32), index=True)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
-    result: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[str | None] = mapped_column(Text)
-    log: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[str | None] = mapped_column(ClippedText())
+    error: Mapped[str | None] = mapped_column(ClippedText())
+    log: Mapped[str] = mapped_column(ClippedText(), default="")
     # host:pid of the worker running it, so a restarted worker can tell its dead jobs.
     worker: Mapped[str | None] = mapped_column(String(255))
     # Written every JOB_HEARTBEAT_SECONDS while it runs, so any worker can tell a job whose
@@ -426,7 +461,7 @@ class PreviousDatabase(db.Model):
     kept_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     drop_after: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     dropped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    error: Mapped[str | None] = mapped_column(Text)  # why the last attempt to drop it failed
+    error: Mapped[str | None] = mapped_column(ClippedText())  # why the last attempt to drop it failed
 
     def to_dict(self) -> dict:
         return {"name": self.name, "database": self.database, "server": self.server,
@@ -442,8 +477,15 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Part of the id a signed-in session holds (get_id); signing out raises it, so every session
+    # signed in before, a copied cookie too, no longer loads the user.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    def get_id(self) -> str:
+        """What flask-login keeps in the session: `<id>:<session_version>`."""
+        return f"{self.id}:{self.session_version}"
 
 
 class ApiToken(db.Model):
@@ -480,11 +522,11 @@ class AuditEvent(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(255), index=True)    # a user's email, or "cli"
-    action: Mapped[str] = mapped_column(String(64), index=True)    # create, restore, sign-in-failed, …
-    subject: Mapped[str] = mapped_column(String(1024), default="")  # a backup id, a database, …
-    address: Mapped[str | None] = mapped_column(String(64))        # the client's IP address (web)
-    detail: Mapped[str | None] = mapped_column(Text)               # outcome: an HTTP status or an error
+    actor: Mapped[str] = mapped_column(ClippedString(255), index=True)     # a user's email, "cli", "anonymous"
+    action: Mapped[str] = mapped_column(String(64), index=True)            # create, restore, sign-in-failed, …
+    subject: Mapped[str] = mapped_column(ClippedString(1024), default="")  # a backup id, a database, …
+    address: Mapped[str | None] = mapped_column(ClippedString(64))         # the client's IP address (web)
+    detail: Mapped[str | None] = mapped_column(ClippedText())              # outcome: an HTTP status or an error
 
     def to_dict(self) -> dict:
         return {"at": isoformat(self.at), "actor": self.actor, "action": self.action,
@@ -540,7 +582,7 @@ class BaseBackup(db.Model):
     kind: Mapped[str] = mapped_column(String(16), default=FULL)
     parent_id: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=RUNNING)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(ClippedText())
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     start_lsn: Mapped[str | None] = mapped_column(String(32))
@@ -574,7 +616,7 @@ class WalReceiver(db.Model):
     holder: Mapped[str | None] = mapped_column(String(255))
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     state: Mapped[str] = mapped_column(String(16), default=STOPPED)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(ClippedText())
     last_segment: Mapped[str | None] = mapped_column(String(64))
     last_segment_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     stored_lsn: Mapped[str | None] = mapped_column(String(32))

@@ -19,6 +19,8 @@ from backup_app.services.users import user_for_token
 from backup_app.web.downloads import download_response
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
+MAX_STRING = 1024  # a URL, a path: as long as the catalog's longest column for them
+MAX_NAME = 255  # a database name, as the catalog's columns hold it
 
 
 @bp.before_request
@@ -44,10 +46,14 @@ def json_body() -> dict:
     return body
 
 
-def optional_string(body: dict, key: str) -> str | None:
+def optional_string(body: dict, key: str, max_length: int = MAX_STRING) -> str | None:
+    """The body's string `key` (None when absent or empty); InvalidRequest unless a string of at
+    most `max_length` characters."""
     value = body.get(key)
     if value is not None and not isinstance(value, str):
         raise InvalidRequest(f"{key!r} must be a string")
+    if value is not None and len(value) > max_length:
+        raise InvalidRequest(f"{key!r} must be at most {max_length} characters")
     return value or None
 
 
@@ -121,7 +127,7 @@ def restore_backup(backup_id):
     in_place, drop_previous = optional_flag(body, "in_place"), optional_flag(body, "drop_previous")
     if in_place and drop_previous:
         raise InvalidRequest("drop_previous has nothing to drop with in_place (no previous database is kept)")
-    job = queue_restore(db.session, backup_id, optional_string(body, "confirm") or "",
+    job = queue_restore(db.session, backup_id, optional_string(body, "confirm", MAX_NAME) or "",
                              optional_string(body, "target_url"), in_place=in_place, drop_previous=drop_previous)
     return job_accepted(job)
 

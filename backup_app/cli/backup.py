@@ -1,5 +1,6 @@
 """`flask backup …`: the same services the pages and the API call.
 """
+import sys
 from pathlib import Path
 
 import click
@@ -86,6 +87,8 @@ def show_command(backup_id, as_json):
 @backup_cli.command("restore")
 @click.argument("backup_id", metavar="ID")
 @click.option("--target-url", metavar="URL", help="Restore into this database instead of the backup's own.")
+@click.option("--target-url-stdin", is_flag=True,
+              help="Read --target-url from the first line of stdin (a password stays off the command line).")
 @click.option("--in-place", is_flag=True,
               help="Replace the objects in the current database, in one transaction (pg_restore --clean), "
                    "instead of building a new one beside it: for a role that cannot create databases.")
@@ -94,11 +97,13 @@ def show_command(backup_id, as_json):
                    "(default: keep it as <name>_before_restore_<time>).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"backup", "database", "previous_database"}.')
-def restore_command(backup_id, target_url, in_place, drop_previous, yes, as_json):
+def restore_command(backup_id, target_url, target_url_stdin, in_place, drop_previous, yes, as_json):
     """Restore a backup (local file if intact, else an S3 copy) beside the database, then swap."""
     upgrade_catalog_if_needed()
     if in_place and drop_previous:
         raise ConfigurationError("--drop-previous has nothing to drop with --in-place (no previous database is kept)")
+    if target_url_stdin:
+        target_url = url_from_stdin(target_url)
     backup = get_completed_backup(db.session, backup_id)
     conn = wiring.restore_conn(backup.database, target_url)
     effect = describe_restore(conn.dbname, in_place=in_place, drop_previous=drop_previous,
@@ -119,6 +124,17 @@ def restore_command(backup_id, target_url, in_place, drop_previous, yes, as_json
         click.echo(f"The previous database is kept as {restored.previous_database}")
     for warning in restored.warnings:
         click.echo(f"Warning: {warning}", err=True)
+
+
+def url_from_stdin(given: str | None) -> str:
+    """The connection URL on stdin's first line (for --target-url-stdin)."""
+    if given:
+        raise ConfigurationError("give --target-url or --target-url-stdin, not both")
+    url = sys.stdin.readline().strip()
+    if not url:
+        raise ConfigurationError("--target-url-stdin: stdin's first line is empty; "
+                                 "give the URL there (postgresql://user:password@host:port/dbname)")
+    return url
 
 
 @backup_cli.command("download")

@@ -42,3 +42,18 @@ LOCATION_LABELS = {"local": "Local", "s3": "MinIO"}
 def location_label(location: str) -> str:
     """How the pages name a copy's location: 'Local', 'MinIO', and each of S3_STORES by its name."""
     return LOCATION_LABELS.get(location, location.removeprefix("s3:"))
+
+
+CUT = " […] "
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters: its head and its tail around " […] ".
+
+    The head says what failed, the tail often why; the middle of a long output goes.
+    """
+    if len(text) <= limit:
+        return text
+    keep = max(limit - len(CUT), 0)
+    head = keep - keep // 3
+    return (text[:head] + CUT + text[len(text) - (keep - head):])[:limit]

@@ -16,8 +16,8 @@ def redact(text: str) -> str:
 
 def record(session: Session, actor: str, action: str, subject: str = "", *,
            address: str | None = None, detail: str | None = None) -> AuditEvent:
-    """Append one event (and commit it on its own)."""
-    event = AuditEvent(actor=actor, action=action, subject=redact(subject)[:1024], address=address,
+    """Append one event (and commit it on its own); its texts are cut to their columns' bounds."""
+    event = AuditEvent(actor=actor, action=action, subject=redact(subject), address=address,
                        detail=redact(detail) if detail else None)
     session.add(event)
     session.commit()

@@ -91,6 +91,13 @@ def authenticate(session: Session, email: str, password: str, address: str,
     return user
 
 
+def end_sessions(session: Session, user: User) -> None:
+    """Sign the user out everywhere: every session signed in so far stops loading them (API
+    tokens are not sessions and keep working)."""
+    user.session_version = User.session_version + 1
+    session.commit()
+
+
 def hash_token(token: str) -> str:
     # Tokens are 256 random bits, so a plain SHA-256 is enough (no salt or slow hash needed).
     return hashlib.sha256(token.encode()).hexdigest()

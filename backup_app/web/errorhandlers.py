@@ -1,8 +1,9 @@
 """Error pages and JSON errors: every service error becomes a one-line message with its status."""
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from backup_app.core.formatting import human_size
 from backup_app.errors import (
     BackupError,
     BackupFileMissing,
@@ -41,7 +42,7 @@ STATUS_CODES = {
     QueueUnavailable: 503,
 }
 TITLES = {400: "Bad request", 401: "Sign in first", 403: "Not allowed", 404: "Not found",
-          409: "Conflict", 429: "Too many requests", 500: "Something went wrong", 503: "Unavailable"}
+          409: "Conflict", 413: "Too large", 429: "Too many requests", 500: "Something went wrong", 503: "Unavailable"}
 
 
 def status_code(exc: BackupError) -> int:
@@ -70,6 +71,12 @@ def register_errorhandlers(app: Flask) -> None:
     def csrf_error(exc: CSRFError):
         return error_response(400, f"The form expired or was not sent from this site ({exc.description}); "
                                    "go back, reload and try again.")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_exc: RequestEntityTooLarge):
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return error_response(413, f"The request is larger than this server accepts ({human_size(limit)}, "
+                                   "MAX_CONTENT_LENGTH).")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

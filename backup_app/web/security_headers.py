@@ -1,7 +1,10 @@
-"""Security headers on every response: no inline script or style, no framing, no sniffing.
+"""Security headers on every response: no inline script or style, no framing, no sniffing, no
+caching.
 
 The pages load their CSS and JS from /static only (no inline <script>, style= or on…=
-attributes in the templates), so the policy allows nothing else.
+attributes in the templates), so the policy allows nothing else. Pages, API answers and
+downloads may hold connection URLs, job results or a backup's bytes: no browser or proxy cache
+keeps them (no-store); static files set their own Cache-Control and keep it.
 """
 from flask import Flask, Response
 
@@ -21,6 +24,7 @@ HEADERS = {
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate CSP 2
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-store",
 }
 
 

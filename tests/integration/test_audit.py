@@ -59,7 +59,7 @@ def test_web_and_api_actions_are_audited_with_who_and_where(app, runner, source_
         (EMAIL, "download", backup["id"]),
         (EMAIL, "create", source_db),
         (EMAIL, "sign-in", EMAIL),
-        (EMAIL, "sign-in-failed", EMAIL),
+        ("anonymous", "sign-in-failed", EMAIL),
     ]
     assert all(e["address"] == "127.0.0.1" for e in events if e["actor"] != "cli")
 

@@ -75,6 +75,39 @@ def test_restore_into_another_database_creates_it(runner, pg_cluster, source_db)
         pg_cluster.dropdb(other)
 
 
+def test_restore_reads_the_target_url_from_stdin(runner, pg_cluster, source_db):
+    backup = create(runner)
+    other = source_db + "_stdin"
+    url = pg_cluster.url(other)
+    try:
+        result = runner.invoke(args=["backup", "restore", backup["id"], "--target-url-stdin", "--yes"],
+                               input=url + "\n")
+        assert result.exit_code == 0, result.output
+        assert count(pg_cluster, other) == 3000
+        assert pg_cluster.password not in result.output
+    finally:
+        pg_cluster.dropdb(other)
+
+
+@pytest.mark.parametrize("stdin, extra, message", [
+    ("", [], "Error: --target-url-stdin: stdin's first line is empty"),
+    ("\npostgresql://late@h/x\n", [], "Error: --target-url-stdin: stdin's first line is empty"),
+    ("postgresql://u@h/x\n", ["--target-url", "postgresql://u@h/y"],
+     "Error: give --target-url or --target-url-stdin, not both"),
+], ids=["empty", "blank-first-line", "both"])
+def test_restore_with_target_url_stdin_and_no_url_changes_nothing(runner, pg_cluster, source_db, stdin, extra,
+                                                                   message):
+    backup = create(runner)
+    pg_cluster.psql("DELETE FROM orders", source_db)
+
+    result = runner.invoke(args=["backup", "restore", backup["id"], "--target-url-stdin", "--yes", *extra],
+                           input=stdin)
+
+    assert result.exit_code == 1
+    assert error_line(result).startswith(message)
+    assert count(pg_cluster, source_db) == 0, "not restored into the backup's own database instead"
+
+
 def test_restore_without_confirmation_changes_nothing(runner, pg_cluster, source_db):
     backup = create(runner)
     pg_cluster.psql("DELETE FROM orders", source_db)

@@ -2,6 +2,7 @@ import logging
 
 from flask import g, render_template, request
 from flask_login import current_user
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from backup_app.extensions import db
 from backup_app.services import audit as service
@@ -39,30 +40,44 @@ AUDITED_ENDPOINTS = {
     "api.pitr_verify": "pitr-verify",
 }
 READS = {"download"}
+ANONYMOUS = "anonymous"
 
 
 def request_subject() -> str:
     """What the request acts on: the backup, the target, else the database (named by the view,
-    the form or the body)."""
+    the form or the body); for a sign-in, the email it claims."""
     if g.get("audit_subject"):
         return g.audit_subject
     if request.view_args and "backup_id" in request.view_args:
         return request.view_args["backup_id"]
     if request.view_args and "name" in request.view_args:
         return request.view_args["name"]
+    try:
+        return subject_in_body()
+    except RequestEntityTooLarge:  # refused unread: it names nothing
+        return ""
+
+
+def subject_in_body() -> str:
+    if request.endpoint == "auth.login":
+        return request.form.get("email", "")
     body = request.get_json(silent=True) if request.is_json else None
     if isinstance(body, dict) and isinstance(body.get("database"), str):
         return body["database"]
-    return request.form.get("database") or request.form.get("name") or request.form.get("email") or ""
+    return request.form.get("database") or request.form.get("name") or ""
 
 
 def request_actor() -> str:
+    """Who sent the request: the token's or the session's user (the view names the one it just
+    signed out); anyone else is "anonymous", whatever email the form claims."""
+    if g.get("audit_actor"):
+        return g.audit_actor
     api_user = g.get("api_user")
     if api_user is not None:
         return f"{api_user.email} (API token)"
     if current_user.is_authenticated:
         return current_user.email
-    return request.form.get("email") or "anonymous"
+    return ANONYMOUS
 
 
 @bp.after_app_request

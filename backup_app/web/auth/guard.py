@@ -1,5 +1,5 @@
 """The sign-in requirement, applied to every route unless it is marked @public."""
-from flask import current_app, jsonify, redirect, request, url_for
+from flask import current_app, g, jsonify, redirect, request, url_for
 from flask_login import current_user
 
 from backup_app.extensions import db, login_manager
@@ -13,8 +13,11 @@ def public(view):
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+def load_user(session_id: str) -> User | None:
+    """The user a session's `<id>:<session_version>` names, unless that user has signed out since."""
+    user_id, _, version = session_id.partition(":")
+    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    return user if user is not None and version == str(user.session_version) else None
 
 
 def require_login():
@@ -24,6 +27,7 @@ def require_login():
     view = current_app.view_functions.get(request.endpoint)
     if getattr(view, "is_public", False) or current_user.is_authenticated:
         return None
+    g.audit_error = "not signed in"  # an attempt that did nothing, whatever its status says
     if request.accept_mimetypes.best == "application/json":
         return jsonify(error="sign in first"), 401
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))

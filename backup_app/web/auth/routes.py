@@ -1,6 +1,6 @@
 from urllib.parse import urlsplit
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
 from backup_app.errors import LoginFailed, TooManyLoginAttempts
@@ -44,7 +44,9 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """Sign out."""
+    """Sign out, here and in every other session of this user."""
+    g.audit_actor = current_user.email  # once signed out, the request has no user to name
+    service.end_sessions(db.session, current_user._get_current_object())
     logout_user()
     flash("Signed out.", "info")
     return redirect(url_for("auth.login"))

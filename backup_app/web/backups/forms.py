@@ -20,7 +20,7 @@ class RestoreForm(FlaskForm):
         SelectChoice("in_place", "in place, in one transaction (pg_restore --clean): for a role that cannot "
                                  "create databases")], default="beside")
     drop_previous = BooleanField("Drop the previous database once the restored one has taken its place")
-    confirm = StringField("Type the target database's name to confirm", validators=[DataRequired()])
+    confirm = StringField("Type the target database's name to confirm", validators=[DataRequired(), Length(max=255)])
 
     def validate_target_url(self, field):
         if self.target.data == "other" and not field.data:
