@@ -42,7 +42,7 @@ class ChunkedBodyLimit:
 
     def __call__(self, environ, start_response):
         limit = self.app.config.get("MAX_CONTENT_LENGTH")
-        if limit is not None and environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        if limit is not None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             body = read_at_most(environ["wsgi.input"], limit + 1)
             del environ["HTTP_TRANSFER_ENCODING"]
             environ.update({"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))})
