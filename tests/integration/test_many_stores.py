@@ -13,17 +13,13 @@ from backup_app import wiring
 from backup_app.adapters.local import sha256_of
 from backup_app.extensions import db
 from backup_app.models import Backup
-from tests.helpers import copy_status, create, error_line, invoke, sha256_file, show
+from tests.helpers import copy_status, count_rows, create, error_line, invoke, sha256_file, show
 from tests.web_helpers import add_user, sign_in
 
 pytestmark = pytest.mark.integration
 
 OFFSITE = "s3:offsite"
 ALL_PRESENT = {"local": "present", "s3": "present", OFFSITE: "present"}
-
-
-def count(pg_cluster, dbname: str) -> int:
-    return int(pg_cluster.psql("SELECT count(*) FROM orders", dbname))
 
 
 @pytest.fixture
@@ -71,7 +67,7 @@ def test_one_stream_fills_every_store_with_the_same_bytes(runner, stores, backup
     pg_cluster.psql("DELETE FROM orders", source_db)
     invoke(runner, "backup", "restore", backup["id"], "--yes")
 
-    assert count(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
     assert sha256_file(backup_dir / backup["filename"]) == backup["sha256"]
     assert copy_status(show(runner, backup["id"])) == {"local": "present", "s3": "failed", OFFSITE: "present"}
 
