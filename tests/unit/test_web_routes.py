@@ -8,6 +8,7 @@ import pytest
 
 from backup_app.extensions import db
 from backup_app.models import LOCAL, Backup, Job, utcnow
+from devtools.localservers import reserve_port
 from tests.security.routes import all_routes
 from tests.web_helpers import EMAIL, PASSWORD, add_backup, add_user, api_token, csrf_token, sign_in, submit, text
 
@@ -313,6 +314,43 @@ def test_api_conflict_and_unavailable(make_app, tmp_path):
 
     deleted = client.delete("/api/backups/b1", headers=headers)
     assert deleted.status_code == 503 and "MINIO_ENDPOINT is not set" in deleted.json["error"]
+
+
+@pytest.fixture
+def queue_down(make_app):
+    """An app whose job queue is a Redis server that is not there (a reserved port nothing listens
+    on), with a backup b1 of its database, and a signed-in client."""
+    app = make_app(BACKUP_DATABASE_URL="postgresql://app@db.example:5432/shop", HUEY_IMMEDIATE=False,
+                   REDIS_URL=f"redis://127.0.0.1:{reserve_port()}/0")
+    add_user(app)
+    add_backup(app, backup_id="b1")
+    client = app.test_client()
+    sign_in(client)
+    return app, client
+
+
+def test_an_unavailable_queue_is_a_503_and_no_job_stays_queued(queue_down):
+    app, client = queue_down
+    headers = {"Authorization": f"Bearer {api_token(app)}"}
+
+    api_create = client.post("/api/backups", headers=headers)
+    api_restore = client.post("/api/backups/b1/restore", headers=headers, json={"confirm": "shop"})
+    page_create = submit(client, "/backups/new", {"database": "shop"})
+    page_restore = submit(client, "/backups/b1/restore", {"target": "configured", "confirm": "shop"})
+    page_verify = submit(client, "/backups/b1/verify", form_url="/backups/b1", follow_redirects=True)
+
+    for response in (api_create, api_restore):
+        assert response.status_code == 503
+        assert response.json["error"].startswith("The job queue is unavailable: "), response.json
+    for response in (page_create, page_restore):
+        assert response.status_code == 503 and "The job queue is unavailable: " in text(response)
+    assert page_verify.request.path == "/backups/b1" and "The job queue is unavailable: " in text(page_verify)
+    with app.app_context():
+        jobs = db.session.query(Job).all()
+        assert sorted(job.kind for job in jobs) == ["create", "create", "restore", "restore", "verify"], \
+            "each attempt was its own: none was refused as already queued"
+        assert {(job.status, job.error.split(":")[0]) for job in jobs} == {("failed", "could not queue the job")}
+        assert db.session.get(Backup, "b1").status == "completed"
 
 
 def test_unexpected_errors_get_the_500_page(bare_app, bare_client, monkeypatch):
