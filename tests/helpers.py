@@ -10,9 +10,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Self
 
+from backup_app.core.conninfo import ConnInfo
 from backup_app.extensions import db
 from backup_app.jobs.recovery import process_alive
-from backup_app.models import Backup
+from backup_app.jobs.slots import database_slot
+from backup_app.models import RUNNING, Backup, Job, utcnow
 
 
 def invoke(runner, *args: str, ok: bool = True):
@@ -36,6 +38,51 @@ def show(runner, backup_id: str) -> dict:
 
 def copy_status(backup: dict) -> dict[str, str]:
     return {c["location"]: c["status"] for c in backup["copies"]}
+
+
+def listed(runner) -> list[dict]:
+    """`flask backup list --json`: every backup in the catalog."""
+    return json.loads(invoke(runner, "backup", "list", "--json").stdout)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """The names in `folder`, sorted (none when it does not exist)."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def bucket_keys(store) -> list[str]:
+    """Every object key in an S3 store."""
+    return [key for key, _ in store.list()]
+
+
+def count_rows(cluster, dbname: str, table: str = "orders") -> int:
+    return int(cluster.psql(f"SELECT count(*) FROM {table}", dbname))
+
+
+def all_jobs(app) -> list[Job]:
+    """Every job row, oldest first, detached from the session."""
+    with app.app_context():
+        found = db.session.query(Job).order_by(Job.created_at).all()
+        db.session.expunge_all()
+        return found
+
+
+def running_job(app, **fields) -> str:
+    """A job another worker is running, with these fields (kind, database, target, slot, …); returns its id."""
+    with app.app_context():
+        job = Job(**{"status": RUNNING, "phase": "running", "log": "", "worker": "another-host:1",
+                     "started_at": utcnow(), **fields})
+        db.session.add(job)
+        db.session.commit()
+        return job.id
+
+
+def hold_target(app, url: str, kind: str = "restore", **fields) -> str:
+    """A running `kind` job of another process on the database `url` names (however it spells it),
+    holding its slot; returns its id."""
+    conn = ConnInfo.from_url(url)
+    return running_job(app, kind=kind, database=conn.dbname, target=conn.display(), slot=database_slot(conn),
+                       **fields)
 
 
 def sha256_file(path: Path) -> str:

@@ -64,10 +64,6 @@ def live_env(tmp_path: Path, catalog_url: str, **settings) -> dict[str, str]:
             **{name: str(value) for name, value in settings.items()}}
 
 
-def count_orders(pg_cluster, dbname: str) -> int:
-    return int(pg_cluster.psql("SELECT count(*) FROM orders", dbname))
-
-
 def add_backup(app, content: bytes = b"PGDMP fake dump", *, backup_id: str = "b1", database: str = "shop",
                s3_copy: bool = False, created_at=None) -> dict:
     """A completed backup row with its local file; returns it as the API shows it."""

@@ -94,7 +94,9 @@ def list_backups():
     query = queries.backups_query(request.args.get("database"), request.args.get("status"))
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     # Each backup's last verification is in its JSON: load them all in one query, not one per backup.
-    backups = db.session.scalars(query.options(selectinload(Backup.verifications)).limit(limit).offset(offset))
+    # An offset past the end is an empty page (and never one too large for the database's integers).
+    backups = db.session.scalars(query.options(selectinload(Backup.verifications)).limit(limit)
+                                 .offset(min(offset, total)))
     response = jsonify([backup.to_dict() for backup in backups])
     response.headers["X-Total-Count"] = str(total)
     return response

@@ -40,6 +40,11 @@ class DecryptionFailed(BackupError):
     """Encrypted bytes could not be decrypted: wrong key, or damaged data."""
 
 
+class SecretUnreadable(DecryptionFailed, ConfigurationError):
+    """A secret in the catalog was stored under another APP_ENCRYPTION_KEY: a setting to fix
+    (pages and API answer 400, as for a missing key), not damaged data."""
+
+
 def is_encrypted(head: bytes) -> bool:
     return head.startswith(MAGIC)
 
@@ -90,7 +95,7 @@ class MasterKey:
         try:
             return self._secrets().decrypt(token.encode()).decode()
         except InvalidToken:
-            raise DecryptionFailed(
+            raise SecretUnreadable(
                 "a stored password cannot be decrypted: APP_ENCRYPTION_KEY is not the key it was "
                 "stored with") from None
 

@@ -7,10 +7,12 @@ from sqlalchemy.orm import Session
 
 from backup_app.models import (
     COMPLETED,
+    CREATE,
     PRESENT,
     STOPPED,
     Backup,
     BackupCopy,
+    Job,
     Target,
     Verification,
     WalReceiver,
@@ -30,8 +32,14 @@ class TargetOverview:
     last_verify: Verification | None
     copies_present: int
     copies_total: int
+    last_run: Job | None = None            # the newest backup job, whatever its outcome
+    # Copies of completed backups that are not present, by status ("failed", "missing"), and the
+    # newest one's (location, error).
+    copy_problems: dict[str, int] = field(default_factory=dict)
+    copy_problem: tuple[str, str | None] | None = None
     bytes_by_location: dict[str, int] = field(default_factory=dict)
     pitr_state: str | None = None          # the WAL receiver's state; None: PITR is off
+    pitr_error: str | None = None          # why the receiver is not streaming
     pitr_until: datetime | None = None     # the end of the recoverable window
 
     def age(self, now: datetime) -> timedelta | None:
@@ -58,6 +66,7 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
         select(Verification).join(Verification.backup).join(
             newest_verify, (newest_verify.c.database == Backup.database)
             & (newest_verify.c.at == Verification.started_at)))}
+    last_runs, copy_problems = newest_create_jobs(session), newest_copy_problems(session)
     overviews = []
     for target in targets:
         mine = [row for row in copies if row[0] == target.name]
@@ -67,16 +76,41 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
             next_run_at=target.next_run_at if target.schedule and target.schedule_enabled else None,
             last_verify=verifies.get(target.name),
             copies_present=sum(count for _, _, status, count, _ in mine if status == PRESENT),
-            copies_total=sum(count for *_, count, _ in mine))
+            copies_total=sum(count for *_, count, _ in mine),
+            last_run=last_runs.get(target.name), copy_problem=copy_problems.get(target.name))
+        for _, _, status, count, _ in mine:
+            if status != PRESENT:
+                overview.copy_problems[status] = overview.copy_problems.get(status, 0) + count
         if target.pitr_enabled:
             receiver = session.get(WalReceiver, target.name)
             overview.pitr_state = receiver.state if receiver else STOPPED
+            overview.pitr_error = receiver.error if receiver else None
             overview.pitr_until = window(session, target.name)[1]
         for _, location, status, _, size in mine:
             if status == PRESENT:
                 overview.bytes_by_location[location] = overview.bytes_by_location.get(location, 0) + int(size)
         overviews.append(overview)
     return overviews
+
+
+def newest_create_jobs(session: Session) -> dict[str, Job]:
+    """The newest backup job of each database, by name."""
+    newest = (select(Job.database, func.max(Job.created_at).label("created_at")).where(Job.kind == CREATE)
+              .group_by(Job.database).subquery())
+    query = select(Job).join(newest, (Job.database == newest.c.database) & (Job.created_at == newest.c.created_at)
+                             ).where(Job.kind == CREATE)
+    return {job.database: job for job in session.scalars(query)}
+
+
+def newest_copy_problems(session: Session) -> dict[str, tuple[str, str | None]]:
+    """Per database, (location, error) of the newest completed backup's copy that is not present."""
+    rows = session.execute(
+        select(Backup.database, BackupCopy.location, BackupCopy.error).join(BackupCopy.backup)
+        .where(Backup.status == COMPLETED, BackupCopy.status != PRESENT).order_by(Backup.created_at.desc()))
+    problems: dict[str, tuple[str, str | None]] = {}
+    for database, location, error in rows:
+        problems.setdefault(database, (location, error))
+    return problems
 
 
 def backup_history(session: Session, since: datetime | None = None, limit: int = 200) -> list[Backup]:

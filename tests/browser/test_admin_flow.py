@@ -5,7 +5,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.web_helpers import EMAIL, PASSWORD, TableLock, count_orders
+from tests.helpers import count_rows
+from tests.web_helpers import EMAIL, PASSWORD, TableLock
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -91,7 +92,7 @@ def test_sign_in_back_up_watch_download_restore_delete(live_app, page, screensho
     expect(row.locator('[data-field="status"]')).to_have_text("completed", timeout=30_000)
     expect(row.locator('[data-field="result"]')).to_contain_text(f"restored {filename}")
     expect(row.locator('[data-field="result"]')).to_contain_text(f"the previous database is kept as {source_db}_before")
-    assert count_orders(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
 
     # Delete, after the confirmation page.
     row.get_by_role("link", name=filename).click()

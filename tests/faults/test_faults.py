@@ -20,25 +20,22 @@ from backup_app.extensions import db
 from backup_app.services.backups.create import create_backup
 from devtools.localservers import reserve_port, wait_until
 from tests.conftest import both_catalogs
-from tests.helpers import add_target, age_backups, copy_status, create, error_line, invoke, sha256_file, show
+from tests.helpers import (
+    add_target,
+    age_backups,
+    bucket_keys,
+    copy_status,
+    count_rows,
+    create,
+    error_line,
+    invoke,
+    leftovers,
+    listed,
+    sha256_file,
+    show,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def listed(runner) -> list[dict]:
-    return json.loads(invoke(runner, "backup", "list", "--json").stdout)
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-def bucket_keys(s3) -> list[str]:
-    return [key for key, _ in s3.list()]
-
-
-def count(pg_cluster, dbname: str, table: str = "orders") -> int:
-    return int(pg_cluster.psql(f"SELECT count(*) FROM {table}", dbname))
 
 
 def test_01_s3_killed_mid_upload_then_sync_uploads_it(make_app, pg_cluster, big_db, start_store):
@@ -210,7 +207,7 @@ def test_09_corrupt_local_copy_restores_from_s3(runner, pg_cluster, source_db, b
 
     invoke(runner, "backup", "restore", backup["id"], "--yes")
 
-    assert count(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
     assert sha256_file(local_file) == backup["sha256"]
 
 
@@ -222,7 +219,7 @@ def test_10_corrupt_s3_copy_is_detected_and_the_local_copy_used(runner, pg_clust
     pg_cluster.psql("DELETE FROM orders", source_db)
 
     invoke(runner, "backup", "restore", backup["id"], "--yes")
-    assert count(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
 
     result = invoke(runner, "backup", "verify", backup["id"], ok=False)
     assert "s3 copy" in error_line(result) and "does not match its recorded SHA-256" in error_line(result)
@@ -261,7 +258,7 @@ def test_11_lost_catalog_is_rebuilt_by_rescan(make_app, pg_cluster, source_db, s
     assert json.loads(invoke(runner, "backup", "rescan", "--json").stdout)["added"] == [], "no duplicates"
     pg_cluster.psql("DELETE FROM orders", source_db)
     invoke(runner, "backup", "restore", made[0]["id"], "--yes")
-    assert count(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
 
 
 def test_12a_objects_made_since_the_backup_are_gone_after_a_restore_and_kept_aside(
@@ -274,12 +271,12 @@ def test_12a_objects_made_since_the_backup_are_gone_after_a_restore_and_kept_asi
 
     refused = invoke(runner, "backup", "restore", backup["id"], "--yes", "--in-place", ok=False)
     assert "Error: pg_restore: error:" in error_line(refused) and "depend" in refused.stderr
-    assert count(pg_cluster, source_db) == 0, "rolled back"
+    assert count_rows(pg_cluster, source_db) == 0, "rolled back"
 
     previous = json.loads(invoke(runner, "backup", "restore", backup["id"], "--yes", "--json").stdout)[
         "previous_database"]
 
-    assert count(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
     assert pg_cluster.psql("SELECT count(*) FROM pg_views WHERE viewname = 'big_orders'", source_db) == "0"
     assert pg_cluster.psql("SELECT count(*) FROM pg_views WHERE viewname = 'big_orders'", previous) == "1"
 
@@ -305,14 +302,14 @@ def test_12b_a_session_holding_a_lock_is_ended_by_the_swap_and_times_out_in_plac
             10, "the other session's lock")
         result = invoke(runner, "backup", "restore", backup["id"], "--yes", "--in-place", ok=False)
         assert "waited more than 2 s for locks held by other sessions (pid " in error_line(result)
-        assert count(pg_cluster, source_db) == 100, "rolled back: the rows deleted before stay deleted"
+        assert count_rows(pg_cluster, source_db) == 100, "rolled back: the rows deleted before stay deleted"
 
         invoke(runner, "backup", "restore", backup["id"], "--yes")
         assert holder.wait(timeout=10) != 0, "the session holding the lock was ended"
     finally:
         holder.kill()
         holder.wait()
-    assert count(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
 
 
 def test_14_prune_after_a_run_of_failures_keeps_the_good_backups(keyed_app, pg_cluster, other_db):

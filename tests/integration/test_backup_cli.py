@@ -6,13 +6,9 @@ from urllib.error import HTTPError
 import pytest
 
 from tests.conftest import both_catalogs, both_servers
-from tests.helpers import copy_status, create, error_line, invoke, sha256_file, show
+from tests.helpers import copy_status, count_rows, create, error_line, invoke, sha256_file, show
 
 pytestmark = pytest.mark.integration
-
-
-def count(pg_cluster, dbname: str, table: str = "orders") -> int:
-    return int(pg_cluster.psql(f"SELECT count(*) FROM {table}", dbname))
 
 
 @both_servers
@@ -46,8 +42,8 @@ def test_seed_checklist_create_upload_delete_local_restore(runner, pg_cluster, s
     result = invoke(runner, "backup", "restore", backup["id"], "--yes")
 
     assert "Restored backup" in result.stdout
-    assert count(pg_cluster, source_db) == 3000
-    assert count(pg_cluster, source_db, "customers") == 1000
+    assert count_rows(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db, "customers") == 1000
     assert sha256_file(local_file) == backup["sha256"], "the S3 copy is saved locally again"
     assert copy_status(show(runner, backup["id"])) == {"local": "present", "s3": "present"}
 
@@ -60,7 +56,7 @@ def test_restore_uses_intact_local_file(runner, pg_cluster, source_db, s3):
 
     invoke(runner, "backup", "restore", backup["id"], "--yes")
 
-    assert count(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
 
 
 @both_servers
@@ -69,8 +65,8 @@ def test_restore_into_another_database_creates_it(runner, pg_cluster, source_db)
     other = source_db + "_copy"
     try:
         invoke(runner, "backup", "restore", backup["id"], "--target-url", pg_cluster.url(other), "--yes")
-        assert count(pg_cluster, other) == 3000
-        assert count(pg_cluster, source_db) == 3000, "the source is untouched"
+        assert count_rows(pg_cluster, other) == 3000
+        assert count_rows(pg_cluster, source_db) == 3000, "the source is untouched"
     finally:
         pg_cluster.dropdb(other)
 
@@ -115,7 +111,7 @@ def test_restore_without_confirmation_changes_nothing(runner, pg_cluster, source
     result = invoke(runner, "backup", "restore", backup["id"], ok=False)
 
     assert "cancelled" in error_line(result)
-    assert count(pg_cluster, source_db) == 0
+    assert count_rows(pg_cluster, source_db) == 0
 
 
 def test_neither_copy_gives_a_clear_error(runner, pg_cluster, source_db, s3, backup_dir):
@@ -127,7 +123,7 @@ def test_neither_copy_gives_a_clear_error(runner, pg_cluster, source_db, s3, bac
     result = invoke(runner, "backup", "restore", backup["id"], "--yes", ok=False)
 
     assert error_line(result) == "Error: Backup file not found locally or in storage"
-    assert count(pg_cluster, source_db) == 0, "nothing was restored"
+    assert count_rows(pg_cluster, source_db) == 0, "nothing was restored"
     assert copy_status(show(runner, backup["id"])) == {"local": "missing", "s3": "missing"}
     assert not list(backup_dir.glob("*.partial"))
 

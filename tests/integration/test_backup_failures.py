@@ -12,17 +12,9 @@ import pytest
 from backup_app import wiring
 from backup_app.extensions import db
 from backup_app.models import Backup, BackupCopy, utcnow
-from tests.helpers import copy_status, create, error_line, invoke, sha256_file
+from tests.helpers import copy_status, create, error_line, invoke, leftovers, sha256_file
 
 pytestmark = pytest.mark.integration
-
-
-def listed(runner) -> list[dict]:
-    return json.loads(invoke(runner, "backup", "list", "--json").stdout)
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def test_local_only_mode(make_app, pg_cluster, source_db, tmp_path):

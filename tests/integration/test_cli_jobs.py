@@ -8,29 +8,10 @@ import pytest
 from backup_app.core.conninfo import ConnInfo
 from backup_app.extensions import db
 from backup_app.jobs.slots import database_slot
-from backup_app.models import RUNNING, Backup, Job, utcnow
-from tests.helpers import create, dead_pid, error_line, invoke
-from tests.web_helpers import count_orders
+from backup_app.models import Backup, Job
+from tests.helpers import all_jobs, count_rows, create, dead_pid, error_line, hold_target, invoke, running_job
 
 pytestmark = pytest.mark.integration
-
-
-def all_jobs(app) -> list[Job]:
-    with app.app_context():
-        found = db.session.query(Job).order_by(Job.created_at).all()
-        db.session.expunge_all()
-        return found
-
-
-def hold_target(app, pg_cluster, dbname: str, worker: str | None = None, url: str | None = None) -> str:
-    """A running restore job of another process on the target (named by `url`); returns its id."""
-    conn = ConnInfo.from_url(url or pg_cluster.url(dbname))
-    with app.app_context():
-        job = Job(kind="restore", status=RUNNING, phase="restoring", database=dbname, log="",
-                  target=conn.display(), slot=database_slot(conn), worker=worker, started_at=utcnow())
-        db.session.add(job)
-        db.session.commit()
-        return job.id
 
 
 def test_create_and_restore_leave_completed_jobs(app, runner, pg_cluster, source_db):
@@ -43,13 +24,13 @@ def test_create_and_restore_leave_completed_jobs(app, runner, pg_cluster, source
         ("create", "completed", backup["id"], f"{socket.gethostname()}:{os.getpid()}")
     assert "dumping postgresql://" in made.log and made.result.startswith(f"completed {backup['filename']}")
     assert (restored.kind, restored.status, restored.backup_id) == ("restore", "completed", backup["id"])
-    assert count_orders(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
 
 
 def test_a_busy_target_refuses_create_and_restore_and_nothing_is_lost(app, runner, pg_cluster, source_db,
                                                                      backup_dir):
     backup = create(runner)
-    busy = hold_target(app, pg_cluster, source_db, worker="another-host:1")
+    busy = hold_target(app, pg_cluster.url(source_db))
     pg_cluster.psql("DELETE FROM orders WHERE id > 100", source_db)
 
     refused = invoke(runner, "backup", "create", "--json", ok=False)
@@ -59,7 +40,7 @@ def test_a_busy_target_refuses_create_and_restore_and_nothing_is_lost(app, runne
     refused = invoke(runner, "backup", "restore", backup["id"], "--yes", ok=False)
     assert f"A restore job for {source_db} is already running (job {busy})" in error_line(refused)
 
-    assert count_orders(pg_cluster, source_db) == 100, "the target was not touched"
+    assert count_rows(pg_cluster, source_db) == 100, "the target was not touched"
     with app.app_context():
         assert [b.id for b in db.session.query(Backup)] == [backup["id"]]
     assert sorted(p.name for p in backup_dir.iterdir()) == [backup["filename"]]
@@ -75,7 +56,7 @@ def test_a_database_is_one_slot_however_its_url_spells_it(app, runner, pg_cluste
     url = {"localhost": pg_cluster.url(source_db).replace("@127.0.0.1:", "@localhost:"),
            "sslmode": pg_cluster.url(source_db) + "?sslmode=disable",
            "another user": f"postgresql://other_reader:reader@127.0.0.1:{pg_cluster.port}/{source_db}"}[spelling]
-    busy = hold_target(app, pg_cluster, source_db, worker="another-host:1", url=url)
+    busy = hold_target(app, url)
 
     refused = invoke(runner, "backup", "create", ok=False)
 
@@ -84,7 +65,7 @@ def test_a_database_is_one_slot_however_its_url_spells_it(app, runner, pg_cluste
 
 
 def test_a_job_left_by_a_killed_command_does_not_hold_the_target(app, runner, pg_cluster, source_db):
-    dead = hold_target(app, pg_cluster, source_db, worker=f"{socket.gethostname()}:{dead_pid()}")
+    dead = hold_target(app, pg_cluster.url(source_db), worker=f"{socket.gethostname()}:{dead_pid()}")
 
     backup = create(runner)
 
@@ -103,15 +84,6 @@ def test_a_failed_dump_is_the_commands_error_and_a_failed_job(make_app, pg_clust
     assert job.status == "failed" and "password authentication failed" in job.error
 
 
-def running(app, **fields) -> str:
-    """A running job of another worker with these fields; returns its id."""
-    with app.app_context():
-        job = Job(status=RUNNING, phase="running", log="", worker="another-host:1", started_at=utcnow(), **fields)
-        db.session.add(job)
-        db.session.commit()
-        return job.id
-
-
 def end(app, job_id: str) -> None:
     with app.app_context():
         db.session.get(Job, job_id).status = "completed"
@@ -121,13 +93,13 @@ def end(app, job_id: str) -> None:
 def test_verify_prune_sync_delete_and_download_take_the_slots_the_worker_holds(app, runner, source_db, backup_dir,
                                                                               tmp_path):
     backup = create(runner)
-    sync = running(app, kind="sync", database="all targets", target="all backups", slot="all backups")
+    sync = running_job(app, kind="sync", database="all targets", target="all backups", slot="all backups")
     for args in (["backup", "prune"], ["backup", "sync"], ["backup", "delete", backup["id"], "--yes"]):
         refused = invoke(runner, *args, ok=False)
         assert error_line(refused) == (f"Error: A sync job for all targets is already running (job {sync}); "
                                        "wait for it to finish"), args
     end(app, sync)
-    verify = running(app, kind="verify", database=source_db, target="scratch", slot=f"backup {backup['id']}",
+    verify = running_job(app, kind="verify", database=source_db, target="scratch", slot=f"backup {backup['id']}",
                      backup_id=backup["id"])
     refused = invoke(runner, "backup", "verify", backup["id"], ok=False)
     assert error_line(refused) == (f"Error: A verify job for {source_db} is already running (job {verify}); "

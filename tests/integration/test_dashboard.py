@@ -1,7 +1,11 @@
-"""The dashboard: per target coverage, staleness in red, and the server-drawn charts."""
+"""The dashboard: per target coverage, staleness in red, failures with their errors, and the
+server-drawn charts."""
 import pytest
 
-from tests.helpers import add_target, age_backups, create, invoke
+from backup_app.extensions import db
+from backup_app.models import FAILING, Job, Target, WalReceiver
+from devtools.localservers import reserve_port
+from tests.helpers import add_target, age_backups, create, error_line, invoke, new_key
 from tests.web_helpers import add_user, sign_in, text
 
 pytestmark = pytest.mark.integration
@@ -56,3 +60,46 @@ def test_signing_in_lands_on_the_dashboard(make_app, pg_cluster, source_db):
 
     assert response.headers["Location"].endswith("/dashboard")
     assert "never" in text(client.get("/dashboard")), "the default target is listed before its first backup"
+
+
+def row_of(page: str, name: str) -> str:
+    """The dashboard's table row of the target `name`."""
+    start = page.index(f">{name}</a>")
+    return page[start:page.index("</tr>", start)]
+
+
+def test_a_failed_last_run_a_failed_copy_and_a_failing_receiver_are_shown_with_their_errors(
+        make_app, pg_cluster, source_db, other_db):
+    dead_s3 = f"127.0.0.1:{reserve_port()}"
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db), MINIO_ENDPOINT=dead_s3, MINIO_ACCESS_KEY="k",
+                   MINIO_SECRET_KEY="s", APP_ENCRYPTION_KEY=new_key())
+    runner = app.test_cli_runner()
+    add_target(runner, "other", pg_cluster.url(other_db))
+    made = create(runner)  # its S3 copy fails: the store is down
+    create(runner, "--database", "other")
+    pg_cluster.psql(f'ALTER DATABASE "{other_db}" RENAME TO "{other_db}_gone"')
+    try:
+        failed = invoke(runner, "backup", "create", "--database", "other", ok=False)
+    finally:
+        pg_cluster.psql(f'ALTER DATABASE "{other_db}_gone" RENAME TO "{other_db}"')
+    receiver_error = "could not connect to the server: Connection refused"
+    with app.app_context():
+        db.session.query(Target).filter_by(name=source_db).one().pitr_enabled = True
+        db.session.add(WalReceiver(target=source_db, state=FAILING, error=receiver_error))
+        db.session.commit()
+        [failed_job] = db.session.query(Job).filter_by(status="failed").all()
+    client = signed_in(app)
+
+    page = text(client.get("/dashboard"))
+
+    source, other = row_of(page, source_db), row_of(page, "other")
+    assert f'database "{other_db}" does not exist' in error_line(failed)
+    assert 'class="fresh"' in other, "a good backup of today is still the last good one"
+    assert f'highlight={failed_job.id}"><span class="badge failed">failed</span>' in other
+    assert f'database &#34;{other_db}&#34; does not exist' in other, "the last run's error"
+    assert '<span class="badge present">completed</span>' in source
+    assert "1 / 2" in source and '<span class="badge failed">1 failed</span>' in source
+    assert f"MinIO: cannot reach S3 at {dead_s3}" in source, "the failed copy's error"
+    assert made["copies"][1]["error"].startswith(f"cannot reach S3 at {dead_s3}")
+    assert '<span class="badge failed">failing</span>' in source and receiver_error in source
+    assert "failing" not in other and "badge failed\">failed" not in source

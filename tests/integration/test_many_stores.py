@@ -13,17 +13,13 @@ from backup_app import wiring
 from backup_app.adapters.local import sha256_of
 from backup_app.extensions import db
 from backup_app.models import Backup
-from tests.helpers import copy_status, create, error_line, invoke, sha256_file, show
+from tests.helpers import copy_status, count_rows, create, error_line, invoke, sha256_file, show
 from tests.web_helpers import add_user, sign_in
 
 pytestmark = pytest.mark.integration
 
 OFFSITE = "s3:offsite"
 ALL_PRESENT = {"local": "present", "s3": "present", OFFSITE: "present"}
-
-
-def count(pg_cluster, dbname: str) -> int:
-    return int(pg_cluster.psql("SELECT count(*) FROM orders", dbname))
 
 
 @pytest.fixture
@@ -71,7 +67,7 @@ def test_one_stream_fills_every_store_with_the_same_bytes(runner, stores, backup
     pg_cluster.psql("DELETE FROM orders", source_db)
     invoke(runner, "backup", "restore", backup["id"], "--yes")
 
-    assert count(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
     assert sha256_file(backup_dir / backup["filename"]) == backup["sha256"]
     assert copy_status(show(runner, backup["id"])) == {"local": "present", "s3": "failed", OFFSITE: "present"}
 
@@ -191,3 +187,53 @@ def test_storage_init_names_the_store_it_could_not_reach_and_sets_up_the_others(
 
     assert f"Bucket exists: s3://{stores['s3'].bucket}" in result.stdout, "the reachable store is still set up"
     assert error_line(result).startswith(f"Error: {OFFSITE}: cannot reach S3 at {offsite.endpoint}")
+
+
+class AlteringStore:
+    """A real S3 store whose objects read back as other bytes of the same length once written: after
+    each put the object in SeaweedFS is replaced (a disk or a gateway that alters what it keeps)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def put(self, filename, stream, metadata, content_type) -> None:
+        self.store.put(filename, stream, metadata, content_type)
+        size = self.store.stat(filename).size
+        self.store.client.put_object(bucket_name=self.store.bucket, object_name=self.store.key(filename),
+                                     data=io.BytesIO(b"\0" * size), length=size)
+
+
+def stored_sha256(store, filename: str) -> str:
+    with store.open(filename) as stream:
+        return sha256_of(stream)
+
+
+def test_a_sync_that_reads_back_other_bytes_marks_that_copy_failed_and_overwrites_nothing(
+        app, runner, stores, backup_dir, monkeypatch):
+    backup = create(runner)
+    local = backup_dir / backup["filename"]
+    stores["s3"].delete(backup["filename"])  # lost: the sync uploads it again
+    offsite_before = stores[OFFSITE].stat(backup["filename"])
+    with app.app_context(), monkeypatch.context() as patch:
+        patch.setattr(wiring.adapters(), "stores", [AlteringStore(stores["s3"]), stores[OFFSITE]])
+        failed = invoke(runner, "backup", "sync", "--json", ok=False)
+
+    message = f"the uploaded copy of {backup['filename']} reads back with another SHA-256"
+    assert json.loads(failed.stdout) == [{"id": backup["id"], "filename": backup["filename"], "action": "failed",
+                                          "location": "s3", "error": message}]
+    assert error_line(failed) == f"Error: 1 backup(s) could not be synced: {backup['id']} (s3): {message}"
+    after = show(runner, backup["id"])
+    assert copy_status(after) == {"local": "present", "s3": "failed", OFFSITE: "present"}
+    assert next(c["error"] for c in after["copies"] if c["location"] == "s3") == "SHA-256 mismatch after upload"
+    assert sha256_file(local) == backup["sha256"], "the local file is untouched"
+    assert stores[OFFSITE].stat(backup["filename"]) == offsite_before, "the good copy was not written over"
+    assert stored_sha256(stores[OFFSITE], backup["filename"]) == backup["sha256"]
+
+    synced = json.loads(invoke(runner, "backup", "sync", "--json").stdout)  # the store keeps bytes again
+
+    assert [(a["action"], a["location"]) for a in synced] == [("uploaded", "s3")]
+    assert copy_status(show(runner, backup["id"])) == ALL_PRESENT
+    assert stored_sha256(stores["s3"], backup["filename"]) == backup["sha256"]

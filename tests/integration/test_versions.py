@@ -9,7 +9,7 @@ import pytest
 from backup_app import wiring
 from devtools.localservers import DEBIAN_PG_BIN
 from tests.conftest import fill_shop, unique_name
-from tests.helpers import create, error_line, invoke
+from tests.helpers import count_rows, create, error_line, invoke
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +30,6 @@ def app18(make_app, pg18_server, shop18, s3_settings):
     app = make_app(BACKUP_DATABASE_URL=pg18_server.url(shop18), **s3_settings)
     invoke(app.test_cli_runner(), "storage", "init")
     return app
-
-
-def count(cluster, dbname: str, table: str = "orders") -> int:
-    return int(cluster.psql(f"SELECT count(*) FROM {table}", dbname))
 
 
 def version(cluster) -> str:
@@ -59,8 +55,8 @@ def test_a_backup_of_15_restores_into_18(runner, pg_cluster, source_db, pg18_ser
         invoke(runner, "backup", "restore", backup["id"], "--target-url", pg18_server.url(upgraded), "--yes")
 
         assert backup["server_version"].startswith("15.") and backup["client_version"].startswith("15.")
-        assert count(pg18_server, upgraded) == 3000
-        assert count(pg18_server, upgraded, "customers") == 1000
+        assert count_rows(pg18_server, upgraded) == 3000
+        assert count_rows(pg18_server, upgraded, "customers") == 1000
     finally:
         pg18_server.dropdb(upgraded)
 
@@ -116,7 +112,7 @@ def test_restore_refuses_a_pg_restore_older_than_the_dump(app18, make_app, pg18_
     assert error_line(result).startswith(
         f"Error: restoring into PostgreSQL {version(pg18_server)} needs pg_restore 18 (the backup was made by "
         f"pg_dump {backup['client_version']}); found 15.")
-    assert count(pg18_server, shop18) == 0, "nothing restored"
+    assert count_rows(pg18_server, shop18) == 0, "nothing restored"
     assert not Path(app18.config["BACKUP_DIR"], backup["filename"]).exists(), "refused before fetching from S3"
 
 

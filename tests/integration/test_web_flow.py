@@ -8,17 +8,10 @@ import pytest
 from backup_app.extensions import db
 from backup_app.models import Job
 from devtools.localservers import reserve_port
-from tests.helpers import copy_status
-from tests.web_helpers import add_user, api_token, count_orders, sign_in, submit, text
+from tests.helpers import all_jobs, copy_status, count_rows
+from tests.web_helpers import add_user, api_token, sign_in, submit, text
 
 pytestmark = pytest.mark.integration
-
-
-def all_jobs(app) -> list[Job]:
-    with app.app_context():
-        found = db.session.query(Job).order_by(Job.created_at).all()
-        db.session.expunge_all()
-        return found
 
 
 def only_job(app) -> Job:
@@ -81,13 +74,13 @@ def test_restore_page_needs_the_typed_name_then_restores(app, client, pg_cluster
         in page, "and where the previous data is kept"
     wrong = submit(client, url, {"target": "configured", "confirm": "something-else"})
     assert wrong.status_code == 403 and "Confirmation does not match" in text(wrong)
-    assert count_orders(pg_cluster, source_db) == 0
+    assert count_rows(pg_cluster, source_db) == 0
     both = submit(client, url, {"target": "configured", "how": "in_place", "drop_previous": "y", "confirm": source_db})
     assert both.status_code == 200 and "An in-place restore keeps no previous database to drop." in text(both)
 
     done = submit(client, url, {"target": "configured", "confirm": source_db})
     assert done.status_code == 302
-    assert count_orders(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
     [job] = [j for j in all_jobs(app) if j.kind == "restore"]
     assert f"the previous database is kept as {source_db}_before_restore_" in job.result
     assert f"{source_db}_before_restore_" in text(client.get("/targets/")), "listed with the targets"
@@ -101,7 +94,7 @@ def test_restore_into_another_url(app, client, pg_cluster, source_db):
         response = submit(client, f"/backups/{backup_id}/restore",
                           {"target": "other", "target_url": pg_cluster.url(other), "confirm": other})
         assert response.status_code == 302
-        assert count_orders(pg_cluster, other) == 3000
+        assert count_rows(pg_cluster, other) == 3000
     finally:
         pg_cluster.dropdb(other)
 
@@ -147,7 +140,7 @@ def test_api_checklist(app, client, pg_cluster, source_db, s3):
     restored = api.post(f"/api/backups/{backup['id']}/restore", headers=headers, json={"confirm": source_db})
     assert restored.status_code == 202
     assert api.get(f"/api/jobs/{restored.json['job_id']}", headers=headers).json["status"] == "completed"
-    assert count_orders(pg_cluster, source_db) == 3000
+    assert count_rows(pg_cluster, source_db) == 3000
 
     assert api.delete(f"/api/backups/{backup['id']}", headers=headers).status_code == 204
     assert api.get(f"/api/backups/{backup['id']}", headers=headers).status_code == 404

@@ -15,6 +15,7 @@ class Route:
     endpoint: str
     method: str
     url: str
+    arguments: frozenset[str] = frozenset()  # the rule's URL arguments: backup_id, name, …
 
     @property
     def is_api(self) -> bool:
@@ -40,7 +41,8 @@ def all_routes(app: Flask, argument: str = "b1") -> list[Route]:
         for rule in app.url_map.iter_rules():
             values = {name: "app.css" if rule.endpoint == "static" else argument for name in rule.arguments}
             url = adapter.build(rule.endpoint, values)
-            routes += [Route(rule.endpoint, method, url) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
+            routes += [Route(rule.endpoint, method, url, frozenset(rule.arguments))
+                       for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
     return routes
 
 

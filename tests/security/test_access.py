@@ -5,8 +5,7 @@ from backup_app.extensions import db
 from backup_app.models import Backup, Job
 from tests.security.routes import PUBLIC, all_routes, guarded_routes
 from tests.security.test_headers import assert_security_headers
-from tests.unit.test_web_routes import add_backup
-from tests.web_helpers import api_token, csrf_token
+from tests.web_helpers import add_backup, api_token, csrf_token
 
 BAD_AUTHORIZATION = [{}, {"Authorization": "Bearer bk_not-a-token"}, {"Authorization": "Bearer "},
                      {"Authorization": "Basic eDp5"}, {"Authorization": "bk_not-a-token"}]

@@ -3,8 +3,7 @@ import re
 from pathlib import Path
 
 from tests.security.routes import all_routes
-from tests.unit.test_web_routes import add_backup
-from tests.web_helpers import api_token
+from tests.web_helpers import add_backup, api_token
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 INLINE = {

@@ -7,8 +7,8 @@ import pytest
 
 from backup_app.extensions import db
 from backup_app.models import Job
-from tests.helpers import create, error_line, invoke
-from tests.web_helpers import add_user, api_token, count_orders, sign_in, submit, text
+from tests.helpers import count_rows, create, error_line, invoke
+from tests.web_helpers import add_user, api_token, sign_in, submit, text
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +68,6 @@ def test_a_host_restore_allowed_hosts_lists_is_restored_into(make_app, pg_cluste
         restored = invoke(runner, "backup", "restore", backup["id"], "--target-url", elsewhere(pg_cluster, other),
                           "--yes", "--json")
         assert json.loads(restored.stdout)["database"] == other
-        assert count_orders(pg_cluster, other) == 3000
+        assert count_rows(pg_cluster, other) == 3000
     finally:
         pg_cluster.dropdb(other)

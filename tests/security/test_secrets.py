@@ -1,6 +1,8 @@
 """A target's password never shows: not on any process's command line while pg_dump runs (read
 from /proc), not in the web or worker logs, the pages, the API, the metrics, the job rows or the
-catalog file. Runs the app as `make run` does: gunicorn and a worker process (JSON logs)."""
+catalog file (run as `make run` does: gunicorn and a worker process, JSON logs). And no secret of
+the settings or the targets (passwords, S3 and encryption keys, notification tokens) is on the
+pages an admin reads most."""
 import json
 import os
 import secrets
@@ -11,9 +13,9 @@ import pytest
 
 from backup_app.extensions import db
 from backup_app.models import Job
-from devtools.localservers import wait_until
+from devtools.localservers import reserve_port, wait_until
 from tests.helpers import new_key
-from tests.web_helpers import EMAIL, LiveApp, TableLock, live_env, sign_in, text
+from tests.web_helpers import EMAIL, LiveApp, TableLock, add_user, live_env, sign_in, submit, text
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +140,43 @@ def test_the_password_never_shows(secret_app, pg_cluster, source_db, other_db, t
         assert any(line["message"].startswith(("dumping ", "restoring into ")) for line in job_lines), job
         assert any(line["message"] == job["result"] for line in job_lines), job
 
+
+
+def test_no_secret_on_the_pages_an_admin_reads(make_app):
+    """The audit log, the targets list, each edit page and the dashboard, after a target with a
+    password and a notification URL was added, its connection tested and a backup of it failed,
+    and a sign-in with a wrong password: none shows a password, a key or a notification token."""
+    db_port = reserve_port()  # nothing listens: the test and the backup fail
+    target_pw, env_pw, s3_key, typo = (f"{what}-{secrets.token_hex(8)}" for what in ("crm-pw", "env-pw", "s3", "typo"))
+    target_hook, global_hook = f"json://hooks.example/crm?token=crm-{secrets.token_hex(8)}", \
+        f"json://hooks.example/all?token=all-{secrets.token_hex(8)}"
+    app = make_app(BACKUP_DATABASE_URL=f"postgresql://app:{env_pw}@127.0.0.1:{db_port}/shop",
+                   MINIO_ENDPOINT=f"127.0.0.1:{reserve_port()}", MINIO_ACCESS_KEY="backup-app", MINIO_SECRET_KEY=s3_key,
+                   NOTIFY_URLS=global_hook, APP_ENCRYPTION_KEY=new_key(), SECRET_KEY=secrets.token_hex(16))
+    hidden = {"target password": target_pw, "BACKUP_DATABASE_URL's password": env_pw, "MINIO_SECRET_KEY": s3_key,
+              "a target's notification token": target_hook.split("=")[1],
+              "NOTIFY_URLS' token": global_hook.split("=")[1], "APP_ENCRYPTION_KEY": app.config["APP_ENCRYPTION_KEY"],
+              "SECRET_KEY": app.config["SECRET_KEY"], "a mistyped sign-in password": typo}
+    add_user(app)
+    client = app.test_client()
+    assert sign_in(client, password=typo).status_code == 401
+    assert sign_in(client).status_code == 302
+    added = submit(client, "/targets/new", {
+        "name": "crm", "host": "127.0.0.1", "port": str(db_port), "user": "app", "dbname": "crm",
+        "password": target_pw, "timezone": "UTC", "schedule_enabled": "y", "keep_days": "7", "keep_last": "2",
+        "gfs_daily": "0", "gfs_weekly": "0", "gfs_monthly": "0", "format": "custom", "codec": "gzip",
+        "notify": target_hook})
+    assert added.status_code == 302, text(added)
+    tested = submit(client, "/targets/crm/test", form_url="/targets/", follow_redirects=True)
+    assert "Connection refused" in text(tested)
+    submit(client, "/targets/crm/run", form_url="/targets/")
+    with app.app_context():
+        assert [job.status for job in db.session.query(Job)] == ["failed"], "a failed backup to be shown"
+
+    pages = {url: client.get(url) for url in ("/audit", "/targets/", "/targets/crm/edit", "/targets/shop/edit",
+                                              "/dashboard")}
+
+    assert {url: page.status_code for url, page in pages.items()} == dict.fromkeys(pages, 200)
+    assert all(action in text(pages["/audit"]) for action in ("sign-in-failed", "targets-add", "create"))
+    shown = {url: [name for name, secret in hidden.items() if secret in text(page)] for url, page in pages.items()}
+    assert shown == dict.fromkeys(pages, [])

@@ -3,17 +3,21 @@ elsewhere forgets it, and every client the app runs answers only the authenticat
 PG_REQUIRE_AUTH allows (SCRAM, which never sends the password, or none), so a server asking for
 the password in clear text or MD5-hashed is refused. The server here is a fake one
 (tests/fake_postgres.py) that asks for the password and records what it is sent."""
+from pathlib import Path
+
 import pytest
 
+from backup_app import wiring
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.postgres import connect
 from backup_app.core.conninfo import DEFAULT_REQUIRE_AUTH, ConnInfo, set_require_auth
 from backup_app.errors import ConfigurationError
 from backup_app.extensions import db
-from backup_app.models import Job
+from backup_app.models import Backup, Job, Target
+from devtools.localservers import reserve_port
 from tests.fake_postgres import MD5, PasswordAskingServer
-from tests.helpers import add_target, error_line, invoke, new_key
-from tests.web_helpers import add_user, sign_in, submit, text
+from tests.helpers import add_target, error_line, invoke, leftovers, new_key
+from tests.web_helpers import add_user, api_token, sign_in, submit, text
 
 PASSWORD = "stored-target-password"
 CRM = {"host": "db.example", "port": "5433", "user": "app", "password": PASSWORD, "dbname": "crm", "sslmode": "",
@@ -114,3 +118,39 @@ def test_targets_test_says_when_the_chosen_pg_dump_cannot_require_scram(make_app
     assert "(pg_dump 15" in tested
     assert ("warning: this pg_dump's libpq is older than 16 and cannot require scram-sha-256,none (PG_REQUIRE_AUTH): "
             "it would answer a server that asks for the password in clear text") in tested
+
+
+UNREADABLE = "a stored password cannot be decrypted: APP_ENCRYPTION_KEY is not the key it was stored with"
+
+
+def test_a_password_stored_under_another_key_is_a_clear_error(make_app):
+    """APP_ENCRYPTION_KEY changed after the target was added: every use of the target says so, on
+    the CLI, the pages and the API, and nothing is run, queued or stored."""
+    first = make_app(APP_ENCRYPTION_KEY=new_key())
+    add_target(first.test_cli_runner(), "crm", f"postgresql://app:{PASSWORD}@127.0.0.1:{reserve_port()}/crm")
+    app = make_app(APP_ENCRYPTION_KEY=new_key())  # the same catalog and folder, another key
+    add_user(app)
+    client = app.test_client()
+    sign_in(client)
+    runner = app.test_cli_runner()
+
+    cli_create = invoke(runner, "backup", "create", "--database", "crm", ok=False)
+    cli_test = invoke(runner, "targets", "test", "crm", ok=False)
+    page_create = submit(client, "/backups/new", {"database": "crm"})
+    run_now = submit(client, "/targets/crm/run", form_url="/targets/", follow_redirects=True)
+    tested = submit(client, "/targets/crm/test", form_url="/targets/", follow_redirects=True)
+    api = app.test_client().post("/api/backups", json={"database": "crm"},
+                                 headers={"Authorization": f"Bearer {api_token(app)}"})
+
+    for result in (cli_create, cli_test):
+        assert error_line(result) == f"Error: {UNREADABLE}" and "Traceback" not in result.output
+    assert page_create.status_code == 400 and UNREADABLE in text(page_create)
+    for page in (run_now, tested):
+        assert page.request.path == "/targets/" and f"crm: {UNREADABLE}" in text(page)
+    assert api.status_code == 400 and api.json == {"error": UNREADABLE}
+    with app.app_context():
+        assert db.session.query(Job).count() == 0 and db.session.query(Backup).count() == 0
+    assert leftovers(Path(app.config["BACKUP_DIR"])) == []
+    with first.app_context():
+        stored = db.session.query(Target).filter_by(name="crm").one().password_encrypted
+        assert wiring.master_key().decrypt_secret(stored) == PASSWORD, "the stored password is kept as it was"

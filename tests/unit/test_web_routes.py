@@ -1,5 +1,6 @@
 """Every page and API route through the Flask test client, on an app with no target database
-and no S3: sign-in required, CSRF tokens required, bad ids, and each service error's message."""
+and no S3: bad ids, bad input and each service error's message. Sign-in, CSRF and tokens on
+every route are in tests/security/test_access.py."""
 import os
 from datetime import timedelta
 
@@ -7,50 +8,14 @@ import pytest
 
 from backup_app.extensions import db
 from backup_app.models import LOCAL, Backup, Job, utcnow
+from devtools.localservers import reserve_port
+from tests.security.routes import all_routes
 from tests.web_helpers import EMAIL, PASSWORD, add_backup, add_user, api_token, csrf_token, sign_in, submit, text
-
-PAGES = ["/", "/backups/new", "/backups/b1", "/backups/b1/download", "/backups/b1/restore",
-         "/backups/b1/delete", "/jobs/", "/jobs/j1.json", "/targets/", "/targets/new", "/targets/shop/edit",
-         "/targets/shop/remove", "/targets/shop/retention", "/storage", "/storage/table"]
-FORM_POSTS = ["/backups/new", "/backups/b1/restore", "/backups/b1/delete", "/backups/b1/verify", "/logout",
-              "/targets/new", "/targets/shop/edit", "/targets/shop/remove", "/targets/shop/test", "/targets/shop/run"]
-API_CALLS = [("post", "/api/backups"), ("get", "/api/backups"), ("get", "/api/backups/b1"),
-             ("get", "/api/backups/b1/download"), ("post", "/api/backups/b1/restore"),
-             ("delete", "/api/backups/b1"), ("get", "/api/jobs/j1")]
-
-
-@pytest.mark.parametrize("url", PAGES)
-def test_pages_redirect_to_sign_in(bare_app, url):
-    response = bare_app.test_client().get(url)
-    assert response.status_code == 302
-    assert response.headers["Location"].startswith("/login?next=")
 
 
 def test_polling_without_a_session_gets_json_401(bare_app):
     response = bare_app.test_client().get("/jobs/j1.json", headers={"Accept": "application/json"})
     assert response.status_code == 401 and response.json == {"error": "sign in first"}
-
-
-@pytest.mark.parametrize("method,url", API_CALLS)
-def test_api_needs_a_valid_bearer_token(bare_app, bare_client, method, url):
-    for headers in ({}, {"Authorization": "Bearer bk_not-a-token"}, {"Authorization": "Basic eDp5"}):
-        response = getattr(bare_app.test_client(), method)(url, headers=headers)
-        assert response.status_code == 401, headers
-        assert "API token" in response.json["error"]
-        assert response.headers["WWW-Authenticate"] == "Bearer"
-    signed_in_by_cookie = getattr(bare_client, method)(url)
-    assert signed_in_by_cookie.status_code == 401, "the API never takes the session cookie"
-
-
-@pytest.mark.parametrize("url", FORM_POSTS)
-def test_forms_are_rejected_without_csrf_token(bare_app, bare_client, url):
-    add_backup(bare_app)
-    response = bare_client.post(url, data={"database": "shop", "confirm": "shop"})
-    assert response.status_code == 400
-    assert "The form expired or was not sent from this site" in text(response)
-    with bare_app.app_context():
-        assert db.session.get(Backup, "b1") is not None
-        assert db.session.query(Job).count() == 0
 
 
 def test_login_form_needs_csrf_token(bare_app):
@@ -95,13 +60,19 @@ def test_wrong_password_then_too_many_attempts(bare_app):
     assert response.status_code == 429 and "Too many failed sign-ins" in text(response)
 
 
-def test_bad_ids_give_404_pages(bare_client):
-    for url in PAGES[2:6]:
-        response = bare_client.get(url.replace("b1", "nosuch"))
-        assert response.status_code == 404, url
-        assert "Backup not found: nosuch" in text(response)
-    response = bare_client.get("/jobs/nosuch.json")
-    assert response.status_code == 404 and "Job not found: nosuch" in text(response)
+def by_id(app) -> list:
+    """Every route of the URL map that names a backup or a job, with the id `nosuch`."""
+    return [route for route in all_routes(app, "nosuch") if route.arguments & {"backup_id", "job_id"}]
+
+
+def test_bad_ids_give_404_pages(bare_client, bare_app):
+    pages = [route for route in by_id(bare_app) if route.method == "GET" and not route.is_api]
+    assert len(pages) >= 5
+    for route in pages:
+        response = route.call(bare_client)
+        assert response.status_code == 404, route
+        assert ("Job not found: nosuch" if "job_id" in route.arguments else "Backup not found: nosuch") \
+            in text(response), route
     response = bare_client.get("/no/such/page")
     assert response.status_code == 404 and "404 · Not found" in text(response)
 
@@ -109,12 +80,13 @@ def test_bad_ids_give_404_pages(bare_client):
 def test_bad_ids_give_api_404(bare_app):
     headers = {"Authorization": f"Bearer {api_token(bare_app)}"}
     client = bare_app.test_client()
-    for method, url in API_CALLS[2:]:
-        kwargs = {"json": {"confirm": "x"}} if method == "post" else {}
-        response = getattr(client, method)(url.replace("b1", "nosuch").replace("j1", "nosuch"),
-                                           headers=headers, **kwargs)
-        assert response.status_code == 404, url
-        assert response.json["error"] in ("Backup not found: nosuch", "Job not found: nosuch")
+    calls = [route for route in by_id(bare_app) if route.is_api]
+    assert len(calls) >= 5
+    for route in calls:
+        response = route.call(client, headers=headers, json={"confirm": "x"})
+        assert response.status_code == 404, route
+        assert response.json["error"] == ("Job not found: nosuch" if "job_id" in route.arguments
+                                          else "Backup not found: nosuch"), route
     unknown_route = client.get("/api/nothing", headers=headers)
     assert unknown_route.status_code == 404 and "not found" in unknown_route.json["error"]
 
@@ -163,6 +135,49 @@ def test_list_filters_and_paginates(bare_app, bare_client):
     assert "0 backups matching." in text(bare_client.get("/?status=failed"))
     unknown = text(bare_client.get("/?status=bogus"))
     assert "55 backups." in unknown and "Not a valid choice" in unknown
+
+
+HUGE = str(10**30)  # past a 64-bit integer: an offset built from it overflows the database's
+
+
+@pytest.mark.parametrize("page, shown", [(HUGE, 2), ("3", 2), ("-1", 1), ("0", 1), ("abc", 1), ("", 1)])
+def test_bad_page_numbers_are_clamped(bare_app, bare_client, page, shown):
+    start = utcnow()
+    for n in range(55):
+        add_backup(bare_app, backup_id=f"b{n}", created_at=start + timedelta(minutes=n))
+
+    listing = bare_client.get(f"/?page={page}")
+    audit = bare_client.get(f"/audit?page={page}")
+    jobs = bare_client.get(f"/jobs/?page={page}")
+
+    assert listing.status_code == 200
+    assert "55 backups." in text(listing) and f"Page {shown} of 2" in text(listing)
+    assert ("b4.dump" if shown == 2 else "b54.dump") in text(listing), "the page's backups are listed"
+    assert audit.status_code == 200 and "sign-in" in text(audit), "page 1 of 1: the sign-in is listed"
+    assert jobs.status_code == 200
+
+
+@pytest.mark.parametrize("query, message", [
+    (f"limit={HUGE}", "limit must be 1 to 1000 and offset 0 or more"),
+    ("limit=-1", "limit must be 1 to 1000 and offset 0 or more"),
+    ("offset=-1", "limit must be 1 to 1000 and offset 0 or more"),
+    ("limit=abc", "limit must be a whole number, not 'abc'"),
+    ("offset=1e3", "offset must be a whole number, not '1e3'"),
+])
+def test_api_paging_input_out_of_range_is_a_400(bare_app, query, message):
+    add_backup(bare_app)
+    response = bare_app.test_client().get(f"/api/backups?{query}",
+                                          headers={"Authorization": f"Bearer {api_token(bare_app)}"})
+    assert response.status_code == 400 and response.json == {"error": message}
+
+
+def test_api_offset_past_the_end_is_an_empty_page(bare_app):
+    add_backup(bare_app)
+    headers = {"Authorization": f"Bearer {api_token(bare_app)}"}
+    for offset in ("1", HUGE):
+        response = bare_app.test_client().get(f"/api/backups?offset={offset}", headers=headers)
+        assert response.status_code == 200 and response.json == [], offset
+        assert response.headers["X-Total-Count"] == "1"
 
 
 def test_detail_shows_every_field(bare_app, bare_client):
@@ -299,6 +314,43 @@ def test_api_conflict_and_unavailable(make_app, tmp_path):
 
     deleted = client.delete("/api/backups/b1", headers=headers)
     assert deleted.status_code == 503 and "MINIO_ENDPOINT is not set" in deleted.json["error"]
+
+
+@pytest.fixture
+def queue_down(make_app):
+    """An app whose job queue is a Redis server that is not there (a reserved port nothing listens
+    on), with a backup b1 of its database, and a signed-in client."""
+    app = make_app(BACKUP_DATABASE_URL="postgresql://app@db.example:5432/shop", HUEY_IMMEDIATE=False,
+                   REDIS_URL=f"redis://127.0.0.1:{reserve_port()}/0")
+    add_user(app)
+    add_backup(app, backup_id="b1")
+    client = app.test_client()
+    sign_in(client)
+    return app, client
+
+
+def test_an_unavailable_queue_is_a_503_and_no_job_stays_queued(queue_down):
+    app, client = queue_down
+    headers = {"Authorization": f"Bearer {api_token(app)}"}
+
+    api_create = client.post("/api/backups", headers=headers)
+    api_restore = client.post("/api/backups/b1/restore", headers=headers, json={"confirm": "shop"})
+    page_create = submit(client, "/backups/new", {"database": "shop"})
+    page_restore = submit(client, "/backups/b1/restore", {"target": "configured", "confirm": "shop"})
+    page_verify = submit(client, "/backups/b1/verify", form_url="/backups/b1", follow_redirects=True)
+
+    for response in (api_create, api_restore):
+        assert response.status_code == 503
+        assert response.json["error"].startswith("The job queue is unavailable: "), response.json
+    for response in (page_create, page_restore):
+        assert response.status_code == 503 and "The job queue is unavailable: " in text(response)
+    assert page_verify.request.path == "/backups/b1" and "The job queue is unavailable: " in text(page_verify)
+    with app.app_context():
+        jobs = db.session.query(Job).all()
+        assert sorted(job.kind for job in jobs) == ["create", "create", "restore", "restore", "verify"], \
+            "each attempt was its own: none was refused as already queued"
+        assert {(job.status, job.error.split(":")[0]) for job in jobs} == {("failed", "could not queue the job")}
+        assert db.session.get(Backup, "b1").status == "completed"
 
 
 def test_unexpected_errors_get_the_500_page(bare_app, bare_client, monkeypatch):

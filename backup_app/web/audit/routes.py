@@ -8,6 +8,7 @@ from backup_app.extensions import db
 from backup_app.services import audit as service
 from backup_app.web.audit import bp
 from backup_app.web.audit.forms import AuditFilterForm
+from backup_app.web.paging import requested_page
 
 log = logging.getLogger(__name__)
 PER_PAGE = 100
@@ -107,6 +108,5 @@ def index():
     """The audit log, newest first, filtered by actor and action."""
     form = AuditFilterForm(request.args)
     actor, action = form.actor.data or None, form.action.data or None
-    page = db.paginate(service.events_query(actor, action), page=request.args.get("page", 1, type=int),
-                       per_page=PER_PAGE, error_out=False)
+    page = requested_page(service.events_query(actor, action), PER_PAGE)
     return render_template("audit/index.html", page=page, form=form, actor=actor, action=action)

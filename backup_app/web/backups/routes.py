@@ -20,6 +20,7 @@ from backup_app.web.backups import bp
 from backup_app.web.backups.forms import ButtonForm, CreateBackupForm, FilterForm, RestoreForm
 from backup_app.web.downloads import download_response
 from backup_app.web.errorhandlers import status_code
+from backup_app.web.paging import requested_page
 
 PER_PAGE = 50
 
@@ -61,7 +62,7 @@ def index():
     if form.validate():
         database, status = form.database.data or None, form.status.data or None
     query = backups_query(database, status).options(selectinload(Backup.verifications))
-    page = db.paginate(query, page=request.args.get("page", 1, type=int), per_page=PER_PAGE, error_out=False)
+    page = requested_page(query, PER_PAGE)
     return render_template("backups/index.html", page=page, form=form,
                            filters={"database": database, "status": status})
 
