@@ -11,6 +11,7 @@ import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -188,20 +189,20 @@ class PhysicalClient:
                                 capture_output=True, text=True, stdin=subprocess.DEVNULL)
         return None if result.returncode == 0 else (result.stderr or result.stdout).strip()
 
-    def control_limits(self, data_dir: Path) -> dict[str, str]:
-        """The limits a restored server needs at least as high as its source's had, read from the
-        data directory's pg_control (pg_controldata), never from the source's configuration."""
+    def control_data(self, data_dir: Path) -> dict[str, str]:
+        """pg_controldata's fields of a data directory (its pg_control), by their English labels."""
         result = subprocess.run([self.program("pg_controldata"), str(data_dir)], env={**child_env(), "LC_ALL": "C"},
                                 capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if result.returncode != 0:
             raise PitrError(f"pg_controldata cannot read the restored files: {result.stderr.strip()}")
-        found = dict(line.split(":", 1) for line in result.stdout.splitlines() if ":" in line)
-        limits = {}
-        for label, setting in CONTROL_LIMITS.items():
-            value = found.get(label, "").strip()
-            if value.isdigit():
-                limits[setting] = value
-        return limits
+        return {label: value.strip() for label, _, value in
+                (line.partition(":") for line in result.stdout.splitlines() if ":" in line)}
+
+    def control_limits(self, data_dir: Path) -> dict[str, str]:
+        """The limits a restored server needs at least as high as its source's had, read from the
+        data directory's pg_control, never from the source's configuration."""
+        found = self.control_data(data_dir)
+        return {setting: found[label] for label, setting in CONTROL_LIMITS.items() if found.get(label, "").isdigit()}
 
     def _run(self, args: list[str], what: str) -> None:
         result = subprocess.run(args, env=child_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -277,13 +278,13 @@ class RestoredServer:
         self.log_file = data_dir / "log" / "pitr-restore.log"
 
     def chown(self) -> None:
-        """Give the whole data directory to the server's user (when we are root)."""
+        """Give the whole data directory to the server's user (when we are root); a link is
+        changed itself, never what it points to."""
         if self.uid is None:
             return
         for root, dirs, files in os.walk(self.data_dir):
-            os.chown(root, self.uid, self.gid)
-            for name in files:
-                os.chown(os.path.join(root, name), self.uid, self.gid, follow_symlinks=False)
+            for path in (root, *(os.path.join(root, name) for name in files)):
+                os.chown(path, self.uid, self.gid, follow_symlinks=False)
 
     def pg_ctl(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
         return subprocess.run([*self.prefix, self.server.program("pg_ctl"), "-D", str(self.data_dir), *args],
@@ -299,10 +300,16 @@ class RestoredServer:
             raise PitrError(f"the restored server did not start: {self.log_tail() or result.stderr.strip()}")
 
     def log(self) -> str:
+        """The server's log. The server's user could have replaced it with a link (to /proc/self/environ,
+        say): only a regular file is read, and never through a link."""
         try:
-            return self.log_file.read_text(errors="replace")
+            fd = os.open(self.log_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return ""
+        with open(fd, "rb") as log:
+            if not stat.S_ISREG(os.fstat(log.fileno()).st_mode):
+                return ""
+            return log.read().decode(errors="replace")
 
     def log_tail(self, lines: int = 8) -> str:
         wanted = [line for line in self.log().splitlines() if re.search(r"FATAL|ERROR|PANIC", line)]
@@ -311,25 +318,27 @@ class RestoredServer:
     def running(self) -> bool:
         return self.pg_ctl("status").returncode == 0
 
-    def wait_promoted(self, conn: ConnInfo, timeout: float = 3600) -> None:
-        """Wait until the server has left recovery (`pg_ctl -w` returns while it still replays)."""
-        import psycopg
-
+    def wait_promoted(self, timeout: float = 3600) -> None:
+        """Wait until the server has left recovery (`pg_ctl -w` returns while it still replays), read
+        from its pg_control: no session is opened on it, so none of its roles' settings, triggers or
+        functions (the source's code) runs for it."""
         deadline = time.monotonic() + timeout
-        last_error = ""
+        state = ""
         while time.monotonic() < deadline:
             if not self.running():
                 raise PitrError(f"the restored server stopped during recovery: {self.log_tail()}")
-            try:
-                with connect(conn, timeout=3) as db:
-                    if not db.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                        return
-            except psycopg.Error as exc:
-                last_error = str(exc).strip()
-                if (exc.sqlstate or "").startswith("28"):  # refused by pg_hba.conf or the password
-                    raise PitrError(f"the restored server refuses the target's user: {last_error}") from exc
+            state = self.server.control_data(self.data_dir).get("Database cluster state", "")
+            if state == "in production":
+                return
             time.sleep(0.2)
-        raise PitrError(f"the restored server was still recovering after {timeout:.0f} s ({last_error})")
+        raise PitrError(f"the restored server was still recovering after {timeout:.0f} s ({state})")
+
+    def accepts_connections(self, dbname: str) -> bool:
+        """Whether it accepts connections (pg_isready: a start-up packet, no session, no login)."""
+        result = subprocess.run([self.server.program("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port),
+                                 "-d", dbname, "-t", "10"], env=child_env(), stdin=subprocess.DEVNULL,
+                                capture_output=True)
+        return result.returncode == 0
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():

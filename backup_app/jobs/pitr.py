@@ -10,8 +10,7 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from backup_app import wiring
-from backup_app.adapters.postgres import connect
-from backup_app.core.conninfo import ConnInfo
+from backup_app.errors import PitrError
 from backup_app.jobs.records import ProgressRecorder, log_line, record
 from backup_app.jobs.slots import server_address
 from backup_app.models import Job, isoformat, utcnow
@@ -30,7 +29,8 @@ def base_backup_job(target: str, incremental: bool = False) -> Job:
     setup.require_enabled(wiring.target(target))
     kind = "incremental" if incremental else "full"
     return Job(kind=BASE_BACKUP, database=target, target=f"server of {target}", slot=pitr_slot(target),
-               server=server_address(wiring.target_conn(target)), options={"incremental": incremental}, log=log_line(f"{kind} base backup of {target} requested"))
+               server=server_address(wiring.target_conn(target)), options={"incremental": incremental},
+               log=log_line(f"{kind} base backup of {target} requested"))
 
 
 def restore_job(target: str, to: datetime | None, data_dir: str | None, port: int | None,
@@ -90,8 +90,7 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
 def restore_here(session: Session, job, target: str, to, data_dir: Path, port: int | None):
     request = restore.RestoreRequest(target, to, data_dir, port, current_app.config["PITR_OS_USER"],
                                      current_app.config["PITR_PRELOAD_LIBRARIES"])
-    return restore.restore_to_moment(session, request, wiring.target_conn(target), wiring.pitr_stores(),
-                                     wiring.pg_tools(), wiring.master_key(),
+    return restore.restore_to_moment(session, request, wiring.pitr_stores(), wiring.pg_tools(), wiring.master_key(),
                                      phase=lambda phase: record(job.id, phase, phase=phase[:64]))
 
 
@@ -104,9 +103,10 @@ def run_verify(session: Session, job, progress: ProgressRecorder):
     try:
         cluster = restore_here(session, job, job.database, None, scratch, None)
         try:
-            conn = wiring.target_conn(job.database)
-            with connect(ConnInfo(conn.dbname, "127.0.0.1", cluster.port, conn.user, conn.password)) as db:
-                db.execute("SELECT count(*) FROM pg_class").fetchone()  # the target's database answers
+            # It recovered and was promoted (pg_control says so); that it takes connections is asked
+            # without a session: a session would run the source's role settings and triggers.
+            if not cluster.server.accepts_connections(wiring.target_conn(job.database).dbname):
+                raise PitrError(f"the restored server does not accept connections: {cluster.server.log_tail()}")
         finally:
             restore.remove_cluster(cluster)
     except Exception as exc:

@@ -132,7 +132,7 @@ def test_recovery_that_goes_past_the_moment_is_stopped_and_removed(pitr_app, pit
 
     with pitr_app.app_context(), pytest.raises(PitrError) as refused:
         request = RestoreRequest("shop", moment, data_dir, port, pitr_app.config["PITR_OS_USER"])
-        restore_to_moment(db.session, request, wiring.target_conn("shop"), wiring.pitr_stores(), wiring.pg_tools(),
+        restore_to_moment(db.session, request, wiring.pitr_stores(), wiring.pg_tools(),
                           wiring.master_key(), phase=lose_the_target)
 
     went_past = re.fullmatch(rf"recovery went past {re.escape(isoformat(moment))} \(last transaction at (\S+)\): "

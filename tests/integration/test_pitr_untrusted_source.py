@@ -59,6 +59,18 @@ def plant(cluster, markers: Path) -> None:
     cluster.psql("ALTER SYSTEM SET ssl_key_file = 'evil.key'")
     cluster.psql(f"ALTER SYSTEM SET ssl_passphrase_command = 'sh -c \"touch {markers}/passphrase; echo pw\"'")
     cluster.psql("ALTER SYSTEM SET shared_preload_libraries = 'backup_app_no_such_library'")
+    # And in its catalogs: a function that shadows the one a client would ask on a restored server
+    # (on any port but the source's own), put first on the search path of the role the app uses.
+    cluster.psql(f"""
+        CREATE SCHEMA IF NOT EXISTS evil;
+        CREATE OR REPLACE FUNCTION evil.pg_is_in_recovery() RETURNS boolean LANGUAGE plpgsql AS $$
+        BEGIN
+            IF current_setting('port') <> '{cluster.port}' THEN
+                EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', 'touch {markers}/catalog-code');
+            END IF;
+            RETURN false;
+        END $$;
+        ALTER ROLE postgres SET search_path = evil, pg_catalog, public""")
 
 
 def environ_of(pid: int) -> str:
@@ -89,7 +101,9 @@ def test_a_restored_server_and_the_drill_run_none_of_the_sources_configuration(
             env={"PGPASSWORD": pitr_cluster.password}, capture_output=True, text=True, check=True).stdout.strip()
         assert libraries == "pg_stat_statements"  # PITR_PRELOAD_LIBRARIES, not the source's
         assert "include_if_exists = 'evil.conf'" in (data_dir / "backup_app_source_config/postgresql.conf").read_text()
-        assert "ssl_passphrase_command" not in (data_dir / "postgresql.conf").read_text()
+        written = (data_dir / "postgresql.conf").read_text()
+        assert "ssl_passphrase_command" not in written
+        assert "max_logical_replication_workers = 0" in written and "autovacuum = off" in written
 
     drill = json.loads(invoke(runner, "pitr", "verify", "shop", "--json").stdout)
     assert drill["status"] == "passed"

@@ -3,6 +3,7 @@ combine incrementals, write the recovery settings, start a server on 127.0.0.1 a
 it has left recovery, then check in its log that it stopped at or before the moment."""
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 from collections.abc import Callable, Sequence
@@ -17,7 +18,6 @@ from backup_app.adapters.physical import PhysicalClient, RestoredServer, check_r
 from backup_app.adapters.ports import free_port, port_in_use
 from backup_app.adapters.store import Store
 from backup_app.core import codecs
-from backup_app.core.conninfo import ConnInfo
 from backup_app.core.crypto import MasterKey
 from backup_app.core.wal import TARGET_NOT_REACHED, last_replayed_commit
 from backup_app.errors import BackupError, ChecksumMismatch, PitrError
@@ -29,6 +29,7 @@ WAL_FOLDER = "backup_app_wal"  # inside the data directory, removed once the ser
 SOURCE_CONFIG = "backup_app_source_config"  # the source's configuration files, never read
 SOURCE_FILES = ("postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf")
 ELF_MAGIC = b"\x7fELF"
+SAFE_PATH = re.compile(r"[A-Za-z0-9._+/-]+")
 
 
 @dataclass
@@ -80,6 +81,11 @@ def server_for(pg: PgTools, version: str) -> PhysicalClient:
 
 
 def check_data_dir(path: Path) -> None:
+    """PitrError unless `path` is a new or empty directory whose name is safe where pg_ctl and the
+    restore_command hand it to a shell."""
+    if not SAFE_PATH.fullmatch(str(path)):
+        raise PitrError(f"the data directory {str(path)!r} may hold only letters, digits and . _ - + / "
+                        "(pg_ctl passes it through a shell)")
     path = path.resolve()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise PitrError(f"{path} exists and is not an empty directory: give a new one")
@@ -114,7 +120,7 @@ def extract(backup: BaseBackup, stores: Sequence[Store], key: MasterKey | None, 
                 hashing = HashingReader(stream)
                 decoded = codecs.decode(hashing, "custom", "zstd", key if backup.encrypted else None)
                 with tarfile.open(fileobj=decoded, mode="r|") as tar:
-                    tar.extractall(into, filter="data")
+                    tar.extractall(into, filter=no_links)
                 while hashing.read(1024 * 1024):
                     pass
         except (BackupError, OSError, tarfile.TarError) as exc:
@@ -126,6 +132,14 @@ def extract(backup: BaseBackup, stores: Sequence[Store], key: MasterKey | None, 
         shutil.rmtree(into, ignore_errors=True)
         into.mkdir(mode=0o700)
     raise ChecksumMismatch(f"no intact copy of base backup {backup.id}: " + "; ".join(problems))
+
+
+def no_links(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    """tarfile's `data` filter, and no links at all: a base backup of a server without extra
+    tablespaces has none, and links are what every known escape from the filter goes through."""
+    if member.islnk() or member.issym():
+        raise tarfile.FilterError(f"the base backup holds a link ({member.name}), which none of ours has: refused")
+    return tarfile.data_filter(member, path)
 
 
 def wal_to_fetch(chosen: Reach, to: datetime | None) -> list:
@@ -180,6 +194,10 @@ def write_server_config(data_dir: Path, port: int, to: datetime | None, server_p
     settings = {
         **server_programs.control_limits(data_dir),
         "port": str(port), "listen_addresses": "'127.0.0.1'", "unix_socket_directories": "''",
+        # Nothing of the source's runs by itself once promoted: no subscription's apply worker
+        # (it would connect where the source says and fire its triggers), no autovacuum (ANALYZE
+        # runs index expressions as the table's owner).
+        "max_logical_replication_workers": "0", "autovacuum": "off",
         "lc_messages": "'C'",  # the log is read for recovery's own messages
         "shared_preload_libraries": conf_value(",".join(libraries)),
         "archive_mode": "off", "logging_collector": "off", "log_destination": "'stderr'",
@@ -202,18 +220,30 @@ def write_server_config(data_dir: Path, port: int, to: datetime | None, server_p
 
 
 def drop_recovery_target(data_dir: Path) -> None:
+    """Take the moment out of the configuration, to replay to the end. The server has run on these
+    files: each is written anew, never through a link its user could have put in its place."""
     conf = data_dir / "postgresql.conf"
-    kept = [line for line in conf.read_text().splitlines() if not line.startswith("recovery_target_time")]
-    conf.write_text("\n".join(kept) + "\n")
-    (data_dir / "recovery.signal").touch()
+    kept = [line for line in read_no_follow(conf).splitlines() if not line.startswith("recovery_target_time")]
+    write_anew(conf, "\n".join(kept) + "\n")
+    write_anew(data_dir / "recovery.signal", "")
 
 
-def restore_to_moment(session: Session, request: RestoreRequest, conn: ConnInfo, stores: Sequence[Store],
-                      pg: PgTools, key: MasterKey | None,
-                      phase: Callable[[str], None] = lambda _phase: None) -> RestoredCluster:
+def read_no_follow(path: Path) -> str:
+    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as file:
+        return file.read()
+
+
+def write_anew(path: Path, text: str) -> None:
+    """Replace `path` with a new file holding `text` (a link there is removed, not followed)."""
+    path.unlink(missing_ok=True)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "w") as file:
+        file.write(text)
+
+
+def restore_to_moment(session: Session, request: RestoreRequest, stores: Sequence[Store], pg: PgTools,
+                      key: MasterKey | None, phase: Callable[[str], None] = lambda _phase: None) -> RestoredCluster:
     """Restore `request.target`'s server as of `request.to` into `request.data_dir` and leave it
-    running on 127.0.0.1:`port`. `conn` (the target's user) is how the server is asked whether
-    it has left recovery. PitrError, naming the window, for a moment outside it."""
+    running on 127.0.0.1:`port`. PitrError, naming the window, for a moment outside it."""
     fresh = not request.data_dir.exists()
     check_data_dir(request.data_dir)
     check_reachable(request.data_dir.resolve(), request.os_user)
@@ -240,7 +270,7 @@ def restore_to_moment(session: Session, request: RestoreRequest, conn: ConnInfo,
             (wal_dir / row.name).write_bytes(archive.fetch(row, stores, key))
         write_server_config(data_dir, port, request.to, server_programs, request.preload_libraries)
         phase("recovering")
-        recover(restored, conn.with_dbname("postgres"), port, request.to is not None)
+        recover(restored, request.to is not None)
         last = last_replayed_commit(restored.log())
         if request.to is not None and last is not None and last > request.to:
             raise PitrError(f"recovery went past {isoformat(request.to)} (last transaction at {isoformat(last)}): "
@@ -283,22 +313,21 @@ def extract_chain(chain: list[BaseBackup], stores: Sequence[Store], key: MasterK
     os.chmod(data_dir, 0o700)
 
 
-def recover(restored: RestoredServer, conn: ConnInfo, port: int, has_target: bool) -> None:
+def recover(restored: RestoredServer, has_target: bool) -> None:
     """Start the server and wait until it is promoted. A moment after the last archived commit
     makes PostgreSQL stop with "recovery ended before configured recovery target was reached":
     every commit it replayed is then before the moment, so it is started again without the
     target to finish the same replay and promote."""
-    local = ConnInfo(conn.dbname, "127.0.0.1", port, conn.user, conn.password)
     try:
         restored.start()
-        restored.wait_promoted(local)
+        restored.wait_promoted()
     except PitrError:
         if not (has_target and TARGET_NOT_REACHED in restored.log()):
             raise
         restored.stop()
         drop_recovery_target(restored.data_dir)
         restored.start()
-        restored.wait_promoted(local)
+        restored.wait_promoted()
 
 
 def empty_out(path: Path, remove: bool) -> None:
