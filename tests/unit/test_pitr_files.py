@@ -9,7 +9,7 @@ import pytest
 
 from backup_app.adapters.physical import RestoredServer
 from backup_app.errors import PitrError
-from backup_app.services.pitr.restore import check_data_dir, drop_recovery_target, no_links
+from backup_app.services.pitr.restore import check_data_dir, drop_recovery_target, no_links, prepare_data_dir
 
 
 def tar_with(member: tarfile.TarInfo, data: bytes = b"") -> io.BytesIO:
@@ -72,3 +72,9 @@ def test_a_data_directory_with_shell_characters_is_refused(tmp_path, name):
 
 def test_a_plain_data_directory_passes(tmp_path):
     check_data_dir(Path(tmp_path) / "restored-1.2_x+y")
+
+
+def test_folders_made_on_the_way_to_a_data_directory_can_be_passed_through(tmp_path):
+    data_dir = prepare_data_dir(tmp_path / "restores" / "shop" / "pg")
+    assert [oct(p.stat().st_mode & 0o777) for p in (tmp_path / "restores", tmp_path / "restores" / "shop",
+                                                    data_dir)] == ["0o711", "0o711", "0o700"]

@@ -92,9 +92,15 @@ def check_data_dir(path: Path) -> None:
 
 
 def prepare_data_dir(path: Path) -> Path:
+    """Make the data directory (0700). Folders made on the way to it are 0711: the server's user
+    (PITR_OS_USER) must pass through them, and need not list them."""
     check_data_dir(path)
     path = path.resolve()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder in reversed(path.parents):
+        if not folder.exists():
+            folder.mkdir()
+            folder.chmod(0o711)
+    path.mkdir(mode=0o700, exist_ok=True)
     path.chmod(0o700)
     return path
 
