@@ -79,7 +79,7 @@ def test_restore_reads_the_target_url_from_stdin(runner, pg_cluster, source_db):
         result = runner.invoke(args=["backup", "restore", backup["id"], "--target-url-stdin", "--yes"],
                                input=url + "\n")
         assert result.exit_code == 0, result.output
-        assert count(pg_cluster, other) == 3000
+        assert count_rows(pg_cluster, other) == 3000
         assert pg_cluster.password not in result.output
     finally:
         pg_cluster.dropdb(other)
@@ -101,7 +101,7 @@ def test_restore_with_target_url_stdin_and_no_url_changes_nothing(runner, pg_clu
 
     assert result.exit_code == 1
     assert error_line(result).startswith(message)
-    assert count(pg_cluster, source_db) == 0, "not restored into the backup's own database instead"
+    assert count_rows(pg_cluster, source_db) == 0, "not restored into the backup's own database instead"
 
 
 def test_restore_without_confirmation_changes_nothing(runner, pg_cluster, source_db):
