@@ -309,6 +309,9 @@ class Target(db.Model):
     # cron, and a drill that restores "latest" on another (same time zone).
     pitr_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     pitr_slot: Mapped[str | None] = mapped_column(String(63))
+    # The cluster whose WAL is archived now (its system identifier): a server at the target's address
+    # with another one is not archived until `pitr enable --new-cluster` starts a new lineage.
+    pitr_system_identifier: Mapped[str | None] = mapped_column(String(20))
     base_schedule: Mapped[str | None] = mapped_column(String(120))
     base_next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pitr_verify_schedule: Mapped[str | None] = mapped_column(String(120))
@@ -552,10 +555,12 @@ class WalFile(db.Model):
     target, replaced as it grows), stored compressed in every store under `filename`."""
 
     __tablename__ = "wal_files"
-    __table_args__ = (UniqueConstraint("target", "name", "kind", name="uq_wal_files_target_name_kind"),)
+    __table_args__ = (UniqueConstraint("target", "system_identifier", "name", "kind",
+                                       name="uq_wal_files_lineage_name_kind"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     target: Mapped[str] = mapped_column(String(100), index=True)
+    system_identifier: Mapped[str | None] = mapped_column(String(20))  # the cluster (lineage) it is WAL of
     name: Mapped[str] = mapped_column(String(64))   # as PostgreSQL names it: 000000010000000000000003
     kind: Mapped[str] = mapped_column(String(16), default=SEGMENT)
     timeline: Mapped[int] = mapped_column(Integer)
@@ -566,7 +571,8 @@ class WalFile(db.Model):
     # The WAL written before this moment is in this file or an earlier one: a segment's completion
     # time; for the partial segment, when the flushed position `end_lsn` was read.
     covers_until: Mapped[datetime] = mapped_column(UTCDateTime)
-    end_lsn: Mapped[str | None] = mapped_column(String(32))
+    end_lsn: Mapped[str | None] = mapped_column(String(32))  # a history file: where its timeline begins
+    parent_timeline: Mapped[int | None] = mapped_column(Integer)  # a history file: the timeline it branched from
     # {location: {"status": present|failed, "uri": …, "error": …}}
     copies: Mapped[dict] = mapped_column(JSON, default=dict)
 
@@ -580,6 +586,7 @@ class BaseBackup(db.Model):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     target: Mapped[str] = mapped_column(String(100), index=True)
     kind: Mapped[str] = mapped_column(String(16), default=FULL)
+    system_identifier: Mapped[str | None] = mapped_column(String(20))  # the cluster (lineage) it is of
     parent_id: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=RUNNING)
     error: Mapped[str | None] = mapped_column(ClippedText())
@@ -602,7 +609,8 @@ class BaseBackup(db.Model):
         return {"id": self.id, "target": self.target, "kind": self.kind, "parent_id": self.parent_id,
                 "status": self.status, "error": self.error, "started_at": isoformat(self.started_at),
                 "finished_at": isoformat(self.finished_at), "start_lsn": self.start_lsn,
-                "end_lsn": self.end_lsn, "timeline": self.timeline, "server_version": self.server_version,
+                "end_lsn": self.end_lsn, "timeline": self.timeline, "system_identifier": self.system_identifier,
+                "server_version": self.server_version,
                 "size_bytes": self.size_bytes, "sha256": self.sha256, "copies": copies_list(self.copies)}
 
 

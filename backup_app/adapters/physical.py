@@ -94,6 +94,17 @@ def wal_positions(conn: ConnInfo, slot: str) -> tuple[datetime, str, str | None]
     return now, current, row[0] if row else None
 
 
+def system_identifier(conn: ConnInfo) -> str:
+    """The cluster's system identifier (initdb's, shared by its standbys; another cluster has another)."""
+    import psycopg
+
+    try:
+        with connect(conn, timeout=5) as db:
+            return db.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+    except psycopg.Error as exc:
+        raise PitrError(f"cannot ask the server {conn.display()}: {str(exc).strip()}") from exc
+
+
 def switch_wal(conn: ConnInfo) -> None:
     """Close the current segment (so what was written is in a completed one)."""
     with connect(conn) as db:

@@ -17,13 +17,20 @@ pitr_cli = ServiceGroup("pitr", help="Point-in-time recovery: WAL archiving, bas
 
 @pitr_cli.command("enable")
 @click.argument("name")
-def enable_command(name):
+@click.option("--new-cluster", is_flag=True,
+              help="The server at the target's address is another cluster: archive it as a new lineage "
+                   "(a base backup is taken now; the old lineage stays restorable).")
+def enable_command(name, new_cluster):
     """Check the target's server, create its replication slot, and archive its WAL from now on."""
     upgrade_catalog_if_needed()
     target = wiring.target(name)
-    for line in setup.enable(db.session, target, wiring.target_conn(target.name), wiring.pg_tools()):
+    for line in setup.enable(db.session, target, wiring.target_conn(target.name), wiring.pg_tools(), new_cluster):
         click.echo(line)
-    click.echo(f"PITR is on for {target.name}")
+    click.echo(f"PITR is on for {target.name}" + (f", archiving the cluster {target.pitr_system_identifier}"
+                                                   if new_cluster else ""))
+    if new_cluster:
+        backup = run_job_here(jobs.base_backup_job(name), progress=progress_printer("base backup"))
+        click.echo(f"base backup {backup.id} of the new cluster completed: {backup.size_bytes} bytes")
 
 
 @pitr_cli.command("disable")

@@ -42,6 +42,17 @@ def segment_end_lsn(name: str) -> str:
     return format_lsn((segment_number(name) + 1) * SEGMENT_SIZE)
 
 
+def parse_history(text: str) -> list[tuple[int, str]]:
+    """A timeline history file's entries: (an ancestor timeline, the LSN where it was left), oldest
+    first; the last entry names the parent of the file's timeline and where that timeline begins."""
+    entries = []
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and not fields[0].startswith("#") and len(fields) >= 2:
+            entries.append((int(fields[0]), fields[1]))
+    return entries
+
+
 class TarWatcher:
     """Follows a tar stream as it passes (fed chunk by chunk) and keeps one member's bytes:
     pg_basebackup's `backup_manifest`, the tar's last member, without a second read."""

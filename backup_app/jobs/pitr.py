@@ -10,12 +10,13 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from backup_app import wiring
+from backup_app.adapters.physical import system_identifier
 from backup_app.errors import PitrError
 from backup_app.jobs.records import ProgressRecorder, log_line, record
 from backup_app.jobs.slots import server_address
 from backup_app.models import Job, isoformat, utcnow
 from backup_app.services import events
-from backup_app.services.pitr import base, restore, setup
+from backup_app.services.pitr import base, lineage, restore, setup
 from backup_app.services.pitr.rewind import rewind_database
 
 BASE_BACKUP, PITR_RESTORE, PITR_VERIFY = "base-backup", "pitr-restore", "pitr-verify"
@@ -54,9 +55,11 @@ def verify_job(target: str) -> Job:
 
 def run_base_backup(session: Session, job, progress: ProgressRecorder):
     spec = wiring.dump_spec(job.database)
+    cluster = system_identifier(spec.conn)
+    lineage.follow(session, wiring.target(job.database), cluster, spec.conn.display())
     client = setup.physical_client(wiring.pg_tools(), spec.conn)
-    record(job.id, f"pg_basebackup {spec.conn.display()}", phase="backing up")
-    backup = base.take_base_backup(session, spec, client, wiring.pitr_stores(), wiring.master_key(),
+    record(job.id, f"pg_basebackup {spec.conn.display()} (cluster {cluster})", phase="backing up")
+    backup = base.take_base_backup(session, spec, client, wiring.pitr_stores(), wiring.master_key(), cluster,
                                    incremental=job.options.get("incremental", False), progress=progress)
     for location, copy in backup.copies.items():
         if copy.get("error"):
@@ -89,7 +92,8 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
 
 def restore_here(session: Session, job, target: str, to, data_dir: Path, port: int | None):
     request = restore.RestoreRequest(target, to, data_dir, port, current_app.config["PITR_OS_USER"],
-                                     current_app.config["PITR_PRELOAD_LIBRARIES"])
+                                     current_app.config["PITR_PRELOAD_LIBRARIES"],
+                                     wiring.target(target).pitr_system_identifier)
     return restore.restore_to_moment(session, request, wiring.pitr_stores(), wiring.pg_tools(), wiring.master_key(),
                                      phase=lambda phase: record(job.id, phase, phase=phase[:64]))
 

@@ -23,13 +23,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from backup_app import wiring
-from backup_app.adapters.physical import PhysicalClient, wal_positions
+from backup_app.adapters.physical import PhysicalClient, system_identifier, wal_positions
 from backup_app.core.wal import HISTORY_NAME, SEGMENT_NAME, SEGMENT_SIZE, parse_lsn, segment_end_lsn
 from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.models import FAILING, PARTIAL_SEGMENT, STOPPED, STREAMING, Target, WalReceiver, utcnow
 from backup_app.services import events
-from backup_app.services.pitr import archive
+from backup_app.services.pitr import archive, lineage
 from backup_app.services.pitr.setup import physical_client
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,18 @@ MAX_BACKOFF = 60.0
 MAX_SAMPLES = 3600
 REPAIR_SECONDS = 10
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# What pg_receivewal says when the server cannot stream from the position asked.
+UNREACHABLE_WAL = ("has already been removed", "is not in this server's history")
 
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def spool_folder(backup_dir: str, target: str) -> Path:
-    return Path(backup_dir) / "pitr" / "spool" / target
+def spool_folder(backup_dir: str, target: str, lineage: str | None = None) -> Path:
+    """Where pg_receivewal writes a target's WAL: a folder per cluster (lineage)."""
+    folder = Path(backup_dir) / "pitr" / "spool" / target
+    return folder / lineage if lineage else folder
 
 
 def take_lease(session: Session, target: str, holder: str, lease_seconds: int) -> bool:
@@ -87,6 +91,8 @@ class Receiver:
         self.last_partial_at = 0.0
         self.repair_at = 0.0
         self.encrypt = False
+        self.lineage: str | None = None
+        self.seeding = True  # resume after the archive's newest segment (see `seed`)
         # (when, the server's WAL write position then), a sample a tick: the WAL written before a
         # moment is archived once the archive holds everything up to the position sampled then.
         self.samples: list[tuple[datetime, int]] = []
@@ -97,6 +103,7 @@ class Receiver:
         if target is None:
             return
         self.encrypt = target.encrypt
+        self.use_lineage(target.pitr_system_identifier)
         if target.encrypt and wiring.master_key() is None:
             self.set_state(session, FAILING, f"{self.target} encrypts its backups but APP_ENCRYPTION_KEY is not "
                                              "set: its WAL is not archived until it is")
@@ -107,7 +114,7 @@ class Receiver:
         if self.process is not None and self.process.poll() is not None:
             self.exited(session)
         if self.process is None and time.monotonic() >= self.restart_at:
-            self.start(session, conn, target.pitr_slot)
+            self.start(session, target, conn)
         if self.process is not None and flushed is not None:
             self.upload_partial(session, flushed)
         if time.monotonic() >= self.repair_at:  # a store that was down gets what it missed
@@ -128,12 +135,31 @@ class Receiver:
         reached = parse_lsn(position)
         return max((when for when, at in self.samples if at <= reached), default=EPOCH)
 
-    def start(self, session: Session, conn, slot: str) -> None:
-        self.spool.mkdir(parents=True, exist_ok=True)
-        self.drop_half_padded()
+    def use_lineage(self, lineage: str | None) -> None:
+        """Spool into the folder of the cluster archived now; WAL spooled before lineages were
+        recorded is that cluster's."""
+        if lineage == self.lineage:
+            return
+        root = spool_folder(self.app.config["BACKUP_DIR"], self.target)
+        self.lineage, self.spool = lineage, spool_folder(self.app.config["BACKUP_DIR"], self.target, lineage)
+        self.seeding = True
+        if lineage and root.is_dir():
+            self.spool.mkdir(parents=True, exist_ok=True)
+            for path in root.iterdir():
+                if path.is_file() and (SEGMENT_NAME.fullmatch(path.name.removesuffix(".partial"))
+                                       or HISTORY_NAME.fullmatch(path.name)):
+                    path.rename(self.spool / path.name)
+
+    def start(self, session: Session, target: Target, conn) -> None:
         try:
+            lineage.follow(session, target, system_identifier(conn), conn.display())
+            self.use_lineage(target.pitr_system_identifier)
+            self.spool.mkdir(parents=True, exist_ok=True)
+            self.drop_half_padded()
+            self.seed(session)
             client: PhysicalClient = physical_client(wiring.pg_tools(), conn)
-            client.create_slot(conn, slot)  # if the server lost it (restored, rebuilt): WAL from now on
+            slot = target.pitr_slot
+            client.create_slot(conn, slot)  # if the server lost it (a failover, a rebuild): made again
             with open(self.log_path, "ab") as log_file:
                 self.process = client.receive_wal(conn, slot, self.spool, log_file)
         except BackupError as exc:
@@ -141,6 +167,23 @@ class Receiver:
             return
         self.set_state(session, STREAMING, None)
         log.info("WAL receiver of %s started (pid %s)", self.target, self.process.pid)
+
+    def seed(self, session: Session) -> None:
+        """When the spool holds no WAL, put the newest archived segment there: pg_receivewal then
+        resumes right after it, on its timeline, following the server's timeline switches (a new
+        primary after a failover streams the old timeline up to where it branched), instead of
+        starting where a new slot begins. Once the server proved unable to (its WAL is gone),
+        the next start streams from the slot, and the hole is left in the archive."""
+        if not self.seeding or any(SEGMENT_NAME.fullmatch(p.name.removesuffix(".partial"))
+                                   for p in self.spool.iterdir()):
+            return
+        newest = archive.newest_segment(session, self.target, self.lineage)
+        if newest is None:
+            return
+        key = wiring.master_key() if newest.filename.endswith(".enc") else None
+        partial = self.spool / f"{newest.name}.partial"
+        partial.write_bytes(archive.fetch(newest, wiring.pitr_stores(), key))
+        partial.rename(self.spool / newest.name)
 
     def drop_half_padded(self) -> None:
         """Remove a `.partial` file that pg_receivewal was still padding with zeros when it was killed:
@@ -154,7 +197,12 @@ class Receiver:
         code = self.process.returncode
         self.process = None
         tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:] if self.log_path.exists() else []
-        self.failed(session, f"pg_receivewal exited with code {code}: " + " | ".join(tail))
+        error = f"pg_receivewal exited with code {code}: " + " | ".join(tail)
+        if self.seeding and any(lost in error for lost in UNREACHABLE_WAL):
+            self.seeding = False  # the server cannot stream from where the archive ends
+            error += ("; the archive's WAL cannot be continued from this server: archiving resumes from the "
+                      f"slot's position, leaving a hole — take a base backup (flask pitr base-backup {self.target})")
+        self.failed(session, error)
 
     def failed(self, session: Session, error: str) -> None:
         log.warning("WAL receiver of %s: %s (restarting in %.0f s)", self.target, error, self.backoff)
@@ -179,11 +227,15 @@ class Receiver:
         stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
         for name in names:
             covers = self.covered_until(segment_end_lsn(name)) if SEGMENT_NAME.fullmatch(name) else None
-            row = archive.archive_file(session, self.target, self.spool / name, stores, key, covers_until=covers)
+            try:
+                row = archive.archive_file(session, self.target, self.lineage, self.spool / name, stores, key,
+                                           covers_until=covers)
+            except archive.WalConflict as exc:
+                self.set_state(session, FAILING, str(exc))
+                return
             if row is None:
                 self.set_state(session, FAILING, f"no store took WAL file {name}; it waits in {self.spool}")
                 return
-            archive.remove_stale_partials(self.target, [name], stores, key is not None)
             (self.spool / name).unlink()
             if SEGMENT_NAME.fullmatch(name):
                 receiver = session.get(WalReceiver, self.target)
@@ -204,17 +256,20 @@ class Receiver:
             return  # none, or pg_receivewal is still padding a new one with zeros
         self.last_partial_at = time.monotonic()
         covers = self.covered_until(flushed)
-        stored = archive.current_partial(session, self.target)
+        stored = archive.current_partial(session, self.target, self.lineage)
         if stored is not None and stored.end_lsn == flushed and stored.name == partials[-1].stem:
             stored.covers_until = max(stored.covers_until, covers)  # nothing new: the copy still holds it all
             session.commit()
             return
         stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
         try:
-            row = archive.archive_file(session, self.target, partials[-1], stores, key, kind=PARTIAL_SEGMENT,
-                                       covers_until=covers, end_lsn=flushed)
+            row = archive.archive_file(session, self.target, self.lineage, partials[-1], stores, key,
+                                       kind=PARTIAL_SEGMENT, covers_until=covers, end_lsn=flushed)
         except FileNotFoundError:
             return  # completed meanwhile: the next tick archives it whole
+        except archive.WalConflict as exc:
+            self.set_state(session, FAILING, str(exc))
+            return
         if row is not None:
             receiver = session.get(WalReceiver, self.target)
             receiver.stored_lsn = max_lsn(receiver.stored_lsn, flushed)

@@ -85,7 +85,7 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
             receiver = session.get(WalReceiver, target.name)
             overview.pitr_state = receiver.state if receiver else STOPPED
             overview.pitr_error = receiver.error if receiver else None
-            overview.pitr_until = window(session, target.name)[1]
+            overview.pitr_until = window(session, target.name, target.pitr_system_identifier)[1]
         for _, location, status, _, size in mine:
             if status == PRESENT:
                 overview.bytes_by_location[location] = overview.bytes_by_location.get(location, 0) + int(size)

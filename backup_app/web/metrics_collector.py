@@ -127,7 +127,7 @@ class CatalogCollector:
             stored = self.session.scalar(select(func.max(WalFile.stored_at)).where(WalFile.target == target.name))
             if stored is not None:
                 age.add_metric([target.name], (now - stored).total_seconds())
-            first, last = window(self.session, target.name)
+            first, last = window(self.session, target.name, target.pitr_system_identifier)
             start.add_metric([target.name], timestamp(first))
             end.add_metric([target.name], timestamp(last))
         return up, age, start, end

@@ -17,7 +17,7 @@ from backup_app.core.wal import (
 )
 from backup_app.models import BaseBackup, WalFile
 from backup_app.services.pitr.retention import kept_base_backups
-from backup_app.services.pitr.window import Reach, ranges, reach
+from backup_app.services.pitr.window import Reach, load_lineage, ranges, reach
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -75,13 +75,43 @@ def wal(name: str, minutes: int, kind: str = "segment") -> WalFile:
     return WalFile(name=name, kind=kind, covers_until=T0 + timedelta(minutes=minutes))
 
 
+def history(timeline: int, parent: int, begins: str) -> WalFile:
+    return WalFile(name=f"{timeline:08X}.history", kind="history", timeline=timeline, parent_timeline=parent,
+                   end_lsn=begins, covers_until=T0)
+
+
 def test_a_base_backup_reaches_as_far_as_its_wal_is_contiguous():
-    segments = {w.name: w for w in (wal("000000010000000000000002", 1), wal("000000010000000000000003", 2),
-                                   wal("000000010000000000000005", 9))}
-    found = reach(base(), segments, wal("000000010000000000000004", 4, "partial"))
+    found = reach(base(), load_lineage([wal("000000010000000000000002", 1), wal("000000010000000000000003", 2),
+                                        wal("000000010000000000000005", 9),
+                                        wal("000000010000000000000004", 4, "partial")]))
     assert [w.name for w in found.wal][-1] == "000000010000000000000004"
     assert found.until == T0 + timedelta(minutes=4)  # the gap after 4 ends it; 5 is not used
-    assert reach(base(), {}, None).until is None        # its own WAL not archived: not consistent yet
+    assert reach(base(), load_lineage([])).until is None  # its own WAL not archived: not consistent yet
+
+
+def test_the_wal_is_followed_across_a_failover_from_the_segment_where_the_new_timeline_begins():
+    rows = [wal("000000010000000000000002", 1), wal("000000010000000000000003", 2),
+            wal("000000010000000000000004", 3),  # the old primary went on writing after the switch: not ours
+            history(2, 1, "0/4000A28"), wal("000000020000000000000004", 5), wal("000000020000000000000005", 6)]
+    found = reach(base(), load_lineage(rows))
+    assert [w.name for w in found.wal] == ["000000010000000000000002", "000000010000000000000003",
+                                           "000000020000000000000004", "000000020000000000000005"]
+    assert found.timeline == 2 and [h.name for h in found.histories] == ["00000002.history"]
+    assert found.until == T0 + timedelta(minutes=6)
+
+
+def test_a_missing_switch_segment_on_the_new_timeline_ends_the_reach_there():
+    rows = [wal("000000010000000000000002", 1), wal("000000010000000000000003", 2), history(2, 1, "0/4000A28"),
+            wal("000000020000000000000005", 6)]
+    found = reach(base(), load_lineage(rows))
+    assert found.until == T0 + timedelta(minutes=2) and found.timeline == 2
+
+
+def test_a_timeline_that_branched_before_the_base_backup_is_not_followed():
+    rows = [wal("000000010000000000000002", 1), wal("000000010000000000000003", 2), history(2, 1, "0/1000A28"),
+            wal("000000020000000000000003", 7)]
+    found = reach(base(), load_lineage(rows))
+    assert found.timeline == 1 and found.until == T0 + timedelta(minutes=2)
 
 
 def test_retention_keeps_the_newest_and_every_parent_a_kept_incremental_needs():

@@ -6,23 +6,26 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.store import Store
 from backup_app.core import codecs
 from backup_app.core.crypto import MasterKey
-from backup_app.core.wal import HISTORY_NAME, timeline_of
+from backup_app.core.wal import HISTORY_NAME, parse_history, parse_lsn, segment_number, timeline_of
 from backup_app.errors import BackupError, ChecksumMismatch, PitrError
 from backup_app.models import COPY_FAILED, HISTORY, PARTIAL_SEGMENT, PRESENT, SEGMENT, WalFile, utcnow
 
 CONTENT_TYPE = "application/octet-stream"
 
 
-def stored_name(target: str, name: str, kind: str, encrypted: bool) -> str:
-    """`shop.000000010000000000000003.zst`, `shop.000000010000000000000004.partial.zst(.enc)`."""
+def stored_name(target: str, lineage: str | None, name: str, kind: str, encrypted: bool, tag: str = "") -> str:
+    """`shop.<system id>.000000010000000000000003.zst`; a partial copy carries how far it reaches and
+    a digest of its bytes (`….partial.<lsn>.<digest>.zst`), so no upload ever lands on an existing
+    object; `.enc` when encrypted. Files archived before lineages existed have no system id."""
     middle = ".partial" if kind == PARTIAL_SEGMENT else ""
-    return f"{target}.{name}{middle}.zst" + (".enc" if encrypted else "")
+    prefix = f"{target}.{lineage}" if lineage else target
+    return f"{prefix}.{name}{middle}{tag}.zst" + (".enc" if encrypted else "")
 
 
 def encode_wal(data: bytes, key: MasterKey | None) -> bytes:
@@ -47,50 +50,116 @@ def put_everywhere(stores: Sequence[Store], filename: str, data: bytes) -> dict:
     return copies
 
 
-def archive_file(session: Session, target: str, path: Path, stores: Sequence[Store], key: MasterKey | None,
-                 *, kind: str | None = None, covers_until: datetime | None = None,
+def read_stored(store: Store, filename: str) -> bytes | None:
+    """The stored bytes of `filename` in `store`; None when it holds no such object."""
+    if store.stat(filename) is None:
+        return None
+    with store.open(filename) as stream:
+        return stream.read()
+
+
+def archive_file(session: Session, target: str, lineage: str | None, path: Path, stores: Sequence[Store],
+                 key: MasterKey | None, *, kind: str | None = None, covers_until: datetime | None = None,
                  end_lsn: str | None = None) -> WalFile | None:
-    """Store one spooled WAL file in every store and record it. Returns None, recording nothing,
-    when no store took it (the caller keeps the file and tries again)."""
+    """Store one spooled WAL file of the cluster `lineage` in every store and record it. Returns
+    None, recording nothing, when no store took it (the caller keeps the file and tries again).
+
+    An object is never replaced: a file archived before is only checked to hold the same WAL, and an
+    object already at the name (left by a worker that stopped before recording it) is kept when it
+    holds the same WAL. Other bytes under an archived name raise WalConflict; they are kept aside
+    under a `.conflict.` name, the archive unchanged."""
     name = path.name.removesuffix(".partial")
     kind = kind or (HISTORY if HISTORY_NAME.fullmatch(name) else SEGMENT)
-    data = encode_wal(path.read_bytes(), key)
-    filename = stored_name(target, name, kind, key is not None)
-    copies = put_everywhere(stores, filename, data)
+    original = path.read_bytes()
+    encrypted = key is not None
+    row = session.scalar(select(WalFile).where(WalFile.target == target, WalFile.system_identifier == lineage,
+                                               WalFile.name == name, WalFile.kind == kind))
+    if row is not None and kind != PARTIAL_SEGMENT:
+        try:
+            archived = fetch(row, stores, key)
+        except BackupError:
+            return None  # no copy can be read now: compared again on a later try
+        if archived != original:
+            raise conflict(target, lineage, name, kind, original, stores, key)
+        return row
+    tag = f".{parse_lsn(end_lsn):016X}.{hashlib.sha256(original).hexdigest()[:12]}" if kind == PARTIAL_SEGMENT else ""
+    filename = stored_name(target, lineage, name, kind, encrypted, tag)
+    data, copies = None, {}
+    for store in stores:
+        try:
+            found = read_stored(store, filename)
+        except (BackupError, OSError):
+            continue  # down: the put below fails and says so
+        if found is None:
+            continue
+        if decode_wal(found, key, encrypted) != original:
+            raise conflict(target, lineage, name, kind, original, stores, key)
+        data = found
+        copies[store.location] = {"status": PRESENT, "uri": store.uri(filename)}
+    data = data if data is not None else encode_wal(original, key)
+    copies.update(put_everywhere([s for s in stores if s.location not in copies], filename, data))
     if not any(copy["status"] == PRESENT for copy in copies.values()):
         return None
     if covers_until is None:
         covers_until = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-    row = session.scalar(select(WalFile).where(WalFile.target == target, WalFile.name == name,
-                                               WalFile.kind == kind))
-    if row is None:
-        row = WalFile(target=target, name=name, kind=kind)
-        session.add(row)
+    # A segment's partial copies go once it is stored whole, an older partial copy once a newer one is.
+    superseded = list(session.scalars(select(WalFile).where(
+        WalFile.target == target, WalFile.system_identifier == lineage, WalFile.kind == PARTIAL_SEGMENT,
+        WalFile.name == name, WalFile.filename != filename)))
+    row = row or WalFile(target=target, system_identifier=lineage, name=name, kind=kind)
+    session.add(row)
     row.timeline = int(name[:8], 16) if kind == HISTORY else timeline_of(name)
     row.filename, row.size_bytes, row.sha256 = filename, len(data), hashlib.sha256(data).hexdigest()
     row.stored_at, row.covers_until, row.end_lsn, row.copies = utcnow(), covers_until, end_lsn, copies
-    if kind == SEGMENT:  # the partial copy of this segment is superseded
-        session.execute(delete(WalFile).where(WalFile.target == target, WalFile.name == name,
-                                              WalFile.kind == PARTIAL_SEGMENT))
-    if kind == PARTIAL_SEGMENT:  # one partial per target: the newest
-        session.execute(delete(WalFile).where(WalFile.target == target, WalFile.kind == PARTIAL_SEGMENT,
-                                              WalFile.name != name))
+    if kind == HISTORY and (entries := parse_history(original.decode(errors="replace"))):
+        row.parent_timeline, row.end_lsn = entries[-1]
+    for old in superseded:
+        session.delete(old)
     session.commit()
+    for old in superseded:
+        delete_quietly(stores, old.filename)
     return row
 
 
-def current_partial(session: Session, target: str) -> WalFile | None:
-    return session.scalar(select(WalFile).where(WalFile.target == target, WalFile.kind == PARTIAL_SEGMENT))
+class WalConflict(PitrError):
+    """A WAL file differs from the one archived under its name (e.g. two servers promoted to the
+    same timeline); the archive keeps its own, the other is set aside."""
 
 
-def remove_stale_partials(target: str, names: Sequence[str], stores: Sequence[Store], encrypted: bool) -> None:
-    """Delete the partial objects of segments that are now stored whole."""
-    for name in names:
-        for store in stores:
-            try:
-                store.delete(stored_name(target, name, PARTIAL_SEGMENT, encrypted))
-            except (BackupError, OSError):
-                pass  # a leftover partial object is harmless: the catalog no longer names it
+def conflict(target: str, lineage: str | None, name: str, kind: str, original: bytes, stores: Sequence[Store],
+             key: MasterKey | None) -> WalConflict:
+    """Keep differing bytes aside under a name of their own; the error that says where."""
+    digest = hashlib.sha256(original).hexdigest()[:12]
+    aside = stored_name(target, lineage, name, kind, key is not None, f".conflict.{digest}")
+    kept = [location for location, copy in put_everywhere(stores, aside, encode_wal(original, key)).items()
+            if copy["status"] == PRESENT]
+    return WalConflict(f"WAL file {name} from the server differs from the one archived under that name (another "
+                       f"server wrote the same timeline?): the archive keeps its copy; the server's is kept aside "
+                       f"as {aside} ({', '.join(kept) or 'no store took it'}); archiving is stopped until this "
+                       "is resolved")
+
+
+def newest_segment(session: Session, target: str, lineage: str | None) -> WalFile | None:
+    """The lineage's archived segment furthest along (on the newest timeline among equals)."""
+    rows = session.scalars(select(WalFile).where(WalFile.target == target, WalFile.system_identifier == lineage,
+                                                 WalFile.kind == SEGMENT))
+    return max(rows, key=lambda row: (segment_number(row.name), row.timeline), default=None)
+
+
+def delete_quietly(stores: Sequence[Store], filename: str) -> None:
+    """Delete an object no row names any more; one left behind is harmless."""
+    for store in stores:
+        try:
+            store.delete(filename)
+        except (BackupError, OSError):
+            pass
+
+
+def current_partial(session: Session, target: str, lineage: str | None) -> WalFile | None:
+    """The newest partial copy of the lineage (of the segment being filled)."""
+    return session.scalars(select(WalFile).where(
+        WalFile.target == target, WalFile.system_identifier == lineage, WalFile.kind == PARTIAL_SEGMENT)
+        .order_by(WalFile.name.desc()).limit(1)).first()
 
 
 def fetch(row: WalFile, stores: Sequence[Store], key: MasterKey | None) -> bytes:
@@ -130,7 +199,11 @@ def repair_missing(session: Session, target: str, stores: Sequence[Store], limit
         for location in missing:
             store = by_location[location]
             try:
-                store.put(row.filename, io.BytesIO(data), {}, CONTENT_TYPE)
+                found = read_stored(store, row.filename)
+                if found is not None and found != data:
+                    raise WalConflict(f"{row.filename} there holds other bytes; left as it is")
+                if found is None:
+                    store.put(row.filename, io.BytesIO(data), {}, CONTENT_TYPE)
             except (BackupError, OSError) as exc:
                 copies[location] = {"status": COPY_FAILED, "uri": store.uri(row.filename), "error": str(exc)}
                 continue

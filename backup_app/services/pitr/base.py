@@ -47,8 +47,9 @@ class WatchedReader:
         return data
 
 
-def base_filename(target: str, started_at, backup_id: str, encrypted: bool) -> str:
-    return f"{target}.base.{started_at:%Y-%m-%dT%H-%M-%SZ}.{backup_id}.tar.zst" + (".enc" if encrypted else "")
+def base_filename(target: str, lineage: str, started_at, backup_id: str, encrypted: bool) -> str:
+    return (f"{target}.{lineage}.base.{started_at:%Y-%m-%dT%H-%M-%SZ}.{backup_id}.tar.zst"
+            + (".enc" if encrypted else ""))
 
 
 def wal_range(manifest: str) -> tuple[int, str, str]:
@@ -57,15 +58,17 @@ def wal_range(manifest: str) -> tuple[int, str, str]:
     return ranges[-1]["Timeline"], ranges[0]["Start-LSN"], ranges[-1]["End-LSN"]
 
 
-def newest_completed(session: Session, target: str) -> BaseBackup | None:
-    return session.scalars(select(BaseBackup).where(BaseBackup.target == target, BaseBackup.status == COMPLETED)
+def newest_completed(session: Session, target: str, lineage: str) -> BaseBackup | None:
+    return session.scalars(select(BaseBackup).where(BaseBackup.target == target, BaseBackup.status == COMPLETED,
+                                                    BaseBackup.system_identifier == lineage)
                            .order_by(BaseBackup.started_at.desc()).limit(1)).first()
 
 
 def take_base_backup(session: Session, spec: DumpSpec, client: PhysicalClient, stores: Sequence[Store],
-                     key: MasterKey | None, *, incremental: bool = False,
+                     key: MasterKey | None, lineage: str, *, incremental: bool = False,
                      progress: Progress | None = None) -> BaseBackup:
-    """Back up the whole server of `spec`'s target into every store; the completed BaseBackup.
+    """Back up the whole server of `spec`'s target, the cluster `lineage`, into every store; the
+    completed BaseBackup.
 
     `stores[0]` is the local folder (its file is written through a partial file, the S3
     uploads read it as it grows). An incremental builds on the newest completed base backup
@@ -74,7 +77,7 @@ def take_base_backup(session: Session, spec: DumpSpec, client: PhysicalClient, s
     if spec.encrypt and key is None:
         raise ConfigurationError(f"{spec.name} is set to encrypt backups but APP_ENCRYPTION_KEY is not set")
     facts = server_facts(spec.conn, slot_name(spec.name))
-    parent = newest_completed(session, spec.name) if incremental else None
+    parent = newest_completed(session, spec.name, lineage) if incremental else None
     if incremental:
         if facts.version_num // 10000 < INCREMENTAL_FROM or not facts.summarize_wal:
             raise PitrError(f"an incremental base backup needs PostgreSQL {INCREMENTAL_FROM}+ with "
@@ -84,10 +87,11 @@ def take_base_backup(session: Session, spec: DumpSpec, client: PhysicalClient, s
             raise PitrError(f"{spec.name} has no completed base backup to build an incremental on; take a full one")
     started = utcnow()
     backup_id = new_id()
-    backup = BaseBackup(id=backup_id, target=spec.name, kind=INCREMENTAL if incremental else FULL,
+    backup = BaseBackup(id=backup_id, target=spec.name, system_identifier=lineage,
+                        kind=INCREMENTAL if incremental else FULL,
                         parent_id=parent.id if parent else None, status=RUNNING, started_at=started,
                         server_version=facts.version, encrypted=spec.encrypt, codec="zstd",
-                        filename=base_filename(spec.name, started, backup_id, spec.encrypt), copies={})
+                        filename=base_filename(spec.name, lineage, started, backup_id, spec.encrypt), copies={})
     session.add(backup)
     session.commit()
     try:

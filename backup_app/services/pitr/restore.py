@@ -40,6 +40,7 @@ class RestoreRequest:
     port: int | None = None
     os_user: str = "postgres"
     preload_libraries: tuple[str, ...] = ()
+    lineage: str | None = None   # the cluster archived now: "latest" is its latest
 
 
 @dataclass
@@ -189,10 +190,11 @@ def check_no_programs(data_dir: Path) -> None:
                                     "no data directory has: refused, as a restored server could be made to load it")
 
 
-def write_server_config(data_dir: Path, port: int, to: datetime | None, server_programs: PhysicalClient,
-                        libraries: Sequence[str] = ()) -> None:
+def write_server_config(data_dir: Path, port: int, to: datetime | None, timeline: int,
+                        server_programs: PhysicalClient, libraries: Sequence[str] = ()) -> None:
     """The restored server's whole configuration, written by the app (the source's set aside):
-    loopback only, no archiving, no SSL, WAL from the fetched folder, stop at `to` and promote;
+    loopback only, no archiving, no SSL, WAL from the fetched folder along the history to `timeline`,
+    stop at `to` and promote;
     the limits recovery checks against the source's (from pg_control); `libraries` (the
     admin's PITR_PRELOAD_LIBRARIES) the only ones preloaded."""
     set_source_config_aside(data_dir)
@@ -208,7 +210,7 @@ def write_server_config(data_dir: Path, port: int, to: datetime | None, server_p
         "shared_preload_libraries": conf_value(",".join(libraries)),
         "archive_mode": "off", "logging_collector": "off", "log_destination": "'stderr'",
         "hot_standby": "off", "restore_command": conf_value(f'cp "{wal_dir}/%f" "%p"'),
-        "recovery_target_action": "'promote'", "recovery_target_timeline": "'current'",
+        "recovery_target_action": "'promote'", "recovery_target_timeline": f"'{timeline}'",
     }
     if server_programs.major >= 17:
         settings["event_triggers"] = "off"  # a login trigger of the source would run on our connections
@@ -256,7 +258,7 @@ def restore_to_moment(session: Session, request: RestoreRequest, stores: Sequenc
     port = request.port or free_port()
     if port_in_use(port):
         raise PitrError(f"port {port} is in use on 127.0.0.1: give another --port")
-    chosen = choose(session, request.target, request.to)
+    chosen = choose(session, request.target, request.to, request.lineage)
     chain = chain_of(session, chosen.base)
     wal = wal_to_fetch(chosen, request.to)
     server_programs = server_for(pg, chosen.base.server_version)
@@ -272,9 +274,9 @@ def restore_to_moment(session: Session, request: RestoreRequest, stores: Sequenc
         phase(f"fetching {len(wal)} WAL files")
         wal_dir = data_dir / WAL_FOLDER
         wal_dir.mkdir(mode=0o700)
-        for row in wal:
+        for row in [*chosen.histories, *wal]:
             (wal_dir / row.name).write_bytes(archive.fetch(row, stores, key))
-        write_server_config(data_dir, port, request.to, server_programs, request.preload_libraries)
+        write_server_config(data_dir, port, request.to, chosen.timeline, server_programs, request.preload_libraries)
         phase("recovering")
         recover(restored, request.to is not None)
         last = last_replayed_commit(restored.log())

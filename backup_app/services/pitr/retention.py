@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.store import Store
-from backup_app.core.wal import segment_of_lsn
+from backup_app.core.wal import segment_number, segment_of_lsn
 from backup_app.errors import BackupError
 from backup_app.models import COMPLETED, FAILED, SEGMENT, BaseBackup, Target, WalFile, utcnow
 from backup_app.services.pitr.window import usable
@@ -50,7 +50,8 @@ def prune_pitr(session: Session, target: Target, stores: Sequence[Store], now: d
     """Apply the retention to `target`'s base backups and WAL; one line per thing deleted (or failed)."""
     now = now or utcnow()
     bases = list(session.scalars(select(BaseBackup).where(BaseBackup.target == target.name)))
-    keep = kept_base_backups(bases, target, now, {r.base.id for r in usable(session, target.name)})
+    keep = kept_base_backups(bases, target, now,
+                             {r.base.id for r in usable(session, target.name, target.pitr_system_identifier)})
     if not keep:
         return []
     lines = []
@@ -64,18 +65,49 @@ def prune_pitr(session: Session, target: Target, stores: Sequence[Store], now: d
                 lines[-1] = f"base backup {base.id}: not every copy deleted ({'; '.join(errors)})"
                 continue
             session.delete(base)
-    oldest = min((b for b in bases if b.id in keep), key=lambda b: b.started_at)
-    first_needed = segment_of_lsn(oldest.timeline, oldest.start_lsn)
-    old_wal = session.scalars(select(WalFile).where(
-        WalFile.target == target.name, WalFile.kind == SEGMENT, WalFile.name < first_needed)).all()
-    deleted = 0
-    for row in old_wal:
-        if not dry_run:
-            if delete_everywhere(stores, row.filename):
-                continue
-            session.delete(row)
-        deleted += 1
-    if deleted:
-        lines.append(f"{deleted} WAL segment(s) before {first_needed} deleted")
+    for lineage, first_needed in first_needed_segments([b for b in bases if b.id in keep]).items():
+        deleted = 0
+        for row in unneeded_wal(session, target.name, lineage, first_needed):
+            if not dry_run:
+                if delete_everywhere(stores, row.filename):
+                    continue
+                session.delete(row)
+            deleted += 1
+        if deleted:
+            lines.append(f"{deleted} WAL file(s) before {first_needed} deleted")
+    kept_lineages = {b.system_identifier for b in bases if b.id in keep} | {target.pitr_system_identifier}
+    for lineage in lineages_without(session, target.name, kept_lineages):
+        deleted = 0
+        for row in session.scalars(select(WalFile).where(WalFile.target == target.name,
+                                                         WalFile.system_identifier == lineage)):
+            if not dry_run:
+                if delete_everywhere(stores, row.filename):
+                    continue
+                session.delete(row)
+            deleted += 1
+        if deleted:
+            lines.append(f"{deleted} WAL file(s) of the cluster {lineage}, which no kept base backup needs, deleted")
     session.commit()
     return lines
+
+
+def first_needed_segments(kept: list[BaseBackup]) -> dict[str | None, str]:
+    """For each lineage, the first WAL segment its oldest kept base backup needs."""
+    oldest: dict[str | None, BaseBackup] = {}
+    for base in sorted(kept, key=lambda b: b.started_at, reverse=True):
+        oldest[base.system_identifier] = base
+    return {lineage: segment_of_lsn(base.timeline, base.start_lsn) for lineage, base in oldest.items()}
+
+
+def unneeded_wal(session: Session, target: str, lineage: str | None, first_needed: str) -> list[WalFile]:
+    """The lineage's segments before `first_needed`, on any timeline (history files are kept)."""
+    rows = session.scalars(select(WalFile).where(WalFile.target == target, WalFile.system_identifier == lineage,
+                                                 WalFile.kind == SEGMENT))
+    return [row for row in rows if segment_number(row.name) < segment_number(first_needed)]
+
+
+def lineages_without(session: Session, target: str, kept: set[str | None]) -> list[str | None]:
+    """The lineages whose WAL no kept base backup needs (their base backups all deleted; the
+    lineage archived now is in `kept`, its first base backup may not be taken yet)."""
+    found = session.scalars(select(WalFile.system_identifier).where(WalFile.target == target).distinct())
+    return [lineage for lineage in found if lineage not in kept]

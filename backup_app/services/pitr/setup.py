@@ -1,17 +1,26 @@
 """Turning PITR on and off for a target, and what its status page and `flask pitr status` show."""
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.pgtools import PgTools
-from backup_app.adapters.physical import PhysicalClient, ServerFacts, drop_slot, server_facts, slot_name, wal_positions
+from backup_app.adapters.physical import (
+    PhysicalClient,
+    ServerFacts,
+    drop_slot,
+    server_facts,
+    slot_name,
+    system_identifier,
+    wal_positions,
+)
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.wal import SEGMENT_SIZE, parse_lsn
 from backup_app.errors import PitrError
-from backup_app.models import STOPPED, BaseBackup, Target, WalReceiver, isoformat, utcnow
+from backup_app.models import STOPPED, BaseBackup, Target, WalFile, WalReceiver, isoformat, utcnow
 from backup_app.services import schedules
-from backup_app.services.pitr.window import window
+from backup_app.services.pitr import lineage
+from backup_app.services.pitr.window import lineages, window
 
 DEFAULT_BASE_SCHEDULE = "0 1 * * 0"  # weekly, Sunday 01:00 in the target's time zone
 RECOMMENDED_KEEP_SIZE = "50GB"
@@ -45,14 +54,20 @@ def problems(facts: ServerFacts, conn: ConnInfo) -> list[str]:
     return found
 
 
-def enable(session: Session, target: Target, conn: ConnInfo, pg: PgTools) -> list[str]:
+def enable(session: Session, target: Target, conn: ConnInfo, pg: PgTools, new_cluster: bool = False) -> list[str]:
     """Check the server, create the slot, and archive from now on; the advice lines to show.
-    PitrError listing everything to change when the server is not ready."""
+    PitrError listing everything to change when the server is not ready, or when it is another
+    cluster than the archive's (`new_cluster`: start a new lineage for it)."""
     slot = slot_name(target.name)
     facts = server_facts(conn, slot)
     found = problems(facts, conn)
     if found:
         raise PitrError(f"{target.name}'s server is not ready for WAL archiving: " + "; ".join(found))
+    cluster = system_identifier(conn)
+    if new_cluster:
+        lineage.start_new(session, target, cluster, conn.display())
+    else:
+        lineage.follow(session, target, cluster, conn.display())
     physical_client(pg, conn).create_slot(conn, slot)
     session.add(target)  # BACKUP_DATABASE_URL's target is stored once it has settings of its own
     target.pitr_enabled, target.pitr_slot = True, slot
@@ -68,7 +83,8 @@ def enable(session: Session, target: Target, conn: ConnInfo, pg: PgTools) -> lis
                       "archiver then cannot fill its disk with WAL the slot holds")
     if facts.version_num >= 170000 and not facts.summarize_wal:
         advice.append("set summarize_wal = on on the server to allow incremental base backups")
-    advice.append(f"take a base backup now: flask pitr base-backup {target.name}")
+    if not new_cluster:
+        advice.append(f"take a base backup now: flask pitr base-backup {target.name}")
     return advice
 
 
@@ -113,7 +129,8 @@ def status(session: Session, target: Target, conn: ConnInfo | None, lease_second
     """The shape of `flask pitr status --json`. A receiver whose worker has not renewed its lease
     for `lease_seconds` is `stopped`, whatever it last said."""
     receiver = session.get(WalReceiver, target.name)
-    start, end = window(session, target.name)
+    current = target.pitr_system_identifier
+    start, end = window(session, target.name, current)
     bases = session.scalars(select(BaseBackup).where(BaseBackup.target == target.name)
                             .order_by(BaseBackup.started_at.desc())).all()
     state, error = (receiver.state, receiver.error) if receiver and target.pitr_enabled else (STOPPED, None)
@@ -127,6 +144,10 @@ def status(session: Session, target: Target, conn: ConnInfo | None, lease_second
         "target": target.name,
         "enabled": bool(target.pitr_enabled),
         "slot": target.pitr_slot,
+        "system_identifier": current,
+        "timeline": session.scalar(select(func.max(WalFile.timeline)).where(
+            WalFile.target == target.name, WalFile.system_identifier == current)),
+        "lineages": lineages(session, target.name, current),
         "receiver": state,
         "error": error,
         "holder": receiver.holder if receiver else None,

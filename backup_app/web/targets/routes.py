@@ -197,6 +197,21 @@ def pitr_enable(name):
     return redirect(url_for("targets.pitr_page", name=target.name))
 
 
+@bp.post("/<name>/pitr/new-cluster")
+def pitr_new_cluster(name):
+    """Archive the other cluster now at the target's address as a new lineage, from a new base backup."""
+    target = wiring.target(name)
+    try:
+        advice = pitr.enable(db.session, target, wiring.target_conn(target.name), wiring.pg_tools(), new_cluster=True)
+    except BackupError as exc:
+        return back_to_pitr(target, exc)
+    for line in advice:
+        flash(line, "info")
+    return pitr_job_queued(target, lambda: pitr_jobs.base_backup_job(target.name),
+                           f"A new lineage (cluster {target.pitr_system_identifier}) is archived; its first base "
+                           f"backup of {target.name}")
+
+
 @bp.post("/<name>/pitr/disable")
 def pitr_disable(name):
     """Stop archiving the target's WAL (what is archived is kept); drop its slot if ticked."""
