@@ -156,7 +156,7 @@ def test_incremental_on_18_then_the_drill_then_retention(make_app, pitr18_cluste
 
         def newest_usable():
             with app.app_context():
-                return newest["id"] in {r.base.id for r in usable(db.session, "shop")}
+                return newest["id"] in {r.base.id for r in usable(db.session, "shop", every=True)}
         wait_for(newest_usable, what="the newest base backup recoverable")
         invoke(runner, "backup", "prune", "--database", "shop")
         assert [b["id"] for b in status(runner)["base_backups"]] == [newest["id"]]
