@@ -163,7 +163,7 @@ class Receiver:
             with open(self.log_path, "ab") as log_file:
                 self.process = client.receive_wal(conn, slot, self.spool, log_file)
         except BackupError as exc:
-            self.failed(session, str(exc))
+            self.failed(session, str(exc), alarm=isinstance(exc, lineage.ClusterChanged))
             return
         self.set_state(session, STREAMING, None)
         log.info("WAL receiver of %s started (pid %s)", self.target, self.process.pid)
@@ -204,15 +204,17 @@ class Receiver:
                       f"slot's position, leaving a hole — take a base backup (flask pitr base-backup {self.target})")
         self.failed(session, error)
 
-    def failed(self, session: Session, error: str) -> None:
+    def failed(self, session: Session, error: str, alarm: bool = False) -> None:
         log.warning("WAL receiver of %s: %s (restarting in %.0f s)", self.target, error, self.backoff)
         self.restart_at = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, MAX_BACKOFF)
-        self.set_state(session, FAILING, error)
+        self.set_state(session, FAILING, error, alarm)
 
-    def set_state(self, session: Session, state: str, error: str | None) -> None:
+    def set_state(self, session: Session, state: str, error: str | None, alarm: bool = False) -> None:
+        """Record the receiver's state; announce when it starts failing, or (`alarm`: only the admin
+        can end it) when it fails for a new reason while already failing."""
         row = session.get(WalReceiver, self.target)
-        newly_failing = state == FAILING and row.state != FAILING
+        newly_failing = state == FAILING and (row.state != FAILING or (alarm and row.error != error))
         row.state, row.error = state, error
         session.commit()
         if newly_failing:
@@ -231,7 +233,7 @@ class Receiver:
                 row = archive.archive_file(session, self.target, self.lineage, self.spool / name, stores, key,
                                            covers_until=covers)
             except archive.WalConflict as exc:
-                self.set_state(session, FAILING, str(exc))
+                self.set_state(session, FAILING, str(exc), alarm=True)
                 return
             if row is None:
                 self.set_state(session, FAILING, f"no store took WAL file {name}; it waits in {self.spool}")
@@ -268,7 +270,7 @@ class Receiver:
         except FileNotFoundError:
             return  # completed meanwhile: the next tick archives it whole
         except archive.WalConflict as exc:
-            self.set_state(session, FAILING, str(exc))
+            self.set_state(session, FAILING, str(exc), alarm=True)
             return
         if row is not None:
             receiver = session.get(WalReceiver, self.target)
