@@ -92,7 +92,7 @@ class Receiver:
         self.repair_at = 0.0
         self.encrypt = False
         self.lineage: str | None = None
-        self.seeding = True  # resume after the archive's newest segment (see `seed`)
+        self.from_slot = False  # the server cannot continue the archive: stream from the slot (see `seed`)
         # (when, the server's WAL write position then), a sample a tick: the WAL written before a
         # moment is archived once the archive holds everything up to the position sampled then.
         self.samples: list[tuple[datetime, int]] = []
@@ -142,7 +142,7 @@ class Receiver:
             return
         root = spool_folder(self.app.config["BACKUP_DIR"], self.target)
         self.lineage, self.spool = lineage, spool_folder(self.app.config["BACKUP_DIR"], self.target, lineage)
-        self.seeding = True
+        self.from_slot = False
         if lineage and root.is_dir():
             self.spool.mkdir(parents=True, exist_ok=True)
             for path in root.iterdir():
@@ -156,7 +156,10 @@ class Receiver:
             self.use_lineage(target.pitr_system_identifier)
             self.spool.mkdir(parents=True, exist_ok=True)
             self.drop_half_padded()
-            self.seed(session)
+            if self.from_slot:
+                self.set_spool_aside()
+            else:
+                self.seed(session)
             client: PhysicalClient = physical_client(wiring.pg_tools(), conn)
             slot = target.pitr_slot
             client.create_slot(conn, slot)  # if the server lost it (a failover, a rebuild): made again
@@ -172,10 +175,8 @@ class Receiver:
         """When the spool holds no WAL, put the newest archived segment there: pg_receivewal then
         resumes right after it, on its timeline, following the server's timeline switches (a new
         primary after a failover streams the old timeline up to where it branched), instead of
-        starting where a new slot begins. Once the server proved unable to (its WAL is gone),
-        the next start streams from the slot, and the hole is left in the archive."""
-        if not self.seeding or any(SEGMENT_NAME.fullmatch(p.name.removesuffix(".partial"))
-                                   for p in self.spool.iterdir()):
+        starting where a new slot begins."""
+        if any(SEGMENT_NAME.fullmatch(p.name.removesuffix(".partial")) for p in self.spool.iterdir()):
             return
         newest = archive.newest_segment(session, self.target, self.lineage)
         if newest is None:
@@ -184,6 +185,13 @@ class Receiver:
         partial = self.spool / f"{newest.name}.partial"
         partial.write_bytes(archive.fetch(newest, wiring.pitr_stores(), key))
         partial.rename(self.spool / newest.name)
+
+    def set_spool_aside(self) -> None:
+        """Rename the segments being filled in the spool (kept for inspection), so pg_receivewal
+        starts from the slot, not from them."""
+        for path in self.spool.glob("*.partial"):
+            path.rename(path.with_name(path.name + ".abandoned"))
+        self.from_slot = False
 
     def drop_half_padded(self) -> None:
         """Remove a `.partial` file that pg_receivewal was still padding with zeros when it was killed:
@@ -198,11 +206,12 @@ class Receiver:
         self.process = None
         tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:] if self.log_path.exists() else []
         error = f"pg_receivewal exited with code {code}: " + " | ".join(tail)
-        if self.seeding and any(lost in error for lost in UNREACHABLE_WAL):
-            self.seeding = False  # the server cannot stream from where the archive ends
-            error += ("; the archive's WAL cannot be continued from this server: archiving resumes from the "
-                      f"slot's position, leaving a hole — take a base backup (flask pitr base-backup {self.target})")
-        self.failed(session, error)
+        if any(lost in error for lost in UNREACHABLE_WAL):
+            self.from_slot = True
+            error += ("; this server cannot continue the archive where it ends (it no longer has that WAL): "
+                      "archiving resumes from its replication slot, leaving a hole that restores cannot cross — "
+                      f"take a base backup now (flask pitr base-backup {self.target})")
+        self.failed(session, error, alarm=self.from_slot)
 
     def failed(self, session: Session, error: str, alarm: bool = False) -> None:
         log.warning("WAL receiver of %s: %s (restarting in %.0f s)", self.target, error, self.backoff)

@@ -79,6 +79,24 @@ def archive_snapshot(app) -> dict[str, str]:
     return found
 
 
+def make_standby(primary: PostgresCluster, base: Path, bin_dir: str) -> PostgresCluster:
+    standby = PostgresCluster(base, bin_dir=bin_dir, password=primary.password, env={"PGPASSWORD": primary.password})
+    standby.base_dir.mkdir()
+    standby._run_server_tool(f"{bin_dir}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U",
+                             "postgres", "-D", str(standby.data_dir), "-R", "-X", "stream")
+    return standby.start()
+
+
+def fail_over(primary: PostgresCluster, standby: PostgresCluster, rows: int) -> PostgresCluster:
+    """Stop the primary, promote the standby, and move it to the primary's address."""
+    primary.stop()  # a fast shutdown: the standby gets every commit first
+    wait_for(lambda: standby.psql("SELECT count(*) FROM orders", "shop") == str(rows), what="the standby caught up")
+    standby._run_server_tool(f"{standby.bin_dir}/pg_ctl", "-D", str(standby.data_dir), "-w", "promote")
+    standby.stop()
+    return PostgresCluster(standby.base_dir, bin_dir=str(standby.bin_dir), port=primary.port,
+                           password=primary.password)
+
+
 @pytest.mark.parametrize("bin_dir,fresh_spool", [(DEBIAN_PG_BIN, False), ("wheel", True)], ids=["pg15", "pg18-new-spool"])
 def test_a_promoted_standby_at_the_targets_address_is_followed_across_the_timeline_switch(
         lineage_app, supervisors, tmp_path, data_root, bin_dir, fresh_spool):
@@ -90,26 +108,20 @@ def test_a_promoted_standby_at_the_targets_address_is_followed_across_the_timeli
     supervisor = supervisors(app)
     wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
     invoke(runner, "pitr", "base-backup", "shop")
+    primary.psql("ALTER SYSTEM SET wal_keep_size = '1GB'")  # as an HA standby keeps its WAL for the others
+    standby = make_standby(primary, tmp_path / "standby", bin_dir)
     first = just_after(primary, 1)
-
-    standby = PostgresCluster(tmp_path / "standby", bin_dir=bin_dir, password=primary.password,
-                              env={"PGPASSWORD": primary.password})
-    standby.base_dir.mkdir()
-    standby._run_server_tool(f"{bin_dir}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U",
-                             "postgres", "-D", str(standby.data_dir), "-R", "-X", "stream")
-    standby.start()
+    wait_for(lambda: covered(runner, first), what="the first batch archived")
+    supervisor.stop()  # the worker is away while the old primary writes its last segments
     second = just_after(primary, 2)
-    primary.stop()  # a fast shutdown: the standby gets every commit first
-    wait_for(lambda: standby.psql("SELECT count(*) FROM orders", "shop") == "200", what="the standby caught up")
-    standby._run_server_tool(f"{bin_dir}/pg_ctl", "-D", str(standby.data_dir), "-w", "promote")
-    standby.stop()
+    for table in range(3):  # segments the archive lacks, which only the new primary still has
+        primary.psql(f"CREATE TABLE filler{table} AS SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal()",
+                     "shop")
+    promoted = fail_over(primary, standby, 200)
     if fresh_spool:  # another worker, whose spool is empty, takes over
-        supervisor.stop()
         shutil.rmtree(spool_folder(app.config["BACKUP_DIR"], "shop"))
-    promoted = PostgresCluster(standby.base_dir, bin_dir=bin_dir, port=primary.port, password=primary.password)
     promoted.start()
-    if fresh_spool:
-        supervisors(app)
+    supervisors(app)
     third = just_after(promoted, 3)
     wait_for(lambda: covered(runner, third), timeout=180, what="WAL after the switch archived")
 
@@ -121,6 +133,47 @@ def test_a_promoted_standby_at_the_targets_address_is_followed_across_the_timeli
     assert rows_at(runner, promoted, first.isoformat(), data_root / "before", bin_dir) == {1: 100}
     assert rows_at(runner, promoted, second.isoformat(), data_root / "at-switch", bin_dir) == {1: 100, 2: 100}
     assert rows_at(runner, promoted, "latest", data_root / "after", bin_dir) == {1: 100, 2: 100, 3: 100}
+    promoted.stop()
+
+
+def test_a_new_primary_that_lacks_the_wal_the_archive_needs_is_archived_from_its_slot_and_the_hole_is_told(
+        lineage_app, supervisors, tmp_path, data_root):
+    primary = new_cluster(tmp_path / "primary", DEBIAN_PG_BIN)
+    app = lineage_app(primary)
+    runner = app.test_cli_runner()
+    invoke(runner, "pitr", "enable", "shop")
+    supervisor = supervisors(app)
+    wait_for(lambda: status(runner)["receiver"] == "streaming", what="streaming")
+    invoke(runner, "pitr", "base-backup", "shop")
+    first = just_after(primary, 1)
+    wait_for(lambda: covered(runner, first), what="the first batch archived")
+    supervisor.stop()
+    second = just_after(primary, 2)
+    primary.psql("SELECT pg_switch_wal()")
+    standby = make_standby(primary, tmp_path / "standby", DEBIAN_PG_BIN)  # made late: it never had that WAL
+    promoted = fail_over(primary, standby, 200)
+    promoted.start()
+    announced = []
+
+    def tell(receiver):
+        announced.append(receiver.error)
+    events.wal_receiver_failing.connect(tell)
+    try:
+        supervisors(app)
+        wait_for(lambda: any("cannot continue the archive" in error for error in announced), what="the hole told")
+    finally:
+        events.wal_receiver_failing.disconnect(tell)
+    assert "flask pitr base-backup shop" in next(error for error in announced if "cannot continue" in error)
+    wait_for(lambda: status(runner)["receiver"] == "streaming" and status(runner)["timeline"] == 2,
+             what="archiving on the new timeline")
+    result = invoke(runner, "pitr", "restore", "shop", "--to", second.isoformat(), "--data-dir",
+                    str(data_root / "in-hole"), ok=False)
+    assert "outside the recoverable window" in error_line(result)
+    invoke(runner, "pitr", "base-backup", "shop")
+    fourth = just_after(promoted, 4)
+    wait_for(lambda: covered(runner, fourth), what="the batch after the new base backup archived")
+    assert rows_at(runner, promoted, first.isoformat(), data_root / "before", DEBIAN_PG_BIN) == {1: 100}
+    assert rows_at(runner, promoted, "latest", data_root / "after", DEBIAN_PG_BIN) == {1: 100, 2: 100, 4: 100}
     promoted.stop()
 
 

@@ -49,7 +49,7 @@ class Lineage:
     def ancestry(self, newest: int) -> list[tuple[int, int, WalFile]]:
         """The timelines leading to `newest` whose history files are here, oldest first."""
         chain, tli = [], newest
-        while (row := self.histories.get(tli)) is not None and row.parent_timeline is not None:
+        while (row := self.histories.get(tli)) is not None and row.parent_timeline is not None and row.end_lsn:
             chain.insert(0, (tli, parse_lsn(row.end_lsn) // SEGMENT_SIZE, row))
             tli = row.parent_timeline
         return chain
@@ -59,7 +59,7 @@ def load_lineage(rows: Iterable[WalFile]) -> Lineage:
     rows = list(rows)
     return Lineage({r.name: r for r in rows if r.kind == SEGMENT},
                    {r.name: r for r in rows if r.kind == PARTIAL_SEGMENT},
-                   {r.timeline: r for r in rows if r.kind == HISTORY and r.end_lsn})
+                   {r.timeline: r for r in rows if r.kind == HISTORY})
 
 
 def completed_bases(session: Session, target: str) -> list[BaseBackup]:
@@ -73,15 +73,15 @@ def reach(base: BaseBackup, lineage: Lineage) -> Reach:
     path = lineage.path(base.timeline, base.start_lsn)
     first = segment_number(segment_of_lsn(base.timeline, base.start_lsn))
     last_needed = segment_number(segment_of_lsn(base.timeline, base.end_lsn))
-    wal, histories, number, timeline = [], [], first, base.timeline
+    wal, number = [], first
+    # Recovery reads the history file of each timeline it replays on (timeline 1 has none).
+    histories = [lineage.histories[tli] for tli, _first, _row in path if tli in lineage.histories]
 
-    def timeline_at(number: int) -> tuple[int, WalFile | None]:
-        return next((tli, row) for tli, begins, row in reversed(path) if begins <= number)
+    def timeline_at(number: int) -> int:
+        return next(tli for tli, begins, _row in reversed(path) if begins <= number)
 
     while True:
-        timeline, history = timeline_at(number)
-        if history is not None and history not in histories:
-            histories.append(history)
+        timeline = timeline_at(number)
         row = lineage.segments.get(segment_name(timeline, number))
         if row is None:
             break
@@ -91,7 +91,8 @@ def reach(base: BaseBackup, lineage: Lineage) -> Reach:
     if partial is not None:
         wal.append(partial)
         number += 1
-    if number <= last_needed or not wal:  # the backup's own WAL is not all there: not consistent yet
+    missing_history = any(tli > 1 and tli not in lineage.histories for tli, _first, _row in path)
+    if number <= last_needed or not wal or missing_history:  # not consistent yet, or cannot be replayed
         return Reach(base, wal, None, histories, timeline)
     return Reach(base, wal, wal[-1].covers_until, histories, timeline)
 
