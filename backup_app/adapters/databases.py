@@ -44,7 +44,9 @@ FOREIGN_SUBSCRIPTIONS_SQL = """
 SELECT s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid
 WHERE d.datname = %s AND s.subenabled AND NOT pg_has_role(current_user, s.subowner, 'MEMBER') ORDER BY 1
 """
-LOGICAL_SLOTS_SQL = "SELECT slot_name FROM pg_replication_slots WHERE database = %s AND slot_type = 'logical' ORDER BY 1"
+LOGICAL_SLOTS_SQL = """
+SELECT slot_name FROM pg_replication_slots WHERE database = %s AND slot_type = 'logical' ORDER BY 1
+"""
 # Whatever still holds a database that could not be renamed.
 HOLDERS_SQL = """
 SELECT format('pid %%s (%%s, %%s)', pid, coalesce(backend_type, 'session'), coalesce(usename, 'no user'))

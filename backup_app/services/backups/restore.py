@@ -267,9 +267,10 @@ def restore_beside_and_swap(server: DatabaseServer, conn: ConnInfo, load: Loader
 def replication_warnings(current: str, previous: str, kept: bool, disabled: Iterable[str],
                          restored: Iterable[str], slots: Iterable[str]) -> list[str]:
     """What a swap did to logical replication, said once the restored database is in place: the
-    subscriptions disabled to end their apply workers, the restored ones (disabled, as pg_dump
-    leaves them: enabled, they would apply from where the replaced database had got to, missing
-    what came between), and the slots that stayed with the previous database."""
+    subscriptions disabled to end their apply workers (`kept`: the previous database was not
+    dropped), the restored ones (disabled, as pg_dump leaves them: enabled, they would apply from
+    where the replaced database had got to, missing what came between), and the slots that stayed
+    with the previous database."""
     disabled, restored, slots = ", ".join(disabled), ", ".join(restored), ", ".join(slots)
     warnings = []
     if disabled:
@@ -283,7 +284,7 @@ def replication_warnings(current: str, previous: str, kept: bool, disabled: Iter
     if slots:
         warnings.append(f"the logical replication slots {slots} belong to {previous}, not to {current}: their "
                         f"subscribers find no slot in {current}; " + (
-                            f"drop them (pg_drop_replication_slot) if unused, they hold WAL on the server" if kept
+                            "drop them (pg_drop_replication_slot) if unused, they hold WAL on the server" if kept
                             else f"they were dropped with {previous}"))
     return warnings
 
