@@ -23,20 +23,36 @@ LIST_QUOTED_SETTINGS = {"local_preload_libraries", "search_path", "session_prelo
                         "shared_preload_libraries", "temp_tablespaces", "unix_socket_directories"}
 LOCALE_PROVIDERS = {"c": "libc", "i": "icu", "b": "builtin"}
 # The sessions that must end before a database can be renamed (autovacuum workers, which have
-# no user, are stopped by the server itself). A role that is not a superuser sees no
-# backend_type for other roles' sessions: those are clients too.
+# no user, are stopped by the server itself): clients, WAL senders, and the workers of its
+# subscriptions (apply, table sync; restarted by the server unless the subscription is disabled
+# first). A role that is not a superuser sees no backend_type for other roles' sessions: those
+# are clients too.
 SESSIONS_SQL = """
 SELECT a.pid, a.usename, r.rolsuper, pg_has_role(current_user, a.usesysid, 'MEMBER')
 FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
 WHERE a.datname = %s AND a.pid <> pg_backend_pid()
-      AND coalesce(a.backend_type, 'client backend') IN ('client backend', 'walsender')
+      AND (coalesce(a.backend_type, 'client backend') IN ('client backend', 'walsender')
+           OR a.backend_type LIKE 'logical replication %%worker')
+"""
+# A database's subscriptions (pg_subscription is shared: any database of the server can read it).
+SUBSCRIPTIONS_SQL = """
+SELECT s.subname, s.subenabled FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid
+WHERE d.datname = %s ORDER BY 1
+"""
+# The enabled subscriptions of a database that the current role may not disable (only their owner may).
+FOREIGN_SUBSCRIPTIONS_SQL = """
+SELECT s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid
+WHERE d.datname = %s AND s.subenabled AND NOT pg_has_role(current_user, s.subowner, 'MEMBER') ORDER BY 1
+"""
+LOGICAL_SLOTS_SQL = """
+SELECT slot_name FROM pg_replication_slots WHERE database = %s AND slot_type = 'logical' ORDER BY 1
 """
 # Whatever still holds a database that could not be renamed.
 HOLDERS_SQL = """
-SELECT format('pid %s (%s, %s)', pid, coalesce(backend_type, 'session'), coalesce(usename, 'no user'))
+SELECT format('pid %%s (%%s, %%s)', pid, coalesce(backend_type, 'session'), coalesce(usename, 'no user'))
 FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
 UNION ALL
-SELECT format('prepared transaction %L', gid) FROM pg_prepared_xacts WHERE database = %s
+SELECT format('prepared transaction %%L', gid) FROM pg_prepared_xacts WHERE database = %s
 """
 ROLE_SQL = """
 SELECT current_user, rolsuper, rolcreatedb, rolcreaterole, pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')
@@ -92,12 +108,14 @@ class DatabaseShape:
 
 @dataclass(frozen=True)
 class Swap:
-    """How a swap went: how long the database was unavailable, how many sessions were ended, and
-    what did not work out after the swap itself had succeeded."""
+    """How a swap went: how long the database was unavailable, how many sessions were ended, the
+    subscriptions disabled to stop their workers (they stay disabled in the previous database),
+    and what did not work out after the swap itself had succeeded."""
 
     seconds: float
     sessions_ended: int
     warnings: tuple[str, ...] = field(default=())
+    subscriptions_disabled: tuple[str, ...] = field(default=())
 
 
 def split_setting_list(value: str) -> list[str]:
@@ -164,6 +182,10 @@ class DatabaseServer:
         raise RestoreFailed(f"cannot connect to the maintenance database of {self.conn.with_dbname('').display()} "
                             f"({'; '.join(errors)})")
 
+    def _connect_to(self, name: str) -> psycopg.Connection:
+        """A connection to the database `name` itself (its subscriptions are altered only from there)."""
+        return connect(self.conn.with_dbname(name), autocommit=True)
+
     def exists(self, name: str) -> bool:
         with self._connect(name) as db, server_errors(f"looking for the database {name}"):
             return db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
@@ -195,6 +217,7 @@ class DatabaseServer:
                                        "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole <> 0",
                                        (name,)).fetchone()[0]
             superuser_settings = [setting for (setting,) in db.execute(SUPERUSER_SETTINGS_SQL, (name,))]
+            foreign_subscriptions = [sub for (sub,) in db.execute(FOREIGN_SUBSCRIPTIONS_SQL, (name,))]
         problems = [f"{name} is a template database"] if template else []
         if superuser:
             return problems
@@ -211,6 +234,9 @@ class DatabaseServer:
                             f"{role} cannot give the new database (it needs CREATEROLE)")
         if superuser_settings:
             problems.append(f"only a superuser may give the new database the settings {', '.join(superuser_settings)}")
+        if foreign_subscriptions:
+            problems.append(f"the role {role} does not own the subscriptions {', '.join(foreign_subscriptions)} of "
+                            f"{name}, so it cannot disable them to stop their apply workers for the swap")
         return problems
 
     def create(self, name: str, like: DatabaseShape | None = None) -> None:
@@ -257,8 +283,59 @@ class DatabaseServer:
             for statement in statements:
                 db.execute(statement)
 
+    def subscriptions(self, name: str) -> list[tuple[str, bool]]:
+        """(name, enabled) of each subscription in the database `name`."""
+        with self._connect(name) as db, server_errors(f"listing the subscriptions of {name}"):
+            return [(sub, enabled) for sub, enabled in db.execute(SUBSCRIPTIONS_SQL, (name,))]
+
+    def logical_slots(self, name: str) -> list[str]:
+        """The logical replication slots of the database `name` (they follow its oid, not its name)."""
+        with self._connect(name) as db, server_errors(f"listing the replication slots of {name}"):
+            return [slot for (slot,) in db.execute(LOGICAL_SLOTS_SQL, (name,))]
+
+    def _enable_subscriptions(self, name: str, subscriptions: list[str], enable: bool) -> None:
+        """ALTER SUBSCRIPTION … ENABLE (or DISABLE) each of `subscriptions` of the database `name`."""
+        if not subscriptions:
+            return
+        action = sql.SQL("ENABLE" if enable else "DISABLE")
+        with server_errors(f"{'enabling' if enable else 'disabling'} the subscriptions of {name}"), \
+                self._connect_to(name) as db:
+            for subscription in subscriptions:
+                db.execute(sql.SQL("ALTER SUBSCRIPTION {} {}").format(sql.Identifier(subscription), action))
+
+    @contextmanager
+    def _subscriptions_stopped(self, name: str) -> Iterator[list[str]]:
+        """Disable the enabled subscriptions of `name` (the server starts no worker for a disabled
+        one); their names. Enabled again if what runs inside fails."""
+        disabled = [sub for sub, enabled in self.subscriptions(name) if enabled]
+        self._enable_subscriptions(name, disabled, False)
+        try:
+            yield disabled
+        except BaseException as exc:
+            try:
+                self._enable_subscriptions(name, disabled, True)
+            except RestoreFailed as again:
+                raise RestoreFailed(f"{exc}; and {again}: run ALTER SUBSCRIPTION … ENABLE in {name} for "
+                                    f"{', '.join(disabled)}") from exc
+            raise
+
+    def _detach_subscriptions(self, name: str) -> None:
+        """Drop the subscriptions of the database `name` without touching their publishers: each is
+        disabled and its slot forgotten first (DROP SUBSCRIPTION would drop the slot on the publisher,
+        which a copy of the subscription elsewhere, the one restored or the one replaced, may use)."""
+        subscriptions = [sub for sub, _enabled in self.subscriptions(name)]
+        if not subscriptions:
+            return
+        with server_errors(f"detaching the subscriptions of {name}"), self._connect_to(name) as db:
+            for subscription in map(sql.Identifier, subscriptions):
+                db.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(subscription))
+                db.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(subscription))
+                db.execute(sql.SQL("DROP SUBSCRIPTION {}").format(subscription))
+
     def drop(self, name: str) -> None:
-        """DROP DATABASE IF EXISTS `name`, ending its sessions first."""
+        """DROP DATABASE IF EXISTS `name`, its subscriptions detached (a database that holds one
+        cannot be dropped) and its sessions ended first."""
+        self._detach_subscriptions(name)
         with self._connect(name) as db, server_errors(f"dropping the database {name}"):
             if db.info.server_version >= 130000:
                 db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -269,16 +346,19 @@ class DatabaseServer:
     def swap(self, current: str, replacement: str, previous: str, allow: bool = True, timeout: float = 30) -> Swap:
         """Rename `current` to `previous` and `replacement` to `current`, in one transaction.
 
-        The sessions on `current` are ended and the renames tried at once; only if sessions come
-        back is `current` closed to new connections (ALLOW_CONNECTIONS false) while it is tried
-        again, for at most `timeout` seconds. If the swap cannot be done, `current` is as it was
-        and open again (RestoreFailed says so if even that failed). Both end with ALLOW_CONNECTIONS
-        `allow` (the current database's); a failure to set that after the swap is a warning.
+        The enabled subscriptions of `current` are disabled (their apply workers would come back
+        and hold it; they stay disabled in `previous`, which must not apply what the restored
+        database's subscriptions may apply later). The sessions on `current` are ended and the
+        renames tried at once; only if sessions come back is `current` closed to new connections
+        (ALLOW_CONNECTIONS false) while it is tried again, for at most `timeout` seconds. If the
+        swap cannot be done, `current` is as it was, its subscriptions enabled and open again
+        (RestoreFailed says so if even that failed). Both end with ALLOW_CONNECTIONS `allow` (the
+        current database's); a failure to set that after the swap is a warning.
         """
         started = time.monotonic()
         ended: set[int] = set()
         closed = False
-        with self._connect(current) as db:
+        with self._subscriptions_stopped(current) as disabled, self._connect(current) as db:
             try:
                 while not self._rename_away(db, current, replacement, previous, ended):
                     if time.monotonic() - started > timeout:
@@ -304,7 +384,7 @@ class DatabaseServer:
                     db.execute(allow_connections(name, state))
             except RestoreFailed as exc:
                 warnings.append(f"{exc}: run ALTER DATABASE {name} ALLOW_CONNECTIONS {str(state).lower()}")
-        return Swap(seconds, len(ended), tuple(warnings))
+        return Swap(seconds, len(ended), tuple(warnings), tuple(disabled))
 
     def _rename_away(self, db: psycopg.Connection, current: str, replacement: str, previous: str,
                      ended: set[int]) -> bool:

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from backup_app.adapters.environment import child_env
@@ -82,6 +82,17 @@ def drop_slot(conn: ConnInfo, slot: str) -> bool:
         return bool(found)
     except psycopg.Error as exc:
         raise PitrError(f"cannot drop the replication slot {slot}: {str(exc).strip()}") from exc
+
+
+def server_clock(conn: ConnInfo) -> datetime:
+    """The server's clock (`clock_timestamp()`): what the window's moments are measured on."""
+    import psycopg
+
+    try:
+        with connect(conn, timeout=5) as db:
+            return db.execute("SELECT clock_timestamp()").fetchone()[0].astimezone(timezone.utc)
+    except psycopg.Error as exc:
+        raise PitrError(f"cannot ask the server {conn.display()} for its clock: {str(exc).strip()}") from exc
 
 
 def wal_positions(conn: ConnInfo, slot: str) -> tuple[datetime, str, str | None]:

@@ -19,7 +19,7 @@ storage_cli = ServiceGroup("storage", help="Manage the S3 bucket.")
 @storage_cli.command("usage")
 @click.option("--json", "as_json", is_flag=True, help="Print bytes and backups per location as JSON.")
 def storage_usage_command(as_json):
-    """Bytes used per location and per target."""
+    """Bytes used per location and per target: backups, and PITR's base backups and WAL."""
     upgrade_catalog_if_needed()
     locations = wiring.copy_locations()
     usage = storage_usage(db.session, locations)
@@ -27,9 +27,16 @@ def storage_usage_command(as_json):
         echo_json(usage)
         return
     for location in locations:
-        click.echo(f"{location:<12}{human_size(usage[location]['bytes']):>12}  {usage[location]['backups']} backups")
+        place = usage[location]
+        click.echo(f"{location:<12}{human_size(place['bytes']):>12}  {place['backups']} backups" + pitr_part(place))
     for database, places in sorted(usage["by_database"].items()):
-        click.echo(f"  {database}: " + ", ".join(f"{loc} {human_size(v['bytes'])}" for loc, v in places.items()))
+        click.echo(f"  {database}: " + ", ".join(f"{loc} {human_size(v['bytes'])}{pitr_part(v)}"
+                                                 for loc, v in places.items()))
+
+
+def pitr_part(place: dict) -> str:
+    """`, + 12.0 MB PITR` when the place holds base backups or WAL."""
+    return f", + {human_size(place['pitr_bytes'])} PITR" if place["pitr_bytes"] else ""
 
 
 @storage_cli.command("init")

@@ -1,4 +1,5 @@
 """The dashboard's figures: per target, how well it is covered."""
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -19,6 +20,7 @@ from backup_app.models import (
     utcnow,
 )
 from backup_app.services.pitr.window import window
+from backup_app.services.usage import pitr_usage
 
 DEFAULT_STALE_HOURS = 26  # a daily backup that is a little late is not yet alarming
 
@@ -38,6 +40,7 @@ class TargetOverview:
     copy_problems: dict[str, int] = field(default_factory=dict)
     copy_problem: tuple[str, str | None] | None = None
     bytes_by_location: dict[str, int] = field(default_factory=dict)
+    pitr_bytes_by_location: dict[str, int] = field(default_factory=dict)  # base backups and WAL
     pitr_state: str | None = None          # the WAL receiver's state; None: PITR is off
     pitr_error: str | None = None          # why the receiver is not streaming
     pitr_until: datetime | None = None     # the end of the recoverable window
@@ -50,8 +53,9 @@ class TargetOverview:
         return age is None or age > timedelta(hours=self.stale_after_hours)
 
 
-def target_overviews(session: Session, targets: list[Target], stale_default_hours: int | None) -> list[TargetOverview]:
-    """One overview per target, from a handful of grouped queries."""
+def target_overviews(session: Session, targets: list[Target], stale_default_hours: int | None,
+                     locations: Sequence[str]) -> list[TargetOverview]:
+    """One overview per target, from a handful of grouped queries (PITR's bytes in each of `locations`)."""
     last_success = dict(session.execute(
         select(Backup.database, func.max(Backup.created_at)).where(Backup.status == COMPLETED)
         .group_by(Backup.database)).all())
@@ -67,6 +71,7 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
             newest_verify, (newest_verify.c.database == Backup.database)
             & (newest_verify.c.at == Verification.started_at)))}
     last_runs, copy_problems = newest_create_jobs(session), newest_copy_problems(session)
+    pitr_bytes = pitr_usage(session, locations)
     overviews = []
     for target in targets:
         mine = [row for row in copies if row[0] == target.name]
@@ -77,7 +82,8 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
             last_verify=verifies.get(target.name),
             copies_present=sum(count for _, _, status, count, _ in mine if status == PRESENT),
             copies_total=sum(count for *_, count, _ in mine),
-            last_run=last_runs.get(target.name), copy_problem=copy_problems.get(target.name))
+            last_run=last_runs.get(target.name), copy_problem=copy_problems.get(target.name),
+            pitr_bytes_by_location=pitr_bytes.get(target.name, {}))
         for _, _, status, count, _ in mine:
             if status != PRESENT:
                 overview.copy_problems[status] = overview.copy_problems.get(status, 0) + count

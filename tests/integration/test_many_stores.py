@@ -58,7 +58,8 @@ def test_one_stream_fills_every_store_with_the_same_bytes(runner, stores, backup
         assert store.stat(backup["filename"]).metadata["x-backup-sha256"] == backup["sha256"]
         assert store.stat(backup["filename"]).metadata["x-database"] == source_db
     usage = json.loads(invoke(runner, "storage", "usage", "--json").stdout)
-    assert usage[OFFSITE] == usage["s3"] == usage["local"] == {"bytes": backup["size_bytes"], "backups": 1}
+    assert usage[OFFSITE] == usage["s3"] == usage["local"] == {"bytes": backup["size_bytes"], "backups": 1,
+                                                               "pitr_bytes": 0}
 
     # Local gone, the first store's copy corrupt: the offsite copy is the first healthy one.
     (backup_dir / backup["filename"]).unlink()

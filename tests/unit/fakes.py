@@ -55,6 +55,12 @@ class FakeServer:
         self.swaps.append((current, previous))
         return Swap(0.01, 0)
 
+    def subscriptions(self, name):
+        return []
+
+    def logical_slots(self, name):
+        return []
+
 
 class FakePg:
     """PgTools with one client, 15.4, whose pg_dump 'dumps' fixed bytes, optionally failing at the end;

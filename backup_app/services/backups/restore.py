@@ -242,16 +242,51 @@ def restore_beside_and_swap(server: DatabaseServer, conn: ConnInfo, load: Loader
     report(f"swapped in: {current} was unavailable for {swap.seconds:.3f} s ({swap.sessions_ended} session(s) "
            f"ended); what it held is in {previous}")
     warnings = list(swap.warnings)
+    try:
+        slots = server.logical_slots(previous)
+        subscriptions = [sub for sub, enabled in server.subscriptions(current) if not enabled]
+    except BackupError as exc:  # the restore itself succeeded
+        slots, subscriptions = [], []
+        warnings.append(f"the replication slots and subscriptions could not be listed after the swap: {exc}")
+    kept = previous
     if drop_previous:
         try:
             server.drop(previous)
         except BackupError as exc:  # the restore itself succeeded: keep the previous one, and say so
             warnings.append(f"{previous} was kept: dropping it failed: {exc}")
         else:
-            previous = None
+            kept = None
+    warnings += replication_warnings(current, previous, kept is not None, swap.subscriptions_disabled,
+                                     subscriptions, slots)
+    previous = kept
     for warning in warnings:
         report(f"warning: {warning}")
     return Restored(load.file.id, current, previous, swap.seconds, swap.sessions_ended, tuple(warnings))
+
+
+def replication_warnings(current: str, previous: str, kept: bool, disabled: Iterable[str],
+                         restored: Iterable[str], slots: Iterable[str]) -> list[str]:
+    """What a swap did to logical replication, said once the restored database is in place: the
+    subscriptions disabled to end their apply workers (`kept`: the previous database was not
+    dropped), the restored ones (disabled, as pg_dump leaves them: enabled, they would apply from
+    where the replaced database had got to, missing what came between), and the slots that stayed
+    with the previous database."""
+    disabled, restored, slots = ", ".join(disabled), ", ".join(restored), ", ".join(slots)
+    warnings = []
+    if disabled:
+        warnings.append(f"the subscriptions {disabled} of {current} were disabled to end their apply workers for "
+                        f"the swap; " + (f"they stay disabled in {previous}" if kept else f"{previous} was dropped"))
+    if restored:
+        warnings.append(f"the restored {current} has the subscriptions {restored}, disabled as pg_dump leaves them: "
+                        "to apply its publishers' changes again, ALTER SUBSCRIPTION … ENABLE and … REFRESH "
+                        "PUBLICATION (it goes on from where the replaced database had got to: what that applied "
+                        "since the backup is not in it)")
+    if slots:
+        warnings.append(f"the logical replication slots {slots} belong to {previous}, not to {current}: their "
+                        f"subscribers find no slot in {current}; " + (
+                            "drop them (pg_drop_replication_slot) if unused, they hold WAL on the server" if kept
+                            else f"they were dropped with {previous}"))
+    return warnings
 
 
 def side_name(database: str, suffix: str) -> str:

@@ -3,14 +3,16 @@ zstd, encrypted when the target encrypts, into the local folder and every S3 sto
 its backup_manifest is caught on the way and kept for incrementals."""
 import json
 import tempfile
+import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage
-from backup_app.adapters.physical import PhysicalClient, server_facts, slot_name
+from backup_app.adapters.physical import PhysicalClient, server_clock, server_facts, slot_name
 from backup_app.adapters.pipeline import Upload, stream_to_file
 from backup_app.adapters.store import Store
 from backup_app.core import codecs
@@ -28,7 +30,6 @@ from backup_app.models import (
     RUNNING,
     BaseBackup,
     new_id,
-    utcnow,
 )
 from backup_app.services.targets import DumpSpec
 
@@ -85,7 +86,7 @@ def take_base_backup(session: Session, spec: DumpSpec, client: PhysicalClient, s
                             f"{'on' if facts.summarize_wal else 'off'})")
         if parent is None or not parent.manifest:
             raise PitrError(f"{spec.name} has no completed base backup to build an incremental on; take a full one")
-    started = utcnow()
+    started, began = server_clock(spec.conn), time.monotonic()
     backup_id = new_id()
     backup = BaseBackup(id=backup_id, target=spec.name, system_identifier=lineage,
                         kind=INCREMENTAL if incremental else FULL,
@@ -103,14 +104,15 @@ def take_base_backup(session: Session, spec: DumpSpec, client: PhysicalClient, s
             outcome = stream_base_backup(backup.filename, spec, client, stores, key, manifest_path, progress)
     except BaseException as exc:
         session.rollback()
-        backup.status, backup.finished_at = FAILED, utcnow()
+        # the server may be what failed: its clock is not asked again
+        backup.status, backup.finished_at = FAILED, started + timedelta(seconds=time.monotonic() - began)
         backup.error = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
         session.commit()
         raise
-    size, sha256, manifest, copies = outcome
+    size, sha256, manifest, copies, finished = outcome
     backup.timeline, backup.start_lsn, backup.end_lsn = wal_range(manifest)
     backup.size_bytes, backup.sha256, backup.manifest, backup.copies = size, sha256, manifest, copies
-    backup.status, backup.finished_at = COMPLETED, utcnow()
+    backup.status, backup.finished_at = COMPLETED, finished
     session.commit()
     return backup
 
@@ -118,7 +120,7 @@ def take_base_backup(session: Session, spec: DumpSpec, client: PhysicalClient, s
 def stream_base_backup(filename: str, spec: DumpSpec, client: PhysicalClient, stores: Sequence[Store],
                        key: MasterKey | None, parent_manifest: Path | None, progress: Progress | None):
     """pg_basebackup → zstd (→ cipher) → the local partial file, each S3 store's upload reading it
-    as it grows. (size, SHA-256, manifest text, copies)."""
+    as it grows. (size, SHA-256, manifest text, copies, the server's clock once pg_basebackup ended)."""
     local: LocalStorage = stores[0]
     copies: dict = {}
     reachable = []
@@ -144,6 +146,7 @@ def stream_base_backup(filename: str, spec: DumpSpec, client: PhysicalClient, st
         process.finish()
         if watcher.found is None:
             raise PitrError("pg_basebackup's output has no backup_manifest")
+        finished = server_clock(spec.conn)
         path = partial.commit()
     except BaseException:
         for upload in uploads.values():
@@ -157,4 +160,4 @@ def stream_base_backup(filename: str, spec: DumpSpec, client: PhysicalClient, st
         store = next(s for s in reachable if s.location == location)
         copies[location] = ({"status": PRESENT, "uri": store.uri(filename)} if error is None else
                             {"status": COPY_FAILED, "uri": store.uri(filename), "error": str(error)})
-    return result.size_bytes, result.sha256, watcher.found.decode(), copies
+    return result.size_bytes, result.sha256, watcher.found.decode(), copies, finished

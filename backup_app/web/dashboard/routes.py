@@ -19,8 +19,10 @@ def index():
         if backup.completed_at:
             durations[backup.database].append((backup.created_at,
                                                (backup.completed_at - backup.created_at).total_seconds()))
+    locations = wiring.copy_locations()
     return render_template(
-        "dashboard/index.html", now=utcnow(), locations=wiring.copy_locations(),
-        targets=target_overviews(db.session, wiring.all_targets(), current_app.config.get("STALE_AFTER_HOURS")),
+        "dashboard/index.html", now=utcnow(), locations=locations,
+        targets=target_overviews(db.session, wiring.all_targets(), current_app.config.get("STALE_AFTER_HOURS"),
+                                 locations),
         size_chart=line_chart("Backup size", sizes, "MB"),
         duration_chart=line_chart("Backup duration", durations, "s"))
