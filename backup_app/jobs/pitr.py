@@ -79,7 +79,7 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
     if options.get("into_database"):
         try:
             record(job.id, f"putting {options['into_database']} back into {job.database}", phase="rewinding")
-            line = rewind_database(session, job.database, options["into_database"], cluster, progress)
+            line = rewind_database(session, job.database, options["into_database"], cluster, progress, job.id)
         finally:
             restore.remove_cluster(cluster)
         return line, cluster
