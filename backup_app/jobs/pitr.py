@@ -34,15 +34,20 @@ def base_backup_job(target: str, incremental: bool = False) -> Job:
 
 
 def restore_job(target: str, to: datetime | None, data_dir: str | None, port: int | None,
-                into_database: str | None = None) -> Job:
+                into_database: str | None = None, root: str | None = None) -> Job:
     """A restore of `target`'s server as of `to` (None: latest) into `data_dir`; with
-    `into_database`, that database is then put back into the target (swap restore)."""
+    `into_database`, that database is then put back into the target (swap restore). With `root`
+    (PITR_RESTORE_ROOT: the pages and the API), `data_dir` must lie under it: checked now
+    (PitrError) and again by the worker before it makes anything."""
     wiring.target(target)
+    if root is not None:
+        restore.check_under_root(Path(data_dir), root)
     where = f"into {data_dir}" if data_dir else "into a scratch directory"
     what = f"{target} as of {isoformat(to) or 'latest'} {where}" + (
         f", then {into_database} back into the target" if into_database else "")
     return Job(kind=PITR_RESTORE, database=target, target=data_dir or "scratch directory", slot=pitr_slot(target),
-               options={"to": isoformat(to), "data_dir": data_dir, "port": port, "into_database": into_database},
+               options={"to": isoformat(to), "data_dir": data_dir, "port": port, "into_database": into_database,
+                        "root": root},
                log=log_line(f"point-in-time restore of {what} requested"))
 
 
@@ -69,6 +74,8 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
     options = job.options
     to = datetime.fromisoformat(options["to"].replace("Z", "+00:00")) if options.get("to") else None
     scratch = options.get("data_dir") is None
+    if options.get("root"):
+        restore.check_under_root(Path(options["data_dir"]), options["root"])
     data_dir = Path(options["data_dir"]) if not scratch else Path(tempfile.mkdtemp(prefix="backup_app_pitr_"))
     try:
         cluster = restore_here(session, job, job.database, to, data_dir, options.get("port"))

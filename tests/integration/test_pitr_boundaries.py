@@ -2,17 +2,22 @@
 and the real stores: a replication slot is one target's only, a restore asked for from the pages or
 the API stays under PITR_RESTORE_ROOT, and the prune leaves alone what a running restore reads and
 says, in a dry run, which base backups and WAL it would delete."""
+from pathlib import Path
+
 import pytest
 
+from backup_app.errors import PitrError
 from backup_app.extensions import db
-from backup_app.models import Target
+from backup_app.jobs.pitr import restore_job
+from backup_app.jobs.submit import run_here
+from backup_app.models import Job, Target
 from tests.helpers import add_target, error_line, invoke
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
     pitr_app,
     pitr_cluster,
     status,
 )
-from tests.web_helpers import add_user, sign_in, submit, text
+from tests.web_helpers import add_user, api_token, sign_in, submit, text
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +55,58 @@ def test_names_that_map_to_one_slot_are_refused_and_a_shared_slot_is_never_dropp
 
     out = invoke(runner, "pitr", "disable", "shop-1", "--drop-slot").stdout
     assert "replication slot backup_app_shop_1 dropped" in out and slots(pitr_cluster) == []
+
+
+def api_restore(app, data_dir) -> tuple[int, dict]:
+    response = app.test_client().post("/api/targets/shop/pitr/restore", json={"to": "latest", "data_dir": str(data_dir)},
+                                      headers={"Authorization": f"Bearer {api_token(app)}"})
+    return response.status_code, response.json
+
+
+def test_a_restore_from_the_pages_or_the_api_stays_under_the_restore_root(pitr_app, data_root, tmp_path):
+    root = Path(pitr_app.config["PITR_RESTORE_ROOT"])
+    assert root == data_root
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    add_user(pitr_app)
+    not_under = f"is not under {root}: a restore asked for from the pages or the API goes into a new folder under " \
+                "PITR_RESTORE_ROOT"
+    refusals = {
+        outside / "pg": f"the data directory {outside / 'pg'} {not_under}",
+        root: f"the data directory {root} {not_under}",
+        root / ".." / "pg": f"the data directory {root / '..' / 'pg'} may not contain '..': give one under {root} "
+                             "(PITR_RESTORE_ROOT)",
+        root / "link" / "pg": f"the data directory {root / 'link' / 'pg'} (through a link, it is {outside / 'pg'}) "
+                              f"{not_under}",
+    }
+    for data_dir, message in refusals.items():
+        assert api_restore(pitr_app, data_dir) == (400, {"error": message}), data_dir
+
+    web = pitr_app.test_client()
+    sign_in(web)
+    form = text(web.get("/targets/shop/pitr"))
+    assert f"A new or empty directory under {root} (PITR_RESTORE_ROOT) on the worker&#39;s machine" in form
+    page = submit(web, "/targets/shop/pitr/restore", {"latest": "y", "timezone": "UTC",
+                                                        "data_dir": str(outside / "pg")}, form_url="/targets/shop/pitr")
+    assert page.status_code == 400 and refusals[outside / "pg"] in text(page)
+    with pitr_app.app_context():
+        assert db.session.scalars(db.select(Job)).all() == [], "nothing queued"
+    assert list(outside.iterdir()) == [] and sorted(p.name for p in root.iterdir()) == ["link"]
+
+    # Under the root, it is queued (and fails for its own reason); the CLI may name any directory.
+    assert api_restore(pitr_app, root / "pg")[0] == 202
+    result = invoke(pitr_app.test_cli_runner(), "pitr", "restore", "shop", "--to", "latest",
+                    "--data-dir", str(data_root.parent / f"{data_root.name}-cli"), ok=False)
+    assert error_line(result) == "Error: shop has nothing to recover yet: it has no base backup"
+
+
+def test_the_worker_checks_the_restore_root_again_before_it_makes_anything(pitr_app, data_root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with pitr_app.app_context():
+        job = restore_job("shop", None, str(data_root / "moved" / "pg"), None, root=str(data_root))
+        (data_root / "moved").symlink_to(outside)  # a link put in its way after it was queued
+        with pytest.raises(PitrError, match=rf"\(through a link, it is {outside / 'pg'}\) is not under {data_root}"):
+            run_here(db.session, job)
+    assert list(outside.iterdir()) == []

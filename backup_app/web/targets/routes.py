@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from flask import flash, g, redirect, render_template, url_for
+from flask import current_app, flash, g, redirect, render_template, url_for
 
 from backup_app import wiring
 from backup_app.errors import BackupError
@@ -252,7 +252,8 @@ def pitr_restore(name):
     moment, data_dir = form.moment(), form.data_dir.data.strip()
     try:
         job = queue(db.session, pitr_jobs.restore_job(target.name, moment, data_dir, form.port.data,
-                                                      stripped(form.into_database)))
+                                                      stripped(form.into_database),
+                                                      root=current_app.config["PITR_RESTORE_ROOT"]))
     except BackupError as exc:
         return form_failed(exc, "targets/pitr.html", **pitr_context(target, form))
     return job_page(job, f"Restore of {target.name} as of {isoformat(moment) or 'latest'} into {data_dir} "
