@@ -7,13 +7,14 @@ from datetime import datetime
 from pathlib import Path
 
 from flask import current_app
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app import wiring
 from backup_app.errors import PitrError
 from backup_app.jobs.records import ProgressRecorder, log_line, record
 from backup_app.jobs.slots import server_address
-from backup_app.models import Job, isoformat, utcnow
+from backup_app.models import RUNNING, Job, isoformat, utcnow
 from backup_app.services import events
 from backup_app.services.pitr import base, restore, setup
 from backup_app.services.pitr.rewind import rewind_database
@@ -23,6 +24,13 @@ BASE_BACKUP, PITR_RESTORE, PITR_VERIFY = "base-backup", "pitr-restore", "pitr-ve
 
 def pitr_slot(target: str) -> str:
     return f"pitr {target}"
+
+
+def pitr_readers(session: Session) -> dict[str, Job]:
+    """The running point-in-time restores and drills, by target: what they read of its archive
+    (any base backup, any WAL) the prune leaves alone."""
+    running = session.scalars(select(Job).where(Job.kind.in_((PITR_RESTORE, PITR_VERIFY)), Job.status == RUNNING))
+    return {job.database: job for job in running}
 
 
 def base_backup_job(target: str, incremental: bool = False) -> Job:

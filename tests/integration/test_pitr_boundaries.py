@@ -2,20 +2,28 @@
 and the real stores: a replication slot is one target's only, a restore asked for from the pages or
 the API stays under PITR_RESTORE_ROOT, and the prune leaves alone what a running restore reads and
 says, in a dry run, which base backups and WAL it would delete."""
+import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from backup_app.core.wal import segment_of_lsn
 from backup_app.errors import PitrError
 from backup_app.extensions import db
-from backup_app.jobs.pitr import restore_job
+from backup_app.jobs.pitr import pitr_slot, restore_job
 from backup_app.jobs.submit import run_here
-from backup_app.models import Job, Target
+from backup_app.models import RUNNING, BaseBackup, Job, Target, WalFile
 from tests.helpers import add_target, error_line, invoke
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
+    archiving,
+    covered,
+    insert_batch,
     pitr_app,
     pitr_cluster,
+    receivers,
     status,
+    wait_for,
 )
 from tests.web_helpers import add_user, api_token, sign_in, submit, text
 
@@ -110,3 +118,56 @@ def test_the_worker_checks_the_restore_root_again_before_it_makes_anything(pitr_
         with pytest.raises(PitrError, match=rf"\(through a link, it is {outside / 'pg'}\) is not under {data_root}"):
             run_here(db.session, job)
     assert list(outside.iterdir()) == []
+
+
+def test_the_prune_lists_base_backups_and_wal_and_leaves_them_to_a_running_restore(pitr_app, pitr_cluster,
+                                                                                    receivers):
+    runner = pitr_app.test_cli_runner()
+    old = archiving(runner, receivers)
+    insert_batch(pitr_cluster, 1)
+    new = json.loads(invoke(runner, "pitr", "base-backup", "shop", "--json").stdout)
+    wait_for(lambda: covered(runner, datetime.fromisoformat(new["finished_at"])), what="the new base backup usable")
+    receivers.stop()  # the archive as it is now: what the dry run lists is what the prune then deletes
+    with pitr_app.app_context():
+        target = db.session.scalars(db.select(Target).filter_by(name="shop")).one()
+        target.keep_days, target.keep_last = 0, 1
+        db.session.commit()
+        wal_before = set(db.session.scalars(db.select(WalFile.name).where(WalFile.kind == "segment")))
+        first_needed = segment_of_lsn(new["timeline"], new["start_lsn"])
+        old_file = db.session.get(BaseBackup, old["id"]).filename
+    old_wal = sorted(name for name in wal_before if name < first_needed)
+    assert old_wal, "WAL before the new base backup"
+
+    preview = json.loads(invoke(runner, "backup", "prune", "--dry-run", "--json").stdout)
+    assert [(item["kind"], item["id"]) for item in preview] == [("base-backup", old["id"])] + [
+        ("wal", name) for name in old_wal]
+    assert all(item["database"] == "shop" for item in preview)
+    assert preview[0]["filename"] == old_file and preview[0]["reason"].startswith("full base backup of ")
+    assert preview[1]["reason"] == (f"WAL before {first_needed}, where the oldest base backup kept ({new['id']}) "
+                                    "starts")
+    text_preview = invoke(runner, "backup", "prune", "--dry-run").stdout
+    assert f"Would delete base backup {old['id']} of shop  {old_file}  (full base backup of " in text_preview
+    assert f"Would delete {len(old_wal)} WAL segment(s) of shop, {old_wal[0]}" in text_preview
+
+    # A point-in-time restore of shop is running: its archive is left alone, and the prune says so.
+    with pitr_app.app_context():
+        reader = Job(kind="pitr-restore", database="shop", target="/srv/r", slot=pitr_slot("shop"), status=RUNNING)
+        db.session.add(reader)
+        db.session.commit()
+        reader_id = reader.id
+    kept = (f"PITR archive of shop not pruned: job {reader_id} (pitr-restore) is running and may read any of its "
+            "base backups and WAL; a later prune does it")
+    assert kept in invoke(runner, "backup", "prune", "--dry-run").stdout
+    assert kept in invoke(runner, "backup", "prune").stdout
+    assert [b["id"] for b in status(runner)["base_backups"]] == [new["id"], old["id"]]
+    with pitr_app.app_context():
+        assert set(db.session.scalars(db.select(WalFile.name).where(WalFile.kind == "segment"))) == wal_before
+        db.session.get(Job, reader_id).status = "completed"
+        db.session.commit()
+
+    # Once it has ended, the prune deletes exactly what the dry run listed.
+    assert json.loads(invoke(runner, "backup", "prune", "--json").stdout) == preview
+    assert [b["id"] for b in status(runner)["base_backups"]] == [new["id"]]
+    with pitr_app.app_context():
+        assert set(db.session.scalars(db.select(WalFile.name).where(WalFile.kind == "segment"))) == \
+            wal_before - set(old_wal)

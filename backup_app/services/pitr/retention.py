@@ -3,6 +3,7 @@ newest always stays); an incremental goes with its chain, and a full backup stay
 incremental builds on it; WAL older than the start of the oldest kept base backup is deleted from
 every store, never WAL a kept base backup needs."""
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -13,6 +14,8 @@ from backup_app.core.wal import segment_of_lsn
 from backup_app.errors import BackupError
 from backup_app.models import COMPLETED, FAILED, SEGMENT, BaseBackup, Target, WalFile, utcnow
 from backup_app.services.pitr.window import usable
+
+BASE_BACKUP, WAL = "base-backup", "wal"  # the kinds of what a PITR prune deletes
 
 
 def kept_base_backups(bases: list[BaseBackup], target: Target, now: datetime,
@@ -45,37 +48,57 @@ def delete_everywhere(stores: Sequence[Store], filename: str) -> list[str]:
     return errors
 
 
+@dataclass
+class PitrPruned:
+    """What a PITR prune of one target deleted (or would): one item per base backup and WAL segment,
+    shaped like a prune's backups ({id, filename, database, reason}, with `kind` "base-backup" or
+    "wal"), and lines about what could not be deleted (kept for the next prune)."""
+
+    deleted: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def pruned_item(item_id: str, filename: str, target: Target, reason: str, kind: str) -> dict:
+    return {"id": item_id, "filename": filename, "database": target.name, "reason": reason, "kind": kind}
+
+
 def prune_pitr(session: Session, target: Target, stores: Sequence[Store], now: datetime | None = None,
-               dry_run: bool = False) -> list[str]:
-    """Apply the retention to `target`'s base backups and WAL; one line per thing deleted (or failed)."""
+               dry_run: bool = False) -> PitrPruned:
+    """Apply the retention to `target`'s base backups and WAL: delete (unless `dry_run`) what it does not keep."""
     now = now or utcnow()
+    pruned = PitrPruned()
     bases = list(session.scalars(select(BaseBackup).where(BaseBackup.target == target.name)))
     keep = kept_base_backups(bases, target, now, {r.base.id for r in usable(session, target.name)})
     if not keep:
-        return []
-    lines = []
+        return pruned
     for base in bases:
         if base.id in keep or base.status not in (COMPLETED, FAILED):
             continue
-        lines.append(f"base backup {base.id} ({base.kind}, {base.started_at:%Y-%m-%d %H:%M}) deleted")
         if not dry_run:
             errors = delete_everywhere(stores, base.filename)
             if errors:
-                lines[-1] = f"base backup {base.id}: not every copy deleted ({'; '.join(errors)})"
+                pruned.problems.append(f"base backup {base.id}: not every copy deleted ({'; '.join(errors)})")
                 continue
             session.delete(base)
+        taken = f"{base.kind} base backup of {base.started_at:%Y-%m-%d %H:%M} UTC"
+        reason = (f"failed {taken}" if base.status == FAILED else
+                  f"{taken}, older than {target.keep_days} days and not among the newest {max(target.keep_last, 1)}")
+        pruned.deleted.append(pruned_item(base.id, base.filename, target, reason, BASE_BACKUP))
     oldest = min((b for b in bases if b.id in keep), key=lambda b: b.started_at)
     first_needed = segment_of_lsn(oldest.timeline, oldest.start_lsn)
     old_wal = session.scalars(select(WalFile).where(
-        WalFile.target == target.name, WalFile.kind == SEGMENT, WalFile.name < first_needed)).all()
-    deleted = 0
+        WalFile.target == target.name, WalFile.kind == SEGMENT, WalFile.name < first_needed)
+        .order_by(WalFile.name)).all()
+    not_deleted = 0
     for row in old_wal:
         if not dry_run:
             if delete_everywhere(stores, row.filename):
+                not_deleted += 1
                 continue
             session.delete(row)
-        deleted += 1
-    if deleted:
-        lines.append(f"{deleted} WAL segment(s) before {first_needed} deleted")
+        reason = f"WAL before {first_needed}, where the oldest base backup kept ({oldest.id}) starts"
+        pruned.deleted.append(pruned_item(row.name, row.filename, target, reason, WAL))
+    if not_deleted:
+        pruned.problems.append(f"{not_deleted} WAL segment(s) not deleted from every store")
     session.commit()
-    return lines
+    return pruned
