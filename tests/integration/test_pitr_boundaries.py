@@ -148,6 +148,12 @@ def test_the_prune_lists_base_backups_and_wal_and_leaves_them_to_a_running_resto
     text_preview = invoke(runner, "backup", "prune", "--dry-run").stdout
     assert f"Would delete base backup {old['id']} of shop  {old_file}  (full base backup of " in text_preview
     assert f"Would delete {len(old_wal)} WAL segment(s) of shop, {old_wal[0]}" in text_preview
+    add_user(pitr_app)
+    web = pitr_app.test_client()
+    sign_in(web)
+    page = text(web.get("/targets/shop/retention"))
+    assert f"<li>Would delete base backup {old['id']} of shop  {old_file}  (full base backup of " in page
+    assert "A prune now would delete nothing" not in page
 
     # A point-in-time restore of shop is running: its archive is left alone, and the prune says so.
     with pitr_app.app_context():

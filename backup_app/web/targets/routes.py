@@ -147,8 +147,10 @@ def run_now(name):
 def retention(name):
     """What the target's retention policy would delete now, and why (a dry run of prune)."""
     target = wiring.target(name)
-    report = prune(db.session, [target], wiring.local_storage(), wiring.s3_stores(), dry_run=True)
-    return render_template("targets/retention.html", target=target, doomed=report.deleted)
+    report = prune(db.session, [target], wiring.local_storage(), wiring.s3_stores(), dry_run=True,
+                   pitr_stores=wiring.pitr_stores(), pitr_readers=pitr_jobs.pitr_readers(db.session))
+    return render_template("targets/retention.html", target=target, doomed=report.deleted,
+                           pitr=report.pitr_lines("Would delete"))
 
 
 STATUS_TIMES = ("last_segment_at", "recoverable_from", "recoverable_to", "verified_at", "verified_to",
