@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from backup_app.adapters.local import LocalStorage, PartialFile, ScratchFile
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.pipeline import StreamResult, Upload, UploadOutcome, stream_to_file
-from backup_app.adapters.postgres import PgClient, SnapshotCounter
+from backup_app.adapters.postgres import PgClient
 from backup_app.adapters.store import Store, Stores
 from backup_app.core import codecs
 from backup_app.core.crypto import MasterKey
