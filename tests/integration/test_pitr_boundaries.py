@@ -66,7 +66,8 @@ def test_names_that_map_to_one_slot_are_refused_and_a_shared_slot_is_never_dropp
 
 
 def api_restore(app, data_dir) -> tuple[int, dict]:
-    response = app.test_client().post("/api/targets/shop/pitr/restore", json={"to": "latest", "data_dir": str(data_dir)},
+    response = app.test_client().post("/api/targets/shop/pitr/restore",
+                                      json={"to": "latest", "data_dir": str(data_dir)},
                                       headers={"Authorization": f"Bearer {api_token(app)}"})
     return response.status_code, response.json
 

@@ -21,6 +21,7 @@ def rewind_database(session: Session, target: str, database: str, cluster: Resto
     """Put `database` on the target's server back as it is in `cluster`; a line saying what was done."""
     conn = wiring.target_conn(target)
     restored_db = ConnInfo(database, "127.0.0.1", cluster.port, conn.user, conn.password)
+    into = conn.with_dbname(database)
     spec = DumpSpec(target, restored_db)  # custom format, pg_dump's own gzip: pg_restore can run jobs on it
     pg = wiring.pg_tools()
     server_version, client = pg.for_dump(restored_db)
@@ -30,8 +31,7 @@ def rewind_database(session: Session, target: str, database: str, cluster: Resto
         file = BackupFile(id="", filename=f"the dump of {database} as of {isoformat(cluster.recovered_to)}",
                           database=target, format=spec.format, codec=spec.codec, encrypted=False,
                           created_at=utcnow(), server_version=server_version, client_version=client.version,
-                          row_counts=row_counts)
-        into = conn.with_dbname(database)
+                          row_counts=row_counts)  # no id: it is in no catalog
         restored = restore_file(file, scratch.commit_open, into, pg,
                                 options=RestoreOptions(jobs=current_app.config["RESTORE_JOBS"]), progress=progress)
     finally:
