@@ -35,13 +35,15 @@ def create_app(config: object | dict | None = None) -> Flask:
 
 
 def apply_instance_defaults(app: Flask) -> None:
-    """Put the catalog and the backup folder in the instance folder unless configured."""
+    """Put the catalog, the backup folder and the PITR restore root in the instance folder unless configured."""
     instance = Path(app.instance_path)
     instance.mkdir(parents=True, exist_ok=True)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{instance / 'catalog.db'}"
     if not app.config.get("BACKUP_DIR"):
         app.config["BACKUP_DIR"] = str(instance / "backups")
+    if not app.config.get("PITR_RESTORE_ROOT"):
+        app.config["PITR_RESTORE_ROOT"] = str(instance / "pitr-restores")
 
 
 def require_secret_key_in_debug(app: Flask) -> None:

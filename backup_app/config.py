@@ -123,6 +123,9 @@ class Config:
         self.PITR_LEASE_SECONDS = int(os.environ.get("PITR_LEASE_SECONDS", 30))
         self.PITR_OS_USER = os.environ.get("PITR_OS_USER") or "postgres"
         self.PITR_PRELOAD_LIBRARIES = preload_libraries(os.environ)
+        # Where a restore asked for from the pages or the API may put its data directory (the CLI
+        # may name any); None: <instance>/pitr-restores.
+        self.PITR_RESTORE_ROOT = os.environ.get("PITR_RESTORE_ROOT") or None
         # Request bodies past this many bytes get a 413 before any view reads them (forms and API
         # JSON are small; nothing is uploaded to the app).
         self.MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH") or MIB)

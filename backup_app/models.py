@@ -459,7 +459,7 @@ class PreviousDatabase(db.Model):
     # URL the restore was given (encrypted with APP_ENCRYPTION_KEY when it is set).
     target: Mapped[str | None] = mapped_column(String(100))
     url_encrypted: Mapped[str | None] = mapped_column(Text)
-    backup_id: Mapped[str] = mapped_column(String(32))
+    backup_id: Mapped[str | None] = mapped_column(String(32))  # None: a point-in-time restore's (job_id)
     job_id: Mapped[str | None] = mapped_column(String(32))
     kept_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     drop_after: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)

@@ -176,14 +176,16 @@ def catalog_url(request, tmp_path):
 
 
 @pytest.fixture
-def make_app(tmp_path, catalog_url):
-    """Build an app with its own catalog (already migrated) and folder; `overrides` set config values."""
+def make_app(tmp_path, catalog_url, data_root):
+    """Build an app with its own catalog (already migrated) and folders (PITR_RESTORE_ROOT: `data_root`);
+    `overrides` set config values."""
     apps = []
 
     def build(**overrides):
         config = TestConfig()
         config.SQLALCHEMY_DATABASE_URI = catalog_url
         config.BACKUP_DIR = str(tmp_path / "backups")
+        config.PITR_RESTORE_ROOT = str(data_root)
         for key, value in overrides.items():
             setattr(config, key, value)
         app = create_app(config)
@@ -349,9 +351,9 @@ def bare_client(bare_app):
 
 
 @pytest.fixture
-def live_app(tmp_path, pg_cluster, source_db, s3_settings, catalog_url):
+def live_app(tmp_path, pg_cluster, source_db, s3_settings, catalog_url, data_root):
     """gunicorn + `flask worker` processes backing up `source_db` (see tests/web_helpers.LiveApp)."""
-    app = LiveApp(live_env(tmp_path, catalog_url, BACKUP_DATABASE_URL=pg_cluster.url(source_db), **s3_settings),
-                  tmp_path).start()
+    app = LiveApp(live_env(tmp_path, catalog_url, BACKUP_DATABASE_URL=pg_cluster.url(source_db),
+                           PITR_RESTORE_ROOT=data_root, **s3_settings), tmp_path).start()
     yield app
     app.stop()

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from backup_app.adapters.local import PartialFile
+from backup_app.adapters.local import ScratchFile
 
 CHUNK_SIZE = 1024 * 1024
 
@@ -108,7 +108,7 @@ class StreamResult:
     sha256: str
 
 
-def stream_to_file(source: BinaryIO, partial: PartialFile, uploads: Sequence[Upload] = (),
+def stream_to_file(source: BinaryIO, partial: ScratchFile, uploads: Sequence[Upload] = (),
                    progress: Callable[[int], None] | None = None) -> StreamResult:
     """Copy `source` to `partial` in chunks, hashing as it goes and feeding every upload.
 

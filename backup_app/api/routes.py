@@ -1,6 +1,6 @@
 import os
 
-from flask import abort, g, jsonify, request, url_for
+from flask import abort, current_app, g, jsonify, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
@@ -174,7 +174,7 @@ def pitr_base_backup(name):
 @bp.post("/targets/<name>/pitr/restore")
 def pitr_restore(name):
     """Queue a restore of the target's server as of `to` (ISO 8601 with its zone, or "latest") into
-    `data_dir` (an absolute path on the worker's machine), on `port`, optionally putting
+    `data_dir` (an absolute path under PITR_RESTORE_ROOT on the worker's machine), on `port`, optionally putting
     `into_database` back into the target → 202 {job_id}."""
     target = named_target(name)
     body = json_body()
@@ -186,7 +186,7 @@ def pitr_restore(name):
     if data_dir is None or not os.path.isabs(data_dir):
         raise InvalidRequest("'data_dir' is required: an absolute path on the machine the worker runs on")
     job = pitr_jobs.restore_job(target.name, moment, data_dir, optional_port(body),
-                                optional_string(body, "into_database"))
+                                optional_string(body, "into_database"), root=current_app.config["PITR_RESTORE_ROOT"])
     return job_accepted(queue(db.session, job))
 
 

@@ -11,6 +11,7 @@ from backup_app.cli.group import ServiceGroup, confirm, echo_json, progress_prin
 from backup_app.core.formatting import human_size
 from backup_app.errors import ConfigurationError, VerificationFailed
 from backup_app.extensions import db
+from backup_app.jobs.pitr import pitr_readers
 from backup_app.jobs.submit import app_wide_job, create_job, delete_job, download_job, restore_job, verify_job
 from backup_app.models import COPY_FAILED, PRUNE, SYNC
 from backup_app.schema import upgrade_catalog_if_needed
@@ -234,25 +235,30 @@ def rescan_command(as_json):
 @backup_cli.command("prune")
 @click.option("--database", "database", metavar="NAME", help="Only this target (default: every target).")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {id, filename, database, reason}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of {id, filename, database, reason} (PITR base backups and WAL segments "
+                   "also have kind: base-backup or wal).")
 def prune_command(database, dry_run, as_json):
-    """Delete the backups each target's retention policy no longer keeps."""
+    """Delete the backups, PITR base backups and WAL each target's retention policy no longer keeps."""
     upgrade_catalog_if_needed()
     targets = [wiring.target(database)] if database else wiring.all_targets()
 
     def show(report) -> None:
         if as_json:
-            echo_json(report.deleted)
+            echo_json(report.deleted + report.pitr_deleted)
             return
         verb = "Would delete" if dry_run else "Deleted"
         for item in report.deleted:
             click.echo(f"{verb} {item['id']}  {item['filename']}  ({item['reason']})")
         for item in report.kept_in_use:
             click.echo(f"Kept for now {item['id']}  {item['filename']}  (due, but a job is reading it)")
-        if not report.deleted:
+        for line in report.pitr_lines(verb):
+            click.echo(line)
+        if not (report.deleted or report.pitr_deleted):
             click.echo("Nothing to prune.")
 
     if dry_run:  # reads only: no slot to hold
-        show(prune(db.session, targets, wiring.local_storage(), wiring.s3_stores(), dry_run=True))
+        show(prune(db.session, targets, wiring.local_storage(), wiring.s3_stores(), dry_run=True,
+                   pitr_stores=wiring.pitr_stores(), pitr_readers=pitr_readers(db.session)))
     else:
         run_reported(app_wide_job(PRUNE, database=targets[0].name if database else None), show)

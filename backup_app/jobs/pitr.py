@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from flask import current_app
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app import wiring
@@ -14,7 +15,7 @@ from backup_app.adapters.physical import system_identifier
 from backup_app.errors import PitrError
 from backup_app.jobs.records import ProgressRecorder, log_line, record
 from backup_app.jobs.slots import server_address
-from backup_app.models import Job, isoformat, utcnow
+from backup_app.models import RUNNING, Job, isoformat, utcnow
 from backup_app.services import events
 from backup_app.services.pitr import base, lineage, restore, setup
 from backup_app.services.pitr.rewind import rewind_database
@@ -26,6 +27,13 @@ def pitr_slot(target: str) -> str:
     return f"pitr {target}"
 
 
+def pitr_readers(session: Session) -> dict[str, Job]:
+    """The running point-in-time restores and drills, by target: what they read of its archive
+    (any base backup, any WAL) the prune leaves alone."""
+    running = session.scalars(select(Job).where(Job.kind.in_((PITR_RESTORE, PITR_VERIFY)), Job.status == RUNNING))
+    return {job.database: job for job in running}
+
+
 def base_backup_job(target: str, incremental: bool = False) -> Job:
     setup.require_enabled(wiring.target(target))
     kind = "incremental" if incremental else "full"
@@ -35,15 +43,20 @@ def base_backup_job(target: str, incremental: bool = False) -> Job:
 
 
 def restore_job(target: str, to: datetime | None, data_dir: str | None, port: int | None,
-                into_database: str | None = None) -> Job:
+                into_database: str | None = None, root: str | None = None) -> Job:
     """A restore of `target`'s server as of `to` (None: latest) into `data_dir`; with
-    `into_database`, that database is then put back into the target (swap restore)."""
+    `into_database`, that database is then put back into the target (swap restore). With `root`
+    (PITR_RESTORE_ROOT: the pages and the API), `data_dir` must lie under it: checked now
+    (PitrError) and again by the worker before it makes anything."""
     wiring.target(target)
+    if root is not None:
+        restore.check_under_root(Path(data_dir), root)
     where = f"into {data_dir}" if data_dir else "into a scratch directory"
     what = f"{target} as of {isoformat(to) or 'latest'} {where}" + (
         f", then {into_database} back into the target" if into_database else "")
     return Job(kind=PITR_RESTORE, database=target, target=data_dir or "scratch directory", slot=pitr_slot(target),
-               options={"to": isoformat(to), "data_dir": data_dir, "port": port, "into_database": into_database},
+               options={"to": isoformat(to), "data_dir": data_dir, "port": port, "into_database": into_database,
+                        "root": root},
                log=log_line(f"point-in-time restore of {what} requested"))
 
 
@@ -72,6 +85,8 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
     options = job.options
     to = datetime.fromisoformat(options["to"].replace("Z", "+00:00")) if options.get("to") else None
     scratch = options.get("data_dir") is None
+    if options.get("root"):
+        restore.check_under_root(Path(options["data_dir"]), options["root"])
     data_dir = Path(options["data_dir"]) if not scratch else Path(tempfile.mkdtemp(prefix="backup_app_pitr_"))
     try:
         cluster = restore_here(session, job, job.database, to, data_dir, options.get("port"))
@@ -82,7 +97,7 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
     if options.get("into_database"):
         try:
             record(job.id, f"putting {options['into_database']} back into {job.database}", phase="rewinding")
-            line = rewind_database(session, job.database, options["into_database"], cluster, progress)
+            line = rewind_database(session, job.database, options["into_database"], cluster, progress, job.id)
         finally:
             restore.remove_cluster(cluster)
         return line, cluster

@@ -21,7 +21,7 @@ from backup_app.errors import (
     VerificationFailed,
 )
 from backup_app.extensions import db
-from backup_app.jobs.pitr import PITR_RUNNERS
+from backup_app.jobs.pitr import PITR_RUNNERS, pitr_readers
 from backup_app.jobs.records import ProgressRecorder, Watch, claim, finish, heartbeat, record
 from backup_app.jobs.slots import ALL_TARGETS
 from backup_app.models import (
@@ -44,7 +44,6 @@ from backup_app.services.backups.delete import delete_backup
 from backup_app.services.backups.download import download_backup
 from backup_app.services.backups.queries import get_completed_backup
 from backup_app.services.backups.restore import RestoreOptions, restore_backup
-from backup_app.services.pitr.retention import prune_pitr
 from backup_app.services.prune import prune
 from backup_app.services.sync import sync_backups
 from backup_app.services.verify import PASSED, verify_backup
@@ -184,17 +183,22 @@ def _run_prune(session: Session, job: RunningJob, progress: ProgressRecorder):
                                   f"the retention policy of {job.database}"), phase="pruning")
     targets = wiring.all_targets() if everything else [wiring.target(job.database)]
     busy = in_use(session, job)
-    report = prune(session, targets, wiring.local_storage(), wiring.s3_stores(), in_use=set(busy))
+    report = prune(session, targets, wiring.local_storage(), wiring.s3_stores(), in_use=set(busy),
+                   pitr_stores=wiring.pitr_stores(), pitr_readers=pitr_readers(session))
     for item in report.deleted:
         record(job.id, f"deleted {item['filename']} ({item['reason']})")
     for item in report.kept_in_use:
         record(job.id, f"kept {item['filename']} for now: a job reads it ({item['reason']})")
-    for target in targets:
-        for line in prune_pitr(session, target, wiring.pitr_stores()):
-            record(job.id, f"{target.name}: {line}")
+    for line in report.pitr_lines("Deleted"):
+        record(job.id, line)
     if report.error:
         raise SomeBackupsFailed(report.error, report)
-    return (f"deleted {len(report.deleted)} backup(s)" if report.deleted else "nothing to prune"), report
+    if not (report.deleted or report.pitr_deleted):
+        return "nothing to prune", report
+    summary = f"deleted {len(report.deleted)} backup(s)"
+    if report.pitr_deleted:
+        summary += f" and {len(report.pitr_deleted)} PITR file(s) (base backups, WAL segments)"
+    return summary, report
 
 
 def _run_sync(session: Session, job: RunningJob, progress: ProgressRecorder):

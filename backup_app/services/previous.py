@@ -16,11 +16,12 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = timedelta(hours=1)  # a drop that failed is tried again this much later
 
 
-def keep(session: Session, name: str, database: str, conn: ConnInfo, backup_id: str, *, hours: int,
+def keep(session: Session, name: str, database: str, conn: ConnInfo, backup_id: str | None, *, hours: int,
          job_id: str | None = None, target: str | None = None, url_encrypted: str | None = None,
          now: datetime | None = None) -> PreviousDatabase:
-    """Record that `name` holds what `database` held before a restore; the worker drops it after
-    `hours` (0: never). `target` or `url_encrypted` say how to reach it then."""
+    """Record that `name` holds what `database` held before a restore (of `backup_id`; None: a
+    point-in-time restore, job `job_id`); the worker drops it after `hours` (0: never). `target`
+    or `url_encrypted` say how to reach it then."""
     now = now or utcnow()
     kept = PreviousDatabase(name=name, database=database, server=conn.with_dbname("").display(),
                             target=target, url_encrypted=url_encrypted, backup_id=backup_id, job_id=job_id,

@@ -5,6 +5,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from backup_app.extensions import db
+from backup_app.models import Job, PreviousDatabase
 from tests.helpers import add_target, error_line, invoke
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
     archiving,
@@ -18,6 +20,7 @@ from tests.integration.pitr_support import (  # noqa: F401 - fixtures
     status,
     wait_for,
 )
+from tests.web_helpers import add_user, sign_in
 
 
 def test_restore_to_a_moment_between_two_batches(pitr_app, pitr_cluster, receivers, data_root):
@@ -37,7 +40,6 @@ def test_restore_to_a_moment_between_two_batches(pitr_app, pitr_cluster, receive
     wait_for(lambda: covered(runner, after), what="the second batch archived")
     state = status(runner)
     assert state["recoverable_from"] <= first.isoformat().replace("+00:00", "Z")
-    from tests.web_helpers import add_user, sign_in
     add_user(pitr_app)
     web = pitr_app.test_client()
     sign_in(web)
@@ -119,5 +121,28 @@ def test_one_database_put_back_as_it_was(pitr_app, pitr_cluster, receivers, data
     assert pitr_cluster.psql("SELECT count(*) FROM orders WHERE batch = 21", "shop") == "100"
     kept = pitr_cluster.psql("SELECT datname FROM pg_database WHERE datname LIKE 'shop_before_restore_%'")
     assert kept and pitr_cluster.psql("SELECT count(*) FROM orders WHERE batch = 21", kept.splitlines()[0]) == "0"
-    backups = json.loads(invoke(runner, "backup", "list", "--json").stdout)
-    assert [b["database"] for b in backups] == ["shop"]  # the dump of the moment, kept as a backup of shop
+    # The dump of the moment was a scratch file: no backup of shop (none listed, none for retention, GFS or
+    # staleness to count), no file left; the database it replaced is kept, recorded with the job.
+    assert json.loads(invoke(runner, "backup", "list", "--json").stdout) == []
+    assert leftovers(pitr_app) == []
+    with pitr_app.app_context():
+        [job] = db.session.scalars(db.select(Job).where(Job.kind == "pitr-restore")).all()
+        [previous] = db.session.scalars(db.select(PreviousDatabase)).all()
+        assert (previous.name, previous.backup_id, previous.job_id) == (kept.splitlines()[0], None, job.id)
+    add_user(pitr_app)
+    web = pitr_app.test_client()
+    sign_in(web)
+    assert f'<a href="/jobs/?highlight={job.id}">point-in-time restore</a>' in web.get("/targets/").text
+
+    # A dump that fails (no such database on the restored server) leaves no backup and no file either.
+    receivers.stop()  # the partial segment, replaced each second, is then one the restore can fetch
+    result = invoke(runner, "pitr", "restore", "shop", "--to", moment.isoformat(), "--data-dir",
+                    str(data_root / "rewind"), "--into-database", "nosuch", ok=False)
+    assert 'database "nosuch" does not exist' in error_line(result)
+    assert json.loads(invoke(runner, "backup", "list", "--json").stdout) == []
+    assert leftovers(pitr_app) == [] and not (data_root / "rewind").exists()
+
+
+def leftovers(app) -> list[str]:
+    """The files in BACKUP_DIR besides the PITR archive's folder."""
+    return [path.name for path in Path(app.config["BACKUP_DIR"]).iterdir() if path.name != "pitr"]

@@ -106,7 +106,7 @@ def test_restore_turns_the_local_time_into_utc_and_the_job_names_the_window(app,
     [job] = all_jobs(app)
     assert (job.kind, job.status, job.database, job.target) == ("pitr-restore", "failed", source_db, str(data_dir))
     assert job.options == {"to": "2026-01-15T09:30:00Z", "data_dir": str(data_dir), "port": port,
-                           "into_database": None}
+                           "into_database": None, "root": str(data_root)}
     assert job.error == f"2026-01-15T09:30:00Z is outside the recoverable window of {source_db}: {WINDOW_EMPTY}"
     assert job.error in text(response), "shown on the jobs page"
     assert not data_dir.exists(), "refused before anything was written"
@@ -157,12 +157,12 @@ def hold_the_pitr_slot(app, target: str) -> None:
         db.session.commit()
 
 
-def test_a_second_pitr_job_is_refused_while_one_runs(app, client, api, source_db, tmp_path):
+def test_a_second_pitr_job_is_refused_while_one_runs(app, client, api, source_db, data_root):
     hold_the_pitr_slot(app, source_db)
 
     drill = submit(client, f"/targets/{source_db}/pitr/verify", form_url=page_url(source_db), follow_redirects=True)
     assert f"A pitr-verify job for {source_db} is already running" in text(drill)
-    restore = submit(client, f"/targets/{source_db}/pitr/restore", restore_form(tmp_path / "r"),
+    restore = submit(client, f"/targets/{source_db}/pitr/restore", restore_form(data_root / "r"),
                      form_url=page_url(source_db))
     assert restore.status_code == 409 and "is already running" in text(restore)
     assert 'value="2026-01-15T10:30:00"' in text(restore), "the form keeps what was entered"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from backup_app.adapters.local import LocalStorage, PartialFile
+from backup_app.adapters.local import LocalStorage, PartialFile, ScratchFile
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.pipeline import StreamResult, Upload, UploadOutcome, stream_to_file
-from backup_app.adapters.postgres import PgClient, SnapshotCounter
+from backup_app.adapters.postgres import PgClient
 from backup_app.adapters.store import Store, Stores
 from backup_app.core import codecs
 from backup_app.core.crypto import MasterKey
@@ -122,11 +122,7 @@ def dump_everywhere(file: BackupFile, spec: DumpSpec, client: PgClient, local: L
         except StorageUnavailable as exc:
             store_errors[store.location] = str(exc)
     reachable = [store for store in stores if store.location not in store_errors]
-    counter = pg.snapshot_counter(spec.conn)
-    try:
-        path, result, outcomes = stream_dump(file, spec, client, local, reachable, counter, key, progress)
-    finally:
-        row_counts = counter.counts() if counter is not None else None
+    path, result, row_counts, outcomes = stream_dump(file, spec, client, local, reachable, pg, key, progress)
     final = replace(file, size_bytes=result.size_bytes, sha256=result.sha256)
     for store in reachable:
         error = outcomes[store.location].error
@@ -140,36 +136,52 @@ def dump_everywhere(file: BackupFile, spec: DumpSpec, client: PgClient, local: L
 
 
 def stream_dump(file: BackupFile, spec: DumpSpec, client: PgClient, local: LocalStorage, stores: Stores,
-                counter: SnapshotCounter | None, key: MasterKey | None,
-                progress: Progress | None) -> tuple[Path, StreamResult, dict[str, UploadOutcome]]:
+                pg: PgTools, key: MasterKey | None, progress: Progress | None
+                ) -> tuple[Path, StreamResult, dict[str, int] | None, dict[str, UploadOutcome]]:
     """pg_dump → codec → the local `.partial` file (committed at the end), each store's upload
     reading it as it grows. On any failure: pg_dump killed, uploads aborted, no file left."""
-    options = codecs.pg_dump_compression(spec.format, spec.codec)
-    if counter is not None:
-        options.append(f"--snapshot={counter.snapshot_id}")
-    dump = client.dump(spec.conn, spec.format, options)
-    if counter is not None:
-        counter.start()
     try:
         partial = local.open_partial(file.filename)
     except OSError as exc:
-        dump.kill()
         raise BackupError(local_write_error(local, exc)) from exc
     uploads = {store.location: start_upload(store, file, partial) for store in stores}
     try:
-        stored = codecs.encode(dump.stdout, spec.codec, key if spec.encrypt else None)
-        result = stream_to_file(stored, partial, list(uploads.values()), progress)
-        dump.finish()
+        result, row_counts = dump_into(partial, spec, client, pg, key, progress, list(uploads.values()))
         path = partial.commit()
     except BaseException as exc:
         for upload in uploads.values():
             upload.abort()
-        dump.kill()
         partial.discard()
         if isinstance(exc, OSError):
             raise BackupError(local_write_error(local, exc)) from exc
         raise
-    return path, result, {location: upload.finish() for location, upload in uploads.items()}
+    return path, result, row_counts, {location: upload.finish() for location, upload in uploads.items()}
+
+
+def dump_into(sink: ScratchFile, spec: DumpSpec, client: PgClient, pg: PgTools, key: MasterKey | None,
+              progress: Progress | None, uploads: list[Upload] | None = None
+              ) -> tuple[StreamResult, dict[str, int] | None]:
+    """pg_dump → codec → `sink` (and `uploads`); the size and SHA-256 written, and every table's
+    rows counted in pg_dump's own snapshot (None when they could not be). pg_dump is killed on
+    any failure; the caller discards `sink`."""
+    counter = pg.snapshot_counter(spec.conn)
+    options = codecs.pg_dump_compression(spec.format, spec.codec)
+    if counter is not None:
+        options.append(f"--snapshot={counter.snapshot_id}")
+    try:
+        dump = client.dump(spec.conn, spec.format, options)
+        if counter is not None:
+            counter.start()
+        try:
+            stored = codecs.encode(dump.stdout, spec.codec, key if spec.encrypt else None)
+            result = stream_to_file(stored, sink, uploads or [], progress)
+            dump.finish()
+        except BaseException:
+            dump.kill()
+            raise
+    finally:
+        row_counts = counter.counts() if counter is not None else None
+    return result, row_counts
 
 
 def start_upload(store: Store, file: BackupFile, partial: PartialFile) -> Upload:

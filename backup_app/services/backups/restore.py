@@ -115,10 +115,20 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
     (SwapImpossible, naming `--in-place`). A failure leaves the current database as it was and
     drops what was half built. `report(line)` is told each step once the file is ready.
     """
-    report = report or (lambda _line: None)
     backup = get_completed_backup(session, backup_id)
     file = backup.file()
     session.commit()  # what follows asks the target server: no catalog transaction waits on it
+    return restore_file(file, lambda: open_checked_copy(session, backup, local, stores, progress), conn, pg,
+                        key=key, options=options, progress=progress, report=report)
+
+
+def restore_file(file: BackupFile, open_stored: Callable[[], BinaryIO], conn: ConnInfo, pg: PgTools, *,
+                 key: MasterKey | None = None, options: RestoreOptions = RestoreOptions(),
+                 progress: Progress | None = None, report: Callable[[str], None] | None = None) -> Restored:
+    """Restore the dump `open_stored()` opens (described by `file`) into `conn`'s database, as
+    restore_backup does; the key, the client and the swap are checked before it is opened, and
+    it is closed when done."""
+    report = report or (lambda _line: None)
     decoding_key(file, key)
     client = pg.for_restore(conn, file.client_version)
     server = pg.databases(conn)
@@ -127,7 +137,7 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
         problems = server.swap_problems(conn.dbname)
         if problems:
             raise SwapImpossible(conn.dbname, problems)
-    with open_checked_copy(session, backup, local, stores, progress) as stored:
+    with open_stored() as stored:
         load = Loader(file, stored, client, key, pg.lock_timeout, progress)
         if options.in_place:
             report(f"restoring into {conn.display()} in place")

@@ -92,6 +92,20 @@ def check_data_dir(path: Path) -> None:
         raise PitrError(f"{path} exists and is not an empty directory: give a new one")
 
 
+def check_under_root(data_dir: Path, root: str) -> None:
+    """PitrError unless `data_dir` lies under `root` (PITR_RESTORE_ROOT) once both are resolved on
+    this machine: no `..` and no link leads out of it."""
+    base = Path(root).resolve()
+    if ".." in data_dir.parts:
+        raise PitrError(f"the data directory {data_dir} may not contain '..': give one under {base} "
+                        "(PITR_RESTORE_ROOT)")
+    resolved = data_dir.resolve()
+    if base not in resolved.parents:
+        through = f" (through a link, it is {resolved})" if resolved != data_dir.absolute() else ""
+        raise PitrError(f"the data directory {data_dir}{through} is not under {base}: a restore asked for from the "
+                        "pages or the API goes into a new folder under PITR_RESTORE_ROOT")
+
+
 def prepare_data_dir(path: Path) -> Path:
     """Make the data directory (0700). Folders made on the way to it are 0711: the server's user
     (PITR_OS_USER) must pass through them, and need not list them."""

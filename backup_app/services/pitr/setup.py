@@ -59,6 +59,11 @@ def enable(session: Session, target: Target, conn: ConnInfo, pg: PgTools, new_cl
     PitrError listing everything to change when the server is not ready, or when it is another
     cluster than the archive's (`new_cluster`: start a new lineage for it)."""
     slot = slot_name(target.name)
+    sharer = slot_holder(session, slot, besides=target.name)
+    if sharer:
+        raise PitrError(f"{target.name}'s replication slot would be {slot}, which is already {sharer}'s: slot names "
+                        "keep only lowercase letters, digits and _, so the two names map to one slot. Give this "
+                        f"target a name that differs from {sharer} in more than case or punctuation")
     facts = server_facts(conn, slot)
     found = problems(facts, conn)
     if found:
@@ -88,6 +93,11 @@ def enable(session: Session, target: Target, conn: ConnInfo, pg: PgTools, new_cl
     return advice
 
 
+def slot_holder(session: Session, slot: str, besides: str) -> str | None:
+    """The name of a target other than `besides` whose replication slot is `slot`, if any."""
+    return session.scalars(select(Target.name).where(Target.pitr_slot == slot, Target.name != besides)).first()
+
+
 def disable(session: Session, target: Target, conn: ConnInfo, drop: bool) -> list[str]:
     """Stop archiving (the workers' receivers stop within seconds); drop the slot if asked, so
     the server stops keeping WAL for it."""
@@ -95,8 +105,12 @@ def disable(session: Session, target: Target, conn: ConnInfo, drop: bool) -> lis
     session.commit()
     lines = [f"WAL archiving of {target.name} is off; the archive and base backups are kept"]
     if drop and target.pitr_slot:
-        lines.append(f"replication slot {target.pitr_slot} dropped" if drop_slot(conn, target.pitr_slot)
-                     else f"replication slot {target.pitr_slot} was already gone")
+        sharer = slot_holder(session, target.pitr_slot, besides=target.name)
+        if sharer:  # enabled before names were checked: the slot is the other target's too
+            lines.append(f"replication slot {target.pitr_slot} not dropped: it is also {sharer}'s")
+        else:
+            lines.append(f"replication slot {target.pitr_slot} dropped" if drop_slot(conn, target.pitr_slot)
+                         else f"replication slot {target.pitr_slot} was already gone")
         target.pitr_slot = None
         session.commit()
     elif target.pitr_slot:

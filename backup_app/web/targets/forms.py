@@ -1,6 +1,7 @@
 import os
 from datetime import datetime
 
+from flask import current_app
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
@@ -134,15 +135,19 @@ class PitrRestoreForm(FlaskForm):
     timezone = StringField("Time zone", validators=[DataRequired(), Length(max=64), service_check(check_timezone)],
                            description="Of the date and time above, e.g. Europe/Berlin or UTC.")
     latest = BooleanField("Latest: as far as the archived WAL reaches")
-    data_dir = StringField("Data directory", validators=[DataRequired(), Length(max=4096), absolute_path],
-                           description="A new or empty directory on the worker's machine; the restored server "
-                                       "runs from it as PITR_OS_USER.")
+    data_dir = StringField("Data directory", validators=[DataRequired(), Length(max=4096), absolute_path])
     port = IntegerField("Port", validators=[Optional(), NumberRange(min=1, max=65535)],
                         description="Where the restored server listens on 127.0.0.1; empty: a free port.")
     into_database = StringField("Put this database back into the target", validators=[Length(max=63)],
                                 description="Optional: this database as it was then is dumped from the restored "
                                             "server and swapped in on the target's server (the current one is "
                                             "kept beside it); the restored server is then removed.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.data_dir.description = (f"A new or empty directory under {current_app.config['PITR_RESTORE_ROOT']} "
+                                     "(PITR_RESTORE_ROOT) on the worker's machine; the restored server runs from it "
+                                     "as PITR_OS_USER.")
 
     def validate_to(self, field):
         if field.data and self.latest.data:

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from flask import flash, g, redirect, render_template, url_for
+from flask import current_app, flash, g, redirect, render_template, url_for
 
 from backup_app import wiring
 from backup_app.errors import BackupError
@@ -147,8 +147,10 @@ def run_now(name):
 def retention(name):
     """What the target's retention policy would delete now, and why (a dry run of prune)."""
     target = wiring.target(name)
-    report = prune(db.session, [target], wiring.local_storage(), wiring.s3_stores(), dry_run=True)
-    return render_template("targets/retention.html", target=target, doomed=report.deleted)
+    report = prune(db.session, [target], wiring.local_storage(), wiring.s3_stores(), dry_run=True,
+                   pitr_stores=wiring.pitr_stores(), pitr_readers=pitr_jobs.pitr_readers(db.session))
+    return render_template("targets/retention.html", target=target, doomed=report.deleted,
+                           pitr=report.pitr_lines("Would delete"))
 
 
 STATUS_TIMES = ("last_segment_at", "recoverable_from", "recoverable_to", "verified_at", "verified_to",
@@ -267,7 +269,8 @@ def pitr_restore(name):
     moment, data_dir = form.moment(), form.data_dir.data.strip()
     try:
         job = queue(db.session, pitr_jobs.restore_job(target.name, moment, data_dir, form.port.data,
-                                                      stripped(form.into_database)))
+                                                      stripped(form.into_database),
+                                                      root=current_app.config["PITR_RESTORE_ROOT"]))
     except BackupError as exc:
         return form_failed(exc, "targets/pitr.html", **pitr_context(target, form))
     return job_page(job, f"Restore of {target.name} as of {isoformat(moment) or 'latest'} into {data_dir} "
