@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from backup_app import wiring
 from backup_app.extensions import db
 from backup_app.jobs.pitr import pitr_slot
 from backup_app.models import RUNNING, AuditEvent, Job, Target
@@ -265,3 +266,26 @@ def test_api_base_backup_flag_must_be_a_boolean(app, api, source_db):
                                json={"incremental": "yes"})
     assert response.status_code == 400 and response.json == {"error": "'incremental' must be true or false"}
     assert all_jobs(app) == []
+
+
+def test_another_cluster_is_refused_by_enable_and_archived_as_a_new_lineage_by_its_button(app, client, pg_cluster,
+                                                                                         source_db):
+    with app.app_context():
+        target = wiring.target(source_db)
+        db.session.add(target)
+        target.pitr_system_identifier = "1234"  # as if the archive followed a cluster since replaced
+        db.session.commit()
+    try:
+        refused = text(submit(client, f"/targets/{source_db}/pitr/enable", form_url=page_url(source_db),
+                              follow_redirects=True))
+        assert "is another cluster" in refused and f"flask pitr enable {source_db} --new-cluster" in refused
+        queued = text(submit(client, f"/targets/{source_db}/pitr/new-cluster", form_url=page_url(source_db),
+                             follow_redirects=True))
+        with app.app_context():
+            found = db.session.query(Target).filter_by(name=source_db).one().pitr_system_identifier
+        assert found not in (None, "1234")
+        assert f"A new lineage (cluster {found}) is archived; its first base backup of {source_db} queued" in queued
+        assert [job.kind for job in all_jobs(app)] == ["base-backup"]
+    finally:
+        pg_cluster.psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                        f"WHERE slot_name LIKE '%{source_db}%' AND NOT active")

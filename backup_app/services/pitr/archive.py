@@ -72,16 +72,16 @@ def archive_file(session: Session, target: str, lineage: str | None, path: Path,
     kind = kind or (HISTORY if HISTORY_NAME.fullmatch(name) else SEGMENT)
     original = path.read_bytes()
     encrypted = key is not None
-    row = session.scalar(select(WalFile).where(WalFile.target == target, WalFile.system_identifier == lineage,
-                                               WalFile.name == name, WalFile.kind == kind))
-    if row is not None and kind != PARTIAL_SEGMENT:
+    archived_row = None if kind == PARTIAL_SEGMENT else session.scalar(select(WalFile).where(
+        WalFile.target == target, WalFile.system_identifier == lineage, WalFile.name == name, WalFile.kind == kind))
+    if archived_row is not None:
         try:
-            archived = fetch(row, stores, key)
+            archived = fetch(archived_row, stores, key)
         except BackupError:
             return None  # no copy can be read now: compared again on a later try
         if archived != original:
             raise conflict(target, lineage, name, kind, original, stores, key)
-        return row
+        return archived_row
     tag = f".{parse_lsn(end_lsn):016X}.{hashlib.sha256(original).hexdigest()[:12]}" if kind == PARTIAL_SEGMENT else ""
     filename = stored_name(target, lineage, name, kind, encrypted, tag)
     data, copies = None, {}
@@ -105,19 +105,21 @@ def archive_file(session: Session, target: str, lineage: str | None, path: Path,
     # A segment's partial copies go once it is stored whole, an older partial copy once a newer one is.
     superseded = list(session.scalars(select(WalFile).where(
         WalFile.target == target, WalFile.system_identifier == lineage, WalFile.kind == PARTIAL_SEGMENT,
-        WalFile.name == name, WalFile.filename != filename)))
-    row = row or WalFile(target=target, system_identifier=lineage, name=name, kind=kind)
+        WalFile.name == name)))
+    for old in superseded:
+        session.delete(old)
+    session.flush()  # before the new row: one row per name and kind
+    row = WalFile(target=target, system_identifier=lineage, name=name, kind=kind)
     session.add(row)
     row.timeline = int(name[:8], 16) if kind == HISTORY else timeline_of(name)
     row.filename, row.size_bytes, row.sha256 = filename, len(data), hashlib.sha256(data).hexdigest()
     row.stored_at, row.covers_until, row.end_lsn, row.copies = utcnow(), covers_until, end_lsn, copies
     if kind == HISTORY and (entries := parse_history(original.decode(errors="replace"))):
         row.parent_timeline, row.end_lsn = entries[-1]
-    for old in superseded:
-        session.delete(old)
     session.commit()
     for old in superseded:
-        delete_quietly(stores, old.filename)
+        if old.filename != filename:
+            delete_quietly(stores, old.filename)
     return row
 
 

@@ -86,8 +86,8 @@ def prune_pitr(session: Session, target: Target, stores: Sequence[Store], now: d
                   f"{taken}, older than {target.keep_days} days and not among the newest {max(target.keep_last, 1)}")
         pruned.deleted.append(pruned_item(base.id, base.filename, target, reason, BASE_BACKUP))
     kept = [b for b in bases if b.id in keep]
-    unneeded = [(row, f"WAL before {first}, where the oldest base backup kept of its cluster starts")
-                for lineage, first in first_needed_segments(kept).items()
+    unneeded = [(row, f"WAL before {first}, where the oldest base backup kept ({oldest.id}) starts")
+                for lineage, (oldest, first) in first_needed_segments(kept).items()
                 for row in unneeded_wal(session, target.name, lineage, first)]
     kept_lineages = {b.system_identifier for b in kept} | {target.pitr_system_identifier}
     unneeded += [(row, f"WAL of the cluster {lineage}, which no kept base backup needs")
@@ -109,12 +109,12 @@ def prune_pitr(session: Session, target: Target, stores: Sequence[Store], now: d
     return pruned
 
 
-def first_needed_segments(kept: list[BaseBackup]) -> dict[str | None, str]:
-    """For each lineage, the first WAL segment its oldest kept base backup needs."""
+def first_needed_segments(kept: list[BaseBackup]) -> dict[str | None, tuple[BaseBackup, str]]:
+    """For each lineage, its oldest kept base backup and the first WAL segment that one needs."""
     oldest: dict[str | None, BaseBackup] = {}
     for base in sorted(kept, key=lambda b: b.started_at, reverse=True):
         oldest[base.system_identifier] = base
-    return {lineage: segment_of_lsn(base.timeline, base.start_lsn) for lineage, base in oldest.items()}
+    return {lineage: (base, segment_of_lsn(base.timeline, base.start_lsn)) for lineage, base in oldest.items()}
 
 
 def unneeded_wal(session: Session, target: str, lineage: str | None, first_needed: str) -> list[WalFile]:
