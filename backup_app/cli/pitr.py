@@ -59,7 +59,12 @@ def status_command(name, as_json):
                + (f" ({state['error']})" if state["error"] else ""))
     click.echo(f"  last segment {state['last_segment'] or '-'} at {state['last_segment_at'] or '-'}, "
                f"{state['bytes_behind'] if state['bytes_behind'] is not None else '?'} bytes behind")
+    click.echo(f"  cluster {state['system_identifier'] or '-'}, timeline {state['timeline'] or '-'}")
     click.echo(f"  recoverable from {state['recoverable_from'] or '-'} to {state['recoverable_to'] or '-'}")
+    for other in state["lineages"]:
+        if not other["current"]:
+            click.echo(f"  earlier cluster {other['system_identifier'] or 'unknown'}: recoverable from "
+                       f"{other['recoverable_from'] or '-'} to {other['recoverable_to'] or '-'}")
     if state["verified_at"]:
         click.echo(f"  drill: recoverable to {state['verified_to'] or '-'}, verified {state['verified_at']}"
                    + (f" — FAILED: {state['verify_error']}" if state["verify_error"] else ""))

@@ -225,6 +225,8 @@ def test_another_cluster_at_the_targets_address_is_never_archived_as_the_old_one
     assert all(snapshot_value == archive_snapshot(app).get(name) for name, snapshot_value in snapshot.items())
     assert rows_at(runner, rebuilt, before.isoformat(), data_root / "old", DEBIAN_PG_BIN) == {1: 100}
     assert rows_at(runner, rebuilt, "latest", data_root / "new", DEBIAN_PG_BIN) == {7: 100, 8: 100}
+    shown = invoke(runner, "pitr", "status", "shop").stdout
+    assert f"cluster {new_id}, timeline 1" in shown and f"earlier cluster {old_id}: recoverable from" in shown
     result = invoke(runner, "pitr", "enable", "shop", "--new-cluster", ok=False)
     assert "already follows" in error_line(result)
     rebuilt.stop()
