@@ -49,9 +49,10 @@ def put_everywhere(stores: Sequence[Store], filename: str, data: bytes) -> dict:
 
 def archive_file(session: Session, target: str, path: Path, stores: Sequence[Store], key: MasterKey | None,
                  *, kind: str | None = None, covers_until: datetime | None = None,
-                 end_lsn: str | None = None) -> WalFile | None:
-    """Store one spooled WAL file in every store and record it. Returns None, recording nothing,
-    when no store took it (the caller keeps the file and tries again)."""
+                 covers_lsn: str | None = None, end_lsn: str | None = None) -> WalFile | None:
+    """Store one spooled WAL file in every store and record it (`covers_lsn`: the server's WAL
+    insert position at `covers_until`). Returns None, recording nothing, when no store took it
+    (the caller keeps the file and tries again)."""
     name = path.name.removesuffix(".partial")
     kind = kind or (HISTORY if HISTORY_NAME.fullmatch(name) else SEGMENT)
     data = encode_wal(path.read_bytes(), key)
@@ -68,7 +69,8 @@ def archive_file(session: Session, target: str, path: Path, stores: Sequence[Sto
         session.add(row)
     row.timeline = int(name[:8], 16) if kind == HISTORY else timeline_of(name)
     row.filename, row.size_bytes, row.sha256 = filename, len(data), hashlib.sha256(data).hexdigest()
-    row.stored_at, row.covers_until, row.end_lsn, row.copies = utcnow(), covers_until, end_lsn, copies
+    row.stored_at, row.covers_until, row.covers_lsn = utcnow(), covers_until, covers_lsn
+    row.end_lsn, row.copies = end_lsn, copies
     if kind == SEGMENT:  # the partial copy of this segment is superseded
         session.execute(delete(WalFile).where(WalFile.target == target, WalFile.name == name,
                                               WalFile.kind == PARTIAL_SEGMENT))
