@@ -571,6 +571,9 @@ class WalFile(db.Model):
     # The WAL written before this moment is in this file or an earlier one: a segment's completion
     # time; for the partial segment, when the flushed position `end_lsn` was read.
     covers_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The server's WAL insert position at covers_until: every commit made before that moment is at
+    # or before it, so a restore to it must replay that far (None: archived before it was recorded).
+    covers_lsn: Mapped[str | None] = mapped_column(String(32))
     end_lsn: Mapped[str | None] = mapped_column(String(32))  # a history file: where its timeline begins
     parent_timeline: Mapped[int | None] = mapped_column(Integer)  # a history file: the timeline it branched from
     # {location: {"status": present|failed, "uri": …, "error": …}}

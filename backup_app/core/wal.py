@@ -8,6 +8,8 @@ SEGMENT_SIZE = 16 * 1024 * 1024  # initdb's default; `enable` refuses servers se
 SEGMENT_NAME = re.compile(r"[0-9A-F]{24}")
 HISTORY_NAME = re.compile(r"[0-9A-F]{8}\.history")
 SEGMENTS_PER_XLOGID = 0x100000000 // SEGMENT_SIZE
+PAGE_SIZE = 8192  # XLOG_BLCKSZ
+SHORT_HEADER, LONG_HEADER = 24, 40  # a WAL page's header; the long one opens a segment
 
 
 def parse_lsn(lsn: str) -> int:
@@ -51,6 +53,15 @@ def parse_history(text: str) -> list[tuple[int, str]]:
         if fields and not fields[0].startswith("#") and len(fields) >= 2:
             entries.append((int(fields[0]), fields[1]))
     return entries
+
+
+def record_boundary(position: int) -> int:
+    """`position`, or its page's start when it points just past the page's header: the server's
+    insert position after a record that filled its page (or after a segment switch) is there,
+    while the end of that record, where replay ends, is the page's start."""
+    header = LONG_HEADER if position % SEGMENT_SIZE < PAGE_SIZE else SHORT_HEADER
+    offset = position % PAGE_SIZE
+    return position - offset if offset <= header else position
 
 
 class TarWatcher:
@@ -103,6 +114,8 @@ STOPPING = re.compile(r"recovery stopping (?:before|after) (?:commit|abort) of t
 LAST_COMPLETED = re.compile(r"last completed transaction was at log time "
                             r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?[+-]\d\d(?::?\d\d)?)")
 TARGET_NOT_REACHED = "recovery ended before configured recovery target was reached"
+NEW_TIMELINE = re.compile(r"selected new timeline ID: (\d+)")
+STOP_REASON = re.compile(r"LOG:\s+(.+)\n[^\n]*LOG:\s+redo done at")
 
 
 def log_time(text: str) -> datetime:
@@ -117,3 +130,25 @@ def last_replayed_commit(log: str) -> datetime | None:
     as 'last completed transaction' at the end of recovery; None when it logged none."""
     found = LAST_COMPLETED.findall(log)
     return log_time(found[-1]) if found else None
+
+
+def new_timeline(log: str) -> int | None:
+    """The timeline a promoted server started, from its log; None when it logged none."""
+    found = NEW_TIMELINE.findall(log)
+    return int(found[-1]) if found else None
+
+
+def replay_stop_reason(log: str) -> str | None:
+    """Why replay ended, as the server logged it just before "redo done at" (such as "unexpected
+    pageaddr 0/5000000 in log segment …"); None when that line is not such a reason."""
+    found = STOP_REASON.findall(log)
+    return found[-1] if found and not found[-1].startswith("restored log file") else None
+
+
+def switch_point(history: str) -> tuple[int, int]:
+    """The last line of a timeline history file: (the timeline it left, the WAL position where it
+    left it). A promoted server writes it with the end of the last record it replayed."""
+    lines = [line.split() for line in history.splitlines() if line.strip() and not line.startswith("#")]
+    if not lines or len(lines[-1]) < 2:
+        raise ValueError("a timeline history file without a switch point")
+    return int(lines[-1][0]), parse_lsn(lines[-1][1])

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from backup_app import wiring
 from backup_app.adapters.physical import PhysicalClient, system_identifier, wal_positions
-from backup_app.core.wal import HISTORY_NAME, SEGMENT_NAME, SEGMENT_SIZE, parse_lsn, segment_end_lsn
+from backup_app.core.wal import HISTORY_NAME, SEGMENT_NAME, SEGMENT_SIZE, format_lsn, parse_lsn, segment_end_lsn
 from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.models import FAILING, PARTIAL_SEGMENT, STOPPED, STREAMING, Target, WalReceiver, utcnow
@@ -130,10 +130,12 @@ class Receiver:
         self.samples = [*self.samples[-MAX_SAMPLES + 1:], (server_now, parse_lsn(current))]
         return flushed
 
-    def covered_until(self, position: str) -> datetime:
-        """The last sampled moment whose WAL is all at or before `position` (EPOCH if none is)."""
+    def covered_until(self, position: str) -> tuple[datetime, str | None]:
+        """The last sampled moment whose WAL is all at or before `position`, and the server's WAL
+        insert position sampled then ((EPOCH, None) if none is)."""
         reached = parse_lsn(position)
-        return max((when for when, at in self.samples if at <= reached), default=EPOCH)
+        when, at = max(((when, at) for when, at in self.samples if at <= reached), default=(EPOCH, None))
+        return when, None if at is None else format_lsn(at)
 
     def use_lineage(self, lineage: str | None) -> None:
         """Spool into the folder of the cluster archived now; WAL spooled before lineages were
@@ -237,10 +239,11 @@ class Receiver:
                        if SEGMENT_NAME.fullmatch(p.name) or HISTORY_NAME.fullmatch(p.name))
         stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
         for name in names:
-            covers = self.covered_until(segment_end_lsn(name)) if SEGMENT_NAME.fullmatch(name) else None
+            covers, covers_lsn = (self.covered_until(segment_end_lsn(name)) if SEGMENT_NAME.fullmatch(name)
+                                  else (None, None))
             try:
                 row = archive.archive_file(session, self.target, self.lineage, self.spool / name, stores, key,
-                                           covers_until=covers)
+                                           covers_until=covers, covers_lsn=covers_lsn)
             except archive.WalConflict as exc:
                 self.set_state(session, FAILING, str(exc), alarm=True)
                 return
@@ -266,16 +269,18 @@ class Receiver:
         if not partials or partials[-1].stat().st_size != SEGMENT_SIZE:
             return  # none, or pg_receivewal is still padding a new one with zeros
         self.last_partial_at = time.monotonic()
-        covers = self.covered_until(flushed)
+        covers, covers_lsn = self.covered_until(flushed)
         stored = archive.current_partial(session, self.target, self.lineage)
         if stored is not None and stored.end_lsn == flushed and stored.name == partials[-1].stem:
-            stored.covers_until = max(stored.covers_until, covers)  # nothing new: the copy still holds it all
-            session.commit()
+            if covers > stored.covers_until:  # nothing new: the copy still holds it all
+                stored.covers_until, stored.covers_lsn = covers, covers_lsn
+                session.commit()
             return
         stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
         try:
             row = archive.archive_file(session, self.target, self.lineage, partials[-1], stores, key,
-                                       kind=PARTIAL_SEGMENT, covers_until=covers, end_lsn=flushed)
+                                       kind=PARTIAL_SEGMENT, covers_until=covers, covers_lsn=covers_lsn,
+                                       end_lsn=flushed)
         except FileNotFoundError:
             return  # completed meanwhile: the next tick archives it whole
         except archive.WalConflict as exc:

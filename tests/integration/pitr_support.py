@@ -26,11 +26,17 @@ def pitr_cluster(tmp_path_factory):
 
 @pytest.fixture
 def pitr_app(make_app, pitr_cluster, s3_settings):
+    return app_archiving(make_app, pitr_cluster, s3_settings)
+
+
+def app_archiving(make_app, cluster, s3_settings, **config):
+    """An app whose target `shop` is `cluster`'s database shop, its stores initialised (`config`:
+    more settings)."""
     app = make_app(WAL_PARTIAL_UPLOAD_SECONDS=1, PITR_LEASE_SECONDS=5, APP_ENCRYPTION_KEY=new_key(),
-                   METRICS_TOKEN="metrics-token", **s3_settings)
+                   METRICS_TOKEN="metrics-token", **s3_settings, **config)
     runner = app.test_cli_runner()
     invoke(runner, "storage", "init")
-    add_target(runner, "shop", pitr_cluster.url("shop"))
+    add_target(runner, "shop", cluster.url("shop"))
     return app
 
 

@@ -201,7 +201,8 @@ def test_a_wal_file_missing_from_every_store_is_named(pitr_app, pitr_cluster, re
     data_dir, port = data_root / "no-wal", reserve_port()
 
     assert refused_restore(runner, data_dir, port) == (
-        f"Error: no intact copy of WAL file {first} of shop: local: {missing['local']} does not exist; "
+        f"Error: WAL file {first} could not be read: recovery to the latest moment needs it, and the archive lists "
+        f"it, but no intact copy of WAL file {first} of shop: local: {missing['local']} does not exist; "
         f"s3: {missing['s3']} does not exist")
     assert_left_nothing(pitr_app, before, data_dir, port)
 

@@ -60,9 +60,10 @@ def read_stored(store: Store, filename: str) -> bytes | None:
 
 def archive_file(session: Session, target: str, lineage: str | None, path: Path, stores: Sequence[Store],
                  key: MasterKey | None, *, kind: str | None = None, covers_until: datetime | None = None,
-                 end_lsn: str | None = None) -> WalFile | None:
-    """Store one spooled WAL file of the cluster `lineage` in every store and record it. Returns
-    None, recording nothing, when no store took it (the caller keeps the file and tries again).
+                 covers_lsn: str | None = None, end_lsn: str | None = None) -> WalFile | None:
+    """Store one spooled WAL file of the cluster `lineage` in every store and record it
+    (`covers_lsn`: the server's WAL insert position at `covers_until`). Returns None, recording
+    nothing, when no store took it (the caller keeps the file and tries again).
 
     An object is never replaced: a file archived before is only checked to hold the same WAL, and an
     object already at the name (left by a worker that stopped before recording it) is kept when it
@@ -113,7 +114,8 @@ def archive_file(session: Session, target: str, lineage: str | None, path: Path,
     session.add(row)
     row.timeline = int(name[:8], 16) if kind == HISTORY else timeline_of(name)
     row.filename, row.size_bytes, row.sha256 = filename, len(data), hashlib.sha256(data).hexdigest()
-    row.stored_at, row.covers_until, row.end_lsn, row.copies = utcnow(), covers_until, end_lsn, copies
+    row.stored_at, row.covers_until, row.covers_lsn = utcnow(), covers_until, covers_lsn
+    row.end_lsn, row.copies = end_lsn, copies
     if kind == HISTORY and (entries := parse_history(original.decode(errors="replace"))):
         row.parent_timeline, row.end_lsn = entries[-1]
     session.commit()

@@ -1,10 +1,12 @@
 """Restore to a moment: fetch a base backup chain and the WAL after it from any intact copy,
 combine incrementals, write the recovery settings, start a server on 127.0.0.1 and wait until
-it has left recovery, then check in its log that it stopped at or before the moment."""
+it has left recovery, then check that it replayed as far as the moment needs and stopped at or
+before it."""
 import hashlib
 import os
 import re
 import shutil
+import stat
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,9 +21,21 @@ from backup_app.adapters.ports import free_port, port_in_use
 from backup_app.adapters.store import Store
 from backup_app.core import codecs
 from backup_app.core.crypto import MasterKey
-from backup_app.core.wal import TARGET_NOT_REACHED, last_replayed_commit
+from backup_app.core.wal import (
+    SEGMENT_SIZE,
+    TARGET_NOT_REACHED,
+    format_lsn,
+    last_replayed_commit,
+    new_timeline,
+    parse_lsn,
+    record_boundary,
+    replay_stop_reason,
+    segment_name,
+    segment_number,
+    switch_point,
+)
 from backup_app.errors import BackupError, ChecksumMismatch, PitrError
-from backup_app.models import BaseBackup, isoformat
+from backup_app.models import BaseBackup, WalFile, isoformat
 from backup_app.services.pitr import archive
 from backup_app.services.pitr.window import Reach, choose
 
@@ -163,15 +177,72 @@ def no_links(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
     return tarfile.data_filter(member, path)
 
 
-def wal_to_fetch(chosen: Reach, to: datetime | None) -> list:
-    """The archived WAL files recovery replays: up to the first that covers `to`, and one more
-    (the commit after `to` that tells recovery to stop may be in it)."""
+def wal_needed(chosen: Reach, to: datetime | None) -> list[WalFile]:
+    """The archived WAL files recovery to `to` (None: latest) must replay: up to the first that
+    covers `to`, all of them for latest."""
     if to is None:
         return chosen.wal
     for index, row in enumerate(chosen.wal):
         if row.covers_until >= to:
-            return chosen.wal[:index + 2]
+            return chosen.wal[:index + 1]
     return chosen.wal
+
+
+def fetch_wal(rows: Sequence[WalFile], needed: int, stores: Sequence[Store], key: MasterKey | None,
+              into: Path, moment: str) -> None:
+    """Fetch `rows` into `into`. The first `needed` must be read (PitrError naming the one that
+    cannot); those after them are fetched while they can be (the commit that tells recovery to
+    stop may be there, and recovery stops at the first file missing anyway)."""
+    for index, row in enumerate(rows):
+        try:
+            data = archive.fetch(row, stores, key)
+        except BackupError as exc:
+            if index >= needed:
+                return
+            raise PitrError(f"WAL file {row.name} could not be read: recovery to {moment} needs it, and the "
+                            f"archive lists it, but {exc}") from exc
+        (into / row.name).write_bytes(data)
+
+
+def needed_position(row: WalFile) -> int:
+    """The WAL position recovery must reach to have replayed every commit made before
+    `row.covers_until`: `row.covers_lsn` or, for a file archived before that was recorded, the
+    start of the file (a lower bound)."""
+    if row.covers_lsn is None:
+        return segment_number(row.name) * SEGMENT_SIZE
+    return record_boundary(parse_lsn(row.covers_lsn))
+
+
+def replay_end(restored: RestoredServer) -> tuple[int, int]:
+    """(timeline, WAL position) where the promoted server's replay ended: the switch point that
+    its promotion wrote into the new timeline's history file (the end of the last record it
+    replayed). The file is the server user's: read without following a link."""
+    timeline = new_timeline(restored.log())
+    try:
+        if timeline is None:
+            raise ValueError("its log names no new timeline")
+        return switch_point(read_no_follow(restored.data_dir / "pg_wal" / f"{timeline:08X}.history"))
+    except (OSError, ValueError) as exc:
+        raise PitrError(f"cannot tell where the restored server's replay ended: {exc}") from exc
+
+
+def check_replayed(restored: RestoredServer, chosen: Reach, needed: Sequence[WalFile], moment: str) -> None:
+    """PitrError naming the WAL file that could not be read unless replay reached the position the
+    archive recorded for the moment (that of the last needed file)."""
+    position = needed_position(needed[-1])
+    timeline, end = replay_end(restored)
+    if end >= position:
+        return
+    name = segment_name(timeline, end // SEGMENT_SIZE)
+    if name in {row.name for row in chosen.wal}:
+        reason = replay_stop_reason(restored.log())
+        listed = ("the archive lists it and its copy was fetched intact, but it does not hold the WAL that belongs "
+                  "there" + (f" (the server: {reason})" if reason else ""))
+    else:
+        listed = "the archive does not list it"
+    raise PitrError(f"WAL file {name} could not be read: recovery to {moment} needs the WAL up to "
+                    f"{format_lsn(position)}, but replay ended at {format_lsn(end)}; {listed}. The restored "
+                    "server was stopped and its files deleted")
 
 
 def conf_value(value: str) -> str:
@@ -251,7 +322,11 @@ def drop_recovery_target(data_dir: Path) -> None:
 
 
 def read_no_follow(path: Path) -> str:
-    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), encoding="utf-8") as file:
+    """The text of the regular file `path`, never read through a link (nor from a pipe its user
+    could have put there, which would never end: OSError)."""
+    with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), encoding="utf-8") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise OSError(f"{path} is not a regular file")
         return file.read()
 
 
@@ -274,7 +349,9 @@ def restore_to_moment(session: Session, request: RestoreRequest, stores: Sequenc
         raise PitrError(f"port {port} is in use on 127.0.0.1: give another --port")
     chosen = choose(session, request.target, request.to, request.lineage)
     chain = chain_of(session, chosen.base)
-    wal = wal_to_fetch(chosen, request.to)
+    needed = wal_needed(chosen, request.to)
+    wal = chosen.wal[:len(needed) + 1]  # the commit after the moment, that tells recovery to stop, may be in one more
+    moment = isoformat(request.to) or "the latest moment"
     server_programs = server_for(pg, chosen.base.server_version)
     try:
         data_dir = prepare_data_dir(request.data_dir)
@@ -288,11 +365,11 @@ def restore_to_moment(session: Session, request: RestoreRequest, stores: Sequenc
         phase(f"fetching {len(wal)} WAL files")
         wal_dir = data_dir / WAL_FOLDER
         wal_dir.mkdir(mode=0o700)
-        for row in [*chosen.histories, *wal]:
-            (wal_dir / row.name).write_bytes(archive.fetch(row, stores, key))
+        fetch_wal([*chosen.histories, *wal], len(chosen.histories) + len(needed), stores, key, wal_dir, moment)
         write_server_config(data_dir, port, request.to, chosen.timeline, server_programs, request.preload_libraries)
         phase("recovering")
-        recover(restored, request.to is not None)
+        if recover(restored, request.to is not None):
+            check_replayed(restored, chosen, needed, moment)
         last = last_replayed_commit(restored.log())
         if request.to is not None and last is not None and last > request.to:
             raise PitrError(f"recovery went past {isoformat(request.to)} (last transaction at {isoformat(last)}): "
@@ -335,14 +412,17 @@ def extract_chain(chain: list[BaseBackup], stores: Sequence[Store], key: MasterK
     os.chmod(data_dir, 0o700)
 
 
-def recover(restored: RestoredServer, has_target: bool) -> None:
-    """Start the server and wait until it is promoted. A moment after the last archived commit
-    makes PostgreSQL stop with "recovery ended before configured recovery target was reached":
-    every commit it replayed is then before the moment, so it is started again without the
-    target to finish the same replay and promote."""
+def recover(restored: RestoredServer, has_target: bool) -> bool:
+    """Start the server and wait until it is promoted; True when it replayed all the WAL it could
+    read (no target, or one it did not reach), False when it stopped at the target. A moment after
+    the last archived commit makes PostgreSQL stop with "recovery ended before configured recovery
+    target was reached": it is started again without the target to finish the same replay and
+    promote (the caller then checks that the replay reached as far as the moment needs: WAL that
+    could not be read ends it the same way)."""
     try:
         restored.start()
         restored.wait_promoted()
+        return not has_target
     except PitrError:
         if not (has_target and TARGET_NOT_REACHED in restored.log()):
             raise
@@ -350,6 +430,7 @@ def recover(restored: RestoredServer, has_target: bool) -> None:
         drop_recovery_target(restored.data_dir)
         restored.start()
         restored.wait_promoted()
+        return True
 
 
 def empty_out(path: Path, remove: bool) -> None:
