@@ -78,10 +78,10 @@ def wal(name: str, minutes: int, kind: str = "segment") -> WalFile:
 def test_a_base_backup_reaches_as_far_as_its_wal_is_contiguous():
     segments = {w.name: w for w in (wal("000000010000000000000002", 1), wal("000000010000000000000003", 2),
                                    wal("000000010000000000000005", 9))}
-    found = reach(base(), segments, wal("000000010000000000000004", 4, "partial"))
+    found = reach(base(), segments, {"000000010000000000000004": wal("000000010000000000000004", 4, "partial")})
     assert [w.name for w in found.wal][-1] == "000000010000000000000004"
     assert found.until == T0 + timedelta(minutes=4)  # the gap after 4 ends it; 5 is not used
-    assert reach(base(), {}, None).until is None        # its own WAL not archived: not consistent yet
+    assert reach(base(), {}, {}).until is None          # its own WAL not archived: not consistent yet
 
 
 def test_retention_keeps_the_newest_and_every_parent_a_kept_incremental_needs():
@@ -98,7 +98,7 @@ def test_a_partial_file_cut_short_while_padded_is_removed_before_the_receiver_st
     from backup_app.core.wal import SEGMENT_SIZE
     from backup_app.jobs.receivers import Receiver
 
-    receiver = Receiver(SimpleNamespace(config={"BACKUP_DIR": str(tmp_path)}), "shop")
+    receiver = Receiver(SimpleNamespace(config={"BACKUP_DIR": str(tmp_path)}), "shop", "host:1:a")
     receiver.spool.mkdir(parents=True)
     (receiver.spool / "000000010000000000000008.partial").write_bytes(b"\0" * 3063808)
     (receiver.spool / "000000010000000000000009.partial").write_bytes(b"")

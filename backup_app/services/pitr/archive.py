@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.store import Store
@@ -61,6 +61,8 @@ def archive_file(session: Session, target: str, path: Path, stores: Sequence[Sto
         return None
     if covers_until is None:
         covers_until = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    if kind != HISTORY:
+        covers_until = max(covers_until, covered_before(session, target, name) or covers_until)
     row = session.scalar(select(WalFile).where(WalFile.target == target, WalFile.name == name,
                                                WalFile.kind == kind))
     if row is None:
@@ -72,15 +74,22 @@ def archive_file(session: Session, target: str, path: Path, stores: Sequence[Sto
     if kind == SEGMENT:  # the partial copy of this segment is superseded
         session.execute(delete(WalFile).where(WalFile.target == target, WalFile.name == name,
                                               WalFile.kind == PARTIAL_SEGMENT))
-    if kind == PARTIAL_SEGMENT:  # one partial per target: the newest
-        session.execute(delete(WalFile).where(WalFile.target == target, WalFile.kind == PARTIAL_SEGMENT,
-                                              WalFile.name != name))
     session.commit()
     return row
 
 
-def current_partial(session: Session, target: str) -> WalFile | None:
-    return session.scalar(select(WalFile).where(WalFile.target == target, WalFile.kind == PARTIAL_SEGMENT))
+def covered_before(session: Session, target: str, name: str) -> datetime | None:
+    """The latest moment that archived WAL up to segment `name` covers: `name` holds the WAL after
+    theirs, so it covers at least as much, whatever the worker archiving it remembers (a restarted
+    one has sampled nothing yet). The window only grows."""
+    return session.scalar(select(func.max(WalFile.covers_until)).where(
+        WalFile.target == target, WalFile.kind.in_((SEGMENT, PARTIAL_SEGMENT)), WalFile.name <= name))
+
+
+def current_partial(session: Session, target: str, name: str) -> WalFile | None:
+    """The archived partial copy of segment `name`, if any."""
+    return session.scalar(select(WalFile).where(WalFile.target == target, WalFile.kind == PARTIAL_SEGMENT,
+                                                WalFile.name == name))
 
 
 def remove_stale_partials(target: str, names: Sequence[str], stores: Sequence[Store], encrypted: bool) -> None:

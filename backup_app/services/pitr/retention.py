@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from backup_app.adapters.store import Store
 from backup_app.core.wal import segment_of_lsn
 from backup_app.errors import BackupError
-from backup_app.models import COMPLETED, FAILED, SEGMENT, BaseBackup, Target, WalFile, utcnow
+from backup_app.models import COMPLETED, FAILED, PARTIAL_SEGMENT, SEGMENT, BaseBackup, Target, WalFile, utcnow
 from backup_app.services.pitr.window import usable
 
 
@@ -67,7 +67,7 @@ def prune_pitr(session: Session, target: Target, stores: Sequence[Store], now: d
     oldest = min((b for b in bases if b.id in keep), key=lambda b: b.started_at)
     first_needed = segment_of_lsn(oldest.timeline, oldest.start_lsn)
     old_wal = session.scalars(select(WalFile).where(
-        WalFile.target == target.name, WalFile.kind == SEGMENT, WalFile.name < first_needed)).all()
+        WalFile.target == target.name, WalFile.kind.in_((SEGMENT, PARTIAL_SEGMENT)), WalFile.name < first_needed)).all()
     deleted = 0
     for row in old_wal:
         if not dry_run:

@@ -1,12 +1,13 @@
 """The recoverable window: from the end of the oldest usable base backup to the last moment
-the archive holds WAL for, without a gap."""
+the archive holds WAL for, without a gap; and how far the archive is contiguous (a hole in it
+named)."""
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backup_app.core.wal import segment_name, segment_number, segment_of_lsn
+from backup_app.core.wal import SEGMENT_SIZE, parse_lsn, segment_name, segment_number, segment_of_lsn, timeline_of
 from backup_app.errors import PitrError
 from backup_app.models import COMPLETED, PARTIAL_SEGMENT, SEGMENT, BaseBackup, WalFile, isoformat
 
@@ -27,15 +28,16 @@ def completed_bases(session: Session, target: str) -> list[BaseBackup]:
         BaseBackup.target == target, BaseBackup.status == COMPLETED).order_by(BaseBackup.started_at)))
 
 
-def reach(base: BaseBackup, segments: dict[str, WalFile], partial: WalFile | None) -> Reach:
-    """The contiguous WAL from `base`'s start segment on, and the moment it covers."""
+def reach(base: BaseBackup, segments: dict[str, WalFile], partials: dict[str, WalFile]) -> Reach:
+    """The contiguous WAL from `base`'s start segment on (`segments` and `partials` by name), and the
+    moment it covers."""
     first = segment_number(segment_of_lsn(base.timeline, base.start_lsn))
     last_needed = segment_number(segment_of_lsn(base.timeline, base.end_lsn))
     wal, number = [], first
     while (row := segments.get(segment_name(base.timeline, number))) is not None:
         wal.append(row)
         number += 1
-    if partial is not None and partial.name == segment_name(base.timeline, number):
+    if (partial := partials.get(segment_name(base.timeline, number))) is not None:
         wal.append(partial)
         number += 1
     if number <= last_needed:  # the backup's own WAL is not all there: not consistent yet
@@ -45,11 +47,54 @@ def reach(base: BaseBackup, segments: dict[str, WalFile], partial: WalFile | Non
 
 def reaches(session: Session, target: str) -> list[Reach]:
     """Every completed base backup's reach, oldest first."""
+    segments, partials = archived_files(session, target)
+    return [reach(base, segments, partials) for base in completed_bases(session, target)]
+
+
+def archived_files(session: Session, target: str) -> tuple[dict[str, WalFile], dict[str, WalFile]]:
+    """The target's archived segments and partial segments, each by name. A partial stays until
+    its segment is archived whole (a takeover may leave one behind the newest)."""
     rows = session.scalars(select(WalFile).where(WalFile.target == target,
                                                  WalFile.kind.in_((SEGMENT, PARTIAL_SEGMENT)))).all()
-    segments = {row.name: row for row in rows if row.kind == SEGMENT}
-    partial = next((row for row in rows if row.kind == PARTIAL_SEGMENT), None)
-    return [reach(base, segments, partial) for base in completed_bases(session, target)]
+    return ({row.name: row for row in rows if row.kind == SEGMENT},
+            {row.name: row for row in rows if row.kind == PARTIAL_SEGMENT})
+
+
+@dataclass
+class Archived:
+    """How far a target's archive holds every byte of WAL, from the start of its newest base backup
+    (or its oldest archived segment) on: `end` (a position; None when nothing is archived), and
+    `missing`, the first segment after that which is not archived while later WAL is (a hole)."""
+
+    target: str
+    end: int | None
+    missing: str | None
+
+    def problem(self) -> str | None:
+        if self.missing is None:
+            return None
+        return (f"WAL segment {self.missing} is not archived while later WAL is: the recoverable window ends "
+                "before it until it is stored (a worker that lost the lease stores what its spool holds)")
+
+
+def archived(session: Session, target: str) -> Archived:
+    """The contiguous extent of `target`'s archive and its first hole (see Archived)."""
+    segments, partials = archived_files(session, target)
+    bases = completed_bases(session, target)
+    if bases:
+        timeline, number = bases[-1].timeline, segment_number(segment_of_lsn(bases[-1].timeline, bases[-1].start_lsn))
+    elif segments or partials:
+        first = min([*segments, *partials])
+        timeline, number = timeline_of(first), segment_number(first)
+    else:
+        return Archived(target, None, None)
+    while segment_name(timeline, number) in segments:
+        number += 1
+    end = number * SEGMENT_SIZE
+    if (partial := partials.get(segment_name(timeline, number))) is not None:
+        end = parse_lsn(partial.end_lsn)
+    later = any(timeline_of(name) == timeline and segment_number(name) > number for name in [*segments, *partials])
+    return Archived(target, end, segment_name(timeline, number) if later else None)
 
 
 def usable(session: Session, target: str) -> list[Reach]:
