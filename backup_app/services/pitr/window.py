@@ -81,8 +81,15 @@ def archived(session: Session, target: str) -> Archived:
     """The contiguous extent of `target`'s archive and its first hole (see Archived)."""
     segments, partials = archived_files(session, target)
     bases = completed_bases(session, target)
-    if bases:
-        timeline, number = bases[-1].timeline, segment_number(segment_of_lsn(bases[-1].timeline, bases[-1].start_lsn))
+    return extent(target, segments, partials, bases[-1] if bases else None)
+
+
+def extent(target: str, segments: dict[str, WalFile], partials: dict[str, WalFile],
+           newest: BaseBackup | None) -> Archived:
+    """Follow the archived segments from `newest`'s start segment (or the oldest one archived) on
+    its timeline; the end of the last one, or of the partial copy of the next."""
+    if newest is not None:
+        timeline, number = newest.timeline, segment_number(segment_of_lsn(newest.timeline, newest.start_lsn))
     elif segments or partials:
         first = min([*segments, *partials])
         timeline, number = timeline_of(first), segment_number(first)
