@@ -74,7 +74,8 @@ class Archived:
         if self.missing is None:
             return None
         return (f"WAL segment {self.missing} is not archived while later WAL is: the recoverable window ends "
-                "before it until it is stored (a worker that lost the lease stores what its spool holds)")
+                "before it until a worker stores it (one that lost the lease stores what its spool holds) or a "
+                "base backup taken after it starts a new stretch")
 
 
 def archived(session: Session, target: str) -> Archived:
