@@ -116,10 +116,11 @@ class Config:
         self.JOB_STALL_SECONDS = int(os.environ.get("JOB_STALL_SECONDS", 300))
         self.PRUNE_SCHEDULE = os.environ.get("PRUNE_SCHEDULE", "30 3 * * *")
         self.SYNC_SCHEDULE = os.environ.get("SYNC_SCHEDULE", "*/10 * * * *")
-        # Point-in-time recovery: the segment being filled is uploaded this often (the loss window);
-        # a worker holds a target's WAL receiver while it renews its lease, another takes it over
+        # Point-in-time recovery: the segment being filled is uploaded at most this often, once it
+        # grew (the loss window); a worker holds a target's WAL receiver while it renews its lease (every
+        # second, on its own thread), another takes it over
         # once the lease is PITR_LEASE_SECONDS old; restored servers run as PITR_OS_USER under root.
-        self.WAL_PARTIAL_UPLOAD_SECONDS = int(os.environ.get("WAL_PARTIAL_UPLOAD_SECONDS", 60))
+        self.WAL_PARTIAL_UPLOAD_SECONDS = int(os.environ.get("WAL_PARTIAL_UPLOAD_SECONDS", 5))
         self.PITR_LEASE_SECONDS = int(os.environ.get("PITR_LEASE_SECONDS", 30))
         self.PITR_OS_USER = os.environ.get("PITR_OS_USER") or "postgres"
         self.PITR_PRELOAD_LIBRARIES = preload_libraries(os.environ)

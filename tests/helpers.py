@@ -1,11 +1,13 @@
 """Helpers shared by the tests."""
 import base64
+import functools
 import hashlib
 import json
 import os
 import socket
 import stat
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Self
@@ -191,3 +193,74 @@ class Tarpit:
     def __exit__(self, *exc) -> None:
         if self._listener.fileno() != -1:
             self.close()
+
+
+class SlowProxy:
+    """A TCP proxy on 127.0.0.1 in front of `upstream` (host, port), as a slow network or store
+    looks: each answer starts `delay` seconds late, and not at all while `hold()` is in force
+    (until `release()`). Use it in a `with`."""
+
+    def __init__(self, upstream: tuple[str, int], delay: float = 0.0):
+        self.upstream, self.delay = upstream, delay
+        self._released = threading.Event()
+        self._released.set()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, name="slow-proxy", daemon=True)
+        self._thread.start()
+
+    def hold(self) -> None:
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+                server = socket.create_connection(self.upstream)
+            except OSError:  # closed
+                return
+            self._sockets += [client, server]
+            asked = threading.Event()
+            threading.Thread(target=self._pump, args=(client, server, asked.set), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, functools.partial(self._late, asked)),
+                             daemon=True).start()
+
+    def _late(self, asked: threading.Event) -> None:
+        """Before the first bytes of an answer: the delay, then the hold."""
+        if asked.is_set():
+            asked.clear()
+            time.sleep(self.delay)
+            self._released.wait()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, before) -> None:
+        try:
+            while data := source.recv(65536):
+                before()
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join()
+        self._released.set()
+        for end in self._sockets:
+            end.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

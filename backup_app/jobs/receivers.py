@@ -1,13 +1,18 @@
 """The WAL receivers `flask worker` runs: one pg_receivewal per PITR target across all workers.
 
 A worker runs a receiver only while it holds the target's lease (a WalReceiver row whose
-`holder` it set by a compare-and-set, renewed every few seconds); a lease not renewed for
+`holder` it set by a compare-and-set). Its own thread renews the leases every second, whatever
+the uploads are doing, so a slow store never lets one lapse; a lease not renewed for
 PITR_LEASE_SECONDS is taken over by another worker. pg_receivewal writes into a spool
 folder (BACKUP_DIR/pitr/spool/<target>); every completed segment and history file there is
-archived into every store and then removed from the spool, and the segment being filled is
-uploaded as a partial copy every WAL_PARTIAL_UPLOAD_SECONDS. A receiver that exits is
-restarted with back-off; its error is kept in the target's status.
+archived into every store and then removed from the spool, by the worker that owns the folder
+whether or not it still holds the lease (after a takeover nobody else has those segments), and
+the segment being filled is uploaded as a partial copy once its flushed end moved and
+WAL_PARTIAL_UPLOAD_SECONDS passed. A receiver that exits is restarted with back-off; its error
+is kept in the target's status. A hole in the archive (WAL stored after a segment that is not)
+is notified by the lease holder.
 """
+import fcntl
 import logging
 import os
 import socket
@@ -15,6 +20,8 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,13 +34,25 @@ from backup_app.adapters.physical import PhysicalClient, system_identifier, wal_
 from backup_app.core.wal import HISTORY_NAME, SEGMENT_NAME, SEGMENT_SIZE, format_lsn, parse_lsn, segment_end_lsn
 from backup_app.errors import BackupError
 from backup_app.extensions import db
-from backup_app.models import FAILING, PARTIAL_SEGMENT, STOPPED, STREAMING, Target, WalReceiver, utcnow
+from backup_app.models import (
+    FAILING,
+    PARTIAL_SEGMENT,
+    SEGMENT,
+    STOPPED,
+    STREAMING,
+    Target,
+    WalFile,
+    WalReceiver,
+    utcnow,
+)
 from backup_app.services import events
 from backup_app.services.pitr import archive, lineage
 from backup_app.services.pitr.setup import physical_client
+from backup_app.services.pitr.window import archived
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
+RENEW_SECONDS = 1.0
 MAX_BACKOFF = 60.0
 MAX_SAMPLES = 3600
 REPAIR_SECONDS = 10
@@ -50,6 +69,7 @@ def spool_folder(backup_dir: str, target: str, lineage: str | None = None) -> Pa
     """Where pg_receivewal writes a target's WAL: a folder per cluster (lineage)."""
     folder = Path(backup_dir) / "pitr" / "spool" / target
     return folder / lineage if lineage else folder
+
 
 
 def take_lease(session: Session, target: str, holder: str, lease_seconds: int) -> bool:
@@ -71,6 +91,14 @@ def take_lease(session: Session, target: str, holder: str, lease_seconds: int) -
     return result.rowcount == 1
 
 
+def renew_lease(session: Session, target: str, holder: str) -> bool:
+    """Move the heartbeat of a lease `holder` holds; False when another worker has taken it over."""
+    result = session.execute(update(WalReceiver).where(WalReceiver.target == target, WalReceiver.holder == holder)
+                             .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
+    session.commit()
+    return result.rowcount == 1
+
+
 def release_lease(session: Session, target: str, holder: str) -> None:
     session.execute(update(WalReceiver).where(WalReceiver.target == target, WalReceiver.holder == holder)
                     .values(holder=None, heartbeat_at=None, state=STOPPED)
@@ -79,10 +107,11 @@ def release_lease(session: Session, target: str, holder: str) -> None:
 
 
 class Receiver:
-    """One target's pg_receivewal and the archiving of what it writes."""
+    """One target's pg_receivewal (while its worker holds the lease) and the archiving of what it
+    wrote into this worker's spool (always)."""
 
-    def __init__(self, app: Flask, target: str):
-        self.app, self.target = app, target
+    def __init__(self, app: Flask, target: str, holder: str):
+        self.app, self.target, self.holder = app, target, holder
         self.spool = spool_folder(app.config["BACKUP_DIR"], target)
         self.process: subprocess.Popen | None = None
         self.log_path = self.spool.parent / f"{target}.receivewal.log"
@@ -90,19 +119,19 @@ class Receiver:
         self.backoff = 1.0
         self.last_partial_at = 0.0
         self.repair_at = 0.0
-        self.encrypt = False
+        self.hole: str | None = None  # the missing segment last notified
         self.lineage: str | None = None
         self.from_slot = False  # the server cannot continue the archive: stream from the slot (see `seed`)
+        self.leased = threading.Event()  # set while this worker holds the lease
         # (when, the server's WAL write position then), a sample a tick: the WAL written before a
         # moment is archived once the archive holds everything up to the position sampled then.
         self.samples: list[tuple[datetime, int]] = []
 
     def step(self, session: Session) -> None:
-        """Keep pg_receivewal running and archive what it completed."""
+        """Keep pg_receivewal running and archive what it completed (the lease holder's work)."""
         target = session.scalar(select(Target).where(Target.name == self.target))
         if target is None:
             return
-        self.encrypt = target.encrypt
         self.use_lineage(target.pitr_system_identifier)
         if target.encrypt and wiring.master_key() is None:
             self.set_state(session, FAILING, f"{self.target} encrypts its backups but APP_ENCRYPTION_KEY is not "
@@ -110,16 +139,27 @@ class Receiver:
             return
         conn = wiring.target_conn(self.target)
         flushed = self.sample(conn, target.pitr_slot)
-        self.archive_completed(session)
+        self.archive_spool(session, target.encrypt, holding=True)
         if self.process is not None and self.process.poll() is not None:
             self.exited(session)
-        if self.process is None and time.monotonic() >= self.restart_at:
+        if self.process is None and time.monotonic() >= self.restart_at and self.leased.is_set():
             self.start(session, target, conn)
-        if self.process is not None and flushed is not None:
-            self.upload_partial(session, flushed)
+        if self.process is not None and flushed is not None and self.leased.is_set():
+            self.upload_partial(session, flushed, target.encrypt)
         if time.monotonic() >= self.repair_at:  # a store that was down gets what it missed
             self.repair_at = time.monotonic() + REPAIR_SECONDS
             archive.repair_missing(session, self.target, wiring.pitr_stores(), limit=64)
+            self.notify_hole(session)
+
+    def drain(self, session: Session) -> None:
+        """Archive the completed files in this worker's spool without holding the lease: after a
+        takeover the new holder streams from the slot's position, past what is spooled here."""
+        if not self.completed():
+            return
+        target = session.scalar(select(Target).where(Target.name == self.target))
+        if target is not None and not (target.encrypt and wiring.master_key() is None):
+            self.use_lineage(target.pitr_system_identifier)
+            self.archive_spool(session, target.encrypt, holding=False)
 
     def sample(self, conn, slot: str) -> str | None:
         """Note the server's WAL position now; the slot's flushed position (None: no answer)."""
@@ -136,6 +176,7 @@ class Receiver:
         reached = parse_lsn(position)
         when, at = max(((when, at) for when, at in self.samples if at <= reached), default=(EPOCH, None))
         return when, None if at is None else format_lsn(at)
+
 
     def use_lineage(self, lineage: str | None) -> None:
         """Spool into the folder of the cluster archived now; WAL spooled before lineages were
@@ -158,6 +199,7 @@ class Receiver:
             self.use_lineage(target.pitr_system_identifier)
             self.spool.mkdir(parents=True, exist_ok=True)
             self.drop_half_padded()
+            self.drop_archived_partials(session)
             if self.from_slot:
                 self.set_spool_aside()
             else:
@@ -203,6 +245,17 @@ class Receiver:
                 log.warning("WAL receiver of %s: removing %s, cut short while it was being made", self.target, path)
                 path.unlink()
 
+    def drop_archived_partials(self, session: Session) -> None:
+        """Remove a `.partial` file whose segment is archived whole (another worker streamed it while
+        this one did not hold the lease): pg_receivewal would start over from it, asking the server
+        for WAL it may have recycled."""
+        for path in self.spool.glob("*.partial"):
+            if session.scalar(select(WalFile.id).where(WalFile.target == self.target, WalFile.kind == SEGMENT,
+                                                       WalFile.system_identifier == self.lineage,
+                                                       WalFile.name == path.stem)) is not None:
+                log.info("WAL receiver of %s: removing %s, archived whole meanwhile", self.target, path)
+                path.unlink()
+
     def exited(self, session: Session) -> None:
         code = self.process.returncode
         self.process = None
@@ -222,74 +275,118 @@ class Receiver:
         self.set_state(session, FAILING, error, alarm)
 
     def set_state(self, session: Session, state: str, error: str | None, alarm: bool = False) -> None:
-        """Record the receiver's state; announce when it starts failing, or (`alarm`: only the admin
-        can end it) when it fails for a new reason while already failing."""
-        row = session.get(WalReceiver, self.target)
+        """Record the receiver's state, unless another worker has taken the lease over (its state is
+        its own); announce when it starts failing, or (`alarm`: only the admin can end it) when it
+        fails for a new reason while already failing."""
+        row = session.get(WalReceiver, self.target, populate_existing=True)
+        if row is None or row.holder != self.holder:
+            return
         newly_failing = state == FAILING and (row.state != FAILING or (alarm and row.error != error))
         row.state, row.error = state, error
         session.commit()
         if newly_failing:
             events.announce(events.wal_receiver_failing, row)
 
-    def archive_completed(self, session: Session) -> None:
-        """Archive the completed segments and history files in the spool, oldest first."""
+    def completed(self) -> list[str]:
+        """The completed segments and history files in the spool, oldest first."""
         if not self.spool.is_dir():
-            return
-        names = sorted(p.name for p in self.spool.iterdir()
-                       if SEGMENT_NAME.fullmatch(p.name) or HISTORY_NAME.fullmatch(p.name))
-        stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
-        for name in names:
+            return []
+        return sorted(p.name for p in self.spool.iterdir()
+                      if SEGMENT_NAME.fullmatch(p.name) or HISTORY_NAME.fullmatch(p.name))
+
+    @contextmanager
+    def spool_lock(self) -> Iterator[bool]:
+        """Whether this worker may archive from the spool now: workers sharing the folder (on one
+        machine) take turns, so a file is never stored twice at once."""
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.spool.parent / f"{self.target}.lock", "ab") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
+    def archive_spool(self, session: Session, encrypt: bool, holding: bool) -> None:
+        """Archive the completed files in the spool, oldest first, each removed once a store holds
+        it (one no store took stays, tried again next tick); the holder records how it went."""
+        with self.spool_lock() as mine:
+            if not mine:
+                return
+            try:
+                error, stored, alarm = *self.archive_completed(session, encrypt), False
+            except archive.WalConflict as exc:
+                error, stored, alarm = str(exc), False, True
+        if error:
+            log.warning("WAL receiver of %s: %s", self.target, error)
+        if holding and error:
+            self.set_state(session, FAILING, error, alarm)
+        elif holding and stored:
+            self.backoff = 1.0
+            self.set_state(session, STREAMING, None)
+
+    def archive_completed(self, session: Session, encrypt: bool) -> tuple[str | None, bool]:
+        """(why a file could not be stored or None, whether a segment was stored)."""
+        stores, key = wiring.pitr_stores(), wiring.master_key() if encrypt else None
+        stored = False
+        for name in self.completed():
             covers, covers_lsn = (self.covered_until(segment_end_lsn(name)) if SEGMENT_NAME.fullmatch(name)
                                   else (None, None))
-            try:
-                row = archive.archive_file(session, self.target, self.lineage, self.spool / name, stores, key,
-                                           covers_until=covers, covers_lsn=covers_lsn)
-            except archive.WalConflict as exc:
-                self.set_state(session, FAILING, str(exc), alarm=True)
-                return
+            row = archive.archive_file(session, self.target, self.lineage, self.spool / name, stores, key,
+                                       covers_until=covers, covers_lsn=covers_lsn)
             if row is None:
-                self.set_state(session, FAILING, f"no store took WAL file {name}; it waits in {self.spool}")
-                return
+                return f"no store took WAL file {name}; it waits in {self.spool}", stored
             (self.spool / name).unlink()
             if SEGMENT_NAME.fullmatch(name):
                 receiver = session.get(WalReceiver, self.target)
-                receiver.last_segment, receiver.last_segment_at = name, row.stored_at
-                receiver.stored_lsn = max_lsn(receiver.stored_lsn, segment_end_lsn(name))
-                receiver.state, receiver.error = STREAMING, None
-                self.backoff = 1.0
-                session.commit()
+                if receiver.last_segment is None or name > receiver.last_segment:
+                    receiver.last_segment, receiver.last_segment_at = name, row.stored_at
+                    session.commit()
+                stored = True
+        return None, stored
 
-    def upload_partial(self, session: Session, flushed: str | None) -> None:
-        """Every WAL_PARTIAL_UPLOAD_SECONDS, store the segment being filled (read after the slot's
-        flushed position was asked, so the copy holds at least that much)."""
+    def upload_partial(self, session: Session, flushed: str, encrypt: bool) -> None:
+        """Store the segment being filled once its flushed end moved and WAL_PARTIAL_UPLOAD_SECONDS
+        passed since the last upload (read after the slot's flushed position was asked, so the copy
+        holds at least that much); an unchanged one is never uploaded again."""
         every = self.app.config["WAL_PARTIAL_UPLOAD_SECONDS"]
-        if flushed is None or time.monotonic() - self.last_partial_at < every:
+        if time.monotonic() - self.last_partial_at < every:
             return
         partials = sorted(self.spool.glob("*.partial"))
         if not partials or partials[-1].stat().st_size != SEGMENT_SIZE:
             return  # none, or pg_receivewal is still padding a new one with zeros
         self.last_partial_at = time.monotonic()
         covers, covers_lsn = self.covered_until(flushed)
-        stored = archive.current_partial(session, self.target, self.lineage)
-        if stored is not None and stored.end_lsn == flushed and stored.name == partials[-1].stem:
+        stored = archive.current_partial(session, self.target, self.lineage, partials[-1].stem)
+        if stored is not None and stored.end_lsn == flushed:
             if covers > stored.covers_until:  # nothing new: the copy still holds it all
                 stored.covers_until, stored.covers_lsn = covers, covers_lsn
                 session.commit()
             return
-        stores, key = wiring.pitr_stores(), wiring.master_key() if self.encrypt else None
+        stores, key = wiring.pitr_stores(), wiring.master_key() if encrypt else None
         try:
-            row = archive.archive_file(session, self.target, self.lineage, partials[-1], stores, key,
-                                       kind=PARTIAL_SEGMENT, covers_until=covers, covers_lsn=covers_lsn,
-                                       end_lsn=flushed)
+            archive.archive_file(session, self.target, self.lineage, partials[-1], stores, key, kind=PARTIAL_SEGMENT,
+                                 covers_until=covers, covers_lsn=covers_lsn, end_lsn=flushed)
         except FileNotFoundError:
             return  # completed meanwhile: the next tick archives it whole
         except archive.WalConflict as exc:
             self.set_state(session, FAILING, str(exc), alarm=True)
-            return
-        if row is not None:
-            receiver = session.get(WalReceiver, self.target)
-            receiver.stored_lsn = max_lsn(receiver.stored_lsn, flushed)
-            session.commit()
+
+    def notify_hole(self, session: Session) -> None:
+        """Tell once about each hole in the archive (WAL stored after a segment that is not)."""
+        found = archived(session, self.target, self.lineage)
+        if found.missing is not None and found.missing != self.hole:
+            log.warning("WAL archive of %s: %s", self.target, found.problem())
+            events.announce(events.wal_archive_hole, found)
+        self.hole = found.missing
+
+    def lease_lost(self) -> None:
+        """Another worker took the lease over (called from the renewing thread): end pg_receivewal at
+        once, so the new holder can stream; `stop` or the next step collects it."""
+        self.leased.clear()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -302,12 +399,9 @@ class Receiver:
         self.process = None
 
 
-def max_lsn(a: str | None, b: str) -> str:
-    return b if a is None or parse_lsn(b) > parse_lsn(a) else a
-
-
 class ReceiverSupervisor(threading.Thread):
-    """Takes and renews the leases of the PITR targets and runs a Receiver for each one held."""
+    """Takes the leases of the PITR targets and runs a Receiver for each one held; a second
+    thread renews the leases held, so a long upload never lets one lapse."""
 
     def __init__(self, app: Flask, holder: str | None = None):
         super().__init__(name="wal-receivers", daemon=True)
@@ -315,8 +409,10 @@ class ReceiverSupervisor(threading.Thread):
         self.holder = holder or worker_identity()
         self.receivers: dict[str, Receiver] = {}
         self._stopping = threading.Event()
+        self._renewer = threading.Thread(target=self.renew_leases, name="wal-leases", daemon=True)
 
     def run(self) -> None:
+        self._renewer.start()
         while not self._stopping.is_set():
             with self.app.app_context():
                 try:
@@ -327,27 +423,60 @@ class ReceiverSupervisor(threading.Thread):
                 finally:
                     db.session.remove()
             self._stopping.wait(TICK_SECONDS)
+        self._renewer.join()
         with self.app.app_context():
             self.release_all(db.session)
             db.session.remove()
 
     def tick(self, session: Session) -> None:
-        lease = self.app.config["PITR_LEASE_SECONDS"]
         enabled = set(session.scalars(select(Target.name).where(Target.pitr_enabled.is_(True))))
         for name in sorted(enabled | set(self.receivers)):
-            if name in enabled and take_lease(session, name, self.holder, lease):
-                receiver = self.receivers.setdefault(name, Receiver(self.app, name))
+            receiver = self.receivers.setdefault(name, Receiver(self.app, name, self.holder))
+            if name in enabled and self.hold(session, receiver):
                 receiver.step(session)
-            elif name in self.receivers:  # turned off, or another worker took the lease over
-                self.receivers.pop(name).stop()
-                if name not in enabled:
-                    release_lease(session, name, self.holder)
+                continue
+            receiver.stop()  # turned off, or another worker holds the lease
+            if name not in enabled:
+                self.release(session, receiver)
+                del self.receivers[name]
+            receiver.drain(session)
+
+    def hold(self, session: Session, receiver: Receiver) -> bool:
+        """Whether this worker holds the receiver's lease, taking it when it is free or has lapsed."""
+        if not receiver.leased.is_set():
+            if not take_lease(session, receiver.target, self.holder, self.app.config["PITR_LEASE_SECONDS"]):
+                return False
+            receiver.leased.set()
+        return True
+
+    def release(self, session: Session, receiver: Receiver) -> None:
+        receiver.leased.clear()
+        release_lease(session, receiver.target, self.holder)
+
+    def renew_leases(self) -> None:
+        """Every RENEW_SECONDS, renew the leases held; a receiver whose lease was taken over meanwhile
+        is told at once (its pg_receivewal ends, so the new holder can stream)."""
+        while not self._stopping.wait(RENEW_SECONDS):
+            held = [receiver for receiver in list(self.receivers.values()) if receiver.leased.is_set()]
+            with self.app.app_context():
+                try:
+                    lost = [receiver for receiver in held if not renew_lease(db.session, receiver.target, self.holder)]
+                except Exception:  # noqa: BLE001 - the catalog is away: tried again in a second
+                    log.exception("WAL receivers: renewing the leases failed")
+                    db.session.rollback()
+                    lost = []
+                finally:
+                    db.session.remove()
+            for receiver in lost:
+                log.warning("WAL receiver of %s: another worker took the lease over", receiver.target)
+                receiver.lease_lost()
 
     def release_all(self, session: Session) -> None:
-        for name, receiver in self.receivers.items():
+        """On the way out: stop each pg_receivewal, hand its lease over, then store what it spooled."""
+        for receiver in self.receivers.values():
             receiver.stop()
-            receiver.archive_completed(session)
-            release_lease(session, name, self.holder)
+            self.release(session, receiver)
+            receiver.drain(session)
         self.receivers.clear()
 
     def stop(self) -> None:

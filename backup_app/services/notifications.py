@@ -136,6 +136,11 @@ def on_wal_receiver_failing(receiver, **_) -> None:
              f"{receiver.error}\nUntil it streams again, what is written is not recoverable to the moment.")
 
 
+@events.wal_archive_hole.connect
+def on_wal_archive_hole(archived, **_) -> None:
+    dispatch(archived.target, f"WAL archive of {archived.target} has a hole", archived.problem())
+
+
 @events.pitr_drill_failed.connect
 def on_pitr_drill_failed(target, **_) -> None:
     dispatch(target.name, f"PITR drill of {target.name} FAILED", target.pitr_verify_error or "")

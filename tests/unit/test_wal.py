@@ -128,7 +128,7 @@ def test_a_partial_file_cut_short_while_padded_is_removed_before_the_receiver_st
     from backup_app.core.wal import SEGMENT_SIZE
     from backup_app.jobs.receivers import Receiver
 
-    receiver = Receiver(SimpleNamespace(config={"BACKUP_DIR": str(tmp_path)}), "shop")
+    receiver = Receiver(SimpleNamespace(config={"BACKUP_DIR": str(tmp_path)}), "shop", "host:1:a")
     receiver.spool.mkdir(parents=True)
     (receiver.spool / "000000010000000000000008.partial").write_bytes(b"\0" * 3063808)
     (receiver.spool / "000000010000000000000009.partial").write_bytes(b"")
@@ -153,3 +153,20 @@ def test_retention_keeps_the_newest_recoverable_base_backup_even_past_keep_last(
     usable = base(id="usable", started_at=T0)
     newest = base(id="newest", started_at=T0 + timedelta(days=1))  # its WAL has not all arrived
     assert kept_base_backups([usable, newest], target, T0 + timedelta(days=2), {"usable"}) == {"usable", "newest"}
+
+
+def test_the_archive_is_contiguous_up_to_its_first_hole():
+    from backup_app.core.wal import SEGMENT_SIZE
+    from backup_app.services.pitr.window import extent
+
+    segments = {w.name: w for w in (wal("000000010000000000000002", 1), wal("000000010000000000000003", 2))}
+    partial = WalFile(name="000000010000000000000004", kind="partial", end_lsn="0/4000500")
+    assert extent("shop", segments, {}, base()).end == 4 * SEGMENT_SIZE
+    found = extent("shop", segments, {partial.name: partial}, base())
+    assert (found.end, found.missing, found.problem()) == (0x4000500, None, None)
+    segments["000000010000000000000005"] = wal("000000010000000000000005", 9)  # stored after a hole
+    found = extent("shop", segments, {partial.name: partial}, base())
+    assert (found.end, found.missing) == (0x4000500, "000000010000000000000004")
+    assert found.problem().startswith("WAL segment 000000010000000000000004 is not archived while later WAL is")
+    assert extent("shop", segments, {}, None).missing == "000000010000000000000004"  # no base backup yet
+    assert extent("shop", {}, {}, None).end is None

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.store import Store
@@ -114,6 +114,8 @@ def archive_file(session: Session, target: str, lineage: str | None, path: Path,
     session.add(row)
     row.timeline = int(name[:8], 16) if kind == HISTORY else timeline_of(name)
     row.filename, row.size_bytes, row.sha256 = filename, len(data), hashlib.sha256(data).hexdigest()
+    if kind != HISTORY:  # a file holds the WAL after the ones before it: it covers at least as much
+        covers_until = max(covers_until, covered_before(session, target, lineage, name) or covers_until)
     row.stored_at, row.covers_until, row.covers_lsn = utcnow(), covers_until, covers_lsn
     row.end_lsn, row.copies = end_lsn, copies
     if kind == HISTORY and (entries := parse_history(original.decode(errors="replace"))):
@@ -128,6 +130,15 @@ def archive_file(session: Session, target: str, lineage: str | None, path: Path,
 class WalConflict(PitrError):
     """A WAL file differs from the one archived under its name (e.g. two servers promoted to the
     same timeline); the archive keeps its own, the other is set aside."""
+
+
+def covered_before(session: Session, target: str, lineage: str | None, name: str) -> datetime | None:
+    """The latest moment that archived WAL up to segment `name` covers: `name` holds the WAL after
+    theirs, so it covers at least as much, whatever the worker archiving it remembers (a restarted
+    one has sampled nothing yet). The window only grows."""
+    return session.scalar(select(func.max(WalFile.covers_until)).where(
+        WalFile.target == target, WalFile.system_identifier == lineage,
+        WalFile.kind.in_((SEGMENT, PARTIAL_SEGMENT)), WalFile.name <= name))
 
 
 def conflict(target: str, lineage: str | None, name: str, kind: str, original: bytes, stores: Sequence[Store],
@@ -159,11 +170,10 @@ def delete_quietly(stores: Sequence[Store], filename: str) -> None:
             pass
 
 
-def current_partial(session: Session, target: str, lineage: str | None) -> WalFile | None:
-    """The newest partial copy of the lineage (of the segment being filled)."""
-    return session.scalars(select(WalFile).where(
-        WalFile.target == target, WalFile.system_identifier == lineage, WalFile.kind == PARTIAL_SEGMENT)
-        .order_by(WalFile.name.desc()).limit(1)).first()
+def current_partial(session: Session, target: str, lineage: str | None, name: str) -> WalFile | None:
+    """The archived partial copy of segment `name` of the lineage, if any."""
+    return session.scalar(select(WalFile).where(WalFile.target == target, WalFile.system_identifier == lineage,
+                                                WalFile.kind == PARTIAL_SEGMENT, WalFile.name == name))
 
 
 def fetch(row: WalFile, stores: Sequence[Store], key: MasterKey | None) -> bytes:

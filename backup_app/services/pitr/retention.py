@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from backup_app.adapters.store import Store
 from backup_app.core.wal import segment_number, segment_of_lsn
 from backup_app.errors import BackupError
-from backup_app.models import COMPLETED, FAILED, SEGMENT, BaseBackup, Target, WalFile, utcnow
+from backup_app.models import COMPLETED, FAILED, PARTIAL_SEGMENT, SEGMENT, BaseBackup, Target, WalFile, utcnow
 from backup_app.services.pitr.window import usable
 
 BASE_BACKUP, WAL = "base-backup", "wal"  # the kinds of what a PITR prune deletes
@@ -118,9 +118,10 @@ def first_needed_segments(kept: list[BaseBackup]) -> dict[str | None, tuple[Base
 
 
 def unneeded_wal(session: Session, target: str, lineage: str | None, first_needed: str) -> list[WalFile]:
-    """The lineage's segments before `first_needed`, on any timeline, in order (history files are kept)."""
+    """The lineage's segments (and partial copies) before `first_needed`, on any timeline, in order
+    (history files are kept)."""
     rows = session.scalars(select(WalFile).where(WalFile.target == target, WalFile.system_identifier == lineage,
-                                                 WalFile.kind == SEGMENT))
+                                                 WalFile.kind.in_((SEGMENT, PARTIAL_SEGMENT))))
     return sorted((row for row in rows if segment_number(row.name) < segment_number(first_needed)),
                   key=lambda row: row.name)
 

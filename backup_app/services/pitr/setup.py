@@ -17,10 +17,10 @@ from backup_app.adapters.physical import (
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.wal import SEGMENT_SIZE, parse_lsn
 from backup_app.errors import PitrError
-from backup_app.models import STOPPED, BaseBackup, Target, WalFile, WalReceiver, isoformat, utcnow
+from backup_app.models import FAILING, STOPPED, BaseBackup, Target, WalFile, WalReceiver, isoformat, utcnow
 from backup_app.services import schedules
 from backup_app.services.pitr import lineage
-from backup_app.services.pitr.window import lineages, window
+from backup_app.services.pitr.window import archived, lineages, window
 
 DEFAULT_BASE_SCHEDULE = "0 1 * * 0"  # weekly, Sunday 01:00 in the target's time zone
 RECOMMENDED_KEEP_SIZE = "50GB"
@@ -141,7 +141,8 @@ def reschedule(target: Target, now: datetime | None = None) -> None:
 
 def status(session: Session, target: Target, conn: ConnInfo | None, lease_seconds: int = 30) -> dict:
     """The shape of `flask pitr status --json`. A receiver whose worker has not renewed its lease
-    for `lease_seconds` is `stopped`, whatever it last said."""
+    for `lease_seconds` is `stopped`, whatever it last said; a hole in the archive makes it `failing`,
+    the error naming the missing segment."""
     receiver = session.get(WalReceiver, target.name)
     current = target.pitr_system_identifier
     start, end = window(session, target.name, current)
@@ -150,10 +151,13 @@ def status(session: Session, target: Target, conn: ConnInfo | None, lease_second
     state, error = (receiver.state, receiver.error) if receiver and target.pitr_enabled else (STOPPED, None)
     alive = receiver is not None and receiver.heartbeat_at is not None and \
         utcnow() - receiver.heartbeat_at < timedelta(seconds=lease_seconds)
+    stored = archived(session, target.name, current)
     if target.pitr_enabled and not alive:
         state = STOPPED
         error = "no `flask worker` is running the WAL receiver" + (
             f" (last heard of {isoformat(receiver.heartbeat_at)})" if receiver and receiver.heartbeat_at else "")
+    elif target.pitr_enabled and stored.missing is not None:
+        state, error = FAILING, "; ".join(filter(None, [stored.problem(), error]))
     return {
         "target": target.name,
         "enabled": bool(target.pitr_enabled),
@@ -167,7 +171,7 @@ def status(session: Session, target: Target, conn: ConnInfo | None, lease_second
         "holder": receiver.holder if receiver else None,
         "last_segment": receiver.last_segment if receiver else None,
         "last_segment_at": isoformat(receiver.last_segment_at) if receiver else None,
-        "bytes_behind": bytes_behind(conn, target.pitr_slot, receiver) if target.pitr_enabled else None,
+        "bytes_behind": bytes_behind(conn, target.pitr_slot, stored.end) if target.pitr_enabled else None,
         "recoverable_from": isoformat(start),
         "recoverable_to": isoformat(end),
         "verified_at": isoformat(target.pitr_verified_at),
@@ -180,17 +184,18 @@ def status(session: Session, target: Target, conn: ConnInfo | None, lease_second
     }
 
 
-def bytes_behind(conn: ConnInfo | None, slot: str | None, receiver: WalReceiver | None) -> int | None:
-    """WAL the server has written that is not in the stores yet; None when it cannot be asked."""
+def bytes_behind(conn: ConnInfo | None, slot: str | None, archived_end: int | None) -> int | None:
+    """WAL the server has written after the end of the contiguous archive (a hole counts, whatever
+    is stored after it); None when nothing is archived or the server cannot be asked."""
     import psycopg
 
-    if conn is None or slot is None or receiver is None or receiver.stored_lsn is None:
+    if conn is None or slot is None or archived_end is None:
         return None
     try:
         _now, current, _flushed = wal_positions(conn, slot)
     except psycopg.Error:
         return None
-    return max(0, parse_lsn(current) - parse_lsn(receiver.stored_lsn))
+    return max(0, parse_lsn(current) - archived_end)
 
 
 def require_enabled(target: Target) -> None:

@@ -1,7 +1,8 @@
 """The recoverable window: from the end of the oldest usable base backup to the last moment
-the archive holds WAL for, without a gap. Each cluster (system identifier) the target was is a
-lineage of its own; within one, the WAL is followed across timeline switches (failovers) as
-PostgreSQL's recovery follows them: each segment from the newest timeline that had begun by then."""
+the archive holds WAL for, without a gap; and how far the archive is contiguous (a hole in it
+named). Each cluster (system identifier) the target was is a lineage of its own; within one, the WAL
+is followed across timeline switches (failovers) as PostgreSQL's recovery follows them: each segment
+from the newest timeline that had begun by then."""
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backup_app.core.wal import SEGMENT_SIZE, parse_lsn, segment_name, segment_number, segment_of_lsn
+from backup_app.core.wal import SEGMENT_SIZE, parse_lsn, segment_name, segment_number, segment_of_lsn, timeline_of
 from backup_app.errors import PitrError
 from backup_app.models import COMPLETED, HISTORY, PARTIAL_SEGMENT, SEGMENT, BaseBackup, WalFile, isoformat
 
@@ -107,6 +108,61 @@ def reaches(session: Session, target: str, lineage: str | None = None, every: bo
     empty = load_lineage([])
     return [reach(base, loaded.get(base.system_identifier, empty)) for base in completed_bases(session, target)
             if every or base.system_identifier == lineage]
+
+
+@dataclass
+class Archived:
+    """How far a target's archive holds every byte of WAL, from the start of its newest base backup
+    (or its oldest archived segment) on: `end` (a position; None when nothing is archived), and
+    `missing`, the first segment after that which is not archived while later WAL is (a hole)."""
+
+    target: str
+    end: int | None
+    missing: str | None
+
+    def problem(self) -> str | None:
+        if self.missing is None:
+            return None
+        return (f"WAL segment {self.missing} is not archived while later WAL is: the recoverable window ends "
+                "before it until a worker stores it (one that lost the lease stores what its spool holds) or a "
+                "base backup taken after it starts a new stretch")
+
+
+def archived(session: Session, target: str, lineage: str | None) -> Archived:
+    """The contiguous extent of the lineage's archive and its first hole (see Archived)."""
+    loaded = load_lineage(session.scalars(select(WalFile).where(WalFile.target == target,
+                                                                WalFile.system_identifier == lineage)))
+    bases = [b for b in completed_bases(session, target) if b.system_identifier == lineage]
+    if not bases:
+        return extent(target, loaded.segments, loaded.partials, None)
+    found = reach(bases[-1], loaded)
+    number = segment_number(segment_of_lsn(bases[-1].timeline, bases[-1].start_lsn)) + \
+        sum(1 for row in found.wal if row.kind == SEGMENT)
+    last = found.wal[-1] if found.wal else None
+    end = parse_lsn(last.end_lsn) if last is not None and last.kind == PARTIAL_SEGMENT else number * SEGMENT_SIZE
+    later = any(segment_number(name) > number and timeline_of(name) >= found.timeline
+                for name in [*loaded.segments, *loaded.partials])
+    return Archived(target, end, segment_name(found.timeline, number) if later else None)
+
+
+def extent(target: str, segments: dict[str, WalFile], partials: dict[str, WalFile],
+           newest: BaseBackup | None) -> Archived:
+    """Follow the archived segments from `newest`'s start segment (or the oldest one archived) on
+    its timeline; the end of the last one, or of the partial copy of the next."""
+    if newest is not None:
+        timeline, number = newest.timeline, segment_number(segment_of_lsn(newest.timeline, newest.start_lsn))
+    elif segments or partials:
+        first = min([*segments, *partials])
+        timeline, number = timeline_of(first), segment_number(first)
+    else:
+        return Archived(target, None, None)
+    while segment_name(timeline, number) in segments:
+        number += 1
+    end = number * SEGMENT_SIZE
+    if (partial := partials.get(segment_name(timeline, number))) is not None:
+        end = parse_lsn(partial.end_lsn)
+    later = any(timeline_of(name) == timeline and segment_number(name) > number for name in [*segments, *partials])
+    return Archived(target, end, segment_name(timeline, number) if later else None)
 
 
 def usable(session: Session, target: str, lineage: str | None = None, every: bool = False) -> list[Reach]:
