@@ -53,7 +53,7 @@ def test_an_insert_position_just_past_a_page_header_counts_as_the_page_start():
 
 
 def test_the_receiver_records_the_position_it_sampled_at_the_moment_a_file_covers():
-    receiver = Receiver(SimpleNamespace(config={"BACKUP_DIR": "/nowhere"}), "shop")
+    receiver = Receiver(SimpleNamespace(config={"BACKUP_DIR": "/nowhere"}), "shop", "this-worker")
     receiver.samples = [(T0, parse_lsn("0/3000100")), (T0 + timedelta(seconds=1), parse_lsn("0/3FFFF00")),
                         (T0 + timedelta(seconds=2), parse_lsn("0/4000028"))]
     assert receiver.covered_until("0/4000000") == (T0 + timedelta(seconds=1), "0/3FFFF00")
@@ -125,7 +125,7 @@ def test_the_server_logs_why_replay_stopped_just_before_redo_done():
 
 def stored(store: LocalStorage, name: str, data: bytes) -> WalFile:
     encoded = archive.encode_wal(data, None)
-    filename = archive.stored_name("shop", name, "segment", False)
+    filename = archive.stored_name("shop", "7000000000000000001", name, "segment", False)
     store.put(filename, io.BytesIO(encoded))
     return WalFile(target="shop", name=name, kind="segment", filename=filename,
                    sha256=hashlib.sha256(encoded).hexdigest(), copies={"local": {"status": PRESENT}})

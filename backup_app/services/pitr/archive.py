@@ -103,6 +103,8 @@ def archive_file(session: Session, target: str, lineage: str | None, path: Path,
         return None
     if covers_until is None:
         covers_until = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    if kind != HISTORY:  # a file holds the WAL after the ones before it: it covers at least as much
+        covers_until = max(covers_until, covered_before(session, target, lineage, name) or covers_until)
     # A segment's partial copies go once it is stored whole, an older partial copy once a newer one is.
     superseded = list(session.scalars(select(WalFile).where(
         WalFile.target == target, WalFile.system_identifier == lineage, WalFile.kind == PARTIAL_SEGMENT,
@@ -114,8 +116,6 @@ def archive_file(session: Session, target: str, lineage: str | None, path: Path,
     session.add(row)
     row.timeline = int(name[:8], 16) if kind == HISTORY else timeline_of(name)
     row.filename, row.size_bytes, row.sha256 = filename, len(data), hashlib.sha256(data).hexdigest()
-    if kind != HISTORY:  # a file holds the WAL after the ones before it: it covers at least as much
-        covers_until = max(covers_until, covered_before(session, target, lineage, name) or covers_until)
     row.stored_at, row.covers_until, row.covers_lsn = utcnow(), covers_until, covers_lsn
     row.end_lsn, row.copies = end_lsn, copies
     if kind == HISTORY and (entries := parse_history(original.decode(errors="replace"))):
