@@ -82,7 +82,7 @@ def test_a_store_slower_than_the_lease_leaves_no_hole(pitr_app, make_app, pitr_c
             proxy.delay = 6  # each answer of the store 6 s late: a segment takes longer than the 5 s lease
             segment = switch(pitr_cluster)
             local = Path(pitr_app.config["BACKUP_DIR"]) / "pitr"
-            wait_for(lambda: list(local.glob(f"shop.{segment}.zst*")), what="its slow upload under way")
+            wait_for(lambda: list(local.glob(f"shop.*.{segment}.zst*")), what="its slow upload under way")
             insert_batch(pitr_cluster, 2)  # completes in the spool while the upload runs
             closed = switch(pitr_cluster)
             wait_for(lambda: archived_whole(slow, closed), timeout=180, what="the second segment archived")
@@ -119,7 +119,8 @@ def test_a_paused_worker_stores_its_spool_after_the_takeover_and_the_hole_shows_
             insert_batch(pitr_cluster, 3)
             closed.append(switch(pitr_cluster))
             insert_batch(pitr_cluster, 4)
-            spool = spool_folder(pitr_app.config["BACKUP_DIR"], "shop")
+            lineage = pitr_cluster.psql("SELECT system_identifier FROM pg_control_system()")
+            spool = spool_folder(pitr_app.config["BACKUP_DIR"], "shop", lineage)
             wait_for(lambda: all((spool / name).exists() for name in closed), what="the segments spooled")
             spooled = sorted(path.name for path in spool.iterdir() if SEGMENT_NAME.fullmatch(path.name))
             proxy.hold()  # its store answers nothing until released
