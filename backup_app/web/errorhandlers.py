@@ -30,7 +30,7 @@ STATUS_CODES = {
     PitrError: 400,
     UnknownDatabase: 400,
     UnsafeFilename: 400,
-    ConfirmationMismatch: 403,
+    ConfirmationMismatch: 400,
     BackupNotFound: 404,
     JobNotFound: 404,
     BackupFileMissing: 404,
