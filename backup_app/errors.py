@@ -113,6 +113,10 @@ class ConfirmationMismatch(BackupError):
             super().__init__(f"Confirmation does not match: type the target database name {expected!r}")
 
 
+class LeftoverNotFound(BackupError):
+    """No database kept by a restore, nor server left running by one, has the name given."""
+
+
 class UserExists(BackupError):
     def __init__(self, email: str):
         super().__init__(f"A user {email} already exists")
