@@ -39,7 +39,7 @@ class RestoreForm(FlaskForm):
             raise ValidationError("Give the name of the new database.")
 
     def validate_other_target(self, field):
-        if self.target.data == "target" and field.data not in {value for value, _label in field.choices}:
+        if self.target.data == "target" and field.data not in {choice.value for choice in field.choices}:
             raise ValidationError("Choose the target to restore into.")
 
     def validate_target_url(self, field):
