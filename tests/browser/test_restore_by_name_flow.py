@@ -11,6 +11,7 @@ from tests.helpers import count_rows, new_key
 from tests.web_helpers import EMAIL, PASSWORD, LiveApp, live_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
+CONFIRM = "Type the target database's name to confirm"
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_restore_into_a_new_database_and_another_target(keyed_live_app, page, sc
 
     # The new name typed, but "its own database" still selected: refused, without inviting the swap.
     page.get_by_label("New database's name").fill(new)
-    page.get_by_label("Type the name of the database that will change to confirm").fill(new)
+    page.get_by_label(CONFIRM).fill(new)
     page.get_by_role("button", name="Restore").click()
     error = page.locator(".field-error")
     expect(error).to_contain_text('but "its own database" is selected: choose "a new database on the same server"')
@@ -64,7 +65,7 @@ def test_restore_into_a_new_database_and_another_target(keyed_live_app, page, sc
     page.goto(f"{live.url}/backups/{backup['id']}/restore")
     page.get_by_label("a server no target names (connection URL)").check()
     page.get_by_label("Connection URL", exact=True).fill(pg_cluster.url(source_db + "_url"))
-    page.get_by_label("Type the name of the database that will change to confirm").fill("wrong")
+    page.get_by_label(CONFIRM).fill("wrong")
     page.get_by_role("button", name="Restore").click()
     expect(page.get_by_role("alert")).to_contain_text(f"type the target database name '{source_db}_url'")
     expect(page.get_by_label("Connection URL", exact=True)).to_have_value(
@@ -73,7 +74,7 @@ def test_restore_into_a_new_database_and_another_target(keyed_live_app, page, sc
     # Another target, with its stored credentials: its database is replaced, the previous one kept.
     page.get_by_label("another target (its stored credentials are used)").check()
     page.get_by_label("Target", exact=True).select_option("other")
-    page.get_by_label("Type the name of the database that will change to confirm").fill(other_db)
+    page.get_by_label(CONFIRM).fill(other_db)
     page.get_by_role("button", name="Restore").click()
     row = page.locator("tr.highlight")
     expect(row.locator('[data-field="status"]')).to_have_text("completed", timeout=30_000)

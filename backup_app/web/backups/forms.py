@@ -31,8 +31,9 @@ class RestoreForm(FlaskForm):
         SelectChoice("in_place", "in place, in one transaction (pg_restore --clean): for a role that cannot "
                                  "create databases")], default="beside")
     drop_previous = BooleanField("Drop the previous database once the restored one has taken its place")
-    confirm = StringField("Type the name of the database that will change to confirm",
-                          validators=[DataRequired(), Length(max=255)])
+    confirm = StringField("Type the target database's name to confirm", validators=[DataRequired(), Length(max=255)],
+                          description="The database that will change: its own, the new one, the other target's "
+                                      "or the URL's.")
 
     def validate_new_database(self, field):
         if self.target.data == "new" and not field.data:
