@@ -89,6 +89,7 @@ def register_blueprints(app: Flask) -> None:
     from backup_app.web.health import bp as health_bp
     from backup_app.web.jobs import bp as jobs_bp
     from backup_app.web.metrics import bp as metrics_bp
+    from backup_app.web.restores import bp as restores_bp
     from backup_app.web.targets import bp as targets_bp
 
     app.register_blueprint(backups_bp)
@@ -100,6 +101,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(audit_bp)
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(restores_bp)
     csrf.exempt(api_bp)  # bearer tokens only: no ambient credential to forge a request with
 
 

@@ -100,8 +100,21 @@ class HostNotAllowed(ConfigurationError):
 
 
 class ConfirmationMismatch(BackupError):
-    def __init__(self, expected: str):
-        super().__init__(f"Confirmation does not match: type the target database name {expected!r}")
+    """The typed confirmation is not the name of the database the restore changes (`expected`).
+    When that is the backup's own database (`own`), the message says it would be replaced and how
+    to restore beside it instead, never just "type its name"."""
+
+    def __init__(self, expected: str, own: bool = False):
+        if own:
+            super().__init__(f"Confirmation does not match: this restore replaces {expected} itself (its own "
+                             "database, swapped out and kept aside); to leave it untouched, restore into a new "
+                             "database on the same server and give that database's name")
+        else:
+            super().__init__(f"Confirmation does not match: type the target database name {expected!r}")
+
+
+class LeftoverNotFound(BackupError):
+    """No database kept by a restore, nor server left running by one, has the name given."""
 
 
 class UserExists(BackupError):

@@ -10,6 +10,7 @@ from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.store import PITR_FOLDER, Store
 from backup_app.core.conninfo import ConnInfo, set_require_auth
 from backup_app.core.crypto import MasterKey
+from backup_app.errors import ConfigurationError
 from backup_app.extensions import db
 from backup_app.models import LOCAL, S3, PreviousDatabase, Target
 from backup_app.services import targets as target_service
@@ -131,11 +132,16 @@ def target_conn(name: str) -> ConnInfo:
     return target_service.target_conn(target(name), env_url(), master_key())
 
 
-def restore_conn(database: str, target_url: str | None) -> ConnInfo:
+def restore_conn(database: str, target_url: str | None, into_target: str | None = None,
+                 as_database: str | None = None) -> ConnInfo:
     """Where a restore of a backup of `database` goes: `target_url`, if a target names its host or
-    RESTORE_ALLOWED_HOSTS lists it (HostNotAllowed otherwise), else the backup's own target."""
+    RESTORE_ALLOWED_HOSTS lists it (HostNotAllowed otherwise), else the target `into_target`
+    (default: the backup's own), with its stored credentials, into its own database or `as_database`."""
     if not target_url:
-        return target_conn(database)
+        conn = target_conn(into_target or database)
+        return conn.with_dbname(as_database) if as_database else conn
+    if into_target or as_database:
+        raise ConfigurationError("give a connection URL, or a target and a database name, not both")
     conn = ConnInfo.from_url(target_url)
     check_restore_host(conn, [target.host for target in all_targets()], restore_allowed_hosts())
     return conn

@@ -190,6 +190,12 @@ class DatabaseServer:
         with self._connect(name) as db, server_errors(f"looking for the database {name}"):
             return db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
+    def size(self, name: str) -> int | None:
+        """pg_database_size of `name` (None: there is no such database)."""
+        with self._connect(name) as db, server_errors(f"measuring the database {name}"):
+            row = db.execute("SELECT pg_database_size(oid) FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            return row[0] if row else None
+
     def shape(self, name: str) -> DatabaseShape:
         """Owner, encoding, locale, tablespace, limits, settings, grants and comment of `name`."""
         with self._connect(name) as db, server_errors(f"reading what {name} is like"):

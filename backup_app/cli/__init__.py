@@ -14,6 +14,7 @@ COMMANDS = {
     "audit": ("backup_app.cli.audit:audit_cli", "The audit log."),
     "notify": ("backup_app.cli.notify:notify_cli", "Test the notification URLs; alert about stale targets."),
     "pitr": ("backup_app.cli.pitr:pitr_cli", "Point-in-time recovery: WAL archiving, base backups, restore to a moment."),
+    "restores": ("backup_app.cli.restores:restores_cli", "What restores leave behind: kept databases, PITR servers."),
     "worker": ("backup_app.jobs.worker:worker_command", "Run queued jobs and the scheduler, in the foreground."),
     "db": ("backup_app.cli:db_group", "Migrate the catalog (Flask-Migrate's commands)."),
 }

@@ -90,6 +90,9 @@ def show_command(backup_id, as_json):
 @click.option("--target-url", metavar="URL", help="Restore into this database instead of the backup's own.")
 @click.option("--target-url-stdin", is_flag=True,
               help="Read --target-url from the first line of stdin (a password stays off the command line).")
+@click.option("--as-database", metavar="NEW",
+              help="Restore into a new database NEW on the target's own server (its stored credentials); "
+                   "refused if NEW exists.")
 @click.option("--in-place", is_flag=True,
               help="Replace the objects in the current database, in one transaction (pg_restore --clean), "
                    "instead of building a new one beside it: for a role that cannot create databases.")
@@ -98,20 +101,21 @@ def show_command(backup_id, as_json):
                    "(default: keep it as <name>_before_restore_<time>).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"backup", "database", "previous_database"}.')
-def restore_command(backup_id, target_url, target_url_stdin, in_place, drop_previous, yes, as_json):
-    """Restore a backup (local file if intact, else an S3 copy) beside the database, then swap."""
+def restore_command(backup_id, target_url, target_url_stdin, as_database, in_place, drop_previous, yes, as_json):
+    """Restore a backup (local file if intact, else an S3 copy) beside the database, then swap;
+    or, with --as-database, into a new database."""
     upgrade_catalog_if_needed()
     if in_place and drop_previous:
         raise ConfigurationError("--drop-previous has nothing to drop with --in-place (no previous database is kept)")
     if target_url_stdin:
         target_url = url_from_stdin(target_url)
     backup = get_completed_backup(db.session, backup_id)
-    conn = wiring.restore_conn(backup.database, target_url)
+    conn = wiring.restore_conn(backup.database, target_url, as_database=as_database)
     effect = describe_restore(conn.dbname, in_place=in_place, drop_previous=drop_previous,
-                              keep_hours=current_app.config["KEEP_PREVIOUS_HOURS"])
-    confirm(f"Restore {backup.filename} into {conn.display()}? {effect}", yes)
+                              keep_hours=current_app.config["KEEP_PREVIOUS_HOURS"], new_database=bool(as_database))
     job = restore_job(db.session, backup.id, conn.dbname, target_url, in_place=in_place,
-                           drop_previous=drop_previous)
+                      drop_previous=drop_previous, as_database=as_database)  # refused before the question
+    confirm(f"Restore {backup.filename} into {conn.display()}? {effect}", yes)
     restored = run_job_here(job, target_url, progress_printer("read"))
     if as_json:
         echo_json({"backup": restored.backup_id, "database": restored.database,

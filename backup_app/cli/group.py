@@ -29,6 +29,7 @@ AUDITED_COMMANDS = {
     "users": {"create", "token"},
     "notify": {"test"},
     "pitr": {"enable", "disable", "base-backup", "restore", "verify"},
+    "restores": {"drop", "stop"},
 }
 
 

@@ -1,7 +1,7 @@
 """Where a database lives: a postgresql:// URL parsed into libpq's terms.
 """
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from backup_app.errors import ConfigurationError
 
@@ -116,6 +116,19 @@ class ConnInfo:
         user = f"{self.user}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
         return f"postgresql://{user}{self.host or 'localhost'}{port}/{self.dbname}"
+
+
+def url_without_password(url: str) -> str:
+    """`url` with no password in it (neither `user:password@` nor `?password=`), to show it back;
+    "" when it cannot be parsed."""
+    try:
+        parts = urlsplit(url)
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}@{hostport}" if at else hostport
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+    except ValueError:
+        return ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def identifier_bytes(name: str, limit: int = 63) -> str:

@@ -101,6 +101,8 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
         finally:
             restore.remove_cluster(cluster)
         return line, cluster
+    # Where the server it leaves running is, for `flask restores list` and `stop`.
+    record(job.id, options={**options, "data_dir": str(cluster.data_dir), "port": cluster.port})
     return (f"restored {job.database} as of {isoformat(cluster.recovered_to)} into {cluster.data_dir}; "
             f"running on 127.0.0.1:{cluster.port}"), cluster
 

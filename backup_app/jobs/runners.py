@@ -127,11 +127,13 @@ def _run_create(session: Session, job: RunningJob, progress: ProgressRecorder):
 
 def _run_restore(session: Session, job: RunningJob, target_url: str | None, progress: ProgressRecorder):
     backup = get_completed_backup(session, job.backup_id)
-    conn = wiring.restore_conn(backup.database, target_url)
+    into_target, as_database = job.options.get("into_target"), job.options.get("as_database")
+    conn = wiring.restore_conn(backup.database, target_url, into_target, as_database)
     config, key = current_app.config, wiring.master_key()
     options = RestoreOptions(in_place=job.options.get("in_place", False),
-                             drop_previous=job.options.get("drop_previous", False), jobs=config["RESTORE_JOBS"])
-    filename, target = backup.filename, None if target_url else backup.database
+                             drop_previous=job.options.get("drop_previous", False), jobs=config["RESTORE_JOBS"],
+                             new_database=as_database is not None)
+    filename, target = backup.filename, None if target_url else into_target or backup.database
     record(job.id, f"checking the local file of {filename} (fetched from S3 if needed)", phase="fetching")
     restored = restore_backup(session, backup.id, conn, wiring.local_storage(), wiring.s3_stores(),
                               wiring.pg_tools(), key=key, options=options, progress=progress,

@@ -42,6 +42,7 @@ from backup_app.models import (
     utcnow,
 )
 from backup_app.services.backups.queries import get_backup, get_completed_backup
+from backup_app.services.backups.restore import check_new_database
 from backup_app.services.targets import DumpSpec
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,24 @@ def create_job(spec: DumpSpec) -> Job:
 
 
 def restore_job(session: Session, backup_id: str, confirm: str, target_url: str | None = None, *,
-                in_place: bool = False, drop_previous: bool = False) -> Job:
-    """A restore of a completed backup into its own target or into `target_url`.
+                in_place: bool = False, drop_previous: bool = False, into_target: str | None = None,
+                as_database: str | None = None) -> Job:
+    """A restore of a completed backup into its own target, the target `into_target`, or
+    `target_url`; with `as_database`, into that new database on the target's server.
 
-    `confirm` must be the target database's name (ConfirmationMismatch otherwise).
+    `confirm` must be the name of the database that changes (ConfirmationMismatch otherwise).
     """
     backup = get_completed_backup(session, backup_id)
-    conn = wiring.restore_conn(backup.database, target_url)
+    conn = wiring.restore_conn(backup.database, target_url, into_target, as_database)
     if (confirm or "").strip() != conn.dbname:
-        raise ConfirmationMismatch(conn.dbname)
+        own = not (target_url or as_database) and into_target in (None, backup.database)
+        raise ConfirmationMismatch(conn.dbname, own=own)
+    if as_database is not None:
+        if in_place or drop_previous:
+            raise ConfigurationError(f"a restore into the new database {as_database} replaces nothing: "
+                                     "in place and dropping the previous database do not apply")
+        own = wiring.target_conn(into_target or backup.database).dbname
+        check_new_database(wiring.pg_tools().databases(conn), own, as_database)
     slot = database_slot(conn)
     catalog = catalog_conn()
     if catalog is not None and database_slot(catalog) == slot:
@@ -70,7 +80,8 @@ def restore_job(session: Session, backup_id: str, confirm: str, target_url: str 
                                  "replace the records of every backup")
     how = " in place" if in_place else ""
     return Job(kind=RESTORE, database=conn.dbname, target=conn.display(), slot=slot, server=server_address(conn),
-               backup_id=backup.id, options={"in_place": in_place, "drop_previous": drop_previous},
+               backup_id=backup.id, options={"in_place": in_place, "drop_previous": drop_previous,
+                                             "into_target": into_target, "as_database": as_database},
                log=log_line(f"restore of {backup.filename} into {conn.display()}{how} requested"))
 
 
@@ -130,9 +141,11 @@ def queue_create(session: Session, spec: DumpSpec) -> Job:
 
 
 def queue_restore(session: Session, backup_id: str, confirm: str, target_url: str | None = None, *,
-                  in_place: bool = False, drop_previous: bool = False) -> Job:
-    """Queue a restore; `confirm` must be the target database's name."""
-    job = restore_job(session, backup_id, confirm, target_url, in_place=in_place, drop_previous=drop_previous)
+                  in_place: bool = False, drop_previous: bool = False, into_target: str | None = None,
+                  as_database: str | None = None) -> Job:
+    """Queue a restore (see restore_job); `confirm` must name the database that changes."""
+    job = restore_job(session, backup_id, confirm, target_url, in_place=in_place, drop_previous=drop_previous,
+                      into_target=into_target, as_database=as_database)
     return queue(session, job, target_url)
 
 

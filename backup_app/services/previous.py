@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.pgtools import PgTools
 from backup_app.core.conninfo import ConnInfo
-from backup_app.errors import BackupError
+from backup_app.errors import BackupError, LeftoverNotFound
 from backup_app.models import PreviousDatabase, utcnow
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,23 @@ def kept_databases(session: Session) -> list[PreviousDatabase]:
     """The previous databases not dropped yet, newest first."""
     query = select(PreviousDatabase).where(PreviousDatabase.dropped_at.is_(None))
     return list(session.scalars(query.order_by(PreviousDatabase.kept_at.desc(), PreviousDatabase.id.desc())))
+
+
+def drop_now(session: Session, name: str, conn_of: Callable[[PreviousDatabase], ConnInfo], pg: PgTools,
+             now: datetime | None = None) -> PreviousDatabase:
+    """Drop the kept database `name` now (LeftoverNotFound when no restore kept one by that name)."""
+    kept = [k for k in kept_databases(session) if k.name == name]
+    if not kept:
+        raise LeftoverNotFound(f"no database kept by a restore is called {name!r} (see `flask restores list`)")
+    if len(kept) > 1:
+        raise LeftoverNotFound(f"restores kept a database called {name!r} on several servers "
+                               f"({', '.join(k.server for k in kept)}): drop it there by hand")
+    [kept] = kept
+    session.commit()  # no catalog transaction waits on the server
+    pg.databases(conn_of(kept)).drop(kept.name)
+    kept.dropped_at, kept.error = now or utcnow(), None
+    session.commit()
+    return kept
 
 
 def drop_due(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo], pg: PgTools,

@@ -73,7 +73,7 @@ def test_restore_page_needs_the_typed_name_then_restores(app, client, pg_cluster
     assert f"the current {source_db} is then kept as {source_db}_before_restore_&lt;UTC time&gt; (dropped after 24 h)" \
         in page, "and where the previous data is kept"
     wrong = submit(client, url, {"target": "configured", "confirm": "something-else"})
-    assert wrong.status_code == 403 and "Confirmation does not match" in text(wrong)
+    assert wrong.status_code == 400 and "Confirmation does not match" in text(wrong)
     assert count_rows(pg_cluster, source_db) == 0
     both = submit(client, url, {"target": "configured", "how": "in_place", "drop_previous": "y", "confirm": source_db})
     assert both.status_code == 200 and "An in-place restore keeps no previous database to drop." in text(both)
@@ -136,7 +136,7 @@ def test_api_checklist(app, client, pg_cluster, source_db, s3):
 
     pg_cluster.psql("DELETE FROM orders", source_db)
     refused = api.post(f"/api/backups/{backup['id']}/restore", headers=headers, json={"confirm": "nope"})
-    assert refused.status_code == 403 and "Confirmation does not match" in refused.json["error"]
+    assert refused.status_code == 400 and "Confirmation does not match" in refused.json["error"]
     restored = api.post(f"/api/backups/{backup['id']}/restore", headers=headers, json={"confirm": source_db})
     assert restored.status_code == 202
     assert api.get(f"/api/jobs/{restored.json['job_id']}", headers=headers).json["status"] == "completed"

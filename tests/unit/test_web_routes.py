@@ -239,7 +239,7 @@ def test_restore_form_needs_the_name_and_a_configured_target(bare_app, bare_clie
     bare_app.config["RESTORE_ALLOWED_HOSTS"] = "h"
     wrong = submit(bare_client, "/backups/b1/restore",
                    {"target": "other", "target_url": "postgresql://u@h/other", "confirm": "shop"})
-    assert wrong.status_code == 403
+    assert wrong.status_code == 400
     assert "Confirmation does not match: type the target database name &#39;other&#39;" in text(wrong)
     with bare_app.app_context():
         assert db.session.query(Job).count() == 0

@@ -26,7 +26,7 @@ from backup_app.core import codecs
 from backup_app.core.conninfo import ConnInfo, identifier_bytes
 from backup_app.core.crypto import MasterKey
 from backup_app.core.streams import CountingReader, Progress
-from backup_app.errors import BackupError, HostNotAllowed, RestoreFailed
+from backup_app.errors import BackupError, ConfigurationError, HostNotAllowed, RestoreFailed
 from backup_app.models import BackupFile, utcnow
 from backup_app.services.allowed_hosts import host_key
 from backup_app.services.backups.copies import decoding_key, open_checked_copy
@@ -46,6 +46,7 @@ class RestoreOptions:
     in_place: bool = False
     drop_previous: bool = False
     jobs: int = 1
+    new_database: bool = False  # a restore by name: the database must not exist
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,24 @@ def check_restore_host(conn: ConnInfo, target_hosts: Iterable[str | None], allow
                              "target names or RESTORE_ALLOWED_HOSTS lists")
 
 
+def check_new_database(server: DatabaseServer, own: str, name: str) -> None:
+    """ConfigurationError unless `name` can be made as a new database on `server`, beside its
+    target's own database `own` (a restore by name never replaces a database)."""
+    if not name or "\x00" in name or len(name.encode()) > 63:
+        raise ConfigurationError(f"{name!r} cannot be a database name: give 1 to 63 bytes")
+    if name == own:
+        raise ConfigurationError(f"{name} is the target's own database: a restore into it replaces it (the swap); "
+                                 "give the name of a new database, or restore into its own database instead")
+    if server.exists(name):
+        raise ConfigurationError(f"a database {name} already exists on {server.conn.with_dbname('').display()}: "
+                                 "give a new name (a restore by name never replaces a database)")
+
+
 def describe_restore(database: str, *, in_place: bool = False, drop_previous: bool = False,
-                     keep_hours: int = 24) -> str:
+                     keep_hours: int = 24, new_database: bool = False) -> str:
     """What a restore into `database` will do, said before anything runs (the CLI's question, the page)."""
+    if new_database:
+        return f"The backup is restored into the new database {database}; no other database changes."
     if in_place:
         return (f"The objects of {database} that the backup contains are replaced in place, in one transaction "
                 "(pg_restore --clean): objects made since the backup stay, and a failure changes nothing.")
@@ -133,6 +149,9 @@ def restore_file(file: BackupFile, open_stored: Callable[[], BinaryIO], conn: Co
     client = pg.for_restore(conn, file.client_version)
     server = pg.databases(conn)
     exists = server.exists(conn.dbname)
+    if exists and options.new_database:
+        raise RestoreFailed(f"a database {conn.dbname} exists now (made since the restore was asked for): a restore "
+                            "by name never replaces a database")
     if exists and not options.in_place:
         problems = server.swap_problems(conn.dbname)
         if problems:

@@ -32,6 +32,8 @@ AUDITED_ENDPOINTS = {
     "targets.pitr_base_backup": "pitr-base-backup",
     "targets.pitr_verify": "pitr-verify",
     "targets.pitr_restore": "pitr-restore",
+    "restores.drop": "restores-drop",
+    "restores.stop": "restores-stop",
     "api.create_backup": "create",
     "api.restore_backup": "restore",
     "api.delete_backup": "delete",

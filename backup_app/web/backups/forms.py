@@ -2,6 +2,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, RadioField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, ValidationError
 
+from backup_app.core.conninfo import url_without_password
 from backup_app.models import COMPLETED, FAILED, RUNNING
 
 
@@ -10,17 +11,37 @@ class CreateBackupForm(FlaskForm):
 
 
 class RestoreForm(FlaskForm):
-    target = RadioField("Restore into", choices=[SelectChoice("configured", "its own database"),
-                                                  SelectChoice("other", "another database")],
-                        default="configured")
+    """Where a restore goes: its own database (the swap), a new one on its server (by name),
+    another target (its stored credentials), or a server no target names (a URL, never shown back
+    with its password); and the typed name of the database that will change."""
+
+    target = RadioField("Restore into", choices=[
+        SelectChoice("configured", "its own database (swap)"),
+        SelectChoice("new", "a new database on the same server"),
+        SelectChoice("target", "another target (its stored credentials are used)"),
+        SelectChoice("other", "a server no target names (connection URL)")], default="configured")
+    new_database = StringField("New database's name", validators=[Length(max=63)],
+                               description="Made on the target's own server; refused if a database has that name.")
+    other_target = SelectField("Target", validate_choice=False)
     target_url = StringField("Connection URL", validators=[Length(max=1024)],
-                             description="postgresql://user:password@host:port/dbname")
+                             description="postgresql://user:password@host:port/dbname — only for a server no target "
+                                         "names; the password is never shown back (after an error, give it again)")
     how = RadioField("How", choices=[
         SelectChoice("beside", "beside it, then swap: the current database is kept (or dropped, below)"),
         SelectChoice("in_place", "in place, in one transaction (pg_restore --clean): for a role that cannot "
                                  "create databases")], default="beside")
     drop_previous = BooleanField("Drop the previous database once the restored one has taken its place")
-    confirm = StringField("Type the target database's name to confirm", validators=[DataRequired(), Length(max=255)])
+    confirm = StringField("Type the target database's name to confirm", validators=[DataRequired(), Length(max=255)],
+                          description="The database that will change: its own, the new one, the other target's "
+                                      "or the URL's.")
+
+    def validate_new_database(self, field):
+        if self.target.data == "new" and not field.data:
+            raise ValidationError("Give the name of the new database.")
+
+    def validate_other_target(self, field):
+        if self.target.data == "target" and field.data not in {choice.value for choice in field.choices}:
+            raise ValidationError("Choose the target to restore into.")
 
     def validate_target_url(self, field):
         if self.target.data == "other" and not field.data:
@@ -30,12 +51,25 @@ class RestoreForm(FlaskForm):
         if field.data and self.how.data == "in_place":
             raise ValidationError("An in-place restore keeps no previous database to drop.")
 
+    def validate_confirm(self, field):
+        if self.target.data == "configured" and self.new_database.data and field.data == self.new_database.data:
+            raise ValidationError(f'You typed the new database\'s name, but "its own database" is selected: choose '
+                                  f'"a new database on the same server" to restore into {field.data}.')
+
     @property
     def in_place(self) -> bool:
         return self.how.data == "in_place"
 
-    def chosen_url(self) -> str | None:
-        return self.target_url.data if self.target.data == "other" else None
+    def destination(self) -> dict:
+        """queue_restore's arguments for the chosen destination."""
+        choice = self.target.data
+        return {"target_url": self.target_url.data if choice == "other" else None,
+                "into_target": self.other_target.data if choice == "target" else None,
+                "as_database": self.new_database.data if choice == "new" else None}
+
+    def forget_password(self) -> None:
+        """Drop the URL's password before the form is shown again."""
+        self.target_url.data = url_without_password(self.target_url.data or "")
 
 
 class ButtonForm(FlaskForm):

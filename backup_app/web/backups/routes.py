@@ -157,11 +157,18 @@ def configured_target(backup: Backup) -> ConnInfo | None:
         return None
 
 
+def other_targets(backup: Backup) -> list[SelectChoice]:
+    """The targets a backup can be restored into besides its own, each named with its database."""
+    return [SelectChoice(t.name, f"{t.name} — database {t.dbname} on {t.host or 'localhost'}")
+            for t in wiring.all_targets() if t.name != backup.database]
+
+
 @bp.route("/backups/<backup_id>/restore", methods=["GET", "POST"])
 def restore(backup_id):
-    """Queue a restore, after the user typed the target database's name."""
+    """Queue a restore, after the user typed the name of the database that will change."""
     backup = get_completed_backup(db.session, backup_id)
     form = RestoreForm()
+    form.other_target.choices = other_targets(backup)
     configured = configured_target(backup)
     name = configured.dbname if configured else "the target database"
     keep_hours = current_app.config["KEEP_PREVIOUS_HOURS"]
@@ -169,12 +176,14 @@ def restore(backup_id):
                "beside": describe_restore(name, keep_hours=keep_hours), "in_place": describe_restore(name, in_place=True)}
     if form.validate_on_submit():
         try:
-            job = queue_restore(db.session, backup.id, form.confirm.data, form.chosen_url(),
-                                     in_place=form.in_place, drop_previous=form.drop_previous.data)
+            job = queue_restore(db.session, backup.id, form.confirm.data, in_place=form.in_place,
+                                drop_previous=form.drop_previous.data, **form.destination())
         except BackupError as exc:
+            form.forget_password()
             return form_failed(exc, "backups/restore.html", **context)
         flash(f"Restore of {backup.filename} into {job.target} queued (job {job.id}).", "success")
         return redirect(url_for("jobs.index", highlight=job.id))
+    form.forget_password()
     return render_template("backups/restore.html", **context)
 
 
