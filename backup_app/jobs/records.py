@@ -88,20 +88,43 @@ def record(job_id: str, message: str | None = None, *, if_status: str | None = N
 
 class ProgressRecorder:
     """The services' progress callback: writes bytes done at most every PROGRESS_INTERVAL,
-    and passes every call on to `also` (the CLI's progress line)."""
+    and passes every call on to `also` (the CLI's progress line). `begin` starts a phase that
+    moves a known number of bytes; `final()` is what the job's end writes."""
 
     def __init__(self, job_id: str, also: Callable[[int], None] | None = None):
         self.job_id = job_id
         self.also = also
+        self.phase: str | None = None
         self._last = 0.0
+        self._done = self._written = 0
 
     def __call__(self, nbytes: int) -> None:
         if self.also:
             self.also(nbytes)
+        self._done = nbytes
         now = time.monotonic()
         if now - self._last >= PROGRESS_INTERVAL:
-            self._last = now
+            self._last, self._written = now, nbytes
             record(self.job_id, bytes_done=nbytes)
+
+    def begin(self, phase: str, total: int | None, message: str | None = None) -> None:
+        """Enter `phase`, which is to move `total` bytes (None: unknown): bytes done start again at 0.
+        The phase it is in already only logs `message`."""
+        if phase == self.phase:
+            if message:
+                record(self.job_id, message)
+            return
+        self.phase, self._done, self._written = phase, 0, 0
+        record(self.job_id, message, phase=phase, bytes_done=0, bytes_total=total, phase_started_at=utcnow())
+
+    def settle(self, nbytes: int) -> None:
+        """The phase moved `nbytes` in all (now known): done and total both."""
+        self._done = self._written = nbytes
+        record(self.job_id, bytes_done=nbytes, bytes_total=nbytes)
+
+    def final(self) -> dict:
+        """The bytes done not written yet, as values for the job's last update."""
+        return {"bytes_done": self._done} if self._done != self._written else {}
 
 
 def worker_name() -> str:
