@@ -1,4 +1,4 @@
-"""Jobs record the bytes their current phase is expected to move (bytes_total), beside bytes_done
+"""Jobs record the bytes their current phase is expected to move (bytes_total) and when it began
 
 Revision ID: 0017
 Revises: 0016
@@ -19,8 +19,10 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("bytes_total", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("phase_started_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade():
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("phase_started_at")
         batch_op.drop_column("bytes_total")
