@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.processes import JobProcesses, tracking
@@ -42,13 +42,24 @@ def get_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def recent_jobs(session: Session, limit: int = 50) -> list[Job]:
-    """Every active job, then the most recent others, newest first."""
-    active = select(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES))
-    recent = select(Job).where(Job.status.not_in(ACTIVE_JOB_STATUSES)).order_by(Job.created_at.desc()).limit(limit)
-    # A job that ends between the two queries is in both: listed once.
-    jobs = {job.id: job for query in (active, recent) for job in session.scalars(query)}
-    return sorted(jobs.values(), key=lambda job: job.created_at, reverse=True)
+def jobs_query(kind: str | None = None, status: str | None = None, database: str | None = None) -> Select:
+    """Jobs, newest first, of one kind, status and target database where given."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id)
+    for column, value in ((Job.kind, kind), (Job.status, status), (Job.database, database)):
+        if value is not None:
+            query = query.where(column == value)
+    return query
+
+
+def active_jobs(session: Session, database: str | None = None) -> list[Job]:
+    """The queued and running jobs (of one target database where given), newest first."""
+    query = jobs_query(database=database).where(Job.status.in_(ACTIVE_JOB_STATUSES))
+    return list(session.scalars(query))
+
+
+def job_databases(session: Session) -> list[str]:
+    """Every target database some job worked on."""
+    return list(session.scalars(select(Job.database).distinct().order_by(Job.database)))
 
 
 def jobs_of_backup(session: Session, backup_id: str) -> list[Job]:

@@ -16,7 +16,7 @@ from backup_app.errors import JobConflict
 from backup_app.extensions import db
 from backup_app.jobs import records, recovery
 from backup_app.jobs.queue import ServerShare, job_queue
-from backup_app.jobs.records import PROGRESS_INTERVAL, ProgressRecorder, claim, finish, heartbeat, recent_jobs
+from backup_app.jobs.records import PROGRESS_INTERVAL, ProgressRecorder, claim, finish, heartbeat, jobs_query
 from backup_app.jobs.recovery import STALE_HEARTBEATS, interrupted_error, recover_interrupted_jobs
 from backup_app.jobs.runners import run_job
 from backup_app.jobs.scheduler import tick
@@ -201,14 +201,16 @@ def test_a_server_gets_all_but_one_of_a_workers_threads():
     assert single.take("db1:5432") and not single.take("db1:5432"), "one thread: one job, as before"
 
 
-def test_recent_jobs_lists_active_ones_first_by_time(queued_app):
+def test_jobs_are_listed_newest_first_and_filtered(queued_app):
     with queued_app.app_context():
         old = Job(kind=CREATE, status=COMPLETED, database="a", target="a", slot="a", log="",
                   created_at=utcnow() - timedelta(days=1))
         db.session.add(old)
         db.session.commit()
         new = queue_create(db.session, SHOP)
-        assert [job.id for job in recent_jobs(db.session)] == [new.id, old.id]
+        assert [job.id for job in db.session.scalars(jobs_query())] == [new.id, old.id]
+        assert [job.id for job in db.session.scalars(jobs_query(status=COMPLETED))] == [old.id]
+        assert [job.id for job in db.session.scalars(jobs_query(kind=CREATE, database="a"))] == [old.id]
 
 
 def test_worker_refuses_to_run_in_immediate_mode(make_app):
