@@ -100,7 +100,7 @@ def record(job_id: str, message: str | None = None, *, if_status: str | None = N
 class ProgressRecorder:
     """The services' progress callback: writes bytes done at most every PROGRESS_INTERVAL,
     and passes every call on to `also` (the CLI's progress line). `begin` starts a phase that
-    moves a known number of bytes; `final()` is what the job's end writes."""
+    moves a known number of bytes; the heartbeat and the job's end write `unwritten()`."""
 
     def __init__(self, job_id: str, also: Callable[[int], None] | None = None):
         self.job_id = job_id
@@ -125,7 +125,7 @@ class ProgressRecorder:
             if message:
                 record(self.job_id, message)
             return
-        self.phase, self._done, self._written = phase, 0, 0
+        self.phase, self._done, self._written, self._last = phase, 0, 0, 0.0
         record(self.job_id, message, phase=phase, bytes_done=0, bytes_total=total, phase_started_at=utcnow())
 
     def settle(self, nbytes: int) -> None:
@@ -133,9 +133,13 @@ class ProgressRecorder:
         self._done = self._written = nbytes
         record(self.job_id, bytes_done=nbytes, bytes_total=nbytes)
 
-    def final(self) -> dict:
-        """The bytes done not written yet, as values for the job's last update."""
-        return {"bytes_done": self._done} if self._done != self._written else {}
+    def unwritten(self) -> dict:
+        """The bytes done not written yet (taken as written now), as values for the job's row."""
+        done = self._done
+        if done == self._written:
+            return {}
+        self._written = done
+        return {"bytes_done": done}
 
 
 def worker_name() -> str:
@@ -149,12 +153,14 @@ def claim(job_id: str) -> bool:
 
 
 class Watch:
-    """What the heartbeat thread watches besides the clock: the job's client programs, and
-    why it stopped them (None while it has not)."""
+    """What the heartbeat thread watches besides the clock: the job's client programs, why it
+    stopped them (None while it has not), and the progress not written yet (a phase stuck on
+    a lock still shows the bytes it moved)."""
 
-    def __init__(self):
+    def __init__(self, progress: ProgressRecorder | None = None):
         self.processes = JobProcesses()
         self.stalled: str | None = None
+        self.progress = progress
 
 
 class StallClock:
@@ -190,7 +196,8 @@ def heartbeat(job_id: str, watch: Watch | None = None) -> Iterator[Watch]:
             clock = StallClock(app.config["JOB_STALL_SECONDS"])
             while not stopped.wait(app.config["JOB_HEARTBEAT_SECONDS"]):
                 try:
-                    record(job_id, if_status=RUNNING, heartbeat_at=catalog_now())
+                    record(job_id, if_status=RUNNING, heartbeat_at=catalog_now(),
+                           **(watch.progress.unwritten() if watch.progress else {}))
                 except Exception:  # a busy or unreachable catalog: the next beat tries again
                     log.warning("could not write the heartbeat of job %s", job_id, exc_info=True)
                 if watch.stalled is None and clock.stalled(watch.processes.bytes_moved()):

@@ -81,7 +81,7 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
     job = RunningJob.of(session.get(Job, job_id))
     session.commit()  # the runner reads its job from `job`: no transaction stays open for it
     recorder = ProgressRecorder(job_id, progress)
-    watch = Watch()
+    watch = Watch(recorder)
     try:
         with heartbeat(job_id, watch):
             if job.kind == RESTORE:
@@ -92,7 +92,7 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
         session.rollback()
         stalled = watch.stalled  # its programs killed by the watchdog: that is why it failed
         finish(job_id, f"failed: {stalled or exc}", status=FAILED, phase="failed", error=stalled or str(exc),
-               **recorder.final())
+               **recorder.unwritten())
         if not raise_errors:
             return None
         if stalled:
@@ -101,15 +101,15 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
     except Exception as exc:
         session.rollback()
         message = watch.stalled or f"internal error: {type(exc).__name__}: {exc}"
-        finish(job_id, f"failed: {message}", status=FAILED, phase="failed", error=message, **recorder.final())
+        finish(job_id, f"failed: {message}", status=FAILED, phase="failed", error=message, **recorder.unwritten())
         raise
     except BaseException as exc:  # Ctrl-C in a `flask backup` command
         session.rollback()
         message = f"stopped by {type(exc).__name__}"
         finish(job_id, f"interrupted: {message}", status=INTERRUPTED, phase="interrupted", error=message,
-               **recorder.final())
+               **recorder.unwritten())
         raise
-    finish(job_id, summary, status=COMPLETED, phase="done", result=summary, **recorder.final())
+    finish(job_id, summary, status=COMPLETED, phase="done", result=summary, **recorder.unwritten())
     return value
 
 

@@ -33,5 +33,6 @@ def require_login():
     if request.accept_mimetypes.best == "application/json":
         return jsonify(error="sign in first"), 401
     if request.headers.get("HX-Request"):  # a part of a page refreshing itself: the whole page goes to sign-in
-        return "", 401, {"HX-Redirect": url_for("auth.login", next=request.referrer and urlsplit(request.referrer).path)}
+        page = urlsplit(request.referrer or "/")
+        return "", 401, {"HX-Redirect": url_for("auth.login", next=page._replace(scheme="", netloc="").geturl())}
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))

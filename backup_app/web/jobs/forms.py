@@ -34,6 +34,5 @@ class JobFilterForm(FlaskForm):
 
     def problems(self) -> list[str]:
         """Each filter given a value it does not offer, said with the values it does."""
-        return [f"unknown {field.name} {field.data!r}: choose one of {', '.join(c[0] for c in field.choices if c[0])}"
-                if field.name != "target" else f"unknown target {field.data!r}"
-                for field in self if field.errors]
+        offered = {"kind": f": choose one of {', '.join(KINDS)}", "status": f": choose one of {', '.join(STATUSES)}"}
+        return [f"unknown {field.name} {field.data!r}{offered.get(field.name, '')}" for field in self if field.errors]
