@@ -85,6 +85,23 @@ def test_progress_is_written_at_most_twice_a_second(queued_app):
         assert job.bytes_done == 300
 
 
+def test_a_phase_begins_at_zero_of_its_total_and_the_bytes_not_written_are_kept_for_later(queued_app):
+    with queued_app.app_context():
+        job = queue_create(db.session, SHOP)
+        progress = ProgressRecorder(job.id)
+        progress(300)
+        progress.begin("restoring", 1000, "restoring into shop")
+        progress(100)  # written at once: a phase's first bytes
+        progress(250)  # within PROGRESS_INTERVAL: kept
+        db.session.refresh(job)
+        assert (job.phase, job.bytes_done, job.bytes_total) == ("restoring", 100, 1000)
+        assert job.phase_started_at is not None and "restoring into shop" in job.log
+        assert progress.unwritten() == {"bytes_done": 250} and progress.unwritten() == {}
+        progress.begin("restoring", 1000, "swapping")  # the same phase: only the log line
+        db.session.refresh(job)
+        assert job.bytes_total == 1000 and "swapping" in job.log
+
+
 def running_job(kind: str, worker: str, backup: Backup | None = None) -> Job:
     job = Job(kind=kind, status=RUNNING, database="shop", target=f"postgresql://{worker}/shop",
               slot=f"postgresql://{worker}/shop",
