@@ -372,6 +372,26 @@ class PeriodicRun(db.Model):
     next_run_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+@dataclass(frozen=True)
+class JobProgress:
+    """Bytes done of a phase, of how many expected (None: unknown), at what rate (bytes/s)."""
+
+    done: int
+    total: int | None
+    rate: float | None
+
+    @property
+    def percent(self) -> int | None:
+        """Done of total, at most 99 until the phase ends (the total is an estimate)."""
+        return min(99, int(100 * self.done / self.total)) if self.total else None
+
+    @property
+    def seconds_left(self) -> float | None:
+        if not (self.total and self.rate) or self.done >= self.total:
+            return None
+        return (self.total - self.done) / self.rate
+
+
 class Job(db.Model):
     """A create, restore, verify, prune, sync, delete or download; the pages poll it for progress."""
 
@@ -398,6 +418,10 @@ class Job(db.Model):
     options: Mapped[dict | None] = mapped_column(JSON)
     backup_id: Mapped[str | None] = mapped_column(String(32), index=True)
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What the current phase is expected to move (None: unknown), and when that phase began:
+    # the pages' percentage, rate and time left.
+    bytes_total: Mapped[int | None] = mapped_column(BigInteger)
+    phase_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     result: Mapped[str | None] = mapped_column(ClippedText())
     error: Mapped[str | None] = mapped_column(ClippedText())
     log: Mapped[str] = mapped_column(ClippedText(), default="")
@@ -425,8 +449,16 @@ class Job(db.Model):
         end = self.finished_at or now or utcnow()
         return round((end - self.started_at).total_seconds(), 1)
 
+    def progress(self, now: datetime | None = None) -> "JobProgress | None":
+        """How far the current phase is, while the job runs and moves bytes (None otherwise)."""
+        if self.status != RUNNING or not self.bytes_done:
+            return None
+        since = self.phase_started_at or self.started_at
+        seconds = ((now or utcnow()) - since).total_seconds() if since else 0
+        return JobProgress(self.bytes_done, self.bytes_total, self.bytes_done / seconds if seconds > 0 else None)
+
     def to_dict(self) -> dict:
-        """The JSON shape of the API and of the pages' progress polling."""
+        """The JSON shape of the API."""
         return {
             "id": self.id,
             "kind": self.kind,
@@ -436,6 +468,7 @@ class Job(db.Model):
             "target": self.target,
             "backup_id": self.backup_id,
             "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
             "result": self.result,
             "error": self.error,
             "created_at": isoformat(self.created_at),

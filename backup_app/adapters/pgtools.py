@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backup_app.adapters.environment import child_env
-from backup_app.adapters.postgres import PgClient, SnapshotCounter, major
+from backup_app.adapters.postgres import PgClient, SnapshotCounter, connect, major
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import ConfigurationError, VersionMismatch
 
@@ -113,6 +113,17 @@ class PgTools:
             return SnapshotCounter(conn)
         except psycopg.Error:
             return None
+
+    @staticmethod
+    def database_size(conn: ConnInfo) -> int:
+        """Bytes `conn`'s database takes on its server (0 if it cannot be asked)."""
+        import psycopg
+
+        try:
+            with connect(conn, timeout=3) as db:
+                return db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        except psycopg.Error:
+            return 0
 
     @staticmethod
     def databases(conn: ConnInfo) -> DatabaseServer:

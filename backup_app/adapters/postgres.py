@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from backup_app.adapters.environment import child_env
-from backup_app.adapters.processes import track
+from backup_app.adapters.processes import bytes_read, track
 from backup_app.core.conninfo import ConnInfo, require_auth
 from backup_app.errors import ConfigurationError, DumpFailed, RestoreFailed
 
@@ -306,13 +306,14 @@ class PgClient:
         return DumpProcess(popen, stderr)
 
     def restore(self, conn: ConnInfo, source: BinaryIO, fmt: str, *, in_place: bool = False, jobs: int = 1,
-                lock_timeout: float = 60, waiting: Callable[[], None] | None = None) -> None:
+                lock_timeout: float = 60, progress: Callable[[int], None] | None = None) -> None:
         """Restore a dump read from `source` into `conn`'s database.
 
         Into a new, empty database (the default): pg_restore without `--clean`; with `jobs` > 1
         it reads `source` itself (a custom archive in a file it can seek, opened by the caller
         and read through /proc/self/fd, so the bytes restored are those the caller checked) and
-        restores `jobs` tables at a time, calling `waiting()` every second meanwhile. The caller
+        restores `jobs` tables at a time, telling `progress` every second the bytes its processes
+        have read (the file, and a little from the server) so far. The caller
         drops the database if this fails.
 
         `in_place`: over the objects the database holds (`--clean --if-exists`) in one
@@ -340,6 +341,7 @@ class PgClient:
             popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                                      env=env, pass_fds=(source.fileno(),))
             track(popen)
+            waiting = (lambda: progress(bytes_read(popen.pid))) if progress else None
             self._check_restored(args, wait_reporting(popen, waiting), read_stderr(stderr))
             return
         popen = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -375,16 +377,6 @@ class PgClient:
     def _check_restored(args: list[str], code: int, message: str) -> None:
         if code != 0:
             raise RestoreFailed(message or f"{Path(args[0]).name} exited with code {code}")
-
-    def database_size(self, conn: ConnInfo) -> int:
-        """Bytes `conn`'s database takes on its server (0 if it cannot be asked)."""
-        import psycopg
-
-        try:
-            with connect(conn, timeout=3) as db:
-                return db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-        except psycopg.Error:
-            return 0
 
     def table_row_counts(self, conn: ConnInfo) -> dict[str, int]:
         """Exact row count of every user table of `conn`'s database, keyed `schema.table`."""

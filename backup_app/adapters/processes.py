@@ -83,6 +83,12 @@ def io_bytes(pid: int) -> tuple[int, int, int] | None:
     return pid, int(fields["rchar"]), int(fields["wchar"])
 
 
+def bytes_read(pid: int) -> int:
+    """What a process and those below it have read so far (0 where the system does not tell)."""
+    counts = [io_bytes(child) for child in descendants([pid])] if PROC_IO else []
+    return sum(count[1] for count in counts if count)
+
+
 def descendants(pids: list[int]) -> list[int]:
     """`pids` and every process below them."""
     children: dict[int, list[int]] = {}

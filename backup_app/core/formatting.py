@@ -31,6 +31,17 @@ def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
     raise AssertionError("unreachable")
 
 
+def duration(seconds: float | None) -> str:
+    """45 -> '45 s', 150 -> '2 min 30 s', 7300 -> '2 h 1 min'."""
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
 def exact_time(moment: datetime | None) -> str:
     """'2026-11-25 10:00:00 UTC'."""
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"

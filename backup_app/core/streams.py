@@ -20,6 +20,11 @@ class CountingReader:
         return data
 
 
+def shifted(progress: Progress | None, base: int) -> Progress | None:
+    """`progress` told `base` bytes more than it is given (those of the parts before)."""
+    return None if progress is None else (lambda nbytes: progress(base + nbytes))
+
+
 def read_full(stream: BinaryIO, size: int) -> bytes:
     """Read `size` bytes, fewer only at the end of the stream."""
     parts, remaining = [], size

@@ -71,13 +71,13 @@ def run_base_backup(session: Session, job, progress: ProgressRecorder):
     cluster = system_identifier(spec.conn)
     lineage.follow(session, wiring.target(job.database), cluster, spec.conn.display())
     client = setup.physical_client(wiring.pg_tools(), spec.conn)
-    record(job.id, f"pg_basebackup {spec.conn.display()} (cluster {cluster})", phase="backing up")
+    progress.begin("backing up", None, f"pg_basebackup {spec.conn.display()} (cluster {cluster})")
     backup = base.take_base_backup(session, spec, client, wiring.pitr_stores(), wiring.master_key(), cluster,
                                    incremental=job.options.get("incremental", False), progress=progress)
     for location, copy in backup.copies.items():
         if copy.get("error"):
             record(job.id, f"{location} copy {copy['status']}: {copy['error']}")
-    record(job.id, bytes_done=backup.size_bytes)
+    progress.settle(backup.size_bytes)
     return f"{backup.kind} base backup {backup.id} completed ({backup.size_bytes} bytes)", backup
 
 
@@ -89,14 +89,14 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
         restore.check_under_root(Path(options["data_dir"]), options["root"])
     data_dir = Path(options["data_dir"]) if not scratch else Path(tempfile.mkdtemp(prefix="backup_app_pitr_"))
     try:
-        cluster = restore_here(session, job, job.database, to, data_dir, options.get("port"))
+        cluster = restore_here(session, job, job.database, to, data_dir, options.get("port"), progress)
     except BaseException:
         if scratch:
             shutil.rmtree(data_dir, ignore_errors=True)
         raise
     if options.get("into_database"):
         try:
-            record(job.id, f"putting {options['into_database']} back into {job.database}", phase="rewinding")
+            progress.begin("rewinding", None, f"putting {options['into_database']} back into {job.database}")
             line = rewind_database(session, job.database, options["into_database"], cluster, progress, job.id)
         finally:
             restore.remove_cluster(cluster)
@@ -107,12 +107,14 @@ def run_restore(session: Session, job, progress: ProgressRecorder):
             f"running on 127.0.0.1:{cluster.port}"), cluster
 
 
-def restore_here(session: Session, job, target: str, to, data_dir: Path, port: int | None):
+def restore_here(session: Session, job, target: str, to, data_dir: Path, port: int | None,
+                 progress: ProgressRecorder):
     request = restore.RestoreRequest(target, to, data_dir, port, current_app.config["PITR_OS_USER"],
                                      current_app.config["PITR_PRELOAD_LIBRARIES"],
                                      wiring.target(target).pitr_system_identifier)
-    return restore.restore_to_moment(session, request, wiring.pitr_stores(), wiring.pg_tools(), wiring.master_key(),
-                                     phase=lambda phase: record(job.id, phase, phase=phase[:64]))
+    return restore.restore_to_moment(session, request, wiring.pitr_stores(), wiring.pg_tools(),
+                                     wiring.master_key(), progress=progress,
+                                     phase=lambda phase, total: progress.begin(phase[:64], total, phase))
 
 
 def run_verify(session: Session, job, progress: ProgressRecorder):
@@ -122,7 +124,7 @@ def run_verify(session: Session, job, progress: ProgressRecorder):
     session.add(target)  # BACKUP_DATABASE_URL's target keeps its drill results in its row
     scratch = Path(tempfile.mkdtemp(prefix="backup_app_pitr_drill_"))
     try:
-        cluster = restore_here(session, job, job.database, None, scratch, None)
+        cluster = restore_here(session, job, job.database, None, scratch, None, progress)
         try:
             # It recovered and was promoted (pg_control says so); that it takes connections is asked
             # without a session: a session would run the source's role settings and triggers.

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.processes import JobProcesses, tracking
@@ -42,13 +42,24 @@ def get_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def recent_jobs(session: Session, limit: int = 50) -> list[Job]:
-    """Every active job, then the most recent others, newest first."""
-    active = select(Job).where(Job.status.in_(ACTIVE_JOB_STATUSES))
-    recent = select(Job).where(Job.status.not_in(ACTIVE_JOB_STATUSES)).order_by(Job.created_at.desc()).limit(limit)
-    # A job that ends between the two queries is in both: listed once.
-    jobs = {job.id: job for query in (active, recent) for job in session.scalars(query)}
-    return sorted(jobs.values(), key=lambda job: job.created_at, reverse=True)
+def jobs_query(kind: str | None = None, status: str | None = None, database: str | None = None) -> Select:
+    """Jobs, newest first, of one kind, status and target database where given."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id)
+    for column, value in ((Job.kind, kind), (Job.status, status), (Job.database, database)):
+        if value is not None:
+            query = query.where(column == value)
+    return query
+
+
+def active_jobs(session: Session, database: str | None = None) -> list[Job]:
+    """The queued and running jobs (of one target database where given), newest first."""
+    query = jobs_query(database=database).where(Job.status.in_(ACTIVE_JOB_STATUSES))
+    return list(session.scalars(query))
+
+
+def job_databases(session: Session) -> list[str]:
+    """Every target database some job worked on."""
+    return list(session.scalars(select(Job.database).distinct().order_by(Job.database)))
 
 
 def jobs_of_backup(session: Session, backup_id: str) -> list[Job]:
@@ -88,20 +99,47 @@ def record(job_id: str, message: str | None = None, *, if_status: str | None = N
 
 class ProgressRecorder:
     """The services' progress callback: writes bytes done at most every PROGRESS_INTERVAL,
-    and passes every call on to `also` (the CLI's progress line)."""
+    and passes every call on to `also` (the CLI's progress line). `begin` starts a phase that
+    moves a known number of bytes; the heartbeat and the job's end write `unwritten()`."""
 
     def __init__(self, job_id: str, also: Callable[[int], None] | None = None):
         self.job_id = job_id
         self.also = also
+        self.phase: str | None = None
         self._last = 0.0
+        self._done = self._written = 0
 
     def __call__(self, nbytes: int) -> None:
         if self.also:
             self.also(nbytes)
+        self._done = nbytes
         now = time.monotonic()
         if now - self._last >= PROGRESS_INTERVAL:
-            self._last = now
+            self._last, self._written = now, nbytes
             record(self.job_id, bytes_done=nbytes)
+
+    def begin(self, phase: str, total: int | None, message: str | None = None) -> None:
+        """Enter `phase`, which is to move `total` bytes (None: unknown): bytes done start again at 0.
+        The phase it is in already only logs `message`."""
+        if phase == self.phase:
+            if message:
+                record(self.job_id, message)
+            return
+        self.phase, self._done, self._written, self._last = phase, 0, 0, 0.0
+        record(self.job_id, message, phase=phase, bytes_done=0, bytes_total=total, phase_started_at=utcnow())
+
+    def settle(self, nbytes: int) -> None:
+        """The phase moved `nbytes` in all (now known): done and total both."""
+        self._done = self._written = nbytes
+        record(self.job_id, bytes_done=nbytes, bytes_total=nbytes)
+
+    def unwritten(self) -> dict:
+        """The bytes done not written yet (taken as written now), as values for the job's row."""
+        done = self._done
+        if done == self._written:
+            return {}
+        self._written = done
+        return {"bytes_done": done}
 
 
 def worker_name() -> str:
@@ -115,12 +153,14 @@ def claim(job_id: str) -> bool:
 
 
 class Watch:
-    """What the heartbeat thread watches besides the clock: the job's client programs, and
-    why it stopped them (None while it has not)."""
+    """What the heartbeat thread watches besides the clock: the job's client programs, why it
+    stopped them (None while it has not), and the progress not written yet (a phase stuck on
+    a lock still shows the bytes it moved)."""
 
-    def __init__(self):
+    def __init__(self, progress: ProgressRecorder | None = None):
         self.processes = JobProcesses()
         self.stalled: str | None = None
+        self.progress = progress
 
 
 class StallClock:
@@ -156,7 +196,8 @@ def heartbeat(job_id: str, watch: Watch | None = None) -> Iterator[Watch]:
             clock = StallClock(app.config["JOB_STALL_SECONDS"])
             while not stopped.wait(app.config["JOB_HEARTBEAT_SECONDS"]):
                 try:
-                    record(job_id, if_status=RUNNING, heartbeat_at=catalog_now())
+                    record(job_id, if_status=RUNNING, heartbeat_at=catalog_now(),
+                           **(watch.progress.unwritten() if watch.progress else {}))
                 except Exception:  # a busy or unreachable catalog: the next beat tries again
                     log.warning("could not write the heartbeat of job %s", job_id, exc_info=True)
                 if watch.stalled is None and clock.stalled(watch.processes.bytes_moved()):

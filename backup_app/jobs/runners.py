@@ -39,7 +39,7 @@ from backup_app.models import (
     Job,
 )
 from backup_app.services import previous
-from backup_app.services.backups.create import create_backup
+from backup_app.services.backups.create import create_backup, expected_dump_size
 from backup_app.services.backups.delete import delete_backup
 from backup_app.services.backups.download import download_backup
 from backup_app.services.backups.queries import get_completed_backup
@@ -81,7 +81,7 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
     job = RunningJob.of(session.get(Job, job_id))
     session.commit()  # the runner reads its job from `job`: no transaction stays open for it
     recorder = ProgressRecorder(job_id, progress)
-    watch = Watch()
+    watch = Watch(recorder)
     try:
         with heartbeat(job_id, watch):
             if job.kind == RESTORE:
@@ -91,7 +91,8 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
     except BackupError as exc:
         session.rollback()
         stalled = watch.stalled  # its programs killed by the watchdog: that is why it failed
-        finish(job_id, f"failed: {stalled or exc}", status=FAILED, phase="failed", error=stalled or str(exc))
+        finish(job_id, f"failed: {stalled or exc}", status=FAILED, phase="failed", error=stalled or str(exc),
+               **recorder.unwritten())
         if not raise_errors:
             return None
         if stalled:
@@ -100,28 +101,28 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
     except Exception as exc:
         session.rollback()
         message = watch.stalled or f"internal error: {type(exc).__name__}: {exc}"
-        finish(job_id, f"failed: {message}", status=FAILED, phase="failed", error=message)
+        finish(job_id, f"failed: {message}", status=FAILED, phase="failed", error=message, **recorder.unwritten())
         raise
     except BaseException as exc:  # Ctrl-C in a `flask backup` command
         session.rollback()
         message = f"stopped by {type(exc).__name__}"
-        finish(job_id, f"interrupted: {message}", status=INTERRUPTED, phase="interrupted", error=message)
+        finish(job_id, f"interrupted: {message}", status=INTERRUPTED, phase="interrupted", error=message,
+               **recorder.unwritten())
         raise
-    finish(job_id, summary, status=COMPLETED, phase="done", result=summary)
+    finish(job_id, summary, status=COMPLETED, phase="done", result=summary, **recorder.unwritten())
     return value
 
 
 def _run_create(session: Session, job: RunningJob, progress: ProgressRecorder):
-    spec = wiring.dump_spec(job.database)
-    record(job.id, f"dumping {spec.conn.display()}", phase="dumping")
-    backup = create_backup(session, spec, wiring.local_storage(), wiring.s3_stores(),
-                                   wiring.pg_tools(), key=wiring.master_key(), progress=progress,
-                                   backup_id=job.backup_id)
+    spec, pg = wiring.dump_spec(job.database), wiring.pg_tools()
+    progress.begin("dumping", expected_dump_size(session, spec, pg), f"dumping {spec.conn.display()}")
+    backup = create_backup(session, spec, wiring.local_storage(), wiring.s3_stores(), pg,
+                           key=wiring.master_key(), progress=progress, backup_id=job.backup_id)
     for copy in backup.copies:
         if copy.error:
             record(job.id, f"{copy.location} copy {copy.status}: {copy.error}")
     copies = ", ".join(f"{c.location} {c.status}" for c in backup.copies)
-    record(job.id, bytes_done=backup.size_bytes)
+    progress.settle(backup.size_bytes)
     return f"completed {backup.filename} ({human_size(backup.size_bytes)}); copies: {copies}", backup
 
 
@@ -134,10 +135,11 @@ def _run_restore(session: Session, job: RunningJob, target_url: str | None, prog
                              drop_previous=job.options.get("drop_previous", False), jobs=config["RESTORE_JOBS"],
                              new_database=as_database is not None)
     filename, target = backup.filename, None if target_url else into_target or backup.database
-    record(job.id, f"checking the local file of {filename} (fetched from S3 if needed)", phase="fetching")
+    size = backup.size_bytes
+    progress.begin("fetching", size, f"checking the local file of {filename} (fetched from S3 if needed)")
     restored = restore_backup(session, backup.id, conn, wiring.local_storage(), wiring.s3_stores(),
                               wiring.pg_tools(), key=key, options=options, progress=progress,
-                              report=lambda line: record(job.id, line, phase="restoring"))
+                              report=lambda line: progress.begin("restoring", size, line))
     summary = f"restored {filename} into {conn.display()}"
     if restored.swap_seconds is not None:
         summary += (f" (built beside it, then swapped in: unavailable for {restored.swap_seconds:.3f} s, "
@@ -229,7 +231,8 @@ def _run_delete(session: Session, job: RunningJob, progress: ProgressRecorder):
 
 def _run_download(session: Session, job: RunningJob, progress: ProgressRecorder):
     output = Path(job.options["output"])
-    record(job.id, f"writing to {output}", phase="downloading")
+    size = get_completed_backup(session, job.backup_id).size_bytes
+    progress.begin("downloading", size, f"writing to {output}")
     backup = download_backup(session, job.backup_id, output, wiring.local_storage(), wiring.s3_stores(),
                                      decode=job.options.get("decode", False), key=wiring.master_key(),
                                      progress=progress)

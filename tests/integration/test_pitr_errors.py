@@ -126,7 +126,7 @@ def test_recovery_that_goes_past_the_moment_is_stopped_and_removed(pitr_app, pit
     before = catalog_rows(pitr_app)
     data_dir, port = data_root / "went-past", reserve_port()
 
-    def lose_the_target(phase: str) -> None:
+    def lose_the_target(phase: str, total: int | None) -> None:
         if phase == "recovering":  # the configuration is written; the server starts next
             drop_recovery_target(data_dir)
 

@@ -41,7 +41,7 @@ def test_verify_from_the_page_shows_restorable_on_the_list_and_its_history(app, 
     listing = text(client.get("/"))
     assert "verified restorable just now" in listing
     assert f"<td>{source_db}</td>" in text(client.get("/storage")).split("<tbody>")[1], "usage per target"
-    assert 'data-fragment="/storage/table"' in listing, "the list loads the same table after itself"
+    assert 'hx-get="/storage/table"' in listing, "the list loads the same table after itself"
     assert f"<td>{source_db}</td>" in text(client.get("/storage/table")).split("<tbody>")[1]
     detail = text(client.get(f"/backups/{backup_id}"))
     history = detail.split("<h2>Verifications</h2>")[1].split("<h2>")[0]

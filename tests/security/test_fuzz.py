@@ -137,7 +137,7 @@ def assert_cli_error(result) -> None:
 def test_fuzzed_ids_in_the_pages(playground, name):
     client, quoted, token = playground.client, quote(name, safe=""), playground.form_token
     for url in (f"/backups/{quoted}", f"/backups/{quoted}/download", f"/backups/{quoted}/restore",
-                f"/backups/{quoted}/delete", f"/jobs/{quoted}.json", f"/jobs/?highlight={quoted}",
+                f"/backups/{quoted}/delete", f"/jobs/{quoted}/row", f"/jobs/?highlight={quoted}",
                 f"/?database={quoted}&status={quoted}&page={quoted}"):
         response = answer(client, "GET", url)
         expected = {400} if "\x00" in name else {200} if "?" in url else {404}

@@ -119,7 +119,7 @@ def test_the_password_never_shows(secret_app, pg_cluster, source_db, other_db, t
     responses += [json.dumps(live.api("GET", f"/api/backups/{job['backup_id']}", token)) for job in jobs]
     client = app.test_client()
     assert sign_in(client).status_code == 302
-    for url in ["/", "/jobs/", "/backups/new", *[f"/jobs/{job['id']}.json" for job in jobs],
+    for url in ["/", "/jobs/", "/backups/new", *[f"/jobs/{job['id']}/row" for job in jobs],
                 *[f"/backups/{job['backup_id']}{page}" for job in jobs for page in ("", "/restore")]]:
         response = client.get(url)
         assert response.status_code == 200, url

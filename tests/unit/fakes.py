@@ -96,7 +96,7 @@ class FakePg:
 
     lock_timeout = 60
 
-    def restore(self, conn, source, fmt, *, in_place=False, jobs=1, lock_timeout=60, waiting=None):
+    def restore(self, conn, source, fmt, *, in_place=False, jobs=1, lock_timeout=60, progress=None):
         data = source.read()
         self.restored.append(data)
         self.server.databases[conn.dbname].append(data)

@@ -16,7 +16,7 @@ from backup_app.errors import JobConflict
 from backup_app.extensions import db
 from backup_app.jobs import records, recovery
 from backup_app.jobs.queue import ServerShare, job_queue
-from backup_app.jobs.records import PROGRESS_INTERVAL, ProgressRecorder, claim, finish, heartbeat, recent_jobs
+from backup_app.jobs.records import PROGRESS_INTERVAL, ProgressRecorder, claim, finish, heartbeat, jobs_query
 from backup_app.jobs.recovery import STALE_HEARTBEATS, interrupted_error, recover_interrupted_jobs
 from backup_app.jobs.runners import run_job
 from backup_app.jobs.scheduler import tick
@@ -83,6 +83,23 @@ def test_progress_is_written_at_most_twice_a_second(queued_app):
         progress(300)
         db.session.refresh(job)
         assert job.bytes_done == 300
+
+
+def test_a_phase_begins_at_zero_of_its_total_and_the_bytes_not_written_are_kept_for_later(queued_app):
+    with queued_app.app_context():
+        job = queue_create(db.session, SHOP)
+        progress = ProgressRecorder(job.id)
+        progress(300)
+        progress.begin("restoring", 1000, "restoring into shop")
+        progress(100)  # written at once: a phase's first bytes
+        progress(250)  # within PROGRESS_INTERVAL: kept
+        db.session.refresh(job)
+        assert (job.phase, job.bytes_done, job.bytes_total) == ("restoring", 100, 1000)
+        assert job.phase_started_at is not None and "restoring into shop" in job.log
+        assert progress.unwritten() == {"bytes_done": 250} and progress.unwritten() == {}
+        progress.begin("restoring", 1000, "swapping")  # the same phase: only the log line
+        db.session.refresh(job)
+        assert job.bytes_total == 1000 and "swapping" in job.log
 
 
 def running_job(kind: str, worker: str, backup: Backup | None = None) -> Job:
@@ -201,14 +218,16 @@ def test_a_server_gets_all_but_one_of_a_workers_threads():
     assert single.take("db1:5432") and not single.take("db1:5432"), "one thread: one job, as before"
 
 
-def test_recent_jobs_lists_active_ones_first_by_time(queued_app):
+def test_jobs_are_listed_newest_first_and_filtered(queued_app):
     with queued_app.app_context():
         old = Job(kind=CREATE, status=COMPLETED, database="a", target="a", slot="a", log="",
                   created_at=utcnow() - timedelta(days=1))
         db.session.add(old)
         db.session.commit()
         new = queue_create(db.session, SHOP)
-        assert [job.id for job in recent_jobs(db.session)] == [new.id, old.id]
+        assert [job.id for job in db.session.scalars(jobs_query())] == [new.id, old.id]
+        assert [job.id for job in db.session.scalars(jobs_query(status=COMPLETED))] == [old.id]
+        assert [job.id for job in db.session.scalars(jobs_query(kind=CREATE, database="a"))] == [old.id]
 
 
 def test_worker_refuses_to_run_in_immediate_mode(make_app):

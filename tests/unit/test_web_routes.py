@@ -14,8 +14,14 @@ from tests.web_helpers import EMAIL, PASSWORD, add_backup, add_user, api_token, 
 
 
 def test_polling_without_a_session_gets_json_401(bare_app):
-    response = bare_app.test_client().get("/jobs/j1.json", headers={"Accept": "application/json"})
+    response = bare_app.test_client().get("/jobs/j1/row", headers={"Accept": "application/json"})
     assert response.status_code == 401 and response.json == {"error": "sign in first"}
+
+
+def test_a_refreshing_row_without_a_session_sends_the_page_to_sign_in(bare_app):
+    response = bare_app.test_client().get("/jobs/j1/row", headers={"HX-Request": "true",
+                                                                 "Referer": "http://localhost/jobs/?page=2"})
+    assert response.status_code == 401 and response.headers["HX-Redirect"] == "/login?next=/jobs/?page%3D2"
 
 
 def test_login_form_needs_csrf_token(bare_app):

@@ -11,7 +11,7 @@ from backup_app.adapters.pipeline import stream_to_file
 from backup_app.adapters.store import Store, Stores
 from backup_app.core import codecs
 from backup_app.core.crypto import MasterKey
-from backup_app.core.streams import Progress
+from backup_app.core.streams import CountingReader, Progress
 from backup_app.errors import (
     BackupError,
     BackupFileMissing,
@@ -70,9 +70,10 @@ def set_copy(backup: Backup, location: str, uri: str, status: str, *, error: str
     return copy
 
 
-def open_local_copy(session: Session, backup: Backup, local: LocalStorage) -> BinaryIO | None:
-    """The local file, opened, if it is there and its SHA-256 (read through this handle) matches;
-    records what was found."""
+def open_local_copy(session: Session, backup: Backup, local: LocalStorage,
+                    progress: Progress | None = None) -> BinaryIO | None:
+    """The local file, opened, if it is there and its SHA-256 (read through this handle, told to
+    `progress`) matches; records what was found."""
     file = backup.file()
     session.commit()
     try:
@@ -82,7 +83,7 @@ def open_local_copy(session: Session, backup: Backup, local: LocalStorage) -> Bi
             set_copy(backup, LOCAL, local.uri(file.filename), MISSING, error="file not found")
             session.commit()
         return None
-    digest = sha256_of(handle)
+    digest = sha256_of(CountingReader(handle, progress) if progress else handle)
     size = handle.tell()
     if file.sha256 and digest != file.sha256:
         handle.close()
@@ -159,7 +160,7 @@ def open_checked_copy(session: Session, backup: Backup, local: LocalStorage, sto
                       progress: Progress | None = None) -> BinaryIO:
     """A checked local file of `backup`, opened: the one on disk, else fetched again from the first
     healthy store (and kept there)."""
-    handle = open_local_copy(session, backup, local)
+    handle = open_local_copy(session, backup, local, progress)
     if handle is not None:
         return handle
     handle = fetch_to(session, backup, stores, lambda: local.open_partial(backup.filename), progress)

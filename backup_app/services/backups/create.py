@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage, PartialFile, ScratchFile
@@ -43,6 +44,19 @@ def make_filename(database: str, created_at: datetime, backup_id: str, suffix: s
     safe_db = re.sub(r"[^A-Za-z0-9_.-]+", "_", database).strip("._-") or "db"
     stamp = created_at.strftime("%Y-%m-%dT%H-%M-%SZ")
     return f"backup-{safe_db}-{stamp}-{backup_id}{suffix}"
+
+
+def expected_dump_size(session: Session, spec: DumpSpec, pg: PgTools) -> int | None:
+    """The bytes a dump of `spec` is expected to write: the size of its last backup made the same way,
+    else the database's size on its server (more than the dump, which is compressed and holds no
+    index); None when neither is known."""
+    last = session.scalar(
+        select(Backup.size_bytes).where(Backup.database == spec.name, Backup.status == COMPLETED,
+                                        Backup.format == spec.format, Backup.codec == spec.codec,
+                                        Backup.encrypted == spec.encrypt)
+        .order_by(Backup.created_at.desc()).limit(1))
+    session.commit()
+    return last or pg.database_size(spec.conn) or None
 
 
 def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, stores: Stores,

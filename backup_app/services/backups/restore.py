@@ -182,9 +182,10 @@ class Loader:
         return jobs if codecs.is_bare_archive(self.file.format, self.file.codec, self.file.encrypted) else 1
 
     def __call__(self, conn: ConnInfo, *, in_place: bool = False, jobs: int = 1) -> None:
-        if jobs > 1:  # pg_restore reads the file itself: the restored database's growth is the progress
-            waiting = (lambda: self.progress(self.client.database_size(conn))) if self.progress else None
-            self.client.restore(conn, self.stored, self.file.format, jobs=jobs, waiting=waiting)
+        if jobs > 1:  # pg_restore reads the file itself: what its processes read is the progress
+            size = self.file.size_bytes or 0
+            read = (lambda nbytes: self.progress(min(nbytes, size))) if self.progress and size else None
+            self.client.restore(conn, self.stored, self.file.format, jobs=jobs, progress=read)
             return
         counted = CountingReader(self.stored, self.progress) if self.progress else self.stored
         source = codecs.decode(counted, self.file.format, self.file.codec, decoding_key(self.file, self.key))

@@ -21,6 +21,7 @@ from backup_app.adapters.ports import free_port, port_in_use
 from backup_app.adapters.store import Store
 from backup_app.core import codecs
 from backup_app.core.crypto import MasterKey
+from backup_app.core.streams import CountingReader, Progress, shifted
 from backup_app.core.wal import (
     SEGMENT_SIZE,
     TARGET_NOT_REACHED,
@@ -144,15 +145,17 @@ class HashingReader:
         return data
 
 
-def extract(backup: BaseBackup, stores: Sequence[Store], key: MasterKey | None, into: Path) -> str:
-    """Extract one base backup into `into` from the first intact copy; the store it came from."""
+def extract(backup: BaseBackup, stores: Sequence[Store], key: MasterKey | None, into: Path,
+            progress: Progress | None = None) -> str:
+    """Extract one base backup into `into` from the first intact copy (its stored bytes read told to
+    `progress`); the store it came from."""
     if backup.encrypted and key is None:
         raise PitrError(f"base backup {backup.id} is encrypted but APP_ENCRYPTION_KEY is not set")
     problems = []
     for store in archive.ordered(stores, backup.copies):
         try:
             with store.open(backup.filename) as stream:
-                hashing = HashingReader(stream)
+                hashing = HashingReader(CountingReader(stream, progress) if progress else stream)
                 decoded = codecs.decode(hashing, "custom", "zstd", key if backup.encrypted else None)
                 with tarfile.open(fileobj=decoded, mode="r|") as tar:
                     tar.extractall(into, filter=no_links)
@@ -189,10 +192,12 @@ def wal_needed(chosen: Reach, to: datetime | None) -> list[WalFile]:
 
 
 def fetch_wal(rows: Sequence[WalFile], needed: int, stores: Sequence[Store], key: MasterKey | None,
-              into: Path, moment: str) -> None:
-    """Fetch `rows` into `into`. The first `needed` must be read (PitrError naming the one that
-    cannot); those after them are fetched while they can be (the commit that tells recovery to
-    stop may be there, and recovery stops at the first file missing anyway)."""
+              into: Path, moment: str, progress: Progress | None = None) -> None:
+    """Fetch `rows` into `into`, telling `progress` the stored bytes fetched. The first `needed`
+    must be read (PitrError naming the one that cannot); those after them are fetched while they
+    can be (the commit that tells recovery to stop may be there, and recovery stops at the first
+    file missing anyway)."""
+    fetched = 0
     for index, row in enumerate(rows):
         try:
             data = archive.fetch(row, stores, key)
@@ -202,6 +207,9 @@ def fetch_wal(rows: Sequence[WalFile], needed: int, stores: Sequence[Store], key
             raise PitrError(f"WAL file {row.name} could not be read: recovery to {moment} needs it, and the "
                             f"archive lists it, but {exc}") from exc
         (into / row.name).write_bytes(data)
+        fetched += row.size_bytes
+        if progress:
+            progress(fetched)
 
 
 def needed_position(row: WalFile) -> int:
@@ -338,9 +346,13 @@ def write_anew(path: Path, text: str) -> None:
 
 
 def restore_to_moment(session: Session, request: RestoreRequest, stores: Sequence[Store], pg: PgTools,
-                      key: MasterKey | None, phase: Callable[[str], None] = lambda _phase: None) -> RestoredCluster:
+                      key: MasterKey | None, phase: Callable[[str, int | None], None] = lambda _phase, _total: None,
+                      progress: Progress | None = None) -> RestoredCluster:
     """Restore `request.target`'s server as of `request.to` into `request.data_dir` and leave it
-    running on 127.0.0.1:`port`. PitrError, naming the window, for a moment outside it."""
+    running on 127.0.0.1:`port`. PitrError, naming the window, for a moment outside it.
+
+    `phase(name, total)` is told each step and the stored bytes it fetches (None: none), `progress`
+    the bytes fetched so far in it."""
     fresh = not request.data_dir.exists()
     check_data_dir(request.data_dir)
     check_reachable(request.data_dir.resolve(), request.os_user)
@@ -358,16 +370,18 @@ def restore_to_moment(session: Session, request: RestoreRequest, stores: Sequenc
     except OSError as exc:
         raise PitrError(f"cannot make the data directory {request.data_dir}: {exc.strerror or exc}") from exc
     restored = RestoredServer(server_programs, data_dir, port, request.os_user)
+    wal_rows = [*chosen.histories, *wal]
+    base_bytes, wal_bytes = sum(b.size_bytes or 0 for b in chain), sum(row.size_bytes for row in wal_rows)
     session.commit()  # nothing held open while gigabytes move
     try:
-        phase(f"fetching base backup {chain[-1].id}")
-        extract_chain(chain, stores, key, data_dir, server_programs)
-        phase(f"fetching {len(wal)} WAL files")
+        phase(f"fetching base backup {chain[-1].id}", base_bytes or None)
+        extract_chain(chain, stores, key, data_dir, server_programs, progress)
+        phase(f"fetching {len(wal)} WAL files", wal_bytes or None)
         wal_dir = data_dir / WAL_FOLDER
         wal_dir.mkdir(mode=0o700)
-        fetch_wal([*chosen.histories, *wal], len(chosen.histories) + len(needed), stores, key, wal_dir, moment)
+        fetch_wal(wal_rows, len(chosen.histories) + len(needed), stores, key, wal_dir, moment, progress)
         write_server_config(data_dir, port, request.to, chosen.timeline, server_programs, request.preload_libraries)
-        phase("recovering")
+        phase("recovering", None)
         if recover(restored, request.to is not None):
             check_replayed(restored, chosen, needed, moment)
         last = last_replayed_commit(restored.log())
@@ -386,20 +400,21 @@ def restore_to_moment(session: Session, request: RestoreRequest, stores: Sequenc
 
 
 def extract_chain(chain: list[BaseBackup], stores: Sequence[Store], key: MasterKey | None, data_dir: Path,
-                  server_programs: PhysicalClient) -> None:
+                  server_programs: PhysicalClient, progress: Progress | None = None) -> None:
     """Extract a full backup (or combine a full one and its incrementals) into `data_dir`, checked
-    with pg_verifybackup where the client has it."""
+    with pg_verifybackup where the client has it; the stored bytes read are told to `progress`."""
     if len(chain) == 1:
-        extract(chain[0], stores, key, data_dir)
+        extract(chain[0], stores, key, data_dir, progress)
     else:
-        parts = []
+        parts, done = [], 0
         try:
             for backup in chain:
                 part = data_dir.parent / f".{data_dir.name}.{backup.id}"
                 shutil.rmtree(part, ignore_errors=True)
                 part.mkdir(mode=0o700)
                 parts.append(part)
-                extract(backup, stores, key, part)
+                extract(backup, stores, key, part, shifted(progress, done))
+                done += backup.size_bytes or 0
             data_dir.rmdir()
             server_programs.combine(parts, data_dir)
         finally:

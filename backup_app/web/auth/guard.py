@@ -1,4 +1,6 @@
 """The sign-in requirement, applied to every route unless it is marked @public."""
+from urllib.parse import urlsplit
+
 from flask import current_app, g, jsonify, redirect, request, url_for
 from flask_login import current_user
 
@@ -30,4 +32,7 @@ def require_login():
     g.audit_error = "not signed in"  # an attempt that did nothing, whatever its status says
     if request.accept_mimetypes.best == "application/json":
         return jsonify(error="sign in first"), 401
+    if request.headers.get("HX-Request"):  # a part of a page refreshing itself: the whole page goes to sign-in
+        page = urlsplit(request.referrer or "/")
+        return "", 401, {"HX-Redirect": url_for("auth.login", next=page._replace(scheme="", netloc="").geturl())}
     return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))

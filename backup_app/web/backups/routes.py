@@ -10,7 +10,7 @@ from backup_app.adapters.store import Store
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import BackupError, StorageUnavailable
 from backup_app.extensions import db
-from backup_app.jobs.records import jobs_of_backup
+from backup_app.jobs.records import active_jobs, jobs_of_backup
 from backup_app.jobs.submit import delete_job, queue_create, queue_restore, queue_verify, run_here
 from backup_app.models import Backup
 from backup_app.services.backups.queries import backups_query, get_backup, get_completed_backup
@@ -63,7 +63,7 @@ def index():
         database, status = form.database.data or None, form.status.data or None
     query = backups_query(database, status).options(selectinload(Backup.verifications))
     page = requested_page(query, PER_PAGE)
-    return render_template("backups/index.html", page=page, form=form,
+    return render_template("backups/index.html", page=page, form=form, jobs=active_jobs(db.session, database),
                            filters={"database": database, "status": status})
 
 

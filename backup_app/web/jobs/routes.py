@@ -1,23 +1,33 @@
-from flask import jsonify, render_template, request, url_for
+from flask import render_template, request
+from wtforms import SelectChoice
 
+from backup_app import wiring
+from backup_app.errors import InvalidRequest
 from backup_app.extensions import db
-from backup_app.jobs.records import get_job, recent_jobs
+from backup_app.jobs.records import get_job, job_databases, jobs_query
 from backup_app.web.jobs import bp
+from backup_app.web.jobs.forms import JobFilterForm
+from backup_app.web.paging import requested_page
+
+PER_PAGE = 50
 
 
 @bp.get("/")
 def index():
-    """Running and recent jobs; the page's script polls the active ones."""
-    return render_template("jobs/index.html", jobs=recent_jobs(db.session),
+    """Jobs, newest first, filtered by kind, status and target, a page at a time; running rows refresh themselves."""
+    form = JobFilterForm(request.args)
+    targets = sorted(set(job_databases(db.session)) | {t.name for t in wiring.all_targets()})
+    form.target.choices = [SelectChoice("", "any target")] + [SelectChoice(name) for name in targets]
+    if not form.validate():
+        raise InvalidRequest("; ".join(form.problems()))
+    filters = {name: value for name, value in form.data.items() if value}
+    page = requested_page(jobs_query(filters.get("kind"), filters.get("status"), filters.get("target")), PER_PAGE)
+    return render_template("jobs/index.html", page=page, form=form, filters=filters,
                            highlight=request.args.get("highlight"))
 
 
-@bp.get("/<job_id>.json")
-def status(job_id):
-    """One job as JSON, for the page's progress polling (signed-in users; the API has its own)."""
-    job = get_job(db.session, job_id)
-    data = job.to_dict()
-    if job.backup is not None:
-        data["backup_url"] = url_for("backups.detail", backup_id=job.backup_id)
-        data["backup_filename"] = job.backup.filename
-    return jsonify(data)
+@bp.get("/<job_id>/row")
+def row(job_id):
+    """One job's row of the jobs table, as the page refreshes it while the job runs."""
+    return render_template("jobs/_row.html", job=get_job(db.session, job_id),
+                           highlight=job_id if request.args.get("highlight") else None)

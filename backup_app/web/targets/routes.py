@@ -6,6 +6,7 @@ from backup_app import wiring
 from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.jobs import pitr as pitr_jobs
+from backup_app.jobs.records import active_jobs
 from backup_app.jobs.submit import queue, queue_create
 from backup_app.models import Job, Target, isoformat
 from backup_app.services import targets as service
@@ -167,7 +168,7 @@ def pitr_context(target: Target, restore_form: PitrRestoreForm | None = None) ->
     state = with_datetimes(pitr.status(db.session, target, wiring.target_conn(target.name)), STATUS_TIMES)
     state["base_backups"] = [with_datetimes(base, BASE_BACKUP_TIMES) for base in state["base_backups"]]
     # Once PITR is off, what is left to disable is the slot: its box comes ticked.
-    return {"target": target, "state": state, "button": ButtonForm(),
+    return {"target": target, "state": state, "button": ButtonForm(), "jobs": active_jobs(db.session, target.name),
             "disable_form": PitrDisableForm(drop_slot=not target.pitr_enabled),
             "base_form": BaseBackupForm(), "restore_form": restore_form or PitrRestoreForm(timezone=target.timezone)}
 
