@@ -2,6 +2,8 @@
 from pathlib import Path
 
 from flask import Flask
+from flask.cli import load_dotenv
+from flask.helpers import get_load_dotenv
 
 from backup_app.config import Config
 from backup_app.core import filemodes
@@ -12,7 +14,11 @@ from backup_app.web.errorhandlers import register_errorhandlers
 
 
 def create_app(config: object | dict | None = None) -> Flask:
-    """Application factory: `config` is a Config object or a mapping of overrides."""
+    """Application factory: `config` is a Config object or a mapping of overrides; without one, the
+    settings come from the environment and `.env` (as `flask` reads it, so gunicorn and the worker
+    see what the CLI sees)."""
+    if config is None and get_load_dotenv():
+        load_dotenv()
     root = Path(__file__).resolve().parent.parent
     app = Flask(__name__, instance_relative_config=True,
                 template_folder=str(root / "templates"), static_folder=str(root / "static"))
