@@ -519,7 +519,8 @@ def isoformat(value: datetime | None) -> str | None:
 
 
 class AuditEvent(db.Model):
-    """Who did what, when, from where. Append-only: the app never updates or deletes a row."""
+    """Who did what, when, from where, and how it went. Never deleted; the one update: the event of an
+    action that queued a job is rewritten as failed when the job fails."""
 
     __tablename__ = "audit_events"
 
@@ -529,11 +530,12 @@ class AuditEvent(db.Model):
     action: Mapped[str] = mapped_column(String(64), index=True)            # create, restore, sign-in-failed, …
     subject: Mapped[str] = mapped_column(ClippedString(1024), default="")  # a backup id, a database, …
     address: Mapped[str | None] = mapped_column(ClippedString(64))         # the client's IP address (web)
-    detail: Mapped[str | None] = mapped_column(ClippedText())              # outcome: an HTTP status or an error
+    detail: Mapped[str | None] = mapped_column(ClippedText())              # outcome: ok, refused: …, failed: …
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)     # the job the action queued
 
     def to_dict(self) -> dict:
-        return {"at": isoformat(self.at), "actor": self.actor, "action": self.action,
-                "subject": self.subject, "address": self.address, "detail": self.detail}
+        return {"at": isoformat(self.at), "actor": self.actor, "action": self.action, "subject": self.subject,
+                "address": self.address, "detail": self.detail, "job_id": self.job_id}
 
 
 # WalFile.kind

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from backup_app.adapters.processes import JobProcesses, tracking
 from backup_app.errors import JobNotFound
 from backup_app.extensions import db
+from backup_app.services import audit
 from backup_app.models import (
     ACTIVE_JOB_STATUSES,
     QUEUED,
@@ -187,6 +188,9 @@ def stall_reason(job_id: str, seconds: float, programs: list[str]) -> str:
 
 
 def finish(job_id: str, message: str, **values) -> None:
-    """End a running job; a job marked interrupted meanwhile (its worker taken for dead) stays so."""
+    """End a running job; a job marked interrupted meanwhile (its worker taken for dead) stays so.
+    A failed job's audit event (of the request that queued it) says so."""
     if not record(job_id, message, if_status=RUNNING, finished_at=utcnow(), **values):
         log.warning("job %s was no longer running (marked interrupted?); not recorded: %s", job_id, message)
+    elif values.get("error"):
+        audit.job_failed(job_id, values["error"])

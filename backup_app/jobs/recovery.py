@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from backup_app.adapters.local import LocalStorage
 from backup_app.extensions import db
 from backup_app.jobs.records import catalog_now, log_line, record
+from backup_app.services import audit
 from backup_app.models import (
     ACTIVE_JOB_STATUSES,
     CREATE,
@@ -120,6 +121,7 @@ def interrupt(job: Job) -> bool:
         if job.kind == CREATE and job.backup_id:
             connection.execute(update(Backup).where(Backup.id == job.backup_id, Backup.status == RUNNING)
                                .values(status=FAILED, error=error, completed_at=utcnow()))
+    audit.job_failed(job.id, error)
     return True
 
 

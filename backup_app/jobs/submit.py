@@ -41,6 +41,7 @@ from backup_app.models import (
     new_id,
     utcnow,
 )
+from backup_app.services import events
 from backup_app.services.backups.queries import get_backup, get_completed_backup
 from backup_app.services.targets import DumpSpec
 
@@ -151,6 +152,7 @@ def queue(session: Session, job: Job, target_url: str | None = None) -> Job:
         record(job.id, if_status=QUEUED, status=FAILED, phase="failed", finished_at=utcnow(),
                error=f"could not queue the job: {exc}")
         raise QueueUnavailable(f"The job queue is unavailable: {exc}") from exc
+    events.announce(events.job_queued, job)
     return job
 
 

@@ -91,7 +91,7 @@ def dispatch(database: str, title: str, body: str, *, success: bool = False) -> 
                 if error:
                     log.warning("notification about %s failed: %s", database, error)
                 audit.record(db.session, "notifier", "notify-failed" if error else "notify", database,
-                             detail=error or title)
+                             detail=audit.failed(error) if error else f"{audit.OK}: {title}")
             except Exception:  # noqa: BLE001
                 log.exception("could not audit a notification about %s", database)
             finally:
