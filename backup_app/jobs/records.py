@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from backup_app.adapters.processes import JobProcesses, tracking
 from backup_app.errors import JobNotFound
 from backup_app.extensions import db
-from backup_app.services import audit
 from backup_app.models import (
     ACTIVE_JOB_STATUSES,
     QUEUED,
@@ -25,6 +24,7 @@ from backup_app.models import (
     Job,
     utcnow,
 )
+from backup_app.services import audit
 
 log = logging.getLogger(__name__)
 

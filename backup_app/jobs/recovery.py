@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 from backup_app.adapters.local import LocalStorage
 from backup_app.extensions import db
 from backup_app.jobs.records import catalog_now, log_line, record
-from backup_app.services import audit
 from backup_app.models import (
     ACTIVE_JOB_STATUSES,
     CREATE,
@@ -28,6 +27,7 @@ from backup_app.models import (
     Verification,
     utcnow,
 )
+from backup_app.services import audit
 
 STALE_HEARTBEATS = 6  # a running job silent for this many heartbeats is taken as dead
 
