@@ -160,9 +160,9 @@ class Backup(db.Model):
         back_populates="backup", cascade="all, delete-orphan", lazy="selectin",
         order_by="BackupCopy.location",
     )
+    # Deleting a backup keeps its verifications (their backup_id emptied): they are the history.
     verifications: Mapped[list["Verification"]] = relationship(
-        back_populates="backup", cascade="all, delete-orphan", passive_deletes=True,
-        order_by="Verification.started_at.desc()",
+        back_populates="backup", order_by="Verification.started_at.desc()",
     )
 
     @property
@@ -229,12 +229,15 @@ class BackupCopy(db.Model):
 
 
 class Verification(db.Model):
-    """One restore-verify run of a backup: every copy's SHA-256, then a restore into a scratch database."""
+    """One restore-verify run of a backup: every copy's SHA-256, then a restore into a scratch database.
+    It outlives the backup (backup_id then empty): the database and file name stay."""
 
     __tablename__ = "verifications"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"), index=True)
+    backup_id: Mapped[str | None] = mapped_column(ForeignKey("backups.id", ondelete="SET NULL"), index=True)
+    database: Mapped[str | None] = mapped_column(String(255), index=True)  # the backup's target
+    backup_filename: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default=RUNNING)  # running / passed / failed
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -242,7 +245,7 @@ class Verification(db.Model):
     tables: Mapped[dict | None] = mapped_column(JSON)  # rows per table in the restored copy
     error: Mapped[str | None] = mapped_column(ClippedText())
 
-    backup: Mapped[Backup] = relationship(back_populates="verifications")
+    backup: Mapped[Backup | None] = relationship(back_populates="verifications")
 
     @property
     def rows(self) -> int:
@@ -282,6 +285,9 @@ class Target(db.Model):
     dbname: Mapped[str] = mapped_column(String(255))
     sslmode: Mapped[str | None] = mapped_column(String(32))
     password_encrypted: Mapped[str | None] = mapped_column(Text)
+    # The server its verifications restore into (a URL, encrypted: it may carry a password); None:
+    # VERIFY_DATABASE_URL's, else its own.
+    verify_url_encrypted: Mapped[str | None] = mapped_column(Text)
     from_env: Mapped[bool] = mapped_column(Boolean, default=False)
     schedule: Mapped[str | None] = mapped_column(String(120))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 AUDITED_COMMANDS = {
     "backup": {"create", "restore", "download", "delete", "prune", "sync", "verify", "rescan"},
     "storage": {"init"},
-    "targets": {"add", "remove"},
+    "targets": {"add", "remove", "verify-server"},
     "users": {"create", "token"},
     "notify": {"test"},
     "pitr": {"enable", "disable", "base-backup", "restore", "verify"},
