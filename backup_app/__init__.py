@@ -7,7 +7,7 @@ from flask.helpers import get_load_dotenv
 
 from backup_app.config import Config
 from backup_app.core import filemodes
-from backup_app.core.formatting import exact_time, human_size, location_label, relative_time
+from backup_app.core.formatting import cron_words, exact_time, human_size, location_label, relative_time
 from backup_app.extensions import csrf, db, login_manager
 from backup_app.web import input_guard, security_headers, sessions
 from backup_app.web.errorhandlers import register_errorhandlers
@@ -95,6 +95,7 @@ def register_blueprints(app: Flask) -> None:
     from backup_app.web.health import bp as health_bp
     from backup_app.web.jobs import bp as jobs_bp
     from backup_app.web.metrics import bp as metrics_bp
+    from backup_app.web.settings import bp as settings_bp
     from backup_app.web.targets import bp as targets_bp
 
     app.register_blueprint(backups_bp)
@@ -106,12 +107,13 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(audit_bp)
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(settings_bp)
     csrf.exempt(api_bp)  # bearer tokens only: no ambient credential to forge a request with
 
 
 def register_template_filters(app: Flask) -> None:
     app.jinja_env.filters.update(human_size=human_size, ago=relative_time, exact=exact_time,
-                                  location=location_label)
+                                  location=location_label, cron=cron_words)
 
 
 def register_commands(app: Flask) -> None:

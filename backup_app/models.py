@@ -520,6 +520,15 @@ class LoginFailure(db.Model):
     last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class AppSetting(db.Model):
+    """A setting made in the pages (e.g. the notification URLs for every target), by name."""
+
+    __tablename__ = "app_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+
+
 def isoformat(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 

@@ -1,6 +1,7 @@
 """audit events name the job a request queued (so the job's failure can be written on the event);
 verifications outlive the backup they checked (they name its database and file; backup_id is
-emptied when the backup is deleted); a target may name the server its verifications restore into
+emptied when the backup is deleted); a target may name the server its verifications restore into;
+settings made in the pages (the notification URLs for every target)
 
 Revision ID: 0017
 Revises: 0016
@@ -33,6 +34,10 @@ def replace_backup_fk(ondelete: str, nullable: bool) -> None:
 
 
 def upgrade():
+    op.create_table("app_settings",
+                    sa.Column("name", sa.String(length=64), nullable=False),
+                    sa.Column("value", sa.Text(), nullable=True),
+                    sa.PrimaryKeyConstraint("name"))
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.add_column(sa.Column("job_id", sa.String(length=32), nullable=True))
         batch_op.create_index("ix_audit_events_job_id", ["job_id"], unique=False)
@@ -62,3 +67,4 @@ def downgrade():
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_events_job_id")
         batch_op.drop_column("job_id")
+    op.drop_table("app_settings")
