@@ -36,7 +36,7 @@ def test_urls_for_every_target_are_set_tested_and_never_shown_back(app, runner, 
     page = text(client.get("/settings/"))
 
     assert "Saved 1 notification URL for every target." in text(saved)
-    assert f"json://127.0.0.1</code> <small class=\"muted\">set here" in page
+    assert "json://127.0.0.1</code> <small class=\"muted\">set here" in page
     assert TOKEN not in text(saved) + text(tested) + page
     assert "Sent a test message." in text(tested)
     assert receiver.titles() == ["backup_app test message for every target"]
