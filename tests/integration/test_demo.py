@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from devtools import demo
-from devtools.localservers import release_port
+from devtools.localservers import http_answers, release_port, reserve_port, wait_until
 from tests.helpers import add_target, create, invoke
-from tests.web_helpers import ROOT
+from tests.web_helpers import ROOT, live_env
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +99,30 @@ def test_create_app_reads_dotenv_and_the_environment_wins(tmp_path):
     assert configured() == "from-dotenv dotenv-secret"  # as gunicorn's `app:app` and the worker build it
     assert configured(SECRET_KEY="exported") == "from-dotenv exported"
     assert configured(FLASK_SKIP_DOTENV="1") == "None None"
+
+
+DEMO = "import sys; from pathlib import Path; from devtools import demo; sys.exit(demo.main(Path(sys.argv[1])))"
+
+
+def test_with_backup_database_url_set_the_demo_starts_no_database_and_stops_cleanly(
+        tmp_path, pg_cluster, source_db, s3_settings, catalog_url):
+    instance = tmp_path / "instance"
+    env = live_env(tmp_path, catalog_url, BACKUP_DATABASE_URL=pg_cluster.url(source_db), PORT=reserve_port(),
+                   PYTHONPATH=ROOT, PITR_RESTORE_ROOT=tmp_path / "restores", **s3_settings)
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-c", DEMO, str(instance)], env=env, cwd=tmp_path, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: process.poll() is not None or http_answers(f"http://127.0.0.1:{env['PORT']}/healthz"),
+                   60, "the demo serving")
+    finally:
+        process.terminate()
+        process.wait(60)
+    said = log.read_text()
+
+    assert "BACKUP_DATABASE_URL is set: backing it up (no demo database started)" in said
+    assert "the CLI beside it: `source " in said and "Traceback" not in said
+    assert not (instance / "demo-postgres").exists()
+    cli_env = (instance / "demo.env").read_text()
+    assert "APP_ENCRYPTION_KEY=" in cli_env and "BACKUP_DATABASE_URL" not in cli_env, "the environment's own stays"
