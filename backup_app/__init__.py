@@ -2,17 +2,30 @@
 from pathlib import Path
 
 from flask import Flask
+from flask.cli import load_dotenv
+from flask.helpers import get_load_dotenv
 
 from backup_app.config import Config
 from backup_app.core import filemodes
-from backup_app.core.formatting import duration, exact_time, human_size, location_label, relative_time
+from backup_app.core.formatting import (
+    cron_words,
+    duration,
+    exact_time,
+    human_size,
+    location_label,
+    relative_time,
+)
 from backup_app.extensions import csrf, db, login_manager
 from backup_app.web import input_guard, security_headers, sessions
 from backup_app.web.errorhandlers import register_errorhandlers
 
 
 def create_app(config: object | dict | None = None) -> Flask:
-    """Application factory: `config` is a Config object or a mapping of overrides."""
+    """Application factory: `config` is a Config object or a mapping of overrides; without one, the
+    settings come from the environment and `.env` (as `flask` reads it, so gunicorn and the worker
+    see what the CLI sees)."""
+    if config is None and get_load_dotenv():
+        load_dotenv()
     root = Path(__file__).resolve().parent.parent
     app = Flask(__name__, instance_relative_config=True,
                 template_folder=str(root / "templates"), static_folder=str(root / "static"))
@@ -90,6 +103,7 @@ def register_blueprints(app: Flask) -> None:
     from backup_app.web.jobs import bp as jobs_bp
     from backup_app.web.metrics import bp as metrics_bp
     from backup_app.web.restores import bp as restores_bp
+    from backup_app.web.settings import bp as settings_bp
     from backup_app.web.targets import bp as targets_bp
 
     app.register_blueprint(backups_bp)
@@ -102,12 +116,13 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(restores_bp)
+    app.register_blueprint(settings_bp)
     csrf.exempt(api_bp)  # bearer tokens only: no ambient credential to forge a request with
 
 
 def register_template_filters(app: Flask) -> None:
     app.jinja_env.filters.update(human_size=human_size, ago=relative_time, exact=exact_time,
-                                  location=location_label, duration=duration)
+                                  location=location_label, duration=duration, cron=cron_words)
 
 
 def register_commands(app: Flask) -> None:

@@ -65,6 +65,9 @@ class Config:
     def __init__(self) -> None:
         self.SECRET_KEY = os.environ.get("SECRET_KEY")
         self.BACKUP_DATABASE_URL = os.environ.get("BACKUP_DATABASE_URL")
+        # A server used only for verification's scratch restores (a target may name its own instead);
+        # unset: each target's own server.
+        self.VERIFY_DATABASE_URL = os.environ.get("VERIFY_DATABASE_URL") or None
         # None means "inside the instance folder"; the factory fills these in.
         self.SQLALCHEMY_DATABASE_URI = os.environ.get("CATALOG_DATABASE_URL")
         self.BACKUP_DIR = os.environ.get("BACKUP_DIR")

@@ -149,3 +149,7 @@ class InvalidRequest(BackupError):
 
 class PitrError(BackupError):
     """Point-in-time recovery cannot go on: the server's settings, the archive, or a restore."""
+
+
+class NotificationFailed(BackupError):
+    """A notification (a test message) did not go; the message says why."""

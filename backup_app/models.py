@@ -160,9 +160,9 @@ class Backup(db.Model):
         back_populates="backup", cascade="all, delete-orphan", lazy="selectin",
         order_by="BackupCopy.location",
     )
+    # Deleting a backup keeps its verifications (their backup_id emptied): they are the history.
     verifications: Mapped[list["Verification"]] = relationship(
-        back_populates="backup", cascade="all, delete-orphan", passive_deletes=True,
-        order_by="Verification.started_at.desc()",
+        back_populates="backup", order_by="Verification.started_at.desc()",
     )
 
     @property
@@ -229,12 +229,15 @@ class BackupCopy(db.Model):
 
 
 class Verification(db.Model):
-    """One restore-verify run of a backup: every copy's SHA-256, then a restore into a scratch database."""
+    """One restore-verify run of a backup: every copy's SHA-256, then a restore into a scratch database.
+    It outlives the backup (backup_id then empty): the database and file name stay."""
 
     __tablename__ = "verifications"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    backup_id: Mapped[str] = mapped_column(ForeignKey("backups.id", ondelete="CASCADE"), index=True)
+    backup_id: Mapped[str | None] = mapped_column(ForeignKey("backups.id", ondelete="SET NULL"), index=True)
+    database: Mapped[str | None] = mapped_column(String(255), index=True)  # the backup's target
+    backup_filename: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default=RUNNING)  # running / passed / failed
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -242,7 +245,7 @@ class Verification(db.Model):
     tables: Mapped[dict | None] = mapped_column(JSON)  # rows per table in the restored copy
     error: Mapped[str | None] = mapped_column(ClippedText())
 
-    backup: Mapped[Backup] = relationship(back_populates="verifications")
+    backup: Mapped[Backup | None] = relationship(back_populates="verifications")
 
     @property
     def rows(self) -> int:
@@ -282,6 +285,9 @@ class Target(db.Model):
     dbname: Mapped[str] = mapped_column(String(255))
     sslmode: Mapped[str | None] = mapped_column(String(32))
     password_encrypted: Mapped[str | None] = mapped_column(Text)
+    # The server its verifications restore into (a URL, encrypted: it may carry a password); None:
+    # VERIFY_DATABASE_URL's, else its own.
+    verify_url_encrypted: Mapped[str | None] = mapped_column(Text)
     from_env: Mapped[bool] = mapped_column(Boolean, default=False)
     schedule: Mapped[str | None] = mapped_column(String(120))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
@@ -547,12 +553,22 @@ class LoginFailure(db.Model):
     last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class AppSetting(db.Model):
+    """A setting made in the pages (e.g. the notification URLs for every target), by name."""
+
+    __tablename__ = "app_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+
+
 def isoformat(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 class AuditEvent(db.Model):
-    """Who did what, when, from where. Append-only: the app never updates or deletes a row."""
+    """Who did what, when, from where, and how it went. Never deleted; the one update: the event of an
+    action that queued a job is rewritten as failed when the job fails."""
 
     __tablename__ = "audit_events"
 
@@ -562,11 +578,12 @@ class AuditEvent(db.Model):
     action: Mapped[str] = mapped_column(String(64), index=True)            # create, restore, sign-in-failed, …
     subject: Mapped[str] = mapped_column(ClippedString(1024), default="")  # a backup id, a database, …
     address: Mapped[str | None] = mapped_column(ClippedString(64))         # the client's IP address (web)
-    detail: Mapped[str | None] = mapped_column(ClippedText())              # outcome: an HTTP status or an error
+    detail: Mapped[str | None] = mapped_column(ClippedText())              # outcome: ok, refused: …, failed: …
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)     # the job the action queued
 
     def to_dict(self) -> dict:
-        return {"at": isoformat(self.at), "actor": self.actor, "action": self.action,
-                "subject": self.subject, "address": self.address, "detail": self.detail}
+        return {"at": isoformat(self.at), "actor": self.actor, "action": self.action, "subject": self.subject,
+                "address": self.address, "detail": self.detail, "job_id": self.job_id}
 
 
 # WalFile.kind

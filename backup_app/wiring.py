@@ -10,7 +10,7 @@ from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.store import PITR_FOLDER, Store
 from backup_app.core.conninfo import ConnInfo, set_require_auth
 from backup_app.core.crypto import MasterKey
-from backup_app.errors import ConfigurationError
+from backup_app.errors import ConfigurationError, UnknownDatabase
 from backup_app.extensions import db
 from backup_app.models import LOCAL, S3, PreviousDatabase, Target
 from backup_app.services import targets as target_service
@@ -130,6 +130,18 @@ def dump_spec(name: str | None = None) -> target_service.DumpSpec:
 def target_conn(name: str) -> ConnInfo:
     """How to connect to the target called `name` (a backup's own database, for restore)."""
     return target_service.target_conn(target(name), env_url(), master_key())
+
+
+def verify_conn(database: str) -> ConnInfo:
+    """Where verifications of `database`'s backups restore into (see targets.verify_conn)."""
+    verify_url = current_app.config.get("VERIFY_DATABASE_URL")
+    try:
+        found = target(database)
+    except UnknownDatabase:
+        if not verify_url:
+            raise
+        found = None  # a removed target's backups can still be verified there
+    return target_service.verify_conn(found, verify_url, env_url(), master_key())
 
 
 def restore_conn(database: str, target_url: str | None, into_target: str | None = None,

@@ -49,24 +49,35 @@ def reserve_port() -> int:
     different one, and the range lies below the ephemeral ports, where no outgoing connection lands.
     A port something else listens on is skipped. A port held and never listened on is a dead endpoint.
     """
-    PORT_LOCKS.mkdir(exist_ok=True)
     with _ports_lock:
         offset = random.randrange(len(PORT_RANGE))
         for step in range(len(PORT_RANGE)):
             port = PORT_RANGE[(offset + step) % len(PORT_RANGE)]
-            if port in _held_ports:
-                continue
-            fd = os.open(PORT_LOCKS / str(port), os.O_CREAT | os.O_RDWR, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            if bindable(port):
-                _held_ports[port] = fd
+            if port not in _held_ports and _hold(port):
                 return port
-            os.close(fd)
     raise RuntimeError(f"no free port left in {PORT_RANGE.start}–{PORT_RANGE.stop - 1}")
+
+
+def hold_port(port: int) -> bool:
+    """Hold a port chosen earlier (a server that keeps its port across restarts), as `reserve_port`
+    holds its own; False if another process holds it or something else listens on it."""
+    with _ports_lock:
+        return port in _held_ports or _hold(port)
+
+
+def _hold(port: int) -> bool:
+    PORT_LOCKS.mkdir(exist_ok=True)
+    fd = os.open(PORT_LOCKS / str(port), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    if bindable(port):
+        _held_ports[port] = fd
+        return True
+    os.close(fd)
+    return False
 
 
 def release_port(port: int) -> None:
@@ -225,23 +236,24 @@ def weed_binary() -> str:
 class SeaweedS3:
     """A single-process SeaweedFS (`weed mini`) serving S3 on 127.0.0.1 with access keys.
 
-    Its ports (S3 and the inner master, volume, filer and admin servers) are reserved once, so a
-    restart comes back at the same endpoint; `close()` gives them back. Started means a signed
+    Its ports (S3 and the inner master, volume, filer and admin servers) are reserved once (or given,
+    as the demo's kept ones), so a restart comes back at the same endpoint; `close()` gives them back. Started means a signed
     S3 request succeeds, not merely that something answers on the port.
     """
 
     INNER = ("master", "volume", "filer", "admin")
 
     def __init__(self, base_dir: str | Path, access_key: str = "backup-app",
-                 secret_key: str = "backup-app-secret"):
+                 secret_key: str = "backup-app-secret", ports: dict[str, int] | None = None):
         self.base_dir = Path(base_dir)
         self.access_key = access_key
         self.secret_key = secret_key
-        self.ports = self._reserve_ports()
+        self._own_ports = ports is None  # ours to change when something else took one
+        self.ports = ports or self.reserve_ports()
         self.process: subprocess.Popen | None = None
 
     @staticmethod
-    def _reserve_ports() -> dict[str, int]:
+    def reserve_ports() -> dict[str, int]:
         """weed's port flag → a reserved port, for S3 and each inner server (HTTP and gRPC)."""
         return {f"{server}.port{grpc}": reserve_port() for server in ("s3", *SeaweedS3.INNER)
                 for grpc in ("", ".grpc")}
@@ -290,7 +302,7 @@ class SeaweedS3:
         """Start it and return once it serves signed S3 requests. A first start whose ports something
         else took meanwhile is tried again on other ports; a restart keeps its endpoint."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        first, attempts = self.process is None, 0
+        first, attempts = self.process is None and self._own_ports, 0
         while True:
             self._spawn()
             wait_until(lambda: self.process.poll() is not None or self._serves_s3(), 60,
@@ -302,7 +314,7 @@ class SeaweedS3:
                 raise RuntimeError(f"SeaweedFS exited with code {self.process.returncode}: {self._log_tail()}")
             for port in self.ports.values():
                 release_port(port)
-            self.ports = self._reserve_ports()
+            self.ports = self.reserve_ports()
 
     def _log_tail(self) -> str:
         lines = (self.base_dir / "weed.out").read_text(errors="replace").splitlines()

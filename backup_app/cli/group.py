@@ -16,7 +16,9 @@ from backup_app.errors import BackupError, SomeBackupsFailed
 from backup_app.extensions import db
 from backup_app.jobs.submit import run_here
 from backup_app.schema import upgrade_catalog_if_needed
+from backup_app.services.audit import FAILED_SUFFIX, OK, failed, refused
 from backup_app.services.audit import record as record_audit
+from backup_app.web.errorhandlers import status_code
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 AUDITED_COMMANDS = {
     "backup": {"create", "restore", "download", "delete", "prune", "sync", "verify", "rescan"},
     "storage": {"init"},
-    "targets": {"add", "remove"},
+    "targets": {"add", "remove", "verify-server"},
     "users": {"create", "token"},
     "notify": {"test"},
     "pitr": {"enable", "disable", "base-backup", "restore", "verify"},
@@ -57,16 +59,17 @@ class ServiceGroup(AppGroup):
         try:
             result = super().invoke(ctx)
         except BackupError as exc:
-            self._audit(ctx, str(exc))
+            outcome = refused if status_code(exc) < 500 else failed
+            self._audit(ctx, outcome(str(exc)))
             raise click.ClickException(str(exc)) from exc
-        except click.ClickException as exc:
-            self._audit(ctx, exc.format_message())
+        except click.ClickException as exc:  # bad usage, a question answered no
+            self._audit(ctx, refused(exc.format_message()))
             raise
-        self._audit(ctx, None)
+        self._audit(ctx, OK)
         return result
 
-    def _audit(self, ctx, error: str | None) -> None:
-        """Append `cli` did `<command>` (`<command>-failed` with the error) to the audit log."""
+    def _audit(self, ctx, outcome: str) -> None:
+        """Append `cli` did `<command>` (`<command>-failed` unless its outcome is ok) to the audit log."""
         name, subject = ctx.meta.get("audit.command", (None, ""))
         if name not in AUDITED_COMMANDS.get(self.name, ()):
             return
@@ -76,8 +79,8 @@ class ServiceGroup(AppGroup):
             action = name if self.name == "backup" else f"{self.name}-{name}"
             try:
                 upgrade_catalog_if_needed()  # `storage init` may be the first command ever run
-                record_audit(db.session, "cli", action + ("-failed" if error else ""), subject,
-                             detail=error)
+                record_audit(db.session, "cli", action + ("" if outcome == OK else FAILED_SUFFIX), subject,
+                             detail=outcome)
             except Exception:  # noqa: BLE001 - never hide the command's own outcome
                 db.session.rollback()
                 log.exception("could not append to the audit log")

@@ -3,7 +3,6 @@ import click
 
 from backup_app import wiring
 from backup_app.cli.group import ServiceGroup, echo_json
-from backup_app.errors import BackupError
 from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services import notifications
 
@@ -16,10 +15,7 @@ def test_command(database):
     """Send a test message to the configured notification URLs."""
     upgrade_catalog_if_needed()
     name = wiring.target(database).name
-    error = notifications.send(notifications.urls_for(name), f"backup_app test message for {name}",
-                               "If you can read this, notifications work.", wiring.notify_allowed_hosts())
-    if error:
-        raise BackupError(f"test notification failed: {error}")
+    notifications.send_test(notifications.urls_for(name), name)
     click.echo(f"Sent a test message about {name}.")
 
 

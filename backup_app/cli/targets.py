@@ -108,3 +108,17 @@ def test_command(name):
     """Connect to a database; print its server version and the pg_dump that would back it up."""
     upgrade_catalog_if_needed()
     click.echo(f"{name}: {service.check_connection(wiring.target_conn(name), wiring.pg_tools())}")
+
+
+@targets_cli.command("verify-server")
+@click.argument("name")
+@click.argument("url", required=False)
+@click.option("--clear", is_flag=True, help="Verify on VERIFY_DATABASE_URL's server again (else the target's own).")
+def verify_server_command(name, url, clear):
+    """Restore NAME's verifications into a scratch database on the server at URL, never on the target's."""
+    upgrade_catalog_if_needed()
+    if bool(url) == clear:
+        raise click.UsageError("give either a URL or --clear")
+    service.set_verify_server(db.session, name, url, wiring.master_key(), wiring.env_url())
+    where = ConnInfo.from_url(url).display() if url else "VERIFY_DATABASE_URL's server, else its own"
+    click.echo(f"{name}: verifications restore into {where}")

@@ -68,3 +68,17 @@ def clip(text: str, limit: int) -> str:
     keep = max(limit - len(CUT), 0)
     head = keep - keep // 3
     return (text[:head] + CUT + text[len(text) - (keep - head):])[:limit]
+
+
+def cron_words(expression: str | None) -> str:
+    """'*/5 * * * *' -> 'Every 5 minutes' (cron-descriptor, 24-hour times); '' for none or one it cannot read."""
+    if not expression:
+        return ""
+    from cron_descriptor import ExpressionDescriptor, FormatException, Options  # here: only pages with a schedule
+
+    options = Options()
+    options.use_24hour_time_format = True
+    try:
+        return ExpressionDescriptor(expression, options).get_description()
+    except (FormatException, ValueError):
+        return ""

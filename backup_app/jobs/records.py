@@ -24,6 +24,7 @@ from backup_app.models import (
     Job,
     utcnow,
 )
+from backup_app.services import audit
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,9 @@ def stall_reason(job_id: str, seconds: float, programs: list[str]) -> str:
 
 
 def finish(job_id: str, message: str, **values) -> None:
-    """End a running job; a job marked interrupted meanwhile (its worker taken for dead) stays so."""
+    """End a running job; a job marked interrupted meanwhile (its worker taken for dead) stays so.
+    A failed job's audit event (of the request that queued it) says so."""
     if not record(job_id, message, if_status=RUNNING, finished_at=utcnow(), **values):
         log.warning("job %s was no longer running (marked interrupted?); not recorded: %s", job_id, message)
+    elif values.get("error"):
+        audit.job_failed(job_id, values["error"])

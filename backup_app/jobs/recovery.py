@@ -27,6 +27,7 @@ from backup_app.models import (
     Verification,
     utcnow,
 )
+from backup_app.services import audit
 
 STALE_HEARTBEATS = 6  # a running job silent for this many heartbeats is taken as dead
 
@@ -120,6 +121,7 @@ def interrupt(job: Job) -> bool:
         if job.kind == CREATE and job.backup_id:
             connection.execute(update(Backup).where(Backup.id == job.backup_id, Backup.status == RUNNING)
                                .values(status=FAILED, error=error, completed_at=utcnow()))
+    audit.job_failed(job.id, error)
     return True
 
 

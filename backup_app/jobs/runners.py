@@ -166,7 +166,7 @@ def _run_verify(session: Session, job: RunningJob, progress: ProgressRecorder):
     filename = backup.filename
     record(job.id, f"checking the SHA-256 of every copy of {filename}", phase="checking")
     verification = verify_backup(
-        session, backup.id, wiring.target_conn(backup.database), wiring.local_storage(), wiring.s3_stores(),
+        session, backup.id, wiring.verify_conn(backup.database), wiring.local_storage(), wiring.s3_stores(),
         wiring.pg_tools(), wiring.master_key(), jobs=current_app.config["RESTORE_JOBS"],
         on_restoring=lambda: record(job.id, "restoring into a scratch database", phase="restoring"))
     if verification.status != PASSED:

@@ -41,6 +41,7 @@ from backup_app.models import (
     new_id,
     utcnow,
 )
+from backup_app.services import events
 from backup_app.services.backups.queries import get_backup, get_completed_backup
 from backup_app.services.backups.restore import check_new_database
 from backup_app.services.targets import DumpSpec
@@ -97,12 +98,13 @@ def catalog_conn() -> ConnInfo | None:
 
 
 def verify_job(session: Session, backup_id: str) -> Job:
-    """A restore-verify of a completed backup, in a scratch database on its target's server.
+    """A restore-verify of a completed backup, in a scratch database on its verify server (VERIFY_DATABASE_URL,
+    the target's own, else the target's server).
 
     It holds the backup (one verify of it at a time), not its target database.
     """
     backup = get_completed_backup(session, backup_id)
-    conn = wiring.target_conn(backup.database)
+    conn = wiring.verify_conn(backup.database)
     server = f"{conn.host or 'localhost'}:{conn.port or 5432}"
     return Job(kind=VERIFY, database=backup.database, target=f"scratch copy of {backup.id} on {server}",
                slot=backup_slot(backup.id), server=server_address(conn), backup_id=backup.id,
@@ -164,6 +166,7 @@ def queue(session: Session, job: Job, target_url: str | None = None) -> Job:
         record(job.id, if_status=QUEUED, status=FAILED, phase="failed", finished_at=utcnow(),
                error=f"could not queue the job: {exc}")
         raise QueueUnavailable(f"The job queue is unavailable: {exc}") from exc
+    events.announce(events.job_queued, job)
     return job
 
 

@@ -1,12 +1,28 @@
-"""The audit log: append a record of each action, read them back newest first."""
+"""The audit log: append a record of each action, read them back newest first.
+
+Each event's outcome (`detail`) is said in words: `ok`, `refused: <reason>` (the request was not
+accepted) or `failed: <error>` (it was, and did not work). An action that queued a job names it;
+when the job fails later, its event is rewritten to say so (the one update the log sees).
+"""
 import re
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
+from backup_app.extensions import db
 from backup_app.models import AuditEvent
 
 URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
+OK = "ok"
+FAILED_SUFFIX = "-failed"
+
+
+def refused(reason: str) -> str:
+    return f"refused: {reason}"
+
+
+def failed(error: str) -> str:
+    return f"failed: {error}"
 
 
 def redact(text: str) -> str:
@@ -14,14 +30,22 @@ def redact(text: str) -> str:
     return URL_PASSWORD.sub(r"\1***@", text)
 
 
-def record(session: Session, actor: str, action: str, subject: str = "", *,
-           address: str | None = None, detail: str | None = None) -> AuditEvent:
+def record(session: Session, actor: str, action: str, subject: str = "", *, address: str | None = None,
+           detail: str | None = None, job_id: str | None = None) -> AuditEvent:
     """Append one event (and commit it on its own); its texts are cut to their columns' bounds."""
     event = AuditEvent(actor=actor, action=action, subject=redact(subject), address=address,
-                       detail=redact(detail) if detail else None)
+                       detail=redact(detail) if detail else None, job_id=job_id)
     session.add(event)
     session.commit()
     return event
+
+
+def job_failed(job_id: str, error: str) -> None:
+    """Say on the events that queued job `job_id` that it failed (`<action>-failed`, `failed: <error>`),
+    in a short transaction of its own, as job records are written."""
+    with db.engine.begin() as connection:
+        connection.execute(update(AuditEvent).where(AuditEvent.job_id == job_id, AuditEvent.detail == OK)
+                           .values(action=AuditEvent.action + FAILED_SUFFIX, detail=redact(failed(error))))
 
 
 def events_query(actor: str | None = None, action: str | None = None) -> Select:

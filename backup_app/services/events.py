@@ -15,6 +15,7 @@ verification_failed = events.signal("verification-failed")  # sender: the Verifi
 wal_receiver_failing = events.signal("wal-receiver-failing")  # sender: the WalReceiver, when it starts failing
 wal_archive_hole = events.signal("wal-archive-hole")          # sender: the window's Archived, naming the hole
 pitr_drill_failed = events.signal("pitr-drill-failed")        # sender: the Target
+job_queued = events.signal("job-queued")                      # sender: the Job, once it is on the queue
 
 
 def announce(signal: Signal, sender) -> None:

@@ -12,14 +12,16 @@ import threading
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from backup_app import wiring
+from backup_app.errors import ConfigurationError, NotificationFailed
 from backup_app.extensions import db
-from backup_app.models import Target
+from backup_app.models import AppSetting, Target
 from backup_app.services import audit, events
-from backup_app.services.allowed_hosts import connections_only_to, refused_urls
+from backup_app.services.allowed_hosts import check_notification_urls, connections_only_to, named_host, refused_urls
 from backup_app.services.staleness import claim_stale_targets
-from backup_app.services.targets import save_env_target
+from backup_app.services.targets import is_apprise_url, save_env_target
 
 log = logging.getLogger(__name__)
 _threads: list[threading.Thread] = []
@@ -34,7 +36,7 @@ def send(urls: list[str], title: str, body: str, allowed_hosts: tuple[str, ...] 
     (NOTIFY_ALLOWED_HOSTS), a URL naming another host is not called, and no connection to
     another host is made (a service at an address of its own, an SMTP relay a URL names …)."""
     if not urls:
-        return "no notification URLs configured (NOTIFY_URLS or the target's own)"
+        return "no notification URLs configured (NOTIFY_URLS, the settings page's or the target's own)"
     import apprise  # here, not at the top: it adds ~17 MB to every process that never notifies
 
     refused = refused_urls(urls, allowed_hosts)
@@ -61,13 +63,56 @@ def deliver(sender, title: str, body: str, allowed_hosts: tuple[str, ...] | None
     return [] if delivered else [output.getvalue().strip() or "the notification service refused it"]
 
 
+GLOBAL_URLS = "notify_urls"  # the AppSetting of the URLs set in the pages for every target
+TEST_BODY = "If you can read this, notifications work."
+
+
+def stored_global_urls(session: Session) -> list[str]:
+    """The URLs for every target set in the pages (beside NOTIFY_URLS)."""
+    setting = session.get(AppSetting, GLOBAL_URLS)
+    return split_urls(setting.value if setting else None)
+
+
+def global_urls(session: Session) -> list[str]:
+    """Where news about every target goes: NOTIFY_URLS, then those set in the pages."""
+    return split_urls(current_app.config.get("NOTIFY_URLS")) + stored_global_urls(session)
+
+
+def set_global_urls(session: Session, urls: list[str], allowed_hosts: tuple[str, ...] | None) -> None:
+    """Store the URLs for every target (none: forget them); each must be an Apprise URL naming a host
+    that NOTIFY_ALLOWED_HOSTS lists."""
+    invalid = [audit.redact(url) for url in urls if not is_apprise_url(url)]
+    if invalid:
+        raise ConfigurationError(f"not an Apprise notification URL: {', '.join(invalid)}")
+    check_notification_urls(urls, allowed_hosts)
+    setting = session.get(AppSetting, GLOBAL_URLS) or AppSetting(name=GLOBAL_URLS)
+    setting.value = "\n".join(urls) or None
+    session.add(setting)
+    session.commit()
+
+
+def describe_url(url: str) -> str:
+    """What may be shown of a stored URL: its scheme and the host it names (`json://hooks.example.com`),
+    never its path, user, password or token (`tgram://…`)."""
+    scheme = url.split("://", 1)[0] if "://" in url else "?"
+    host = named_host(url)
+    return f"{scheme}://{host}" if host else f"{scheme}://…"
+
+
+def send_test(urls: list[str], about: str) -> None:
+    """Send a test message now; NotificationFailed says why it did not go."""
+    error = send(urls, f"backup_app test message for {about}", TEST_BODY, wiring.notify_allowed_hosts())
+    if error:
+        raise NotificationFailed(f"test notification failed: {error}")
+
+
 def urls_for(database: str, success: bool = False) -> list[str]:
-    """Where news about `database` goes: NOTIFY_URLS and the target's own URLs."""
+    """Where news about `database` goes: NOTIFY_URLS, those set in the pages, and the target's own URLs."""
     config = current_app.config
     target = db.session.scalar(select(Target).where(Target.name == database))
     urls = []
     if not success or config.get("NOTIFY_ON_SUCCESS"):
-        urls += split_urls(config.get("NOTIFY_URLS"))
+        urls += global_urls(db.session)
     if target is not None and (not success or target.notify_on_success):
         urls += split_urls(target.notify_urls)
     return urls
@@ -91,7 +136,7 @@ def dispatch(database: str, title: str, body: str, *, success: bool = False) -> 
                 if error:
                     log.warning("notification about %s failed: %s", database, error)
                 audit.record(db.session, "notifier", "notify-failed" if error else "notify", database,
-                             detail=error or title)
+                             detail=audit.failed(error) if error else f"{audit.OK}: {title}")
             except Exception:  # noqa: BLE001
                 log.exception("could not audit a notification about %s", database)
             finally:

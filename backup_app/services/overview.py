@@ -64,11 +64,11 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
                func.coalesce(func.sum(BackupCopy.size_bytes), 0))
         .join(BackupCopy.backup).where(Backup.status == COMPLETED)
         .group_by(Backup.database, BackupCopy.location, BackupCopy.status)).all()
-    newest_verify = (select(Backup.database, func.max(Verification.started_at).label("at"))
-                     .join(Verification.backup).group_by(Backup.database).subquery())
-    verifies = {v.backup.database: v for v in session.scalars(
-        select(Verification).join(Verification.backup).join(
-            newest_verify, (newest_verify.c.database == Backup.database)
+    newest_verify = (select(Verification.database, func.max(Verification.started_at).label("at"))
+                     .group_by(Verification.database).subquery())
+    verifies = {v.database: v for v in session.scalars(  # kept after their backups are pruned
+        select(Verification).join(
+            newest_verify, (newest_verify.c.database == Verification.database)
             & (newest_verify.c.at == Verification.started_at)))}
     last_runs, copy_problems = newest_create_jobs(session), newest_copy_problems(session)
     pitr_bytes = pitr_usage(session, locations)

@@ -164,6 +164,34 @@ def target_conn(target: Target, env_url: str | None, key: MasterKey | None) -> C
     return ConnInfo(target.dbname, target.host, target.port, target.user, password, params)
 
 
+def verify_conn(target: Target | None, verify_url: str | None, env_url: str | None,
+                key: MasterKey | None) -> ConnInfo:
+    """The server a verification of `target`'s backups restores into: the target's own verify server,
+    else `verify_url` (VERIFY_DATABASE_URL; a target that is gone needs it), else the target's server."""
+    if target is not None and target.verify_url_encrypted:
+        if key is None:
+            raise ConfigurationError(f"target {target.name!r} has a stored verify server but APP_ENCRYPTION_KEY "
+                                     "is not set")
+        return ConnInfo.from_url(key.decrypt_secret(target.verify_url_encrypted))
+    if verify_url or target is None:
+        return ConnInfo.from_url(verify_url)
+    return target_conn(target, env_url, key)
+
+
+def set_verify_server(session: Session, name: str, url: str | None, key: MasterKey | None,
+                      env_url: str | None = None) -> Target:
+    """Make `url` the server `name`'s verifications restore into (None: back to VERIFY_DATABASE_URL or its
+    own); stored encrypted, so APP_ENCRYPTION_KEY is needed."""
+    target = get_target(session, name, env_url)
+    if url:
+        ConnInfo.from_url(url)  # refuse what is not a PostgreSQL URL now, not at the next verify
+        if key is None:
+            raise ConfigurationError("set APP_ENCRYPTION_KEY to store a verify server (its URL may hold a password)")
+    target.verify_url_encrypted = key.encrypt_secret(url) if url else None
+    session.commit()
+    return target
+
+
 def dump_spec(target: Target, env_url: str | None, key: MasterKey | None) -> DumpSpec:
     if target.encrypt and key is None:
         raise ConfigurationError(f"target {target.name!r} is encrypted but APP_ENCRYPTION_KEY is not set")

@@ -35,7 +35,8 @@ def verify_backup(session: Session, backup_id: str, server: ConnInfo, local: Loc
     """
     backup = get_completed_backup(session, backup_id)
     decoding_key(backup, key)
-    verification = Verification(backup=backup, started_at=utcnow())
+    verification = Verification(backup=backup, database=backup.database, backup_filename=backup.filename,
+                                started_at=utcnow())
     session.add(verification)
     session.commit()
     started = time.monotonic()

@@ -1,5 +1,5 @@
 """Error pages and JSON errors: every service error becomes a one-line message with its status."""
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -57,6 +57,7 @@ def wants_json() -> bool:
 
 
 def error_response(code: int, message: str):
+    g.error_message = message  # the audit log's reason
     if wants_json():
         return jsonify(error=message), code
     return render_template("errors/error.html", code=code, title=TITLES.get(code, "Error"),

@@ -30,9 +30,9 @@ def timestamp(value: datetime | None) -> float:
     return value.timestamp() if value else 0.0
 
 
-def newest_per_database(query, order_by):
-    """Rows of `query` (which selects Backup.database first) keeping only each database's newest."""
-    rank = func.row_number().over(partition_by=Backup.database, order_by=order_by).label("rank")
+def newest_per_database(query, order_by, database=Backup.database):
+    """Rows of `query` (which selects `database` first) keeping only each database's newest."""
+    rank = func.row_number().over(partition_by=database, order_by=order_by).label("rank")
     ranked = query.add_columns(rank).subquery()
     return select(*[column for column in ranked.c if column.name != "rank"]).where(ranked.c.rank == 1)
 
@@ -101,9 +101,9 @@ class CatalogCollector:
         when = GaugeMetricFamily("backup_last_verify_timestamp_seconds",
                                  "When the newest restore-verify of each database finished.", labels=["database"])
         query = newest_per_database(
-            select(Backup.database, Verification.status, Verification.finished_at)
-            .join(Verification.backup).where(Verification.status != RUNNING),
-            (Verification.started_at.desc(), Verification.id.desc()))
+            select(Verification.database, Verification.status, Verification.finished_at)
+            .where(Verification.status != RUNNING),
+            (Verification.started_at.desc(), Verification.id.desc()), Verification.database)
         for database, status, finished_at in self.session.execute(query):
             passed.add_metric([database], 1 if status == PASSED else 0)
             when.add_metric([database], timestamp(finished_at))

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from backup_app.jobs.runners import run_job
 from tests.helpers import add_target, create, invoke
 from tests.web_helpers import EMAIL, add_user, api_token, sign_in, submit
 
@@ -25,7 +26,7 @@ def test_cli_actions_are_audited_newest_first(runner, pg_cluster, source_db):
     assert all(set(e) >= {"at", "actor", "action", "subject", "address"} for e in events)
     assert all(e["actor"] == "cli" and e["address"] is None for e in events)
     assert [e["subject"] for e in events[1:3]] == [backup["id"], source_db], "what was restored; what was backed up"
-    assert events[0]["subject"] == "nosuchid" and "Backup not found" in events[0]["detail"]
+    assert events[0]["subject"] == "nosuchid" and events[0]["detail"] == "refused: Backup not found: nosuchid"
     assert events == sorted(events, key=lambda e: e["at"], reverse=True)
 
 
@@ -78,3 +79,54 @@ def test_audit_page_lists_and_filters(app, runner, source_db):
     assert ">create<" in client.get("/audit").get_data(as_text=True)
     text = invoke(runner, "audit", "list").stdout
     assert "cli" in text and "create" in text
+
+
+def test_outcomes_are_words_ok_refused_or_failed(app, runner, client, source_db):
+    backup = create(runner)
+    submit(client, f"/backups/{backup['id']}/restore", {"target": "configured", "confirm": "not-the-name"})
+    submit(client, "/backups/new", {"database": source_db})
+    invoke(runner, "backup", "delete", backup["id"], ok=False)  # cancelled: no --yes, no terminal
+
+    events = audit(runner)
+    web = [(e["action"], e["detail"]) for e in events if e["actor"] == EMAIL]
+
+    assert web[0] == ("create", "ok")
+    assert web[1][0] == "restore-failed" and web[1][1].startswith("refused: ") and "not-the-name" not in web[1][1]
+    assert web[2] == ("sign-in", "ok")
+    [job] = [e for e in events if e["actor"] == EMAIL and e["action"] == "create"]
+    assert job["job_id"], "the event names the job the request queued"
+    assert not any(e["detail"].startswith("HTTP ") for e in events)
+    assert audit(runner, "--action", "create")[-1]["detail"] == "ok"  # the CLI's, too
+    assert events[0]["action"] == "delete-failed"
+    assert events[0]["detail"] == "refused: cancelled; nothing changed (pass --yes to skip this question)"
+
+
+def test_a_job_that_fails_inside_the_request_is_logged_failed(app, runner, client, pg_cluster, source_db):
+    app.config["BACKUP_DATABASE_URL"] = pg_cluster.url(source_db, password="wrong")  # jobs run in the request here
+
+    submit(client, "/backups/new", {"database": source_db})
+
+    [event] = audit(runner, "--action", "create-failed")
+    assert event["detail"].startswith("failed: ") and "password authentication failed" in event["detail"]
+    assert event["job_id"]
+
+
+def test_a_queued_job_that_fails_later_updates_its_audit_entry(make_app, pg_cluster, source_db, tmp_path):
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db, password="wrong"), HUEY_IMMEDIATE=False,
+                   HUEY_SQLITE_PATH=str(tmp_path / "huey.db"))
+    add_user(app)
+    client = app.test_client()
+    sign_in(client)
+    runner = app.test_cli_runner()
+
+    submit(client, "/backups/new", {"database": source_db})
+    [event] = audit(runner, "--action", "create")
+    assert event["detail"] == "ok"
+
+    with app.app_context():
+        run_job(event["job_id"])  # what the worker's task does
+
+    [failed] = audit(runner, "--action", "create-failed")
+    assert failed["job_id"] == event["job_id"] and failed["at"] == event["at"], "the same entry, updated"
+    assert failed["detail"].startswith("failed: ") and "password authentication failed" in failed["detail"]
+    assert audit(runner, "--action", "create") == []

@@ -71,7 +71,7 @@ def test_a_failed_backup_is_told_and_a_success_only_when_asked(make_app, pg_clus
 
     assert receiver.titles() == [f"Backup of {source_db} FAILED"]
     assert "password authentication failed" in receiver.messages[0]["message"]
-    assert audit_actions(runner) == [("notify", f"Backup of {source_db} FAILED")]
+    assert audit_actions(runner) == [("notify", f"ok: Backup of {source_db} FAILED")]
 
     app.config.update(NOTIFY_ON_SUCCESS=True, BACKUP_DATABASE_URL=pg_cluster.url(source_db))
     create(runner)
@@ -100,7 +100,7 @@ def test_a_dead_notification_service_never_fails_a_backup(make_app, pg_cluster, 
 
     assert "password authentication failed" in error_line(result), "the backup's own error, not the notifier's"
     [(action, detail)] = audit_actions(runner)
-    assert action == "notify-failed" and detail
+    assert action == "notify-failed" and detail.startswith("failed: ")
 
 
 def test_notify_test_command(make_app, pg_cluster, source_db, receiver):
@@ -177,7 +177,7 @@ def test_a_url_naming_a_host_not_allowed_is_not_called_when_sending(make_app, pg
     invoke(runner, "backup", "create", ok=False)
 
     assert receiver.titles() == [f"Backup of {source_db} FAILED"], "once: from the allowed URL only"
-    assert audit_actions(runner) == [("notify-failed", "not sent to localhost: NOTIFY_ALLOWED_HOSTS does not list it")]
+    assert audit_actions(runner) == [("notify-failed", "failed: not sent to localhost: NOTIFY_ALLOWED_HOSTS does not list it")]
 
 
 def test_a_connection_to_a_host_not_allowed_is_not_made(make_app, receiver):

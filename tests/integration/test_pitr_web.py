@@ -95,7 +95,8 @@ def test_base_backup_and_drill_say_why_not_and_queue_nothing_that_runs(app, clie
     assert job.error in text(client.get("/jobs/"))
     page = text(client.get(page_url(source_db)))
     assert '<span class="badge failed">failed</span>' in page and job.error in page, "the last drill"
-    assert audited(app) == [("pitr-base-backup-failed", source_db), ("pitr-verify", source_db)]
+    assert audited(app) == [("pitr-base-backup-failed", source_db), ("pitr-verify-failed", source_db)], \
+        "the drill's job failed after it was queued"
 
 
 def test_restore_turns_the_local_time_into_utc_and_the_job_names_the_window(app, client, source_db, data_root):
@@ -111,7 +112,7 @@ def test_restore_turns_the_local_time_into_utc_and_the_job_names_the_window(app,
     assert job.error == f"2026-01-15T09:30:00Z is outside the recoverable window of {source_db}: {WINDOW_EMPTY}"
     assert job.error in text(response), "shown on the jobs page"
     assert not data_dir.exists(), "refused before anything was written"
-    assert audited(app) == [("pitr-restore", source_db)]
+    assert audited(app) == [("pitr-restore-failed", source_db)], "its job failed"
 
 
 def test_restore_latest_into_a_database(app, client, source_db, data_root):
@@ -233,8 +234,8 @@ def test_api_jobs_are_accepted_and_fail_with_the_services_words(app, api, source
     assert drill.status_code == 202
     job = api_client.get(f"/api/jobs/{drill.json['job_id']}", headers=headers).json
     assert job["error"] == f"{source_db} has nothing to recover yet: it has no base backup"
-    assert audited(app) == [("pitr-base-backup-failed", source_db), ("pitr-restore", source_db),
-                            ("pitr-restore", source_db), ("pitr-verify", source_db)]
+    assert audited(app) == [("pitr-base-backup-failed", source_db), ("pitr-restore-failed", source_db),
+                            ("pitr-restore-failed", source_db), ("pitr-verify-failed", source_db)], "their jobs failed"
 
 
 @pytest.mark.parametrize(("body", "message"), [

@@ -32,7 +32,7 @@ def test_an_anonymous_post_claiming_an_email_is_logged_as_anonymous_and_failed(m
 
     logged = events(app)
     assert [(e["actor"], e["action"], e["subject"], e["detail"]) for e in logged] == [
-        ("anonymous", action, subject, "HTTP 302: not signed in") for _url, action, subject in FORGED]
+        ("anonymous", action, subject, "refused: not signed in") for _url, action, subject in FORGED]
     assert EMAIL not in json.dumps(logged)
     with app.app_context():
         assert db.session.get(Backup, "b1") is not None

@@ -143,4 +143,5 @@ def test_a_body_past_max_content_length_is_a_413_page_or_json(make_app, chunked)
     with app.app_context():
         assert db.session.query(Job).count() == 0
         refused = [(e.action, e.subject, e.detail) for e in db.session.query(AuditEvent).order_by(AuditEvent.id)]
-    assert refused[1:] == [("sign-in-failed", "", "HTTP 413"), ("create-failed", "", "HTTP 413")]
+    too_large = "The request is larger than this server accepts (4.0 KB, MAX_CONTENT_LENGTH)."
+    assert refused[1:] == [("sign-in-failed", "", f"refused: {too_large}"), ("create-failed", "", f"refused: {too_large}")]

@@ -57,11 +57,11 @@ def fill_catalog(app) -> None:
             Job(kind=CREATE, status=QUEUED, database="vault", target="postgresql://h/vault", slot="h/vault"),
             Job(kind=RESTORE, status=RUNNING, database="shop", target="postgresql://h/shop", slot="h/shop"),
             Job(kind=CREATE, status=COMPLETED, database="shop", target="postgresql://h/shop", slot="h/shop"),
-            Verification(backup_id="bnew01", status="passed", started_at=NOW - timedelta(minutes=50),
+            Verification(backup_id="bnew01", database="shop", status="passed", started_at=NOW - timedelta(minutes=50),
                          finished_at=NOW - timedelta(minutes=49)),
-            Verification(backup_id="bold01", status=FAILED, started_at=NOW - timedelta(minutes=20),
+            Verification(backup_id="bold01", database="shop", status=FAILED, started_at=NOW - timedelta(minutes=20),
                          finished_at=NOW - timedelta(minutes=19)),
-            Verification(backup_id="bnew01", status=RUNNING, started_at=NOW),
+            Verification(backup_id="bnew01", database="shop", status=RUNNING, started_at=NOW),
         ])
         db.session.commit()
 

@@ -1,11 +1,15 @@
 import logging
+from http import HTTPStatus
 
-from flask import g, render_template, request
+from flask import g, has_request_context, message_flashed, render_template, request
 from flask_login import current_user
+from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from backup_app.extensions import db
+from backup_app.models import FAILED, INTERRUPTED, Job
 from backup_app.services import audit as service
+from backup_app.services.events import job_queued
 from backup_app.web.audit import bp
 from backup_app.web.audit.forms import AuditFilterForm
 from backup_app.web.paging import requested_page
@@ -34,6 +38,9 @@ AUDITED_ENDPOINTS = {
     "targets.pitr_restore": "pitr-restore",
     "restores.drop": "restores-drop",
     "restores.stop": "restores-stop",
+    "targets.notify_test": "notify-test",
+    "settings.index": "settings-notify",
+    "settings.notify_test": "notify-test",
     "api.create_backup": "create",
     "api.restore_backup": "restore",
     "api.delete_backup": "delete",
@@ -83,22 +90,56 @@ def request_actor() -> str:
     return ANONYMOUS
 
 
+@message_flashed.connect
+def remember_error_message(_app, message, category) -> None:
+    """An error flashed while a request is handled is why it was refused (or failed)."""
+    if category == "error" and has_request_context():
+        g.setdefault("audit_messages", []).append(str(message))
+
+
+@job_queued.connect
+def remember_job(job) -> None:
+    """The job a request queued: its audit event names it, so the job's failure can be told there."""
+    if has_request_context():
+        g.audit_job_id = job.id
+
+
+def request_outcome(response) -> str:
+    """`ok`, `refused: <reason>` or `failed: <error>` (a 5xx, or the job it queued failed already)."""
+    reason = (g.get("audit_error") or "; ".join(g.get("audit_messages", [])) or g.get("error_message")
+              or json_error(response))
+    status = response.status_code
+    if status >= 500:
+        return service.failed(reason or HTTPStatus(status).phrase)
+    # A page's form did what it was for when it redirects; shown again (200) or refused, it did not.
+    page_form = request.method == "POST" and request.blueprint != "api"
+    if status >= 400 or reason or (page_form and not 300 <= status < 400):
+        return service.refused(reason or (HTTPStatus(status).phrase if status >= 400 else "the form had errors"))
+    if g.get("audit_job_id"):  # it may have run (and failed) before this event was written: read it anew
+        job = db.session.execute(select(Job.status, Job.error).where(Job.id == g.audit_job_id)).first()
+        if job is not None and job.status in (FAILED, INTERRUPTED):
+            return service.failed(job.error or job.status)
+    return service.OK
+
+
+def json_error(response) -> str | None:
+    """The `{"error": …}` of an API answer that the view wrote itself (a missing token)."""
+    body = response.get_json(silent=True) if response.is_json and response.status_code >= 400 else None
+    return body.get("error") if isinstance(body, dict) else None
+
+
 @bp.after_app_request
 def record_request(response):
     """Append an audit event for each action a page or API request performed (or tried)."""
     action = AUDITED_ENDPOINTS.get(request.endpoint or "")
     if action is None or (request.method == "GET" and action not in READS) or response.status_code == 404:
         return response
-    # A page's form did what it was for when it redirects; shown again (200) or refused, it did not.
-    # A view that redirects with an error message names it in g.audit_error.
-    page_form = request.method == "POST" and request.blueprint != "api"
-    failed = response.status_code >= 400 or (page_form and not 300 <= response.status_code < 400)
-    if failed or g.get("audit_error"):
-        action += "-failed"
-    detail = f"HTTP {response.status_code}" + (f": {g.audit_error}" if g.get("audit_error") else "")
     try:
-        service.record(db.session, request_actor(), action, request_subject(),
-                       address=request.remote_addr, detail=detail)
+        outcome = request_outcome(response)
+        if outcome != service.OK:
+            action += service.FAILED_SUFFIX
+        service.record(db.session, request_actor(), action, request_subject(), address=request.remote_addr,
+                       detail=outcome, job_id=g.get("audit_job_id"))
     except Exception:  # noqa: BLE001 - the response stands; the failure is logged loudly
         db.session.rollback()
         log.exception("could not append to the audit log")

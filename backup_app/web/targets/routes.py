@@ -9,6 +9,7 @@ from backup_app.jobs import pitr as pitr_jobs
 from backup_app.jobs.records import active_jobs
 from backup_app.jobs.submit import queue, queue_create
 from backup_app.models import Job, Target, isoformat
+from backup_app.services import notifications
 from backup_app.services import targets as service
 from backup_app.services.backups.queries import latest_backups
 from backup_app.services.pitr import setup as pitr
@@ -77,14 +78,14 @@ def edit(name):
     else:
         form.password.description = ("Leave empty to keep the stored password (it is never shown). A change of "
                                      "host, port, user, database or SSL mode forgets it unless it is entered again.")
-    stored = len((target.notify_urls or "").split())
+    stored = [notifications.describe_url(url) for url in (target.notify_urls or "").split()]
     if stored:
-        form.notify.description = (f"{stored} stored, not shown (they may carry tokens): leave empty to keep them, "
-                                   "or give the whole new list, one per line.")
+        form.notify.description = (f"Stored: {', '.join(stored)} (the rest of each URL is never shown: it may "
+                                   "carry tokens). Leave empty to keep them, or give the whole new list, one per line.")
     else:
         del form.clear_notify
     where_notifications_go(form)
-    context = {"form": form, "target": target, "env_url": wiring.env_url()}
+    context = {"form": form, "target": target, "env_url": wiring.env_url(), "button": ButtonForm()}
     if form.validate_on_submit():
         conn = None if target.from_env else form.conn()
         clear_password = conn is not None and form.clear_password.data
@@ -128,6 +129,19 @@ def test(name):
     except BackupError as exc:
         flash(f"{target.name}: {exc}", "error")
     return redirect(url_for("targets.index"))
+
+
+@bp.post("/<name>/notify-test")
+def notify_test(name):
+    """Send a test message where news about the target goes (the URLs for every target and its own)."""
+    target = wiring.target(name)
+    try:
+        notifications.send_test(notifications.urls_for(target.name), target.name)
+    except BackupError as exc:
+        flash(f"{target.name}: {exc}", "error")
+    else:
+        flash(f"{target.name}: sent a test message.", "success")
+    return redirect(url_for("targets.edit", name=target.name))
 
 
 @bp.post("/<name>/run")

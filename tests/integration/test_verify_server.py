@@ -1,0 +1,82 @@
+"""Verification off the production server (VERIFY_DATABASE_URL, or a target's own verify server), and
+verification history that outlives the backup it checked."""
+import json
+
+import pytest
+
+from backup_app.extensions import db
+from backup_app.models import Job
+from tests.conftest import unique_name
+from tests.helpers import add_target, create, error_line, invoke
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def reader_url(pg_cluster, source_db):
+    """`source_db` as a user who may read it but create no database on its server: a verify that
+    touched the target's server would fail there."""
+    role = unique_name("reader")
+    pg_cluster.psql(f"CREATE ROLE {role} LOGIN NOCREATEDB PASSWORD 'reader-pw'; GRANT pg_read_all_data TO {role}")
+    yield pg_cluster.url(source_db, user=role, password="reader-pw")
+    pg_cluster.psql(f"DROP ROLE {role}")
+
+
+def scratch_databases(cluster) -> str:
+    return cluster.psql("SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'verify\\_%'")
+
+
+def verify(runner, backup_id: str, ok: bool = True):
+    return invoke(runner, "backup", "verify", backup_id, "--json", ok=ok)
+
+
+def test_verify_database_url_restores_there_and_never_on_the_target_server(make_app, reader_url, pg_cluster,
+                                                                           pg18_server):
+    app = make_app(BACKUP_DATABASE_URL=reader_url)
+    runner = app.test_cli_runner()
+    backup = create(runner)
+    refused = verify(runner, backup["id"], ok=False)
+    assert "permission denied to create database" in refused.output, "without it, the target's server is used"
+
+    app.config["VERIFY_DATABASE_URL"] = pg18_server.url()
+    verified = json.loads(verify(runner, backup["id"]).stdout)
+
+    assert verified["last_verification"]["status"] == "passed"
+    with app.app_context():
+        job = db.session.query(Job).filter_by(kind="verify").order_by(Job.created_at.desc()).first()
+        assert job.target.endswith(f"on 127.0.0.1:{pg18_server.port}")
+    assert scratch_databases(pg_cluster) == "" and scratch_databases(pg18_server) == ""
+
+
+def test_a_targets_own_verify_server_wins_and_is_stored_encrypted(keyed_app, reader_url, pg_cluster, pg18_server,
+                                                                 make_app):
+    runner = keyed_app.test_cli_runner()
+    add_target(runner, "reader", reader_url)
+    keyed_app.config["VERIFY_DATABASE_URL"] = pg_cluster.url(password="wrong")  # the target's own wins
+    backup = create(runner, "--database", "reader")
+
+    said = invoke(runner, "targets", "verify-server", "reader", pg18_server.url()).stdout
+    verified = json.loads(verify(runner, backup["id"]).stdout)
+
+    assert f"reader: verifications restore into postgresql://postgres@127.0.0.1:{pg18_server.port}/postgres" in said
+    assert pg18_server.password not in said
+    assert verified["last_verification"]["status"] == "passed"
+    invoke(runner, "targets", "verify-server", "reader", "--clear")
+    assert "password authentication failed" in verify(runner, backup["id"], ok=False).output
+    unkeyed = make_app(BACKUP_DATABASE_URL=reader_url).test_cli_runner()
+    assert error_line(invoke(unkeyed, "targets", "verify-server", "reader", pg18_server.url(), ok=False)) == (
+        "Error: set APP_ENCRYPTION_KEY to store a verify server (its URL may hold a password)")
+
+
+def test_verification_history_outlives_the_backup_it_checked(app, runner, client, source_db):
+    backup = create(runner)
+    assert json.loads(verify(runner, backup["id"]).stdout)["last_verification"]["status"] == "passed"
+
+    invoke(runner, "backup", "delete", backup["id"], "--yes")
+    app.config["METRICS_TOKEN"] = "m"
+    dashboard = client.get("/dashboard").get_data(as_text=True)
+    metrics = app.test_client().get("/metrics", headers={"Authorization": "Bearer m"})
+
+    row = dashboard[dashboard.index(f">{source_db}</a>"):]
+    assert "passed" in row[:row.index("</tr>")], "its last verify, not never"
+    assert f'backup_last_verify_success{{database="{source_db}"}} 1.0' in metrics.text
