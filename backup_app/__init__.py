@@ -5,7 +5,7 @@ from flask import Flask
 
 from backup_app.config import Config
 from backup_app.core import filemodes
-from backup_app.core.formatting import exact_time, human_size, location_label, relative_time
+from backup_app.core.formatting import exact_time, human_duration, human_size, location_label, relative_time
 from backup_app.extensions import csrf, db, login_manager
 from backup_app.web import input_guard, security_headers, sessions
 from backup_app.web.errorhandlers import register_errorhandlers
@@ -105,7 +105,7 @@ def register_blueprints(app: Flask) -> None:
 
 def register_template_filters(app: Flask) -> None:
     app.jinja_env.filters.update(human_size=human_size, ago=relative_time, exact=exact_time,
-                                  location=location_label)
+                                  location=location_label, duration=human_duration)
 
 
 def register_commands(app: Flask) -> None:

@@ -14,6 +14,7 @@ from backup_app.jobs import records
 from backup_app.jobs.submit import delete_job, queue, queue_create, queue_restore, run_here
 from backup_app.models import Backup, Job, Target
 from backup_app.services.backups import queries
+from backup_app.services.overview import targets_with_health
 from backup_app.services.pitr import setup as pitr
 from backup_app.services.users import user_for_token
 from backup_app.web.downloads import download_response
@@ -154,6 +155,12 @@ def optional_port(body: dict) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535):
         raise InvalidRequest("'port' must be a whole number from 1 to 65535")
     return value
+
+
+@bp.get("/targets")
+def list_targets():
+    """Every target, shaped like `flask targets list --json` (with its last attempt and last good backup)."""
+    return jsonify(targets_with_health(db.session, wiring.all_targets(), current_app.config.get("STALE_AFTER_HOURS")))
 
 
 @bp.get("/targets/<name>/pitr")

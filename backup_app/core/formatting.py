@@ -1,5 +1,5 @@
 """Small display helpers shared by the CLI and the templates."""
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
@@ -29,6 +29,18 @@ def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
             label = f"{count} {unit}{'s' if count != 1 else ''}"
             return f"{label} ago" if seconds > 0 else f"in {label}"
     raise AssertionError("unreachable")
+
+
+def human_duration(span: timedelta) -> str:
+    """timedelta(minutes=10) -> '10 min', 26 h -> '26 h', 3 days -> '3 days' (the largest whole unit)."""
+    seconds = span.total_seconds()
+    if seconds >= 3 * 86400 and seconds % 86400 == 0:
+        return f"{int(seconds // 86400)} days"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} h"
+    if seconds >= 60:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds)} s"
 
 
 def exact_time(moment: datetime | None) -> str:
