@@ -15,7 +15,6 @@ from backup_app.web import readiness
 from backup_app.web.charts import line_chart
 from backup_app.web.dashboard import bp
 
-
 # Where each kind of problem is fixed, from the id it is about.
 FIXES = {
     problems_of.FAILED_RUN: lambda ref: url_for("jobs.index", highlight=ref),
