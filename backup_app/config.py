@@ -17,6 +17,16 @@ def env_bool(name: str, default: bool = False, env: Mapping[str, str] = os.envir
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_bytes(name: str, env: Mapping[str, str] = os.environ) -> int | None:
+    """A number of bytes (a whole number, at least 1), or None when unset."""
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name} must be a number of bytes (e.g. 500000000000), not {value!r}")
+    return int(value)
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on (a container's share, not the whole machine's)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -55,6 +65,7 @@ def extra_s3_stores(env: Mapping[str, str]) -> list[dict]:
             "bucket": env.get(prefix + "BUCKET") or "backups",
             "secure": env_bool(prefix + "SECURE", env=env),
             "region": env.get(prefix + "REGION") or None,
+            "alert_bytes": env_bytes(prefix + "ALERT_BYTES", env),
         })
     return stores
 
@@ -94,6 +105,11 @@ class Config:
         # besides those the targets name.
         self.NOTIFY_ALLOWED_HOSTS = os.environ.get("NOTIFY_ALLOWED_HOSTS") or None
         self.RESTORE_ALLOWED_HOSTS = os.environ.get("RESTORE_ALLOWED_HOSTS") or None
+        # A location holding more than this (backups, base backups and WAL) is in the dashboard's
+        # attention panel and notified, once each time it crosses; MINIO_ALERT_BYTES and
+        # S3_<NAME>_ALERT_BYTES set a store's own.
+        self.STORAGE_ALERT_BYTES = env_bytes("STORAGE_ALERT_BYTES")
+        self.MINIO_ALERT_BYTES = env_bytes("MINIO_ALERT_BYTES")
         self.STALE_AFTER_HOURS = int(os.environ["STALE_AFTER_HOURS"]) if os.environ.get("STALE_AFTER_HOURS") else None
         # Seconds an in-place restore waits for a lock held by another session before it fails.
         self.RESTORE_LOCK_TIMEOUT = int(os.environ.get("RESTORE_LOCK_TIMEOUT", 60))

@@ -169,6 +169,15 @@ class Backup(db.Model):
     def last_verification(self) -> "Verification | None":
         return self.verifications[0] if self.verifications else None
 
+    @property
+    def shown_status(self) -> str:
+        """What the pages say it is: its status, except that a completed backup with a copy that
+        failed or is missing is "copy failed" / "copy missing" (shown as a failure)."""
+        broken = [copy.status for copy in self.copies if copy.status != PRESENT]
+        if self.status == COMPLETED and broken:
+            return f"copy {COPY_FAILED if COPY_FAILED in broken else MISSING}"
+        return self.status
+
     def copy(self, location: str) -> "BackupCopy | None":
         """This backup's copy at `location`, if the catalog has one."""
         return next((c for c in self.copies if c.location == location), None)
@@ -681,3 +690,13 @@ class WalReceiver(db.Model):
     last_segment: Mapped[str | None] = mapped_column(String(64))
     last_segment_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     stored_lsn: Mapped[str | None] = mapped_column(String(32))
+
+
+class StorageAlert(db.Model):
+    """A location over its size limit (STORAGE_ALERT_BYTES) since `since`: told once when it
+    crossed; the row goes when it is under again, so the next crossing is told again."""
+
+    __tablename__ = "storage_alerts"
+
+    location: Mapped[str] = mapped_column(String(32), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -104,6 +104,16 @@ def copy_locations() -> list[str]:
     return [LOCAL, S3, *(f"{S3}:{store['name']}" for store in current_app.config.get("S3_STORES", []))]
 
 
+def storage_alert_limits() -> dict[str, int]:
+    """The size each location may grow to before it is alerted about (see STORAGE_ALERT_BYTES)."""
+    config = current_app.config
+    everywhere = config.get("STORAGE_ALERT_BYTES")
+    own = {S3: config.get("MINIO_ALERT_BYTES"),
+           **{f"{S3}:{store['name']}": store.get("alert_bytes") for store in config.get("S3_STORES", [])}}
+    limits = {location: own.get(location) or everywhere for location in copy_locations()}
+    return {location: limit for location, limit in limits.items() if limit}
+
+
 def env_url() -> str | None:
     return current_app.config.get("BACKUP_DATABASE_URL")
 

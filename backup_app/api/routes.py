@@ -14,8 +14,10 @@ from backup_app.jobs import records
 from backup_app.jobs.submit import delete_job, queue, queue_create, queue_restore, run_here
 from backup_app.models import Backup, Job, Target
 from backup_app.services.backups import queries
+from backup_app.services.overview import targets_with_health
 from backup_app.services.pitr import setup as pitr
 from backup_app.services.users import user_for_token
+from backup_app.web.backups.routes import backup_filters
 from backup_app.web.downloads import download_response
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
@@ -84,14 +86,15 @@ def create_backup():
 
 @bp.get("/backups")
 def list_backups():
-    """Backups, newest first; `?database=` and `?status=` filter, `?limit=` (≤ 1000) and `?offset=` page.
+    """Backups, newest first; `?database=` and `?status=` filter, `?limit=` (≤ 1000) and `?offset=` page
+    (400 for another argument or a bad value, 404 for a database there is nothing of).
 
     The total that matches is in the X-Total-Count header.
     """
     limit, offset = whole_number_arg("limit", DEFAULT_LIMIT), whole_number_arg("offset", 0)
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT} and offset 0 or more")
-    query = queries.backups_query(request.args.get("database"), request.args.get("status"))
+    query = queries.backups_query(*backup_filters("limit", "offset"))
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     # Each backup's last verification is in its JSON: load them all in one query, not one per backup.
     # An offset past the end is an empty page (and never one too large for the database's integers).
@@ -156,6 +159,12 @@ def optional_port(body: dict) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535):
         raise InvalidRequest("'port' must be a whole number from 1 to 65535")
     return value
+
+
+@bp.get("/targets")
+def list_targets():
+    """Every target, shaped like `flask targets list --json` (with its last attempt and last good backup)."""
+    return jsonify(targets_with_health(db.session, wiring.all_targets(), current_app.config.get("STALE_AFTER_HOURS")))
 
 
 @bp.get("/targets/<name>/pitr")

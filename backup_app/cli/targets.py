@@ -1,5 +1,6 @@
 """`flask targets …`: add, list, remove and test the databases to back up."""
 import click
+from flask import current_app
 
 from backup_app import wiring
 from backup_app.cli.group import ServiceGroup, confirm, echo_json
@@ -8,6 +9,7 @@ from backup_app.errors import ConfigurationError
 from backup_app.extensions import db
 from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services import targets as service
+from backup_app.services.overview import targets_with_health
 from backup_app.services.pitr import setup as pitr_setup
 
 targets_cli = ServiceGroup("targets", help="Manage the databases to back up.")
@@ -71,11 +73,11 @@ def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec,
 @targets_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def list_command(as_json):
-    """List the databases to back up."""
+    """List the databases to back up, each with its last attempt and its last good backup."""
     upgrade_catalog_if_needed()
     targets = wiring.all_targets()
     if as_json:
-        echo_json([t.to_dict() for t in targets])
+        echo_json(targets_with_health(db.session, targets, current_app.config.get("STALE_AFTER_HOURS")))
         return
     if not targets:
         click.echo("No targets. Set BACKUP_DATABASE_URL or run `flask targets add`.")

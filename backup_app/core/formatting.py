@@ -1,5 +1,5 @@
 """Small display helpers shared by the CLI and the templates."""
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
@@ -32,14 +32,19 @@ def relative_time(moment: datetime | None, now: datetime | None = None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """45 -> '45 s', 150 -> '2 min 30 s', 7300 -> '2 h 1 min'."""
+    """45 -> '45 s', 150 -> '2 min 30 s', 600 -> '10 min', 7300 -> '2 h 1 min', 86400 -> '24 h',
+    3 days -> '3 days'."""
     if seconds is None:
         return "—"
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
+    if hours >= 72 and hours % 24 == 0 and not minutes and not secs:
+        return f"{hours // 24} days"
     if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
 
 
 def exact_time(moment: datetime | None) -> str:

@@ -5,7 +5,8 @@ running jobs whose process is gone (see jobs.recover_interrupted_jobs), drops th
 restores kept once KEEP_PREVIOUS_HOURS have passed, and queues a create job
 for every target whose backup schedule is due, a verify job of the newest completed backup
 of every target whose verify schedule is due, the prune (PRUNE_SCHEDULE) and the sync
-(SYNC_SCHEDULE). Each due run is claimed by a compare-and-set first, so however many
+(SYNC_SCHEDULE), and it tells about locations newly past their size limit
+(STORAGE_ALERT_BYTES). Each due run is claimed by a compare-and-set first, so however many
 workers tick at once it is queued once. A run whose target already has an active job is
 skipped, and the skip is written to that job's log and to the worker's (every line `tick`
 returns is).
@@ -25,7 +26,7 @@ from backup_app.jobs.records import record
 from backup_app.jobs.recovery import recover_interrupted_jobs
 from backup_app.jobs.submit import app_wide_job, create_job, queue, record_failed, verify_job
 from backup_app.models import ACTIVE_JOB_STATUSES, COMPLETED, CREATE, PRUNE, SYNC, VERIFY, Job, Target, utcnow
-from backup_app.services import previous, schedules
+from backup_app.services import notifications, previous, schedules
 from backup_app.services import targets as target_service
 from backup_app.services.backups.queries import backups_query
 from backup_app.services.sync import needs_sync
@@ -72,6 +73,13 @@ def tick(session: Session, now: datetime | None = None) -> list[str]:
     if config["SYNC_SCHEDULE"] and stores and schedules.claim_periodic(session, SYNC, config["SYNC_SCHEDULE"], now):
         if needs_sync(session, stores, config.get("SYNC_FETCH_LOCAL", False)):
             lines.append(_queue(session, app_wide_job(SYNC), "sync"))
+    if wiring.storage_alert_limits():
+        try:
+            lines += [f"{item.location} holds {item.used} bytes, past its limit of {item.limit}: notified"
+                      for item in notifications.alert_storage_limits()]
+        except Exception as exc:  # noqa: BLE001 - a failed check is told in the log, the work above is done
+            session.rollback()
+            lines.append(f"checking the storage limits failed: {type(exc).__name__}: {exc}")
     return lines
 
 

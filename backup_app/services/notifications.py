@@ -1,7 +1,7 @@
 """Notifications through Apprise (e-mail, Slack, Telegram, Discord, Teams, webhooks, …).
 
 Told: every failed backup and failed verify, successful backups when NOTIFY_ON_SUCCESS (or the
-target's own setting) asks, and targets gone stale. Each message goes to the global
+target's own setting) asks, targets gone stale, and locations past their size limit. Each message goes to the global
 NOTIFY_URLS plus the target's own URLs. Looking them up and sending run on a thread of its
 own, so a slow or dead notification service (or catalog) never delays or fails a backup;
 each send's outcome is written to the audit log (`notify` or `notify-failed`, actor `notifier`).
@@ -15,13 +15,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backup_app import wiring
+from backup_app.core.formatting import duration, human_size, location_label
 from backup_app.errors import ConfigurationError, NotificationFailed
 from backup_app.extensions import db
 from backup_app.models import AppSetting, Target
 from backup_app.services import audit, events
 from backup_app.services.allowed_hosts import check_notification_urls, connections_only_to, named_host, refused_urls
 from backup_app.services.staleness import claim_stale_targets
+from backup_app.services.storage_limits import OverLimit, claim_crossings, over_limits
 from backup_app.services.targets import is_apprise_url, save_env_target
+from backup_app.services.usage import storage_usage
 
 log = logging.getLogger(__name__)
 _threads: list[threading.Thread] = []
@@ -191,6 +194,19 @@ def on_pitr_drill_failed(target, **_) -> None:
     dispatch(target.name, f"PITR drill of {target.name} FAILED", target.pitr_verify_error or "")
 
 
+def alert_storage_limits() -> list[OverLimit]:
+    """Tell about every location newly past its size limit (once per crossing); returns them."""
+    locations = wiring.copy_locations()
+    over = over_limits(storage_usage(db.session, locations), wiring.storage_alert_limits())
+    crossed = claim_crossings(db.session, over)
+    for item in crossed:
+        name = location_label(item.location)
+        dispatch(item.location, f"Storage {name} is past its size limit",
+                 f"{name} holds {human_size(item.used)}, more than its limit of {human_size(item.limit)} "
+                 "(STORAGE_ALERT_BYTES or the store's own). Prune, shorten retention or add space.")
+    return crossed
+
+
 def alert_stale_targets() -> list[dict]:
     """Tell about every target newly past its staleness limit; returns what was alerted."""
     alerts = []
@@ -199,7 +215,7 @@ def alert_stale_targets() -> list[dict]:
         since = f"since {stale.last_success:%Y-%m-%d %H:%M} UTC" if stale.last_success else "ever"
         name = stale.target.name
         dispatch(name, f"No successful backup of {name} {since}",
-                 f"{name} has had no successful backup for more than {stale.limit_hours} h.")
+                 f"{name} has had no successful backup for more than {duration(stale.limit.total_seconds())}.")
         alerts.append({"database": name, "last_success": stale.last_success.isoformat()
                        if stale.last_success else None, "limit_hours": stale.limit_hours})
     return alerts

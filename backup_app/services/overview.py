@@ -1,4 +1,5 @@
-"""The dashboard's figures: per target, how well it is covered."""
+"""The dashboard's figures: per target, how well it is covered, and its last attempt beside its
+last good backup (also the JSON of `flask targets list --json` and `GET /api/targets`)."""
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -9,6 +10,8 @@ from sqlalchemy.orm import Session
 from backup_app.models import (
     COMPLETED,
     CREATE,
+    FAILED,
+    INTERRUPTED,
     PRESENT,
     STOPPED,
     Backup,
@@ -17,32 +20,61 @@ from backup_app.models import (
     Target,
     Verification,
     WalReceiver,
+    isoformat,
     utcnow,
 )
 from backup_app.services.pitr.window import window
+from backup_app.services.staleness import last_successes, stale_limit
 from backup_app.services.usage import pitr_usage
 
-DEFAULT_STALE_HOURS = 26  # a daily backup that is a little late is not yet alarming
+# Without a limit of its own, a schedule or STALE_AFTER_HOURS: a daily backup a little late is not alarming.
+DEFAULT_STALE_AFTER = timedelta(hours=26)
+
+
+def attempt_problem(job: Job | None) -> str | None:
+    """What went wrong in a backup job: its error, or, when it completed, its backup's copies that
+    are not present ("s3 copy failed: …")."""
+    if job is None:
+        return None
+    if job.error or job.status != COMPLETED or job.backup is None:
+        return job.error
+    return "; ".join(f"{copy.location} copy {copy.status}" + (f": {copy.error}" if copy.error else "")
+                     for copy in job.backup.copies if copy.status != PRESENT) or None
+
+
+def attempt_failed(job: Job | None) -> bool:
+    """Whether a backup job failed, was interrupted, or completed without one of its copies."""
+    return job is not None and (job.status in (FAILED, INTERRUPTED) or attempt_problem(job) is not None)
+
+
+def last_attempt(job: Job | None) -> dict | None:
+    """`{"status", "at", "error", "job_id"}` of a target's newest backup job (None: never run). `at` is
+    when it finished, else when it started, else when it was queued."""
+    if job is None:
+        return None
+    return {"status": job.status, "at": isoformat(job.finished_at or job.started_at or job.created_at),
+            "error": attempt_problem(job), "job_id": job.id}
 
 
 @dataclass
 class TargetOverview:
     name: str
     last_success: datetime | None
-    stale_after_hours: int
+    stale_after: timedelta
     next_run_at: datetime | None
     last_verify: Verification | None
     copies_present: int
     copies_total: int
     last_run: Job | None = None            # the newest backup job, whatever its outcome
     # Copies of completed backups that are not present, by status ("failed", "missing"), and the
-    # newest one's (location, error).
+    # newest one's (location, error, backup id).
     copy_problems: dict[str, int] = field(default_factory=dict)
-    copy_problem: tuple[str, str | None] | None = None
+    copy_problem: tuple[str, str | None, str] | None = None
     bytes_by_location: dict[str, int] = field(default_factory=dict)
     pitr_bytes_by_location: dict[str, int] = field(default_factory=dict)  # base backups and WAL
     pitr_state: str | None = None          # the WAL receiver's state; None: PITR is off
     pitr_error: str | None = None          # why the receiver is not streaming
+    pitr_heartbeat_at: datetime | None = None  # when its worker last renewed its lease
     pitr_until: datetime | None = None     # the end of the recoverable window
 
     def age(self, now: datetime) -> timedelta | None:
@@ -50,15 +82,22 @@ class TargetOverview:
 
     def is_stale(self, now: datetime) -> bool:
         age = self.age(now)
-        return age is None or age > timedelta(hours=self.stale_after_hours)
+        return age is None or age > self.stale_after
+
+    @property
+    def last_run_failed(self) -> bool:
+        return attempt_failed(self.last_run)
+
+    @property
+    def last_run_problem(self) -> str | None:
+        return attempt_problem(self.last_run)
 
 
 def target_overviews(session: Session, targets: list[Target], stale_default_hours: int | None,
                      locations: Sequence[str]) -> list[TargetOverview]:
     """One overview per target, from a handful of grouped queries (PITR's bytes in each of `locations`)."""
-    last_success = dict(session.execute(
-        select(Backup.database, func.max(Backup.created_at)).where(Backup.status == COMPLETED)
-        .group_by(Backup.database)).all())
+    now = utcnow()
+    last_success = last_successes(session)
     copies = session.execute(
         select(Backup.database, BackupCopy.location, BackupCopy.status, func.count(),
                func.coalesce(func.sum(BackupCopy.size_bytes), 0))
@@ -77,7 +116,7 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
         mine = [row for row in copies if row[0] == target.name]
         overview = TargetOverview(
             name=target.name, last_success=last_success.get(target.name),
-            stale_after_hours=target.stale_after_hours or stale_default_hours or DEFAULT_STALE_HOURS,
+            stale_after=stale_limit(target, stale_default_hours, now) or DEFAULT_STALE_AFTER,
             next_run_at=target.next_run_at if target.schedule and target.schedule_enabled else None,
             last_verify=verifies.get(target.name),
             copies_present=sum(count for _, _, status, count, _ in mine if status == PRESENT),
@@ -91,12 +130,26 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
             receiver = session.get(WalReceiver, target.name)
             overview.pitr_state = receiver.state if receiver else STOPPED
             overview.pitr_error = receiver.error if receiver else None
+            overview.pitr_heartbeat_at = receiver.heartbeat_at if receiver else None
             overview.pitr_until = window(session, target.name, target.pitr_system_identifier)[1]
         for _, location, status, _, size in mine:
             if status == PRESENT:
                 overview.bytes_by_location[location] = overview.bytes_by_location.get(location, 0) + int(size)
         overviews.append(overview)
     return overviews
+
+
+def targets_with_health(session: Session, targets: list[Target], stale_default_hours: int | None) -> list[dict]:
+    """Each target's JSON (`Target.to_dict`) with `last_attempt`, `last_good_at` and `stale` (no good
+    backup within its staleness limit, as the dashboard shows it)."""
+    now, last_good, last_runs = utcnow(), last_successes(session), newest_create_jobs(session)
+    shaped = []
+    for target in targets:
+        good = last_good.get(target.name)
+        limit = stale_limit(target, stale_default_hours, now) or DEFAULT_STALE_AFTER
+        shaped.append({**target.to_dict(), "last_attempt": last_attempt(last_runs.get(target.name)),
+                       "last_good_at": isoformat(good), "stale": good is None or now - good > limit})
+    return shaped
 
 
 def newest_create_jobs(session: Session) -> dict[str, Job]:
@@ -108,14 +161,14 @@ def newest_create_jobs(session: Session) -> dict[str, Job]:
     return {job.database: job for job in session.scalars(query)}
 
 
-def newest_copy_problems(session: Session) -> dict[str, tuple[str, str | None]]:
-    """Per database, (location, error) of the newest completed backup's copy that is not present."""
+def newest_copy_problems(session: Session) -> dict[str, tuple[str, str | None, str]]:
+    """Per database, (location, error, backup id) of the newest completed backup's copy that is not present."""
     rows = session.execute(
-        select(Backup.database, BackupCopy.location, BackupCopy.error).join(BackupCopy.backup)
+        select(Backup.database, BackupCopy.location, BackupCopy.error, Backup.id).join(BackupCopy.backup)
         .where(Backup.status == COMPLETED, BackupCopy.status != PRESENT).order_by(Backup.created_at.desc()))
-    problems: dict[str, tuple[str, str | None]] = {}
-    for database, location, error in rows:
-        problems.setdefault(database, (location, error))
+    problems: dict[str, tuple[str, str | None, str]] = {}
+    for database, location, error, backup_id in rows:
+        problems.setdefault(database, (location, error, backup_id))
     return problems
 
 

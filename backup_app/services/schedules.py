@@ -1,6 +1,6 @@
 """Cron schedules: when each target's next backup (or verify) is due, claimed exactly once
 (croniter is imported when an expression is read)."""
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
@@ -34,6 +34,16 @@ def next_run_time(expression: str, timezone: str, after: datetime | None = None)
 
     local_after = (after or utcnow()).astimezone(ZoneInfo(timezone))
     return croniter(expression, local_after).get_next(datetime).astimezone(ZoneInfo("UTC"))
+
+
+def longest_gap(expression: str, timezone: str, after: datetime | None = None, runs: int = 8) -> timedelta:
+    """The longest time between two of the next `runs` times `expression` fires (a weekday schedule's
+    weekend, a daily one's day)."""
+    from croniter import croniter
+
+    times = croniter(expression, (after or utcnow()).astimezone(ZoneInfo(timezone)))
+    fires = [times.get_next(datetime).astimezone(ZoneInfo("UTC")) for _ in range(runs)]  # UTC: DST counts
+    return max(later - earlier for earlier, later in zip(fires, fires[1:]))
 
 
 def reschedule(target: Target, now: datetime | None = None) -> None:

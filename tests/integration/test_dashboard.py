@@ -97,9 +97,17 @@ def test_a_failed_last_run_a_failed_copy_and_a_failing_receiver_are_shown_with_t
     assert 'class="fresh"' in other, "a good backup of today is still the last good one"
     assert f'highlight={failed_job.id}"><span class="badge failed">failed</span>' in other
     assert f'database &#34;{other_db}&#34; does not exist' in other, "the last run's error"
-    assert '<span class="badge present">completed</span>' in source
+    assert '<span class="badge failed">copy failed</span>' in source, "a lost copy is a failure, not a green completed"
+    assert f"s3 copy failed: cannot reach S3 at {dead_s3}" in source
     assert "1 / 2" in source and '<span class="badge failed">1 failed</span>' in source
     assert f"MinIO: cannot reach S3 at {dead_s3}" in source, "the failed copy's error"
     assert made["copies"][1]["error"].startswith(f"cannot reach S3 at {dead_s3}")
     assert '<span class="badge failed">failing</span>' in source and receiver_error in source
     assert "failing" not in other and "badge failed\">failed" not in source
+    panel = page.split('<section class="attention"')[1].split("</section>")[0]
+    items = [(item.split('data-kind="')[1].split('"')[0], item.split('data-subject="')[1].split('"')[0])
+             for item in panel.split("<li")[1:]]
+    assert items == [("failed-run", "other"), ("store-down", "s3"), ("copies", "other"), ("copies", source_db),
+                     ("pitr", source_db)]
+    assert f'href="/jobs/?highlight={failed_job.id}">The last backup of other (failed, ' in panel
+    assert f"Storage MinIO is down: cannot reach S3 at {dead_s3}" in panel and 'href="/storage"' in panel

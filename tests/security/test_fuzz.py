@@ -140,7 +140,8 @@ def test_fuzzed_ids_in_the_pages(playground, name):
                 f"/backups/{quoted}/delete", f"/jobs/{quoted}/row", f"/jobs/?highlight={quoted}",
                 f"/?database={quoted}&status={quoted}&page={quoted}"):
         response = answer(client, "GET", url)
-        expected = {400} if "\x00" in name else {200} if "?" in url else {404}
+        # A listing's filters: no status is called that (400) … (a NUL is refused before any view: 400)
+        expected = {400} if "\x00" in name or "?database=" in url else {200} if "?" in url else {404}
         assert response.status_code in expected, (url, response.status_code)
     for url in (f"/backups/{quoted}/restore", f"/backups/{quoted}/delete"):
         response = answer(client, "POST", url, data={"csrf_token": token, "confirm": name, "target": "other",
@@ -166,10 +167,7 @@ def test_fuzzed_ids_in_the_api(playground, name):
         assert response.status_code in {400, 403, 404, 405}, (method, url, response.status_code)
         assert "error" in response.json
     listed = client.get(f"/api/backups?database={quoted}&status={quoted}", headers=headers)
-    if "\x00" in name:
-        assert listed.status_code == 400
-    else:
-        assert listed.status_code == 200 and listed.json == []
+    assert listed.status_code == 400 and "error" in listed.json, "no status is called that"
     playground.assert_unchanged()
 
 

@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from flask import current_app, flash, g, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 from wtforms import SelectChoice
@@ -8,11 +8,11 @@ from wtforms import SelectChoice
 from backup_app import wiring
 from backup_app.adapters.store import Store
 from backup_app.core.conninfo import ConnInfo
-from backup_app.errors import BackupError, StorageUnavailable
+from backup_app.errors import BackupError, InvalidRequest, StorageUnavailable
 from backup_app.extensions import db
 from backup_app.jobs.records import active_jobs, jobs_of_backup
 from backup_app.jobs.submit import delete_job, queue_create, queue_restore, queue_verify, run_here
-from backup_app.models import Backup
+from backup_app.models import COMPLETED, FAILED, RUNNING, Backup
 from backup_app.services.backups.queries import backups_query, get_backup, get_completed_backup
 from backup_app.services.backups.restore import describe_restore
 from backup_app.services.usage import storage_usage
@@ -53,14 +53,32 @@ def hop_through_database_names():
 BACKED_UP_DATABASES = hop_through_database_names()  # built once: building it cost more than running it
 
 
+BACKUP_STATUSES = (RUNNING, COMPLETED, FAILED)
+
+
+def backup_filters(*others: str) -> tuple[str | None, str | None]:
+    """The `?database=` and `?status=` of a backup listing: 400 for any argument but these and
+    `others` (a misspelt filter is not ignored) and for a status there is none of, 404 for a
+    database that is neither a target nor in the catalog."""
+    known = ("database", "status", *others)
+    unknown = sorted(set(request.args) - set(known))
+    if unknown:
+        raise InvalidRequest(f"unknown filter {unknown[0]!r}; the filters are {', '.join(known)}")
+    database, status = request.args.get("database") or None, request.args.get("status") or None
+    if status is not None and status not in BACKUP_STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(BACKUP_STATUSES)}, not {status!r}")
+    if database is not None and database not in {t.name for t in wiring.all_targets()} and db.session.scalar(
+            select(Backup.id).where(Backup.database == database).limit(1)) is None:
+        abort(404, description=f"no target and no backups named {database!r}")
+    return database, status
+
+
 @bp.get("/")
 def index():
     """List backups, newest first, filtered by database and status, a page at a time."""
+    database, status = backup_filters("page")
     form = FilterForm(request.args)
     form.database.choices = [SelectChoice("", "any database")] + [SelectChoice(name) for name in database_names()]
-    database = status = None
-    if form.validate():
-        database, status = form.database.data or None, form.status.data or None
     query = backups_query(database, status).options(selectinload(Backup.verifications))
     page = requested_page(query, PER_PAGE)
     return render_template("backups/index.html", page=page, form=form, jobs=active_jobs(db.session, database),

@@ -12,6 +12,7 @@ from backup_app.models import Job, Target, isoformat
 from backup_app.services import notifications
 from backup_app.services import targets as service
 from backup_app.services.backups.queries import latest_backups
+from backup_app.services.overview import attempt_failed, attempt_problem, newest_create_jobs
 from backup_app.services.pitr import setup as pitr
 from backup_app.services.previous import kept_databases
 from backup_app.services.prune import prune
@@ -37,9 +38,10 @@ def next_runs(target) -> str:
 
 @bp.get("/")
 def index():
-    """Every target: connection, schedules, retention, storage and its last backup."""
+    """Every target: connection, schedules, retention, storage, its last attempt and its last backup."""
     return render_template("targets/index.html", targets=wiring.all_targets(), env_url=wiring.env_url(),
-                           latest=latest_backups(db.session), kept=kept_databases(db.session), button=ButtonForm())
+                           latest=latest_backups(db.session), runs=newest_create_jobs(db.session),
+                           attempt_failed=attempt_failed, attempt_problem=attempt_problem, kept=kept_databases(db.session), button=ButtonForm())
 
 
 def where_notifications_go(form: TargetForm) -> None:
