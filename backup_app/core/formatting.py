@@ -1,5 +1,5 @@
 """Small display helpers shared by the CLI and the templates."""
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
