@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backup_app.adapters.environment import child_env
-from backup_app.adapters.postgres import PgClient, SnapshotCounter, connect, major
+from backup_app.adapters.postgres import PgClient, SnapshotCounter, major
 from backup_app.core.conninfo import ConnInfo
-from backup_app.errors import ConfigurationError, VersionMismatch
+from backup_app.errors import ConfigurationError, DumpFailed, VersionMismatch
 
 if TYPE_CHECKING:
     from backup_app.adapters.databases import DatabaseServer
@@ -114,15 +114,12 @@ class PgTools:
         except psycopg.Error:
             return None
 
-    @staticmethod
-    def database_size(conn: ConnInfo) -> int:
-        """Bytes `conn`'s database takes on its server (0 if it cannot be asked)."""
-        import psycopg
-
+    def database_size(self, conn: ConnInfo) -> int:
+        """Bytes `conn`'s database takes on its server (0 if it cannot be asked), asked with psql: a
+        program, which a job's watchdog ends when the server goes silent."""
         try:
-            with connect(conn, timeout=3) as db:
-                return db.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-        except psycopg.Error:
+            return int(self.clients[-1].query(conn, "SELECT pg_database_size(current_database())"))
+        except (DumpFailed, ValueError):
             return 0
 
     @staticmethod

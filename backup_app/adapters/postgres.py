@@ -390,9 +390,12 @@ class PgClient:
 
     def server_version(self, conn: ConnInfo) -> str:
         """The server's version, e.g. '15.18'."""
-        out = self._run([self.program("psql"), "--no-password", "--no-psqlrc", "--tuples-only",
-                         "--no-align", "--command=SHOW server_version"], conn, DumpFailed)
-        return out.split()[0]
+        return self.query(conn, "SHOW server_version").split()[0]
+
+    def query(self, conn: ConnInfo, sql: str) -> str:
+        """What psql prints for `sql` (unaligned, tuples only); DumpFailed with psql's error."""
+        return self._run([self.program("psql"), "--no-password", "--no-psqlrc", "--tuples-only",
+                          "--no-align", f"--command={sql}"], conn, DumpFailed).strip()
 
     def _run(self, args: list[str], conn: ConnInfo, error: type[Exception]) -> str:
         popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

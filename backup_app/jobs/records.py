@@ -129,6 +129,10 @@ class ProgressRecorder:
         self.phase, self._done, self._written, self._last = phase, 0, 0, 0.0
         record(self.job_id, message, phase=phase, bytes_done=0, bytes_total=total, phase_started_at=utcnow())
 
+    def expect(self, total: int | None) -> None:
+        """The bytes the current phase is to move, once they are known."""
+        record(self.job_id, bytes_total=total)
+
     def settle(self, nbytes: int) -> None:
         """The phase moved `nbytes` in all (now known): done and total both."""
         self._done = self._written = nbytes

@@ -115,7 +115,8 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
 
 def _run_create(session: Session, job: RunningJob, progress: ProgressRecorder):
     spec, pg = wiring.dump_spec(job.database), wiring.pg_tools()
-    progress.begin("dumping", expected_dump_size(session, spec, pg), f"dumping {spec.conn.display()}")
+    progress.begin("dumping", None, f"dumping {spec.conn.display()}")
+    progress.expect(expected_dump_size(session, spec, pg))  # asked of the server: a silent one stalls the dump
     backup = create_backup(session, spec, wiring.local_storage(), wiring.s3_stores(), pg,
                            key=wiring.master_key(), progress=progress, backup_id=job.backup_id)
     for copy in backup.copies:

@@ -127,7 +127,7 @@ def stored(store: LocalStorage, name: str, data: bytes) -> WalFile:
     encoded = archive.encode_wal(data, None)
     filename = archive.stored_name("shop", "7000000000000000001", name, "segment", False)
     store.put(filename, io.BytesIO(encoded))
-    return WalFile(target="shop", name=name, kind="segment", filename=filename,
+    return WalFile(target="shop", name=name, kind="segment", filename=filename, size_bytes=len(encoded),
                    sha256=hashlib.sha256(encoded).hexdigest(), copies={"local": {"status": PRESENT}})
 
 
