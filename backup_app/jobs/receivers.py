@@ -201,7 +201,7 @@ class Receiver:
             self.drop_half_padded()
             self.drop_archived_partials(session)
             if self.from_slot:
-                self.set_spool_aside()
+                self.set_spool_aside(session)
             else:
                 self.seed(session)
             client: PhysicalClient = physical_client(wiring.pg_tools(), conn)
@@ -230,11 +230,14 @@ class Receiver:
         partial.write_bytes(archive.fetch(newest, wiring.pitr_stores(), key))
         partial.rename(self.spool / newest.name)
 
-    def set_spool_aside(self) -> None:
-        """Rename the segments being filled in the spool (kept for inspection), so pg_receivewal
-        starts from the slot, not from them."""
+    def set_spool_aside(self, session: Session) -> None:
+        """Make pg_receivewal start from the slot, not from the spool: the segments being filled are
+        renamed (kept for inspection), completed ones that are archived whole removed."""
         for path in self.spool.glob("*.partial"):
             path.rename(path.with_name(path.name + ".abandoned"))
+        for name in self.completed():
+            if SEGMENT_NAME.fullmatch(name) and self.archived_whole(session, name):
+                (self.spool / name).unlink()
         self.from_slot = False
 
     def drop_half_padded(self) -> None:
@@ -250,11 +253,14 @@ class Receiver:
         this one did not hold the lease): pg_receivewal would start over from it, asking the server
         for WAL it may have recycled."""
         for path in self.spool.glob("*.partial"):
-            if session.scalar(select(WalFile.id).where(WalFile.target == self.target, WalFile.kind == SEGMENT,
-                                                       WalFile.system_identifier == self.lineage,
-                                                       WalFile.name == path.stem)) is not None:
+            if self.archived_whole(session, path.stem):
                 log.info("WAL receiver of %s: removing %s, archived whole meanwhile", self.target, path)
                 path.unlink()
+
+    def archived_whole(self, session: Session, name: str) -> bool:
+        return session.scalar(select(WalFile.id).where(WalFile.target == self.target, WalFile.kind == SEGMENT,
+                                                       WalFile.system_identifier == self.lineage,
+                                                       WalFile.name == name)) is not None
 
     def exited(self, session: Session) -> None:
         code = self.process.returncode

@@ -11,9 +11,11 @@ from backup_app.models import (
     COMPLETED,
     CREATE,
     FAILED,
+    FAILING,
     INTERRUPTED,
     PRESENT,
     STOPPED,
+    STREAMING,
     Backup,
     BackupCopy,
     Job,
@@ -23,7 +25,7 @@ from backup_app.models import (
     isoformat,
     utcnow,
 )
-from backup_app.services.pitr.window import window
+from backup_app.services.pitr.window import archived, window
 from backup_app.services.staleness import last_successes, stale_limit
 from backup_app.services.usage import pitr_usage
 
@@ -132,6 +134,9 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
             overview.pitr_error = receiver.error if receiver else None
             overview.pitr_heartbeat_at = receiver.heartbeat_at if receiver else None
             overview.pitr_until = window(session, target.name, target.pitr_system_identifier)[1]
+            hole = archived(session, target.name, target.pitr_system_identifier).problem()
+            if hole and overview.pitr_state == STREAMING:  # as `pitr status` says: a hole is a failure
+                overview.pitr_state, overview.pitr_error = FAILING, hole
         for _, location, status, _, size in mine:
             if status == PRESENT:
                 overview.bytes_by_location[location] = overview.bytes_by_location.get(location, 0) + int(size)

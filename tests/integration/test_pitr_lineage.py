@@ -15,6 +15,7 @@ from backup_app.extensions import db
 from backup_app.jobs.receivers import ReceiverSupervisor, spool_folder
 from backup_app.models import WalFile
 from backup_app.services import events
+from backup_app.services.overview import target_overviews
 from devtools.localservers import DEBIAN_PG_BIN, PostgresCluster
 from tests.helpers import add_target, error_line, invoke, new_key
 from tests.integration.pitr_support import covered, insert_batch, restored, restored_rows, status, wait_for
@@ -167,6 +168,10 @@ def test_a_new_primary_that_lacks_the_wal_the_archive_needs_is_archived_from_its
     wait_for(lambda: status(runner)["timeline"] == 2, what="archiving on the new timeline")
     state = status(runner)  # the hole stays until a base backup after it: said, not hidden as `streaming`
     assert state["receiver"] == "failing" and "is not archived while later WAL is" in state["error"]
+    with app.app_context():  # the dashboard says the same
+        shown = target_overviews(db.session, [wiring.target("shop")], None, [])[0]
+        db.session.remove()
+    assert shown.pitr_state == "failing" and "is not archived while later WAL is" in shown.pitr_error
     result = invoke(runner, "pitr", "restore", "shop", "--to", second.isoformat(), "--data-dir",
                     str(data_root / "in-hole"), ok=False)
     assert "outside the recoverable window" in error_line(result)
