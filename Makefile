@@ -7,7 +7,7 @@ PG_BIN  := /usr/lib/postgresql/15/bin
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench run-deps test-deps bytecode
+.PHONY: run test bench screenshots run-deps test-deps bytecode
 
 # Two stamps: `make run` installs what running needs (the app and the demo's SeaweedFS), `make test`
 # and `make bench` also the tools of the tests ([dev]).
@@ -51,3 +51,12 @@ test: test-deps bytecode
 bench: run-deps $(DEV_STAMP) bytecode
 	$(PYTHON) -m bench
 	$(PYTHON) -m bench.pitr
+
+# The pictures in README.md and docs/, taken by the browser tests (test-output/screenshots/).
+screenshots: test-deps bytecode
+	$(PYTHON) -m pytest -q -n 0 tests/browser
+	mkdir -p docs/images
+	cp test-output/screenshots/dashboard-failure.png docs/images/dashboard.png
+	cp test-output/screenshots/restore-by-name.png docs/images/restore.png
+	cp test-output/screenshots/restores.png docs/images/restores.png
+	cp test-output/screenshots/phone-dashboard.png docs/images/phone.png

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from devtools.localservers import wait_until
+from tests.browser.conftest import SCREENSHOTS
 from tests.helpers import SlowProxy
 from tests.web_helpers import EMAIL, PASSWORD, LiveApp, live_env
 
@@ -34,7 +35,7 @@ def wide(page) -> list[str]:
         .map(e => e.tagName + '.' + e.className + ' ' + (e.textContent || '').trim().slice(0, 40))""")
 
 
-def test_every_page_fits_a_phone(live_app, browser, source_db, screenshot):
+def test_every_page_fits_a_phone(live_app, browser, source_db):
     token = live_app.flask("users", "token", EMAIL).strip()
     job_id = live_app.api("POST", "/api/backups", token)["job_id"]
     wait_until(lambda: live_app.api("GET", f"/api/jobs/{job_id}", token)["status"] == "completed", 60, "a backup")
@@ -48,11 +49,13 @@ def test_every_page_fits_a_phone(live_app, browser, source_db, screenshot):
         assert fits(page), "/login"
         sign_in(page, live_app.url)
         for path in ["/", "/dashboard", f"/backups/{backup_id}", f"/backups/{backup_id}/restore", "/backups/new",
-                     "/targets/", f"/targets/{target['name']}/pitr", "/jobs/", "/audit", "/storage"]:
+                     "/targets/", f"/targets/{target['name']}/pitr", "/jobs/", "/audit", "/storage", "/restores/",
+                     "/settings/"]:
             page.goto(live_app.url + path)
             assert fits(page), f"{path} is {page.evaluate('document.documentElement.scrollWidth')} px wide: {wide(page)}"
-        page.goto(live_app.url + "/jobs/")
-        page.screenshot(path=str(screenshot("phone-jobs")), full_page=True)
+        page.goto(live_app.url + "/dashboard")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "phone-dashboard.png"), full_page=True)
     finally:
         context.close()
 
