@@ -122,6 +122,14 @@ class PgTools:
         except (DumpFailed, ValueError):
             return 0
 
+    def server_size(self, conn: ConnInfo) -> int:
+        """Bytes all databases of `conn`'s server take (0 if it cannot be asked), asked with psql like
+        `database_size`: what a base backup of the server is to copy."""
+        try:
+            return int(self.clients[-1].query(conn, "SELECT sum(pg_database_size(oid)) FROM pg_database"))
+        except (DumpFailed, ValueError):
+            return 0
+
     @staticmethod
     def databases(conn: ConnInfo) -> DatabaseServer:
         """Database-level work (exists, create, drop, swap …) on `conn`'s server (psycopg, loaded now)."""

@@ -72,6 +72,7 @@ def run_base_backup(session: Session, job, progress: ProgressRecorder):
     lineage.follow(session, wiring.target(job.database), cluster, spec.conn.display())
     client = setup.physical_client(wiring.pg_tools(), spec.conn)
     progress.begin("backing up", None, f"pg_basebackup {spec.conn.display()} (cluster {cluster})")
+    progress.expect(wiring.pg_tools().server_size(spec.conn) or None)  # asked with psql, under the watchdog
     backup = base.take_base_backup(session, spec, client, wiring.pitr_stores(), wiring.master_key(), cluster,
                                    incremental=job.options.get("incremental", False), progress=progress)
     for location, copy in backup.copies.items():

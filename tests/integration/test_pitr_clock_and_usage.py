@@ -4,6 +4,8 @@ import json
 from datetime import datetime, timedelta
 
 from backup_app import models, wiring
+from backup_app.extensions import db
+from backup_app.jobs.pitr import BASE_BACKUP
 from backup_app.core.formatting import human_size
 from tests.conftest import both_catalogs
 from tests.helpers import invoke
@@ -46,6 +48,22 @@ def test_base_backup_times_are_the_servers_clock_not_the_apps(pitr_app, pitr_clu
     assert before <= started <= finished <= after, (before, base["started_at"], base["finished_at"], after)
     state = json.loads(invoke(runner, "pitr", "status", "shop", "--json").stdout)
     assert state["base_backups"][0]["finished_at"] == base["finished_at"]
+
+
+def test_a_base_backup_expects_the_size_of_the_whole_server(pitr_app, pitr_cluster):
+    runner = pitr_app.test_cli_runner()
+    invoke(runner, "pitr", "enable", "shop")
+    json.loads(invoke(runner, "pitr", "base-backup", "shop", "--json").stdout)
+
+    with pitr_app.app_context():
+        job = db.session.query(models.Job).filter_by(kind=BASE_BACKUP).one()
+        assert job.status == "completed" and job.bytes_total, job.log
+        conn = wiring.target_conn("shop")
+        server, database = wiring.pg_tools().server_size(conn), wiring.pg_tools().database_size(conn)
+        broken = wiring.pg_tools().server_size(conn.with_dbname("no_such_database"))
+    listed = int(pitr_cluster.psql("SELECT sum(pg_database_size(oid)) FROM pg_database"))
+    assert server > database > 0 and abs(server - listed) < listed // 10, (server, database, listed)
+    assert broken == 0, "a server that cannot be asked expects nothing"
 
 
 def stored_bytes(app) -> dict[str, int]:
