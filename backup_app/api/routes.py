@@ -164,7 +164,8 @@ def optional_port(body: dict) -> int | None:
 @bp.get("/targets")
 def list_targets():
     """Every target, shaped like `flask targets list --json` (with its last attempt and last good backup)."""
-    return jsonify(targets_with_health(db.session, wiring.all_targets(), current_app.config.get("STALE_AFTER_HOURS")))
+    return jsonify(targets_with_health(db.session, wiring.all_targets(), current_app.config.get("STALE_AFTER_HOURS"),
+                                       wiring.master_key()))
 
 
 @bp.get("/targets/<name>/pitr")

@@ -77,7 +77,8 @@ def list_command(as_json):
     upgrade_catalog_if_needed()
     targets = wiring.all_targets()
     if as_json:
-        echo_json(targets_with_health(db.session, targets, current_app.config.get("STALE_AFTER_HOURS")))
+        echo_json(targets_with_health(db.session, targets, current_app.config.get("STALE_AFTER_HOURS"),
+                                   wiring.master_key()))
         return
     if not targets:
         click.echo("No targets. Set BACKUP_DATABASE_URL or run `flask targets add`.")

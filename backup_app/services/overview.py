@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from backup_app.core.crypto import MasterKey
 from backup_app.models import (
     COMPLETED,
     CREATE,
@@ -27,6 +28,7 @@ from backup_app.models import (
 )
 from backup_app.services.pitr.window import archived, window
 from backup_app.services.staleness import last_successes, stale_limit
+from backup_app.services.targets import verify_server_url
 from backup_app.services.usage import pitr_usage
 
 # Without a limit of its own, a schedule or STALE_AFTER_HOURS: a daily backup a little late is not alarming.
@@ -144,16 +146,19 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
     return overviews
 
 
-def targets_with_health(session: Session, targets: list[Target], stale_default_hours: int | None) -> list[dict]:
-    """Each target's JSON (`Target.to_dict`) with `last_attempt`, `last_good_at` and `stale` (no good
-    backup within its staleness limit, as the dashboard shows it)."""
+def targets_with_health(session: Session, targets: list[Target], stale_default_hours: int | None,
+                        key: MasterKey | None) -> list[dict]:
+    """Each target's JSON (`Target.to_dict`) with `last_attempt`, `last_good_at`, `stale` (no good
+    backup within its staleness limit, as the dashboard shows it) and `verify_server` (its own, without
+    its password, or null)."""
     now, last_good, last_runs = utcnow(), last_successes(session), newest_create_jobs(session)
     shaped = []
     for target in targets:
         good = last_good.get(target.name)
         limit = stale_limit(target, stale_default_hours, now) or DEFAULT_STALE_AFTER
         shaped.append({**target.to_dict(), "last_attempt": last_attempt(last_runs.get(target.name)),
-                       "last_good_at": isoformat(good), "stale": good is None or now - good > limit})
+                       "last_good_at": isoformat(good), "stale": good is None or now - good > limit,
+                       "verify_server": verify_server_url(target, key)})
     return shaped
 
 

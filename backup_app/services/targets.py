@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.pgtools import PgTools
 from backup_app.core import codecs
-from backup_app.core.conninfo import ConnInfo, require_auth
+from backup_app.core.conninfo import ConnInfo, require_auth, url_without_password
 from backup_app.core.crypto import MasterKey
 from backup_app.core.moments import zone_info
 from backup_app.core.retention import RetentionPolicy
@@ -178,10 +178,20 @@ def verify_conn(target: Target | None, verify_url: str | None, env_url: str | No
     return target_conn(target, env_url, key)
 
 
+def verify_server_url(target: Target, key: MasterKey | None) -> str | None:
+    """The target's own verify server as a URL without its password; None when it has none."""
+    if not target.verify_url_encrypted:
+        return None
+    if key is None:
+        return "stored encrypted (APP_ENCRYPTION_KEY is not set)"
+    return url_without_password(key.decrypt_secret(target.verify_url_encrypted))
+
+
 def set_verify_server(session: Session, name: str, url: str | None, key: MasterKey | None,
                       env_url: str | None = None) -> Target:
     """Make `url` the server `name`'s verifications restore into (None: back to VERIFY_DATABASE_URL or its
     own); stored encrypted, so APP_ENCRYPTION_KEY is needed."""
+    save_env_target(session, env_url)
     target = get_target(session, name, env_url)
     if url:
         ConnInfo.from_url(url)  # refuse what is not a PostgreSQL URL now, not at the next verify

@@ -61,7 +61,12 @@ def test_a_targets_own_verify_server_wins_and_is_stored_encrypted(keyed_app, rea
     assert f"reader: verifications restore into postgresql://postgres@127.0.0.1:{pg18_server.port}/postgres" in said
     assert pg18_server.password not in said
     assert verified["last_verification"]["status"] == "passed"
+    listed = {t["name"]: t for t in json.loads(invoke(runner, "targets", "list", "--json").stdout)}
+    assert listed["reader"]["verify_server"] == pg18_server.url().replace(f":{pg18_server.password}@", "@")
+    assert pg18_server.password not in json.dumps(listed)
     invoke(runner, "targets", "verify-server", "reader", "--clear")
+    assert {t["name"]: t for t in json.loads(invoke(runner, "targets", "list", "--json").stdout)}["reader"][
+        "verify_server"] is None
     assert "password authentication failed" in verify(runner, backup["id"], ok=False).output
     unkeyed = make_app(BACKUP_DATABASE_URL=reader_url).test_cli_runner()
     assert error_line(invoke(unkeyed, "targets", "verify-server", "reader", pg18_server.url(), ok=False)) == (

@@ -177,6 +177,34 @@ def test_edit_keeps_the_notification_settings_and_never_shows_the_urls(keyed):
     assert (target(app, "crm").notify_urls, target(app, "crm").notify_on_success) == (None, False)
 
 
+VERIFY_URL = "postgresql://checker:verify-secret@scratch.example:5433/scratch"
+
+
+def test_the_verify_server_is_set_kept_and_forgotten_on_the_edit_page_and_never_shown(keyed):
+    app, client = keyed
+    add_crm(client)
+    page = text(client.get("/targets/crm/edit"))
+    assert "Verification server" in page and "Forget the stored verification server" not in page
+
+    responses = [submit(client, "/targets/crm/edit", {**CRM, "password": "", "verify_server": VERIFY_URL},
+                        follow_redirects=True)]
+    with app.app_context():
+        stored = target(app, "crm").verify_url_encrypted
+        assert wiring.master_key().decrypt_secret(stored) == VERIFY_URL
+    responses.append(client.get("/targets/crm/edit"))
+    assert "Stored: scratch.example:5433/scratch; the rest of its URL is never shown." in text(responses[-1])
+    assert "Forget the stored verification server" in text(responses[-1])
+    responses.append(submit(client, "/targets/crm/edit", {**CRM, "password": "", "keep_days": "9"}))
+    assert target(app, "crm").verify_url_encrypted == stored, "an empty field keeps it"
+    responses.append(submit(client, "/targets/crm/edit", {**CRM, "password": "", "verify_server": "mysql://x/y"}))
+    assert responses[-1].status_code == 400 and "database URL must start with postgresql://" in text(responses[-1])
+    assert target(app, "crm").verify_url_encrypted == stored and target(app, "crm").keep_days == 9
+
+    responses.append(submit(client, "/targets/crm/edit", {**CRM, "password": "", "clear_verify_server": "y"}))
+    assert target(app, "crm").verify_url_encrypted is None
+    assert all("verify-secret" not in text(response) for response in responses)
+
+
 def test_changing_the_schedule_recomputes_the_next_run(keyed):
     app, client = keyed
     add_crm(client)

@@ -82,6 +82,12 @@ class TargetForm(FlaskForm):
                                        "target besides NOTIFY_URLS.")
     clear_notify = BooleanField("Forget the stored notification URLs")
     notify_on_success = BooleanField("Also tell about successful backups")
+    # Edit only; a PasswordField, so the URL (it may hold a password) is never rendered back.
+    verify_server = PasswordField(
+        "Verification server", validators=[Length(max=2048)],
+        description="postgresql://user:password@host:port/dbname of a server used only for verification's scratch "
+                    "restores of this target's backups; empty: VERIFY_DATABASE_URL's server, else the target's own.")
+    clear_verify_server = BooleanField("Forget the stored verification server")
     stale_after_hours = IntegerField("Alert when the newest good backup is older than (hours)",
                                      validators=[Optional(), NumberRange(min=1, max=100_000)],
                                      description="Empty: STALE_AFTER_HOURS.")

@@ -3,6 +3,7 @@ from datetime import datetime
 from flask import current_app, flash, g, redirect, render_template, url_for
 
 from backup_app import wiring
+from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.jobs import pitr as pitr_jobs
@@ -55,7 +56,7 @@ def where_notifications_go(form: TargetForm) -> None:
 def add():
     """Add a database to back up."""
     form = TargetForm()
-    del form.clear_password, form.clear_notify
+    del form.clear_password, form.clear_notify, form.verify_server, form.clear_verify_server
     where_notifications_go(form)
     if form.validate_on_submit():
         try:
@@ -66,6 +67,29 @@ def add():
         flash(f"Added {target.name}.{next_runs(target)}", "success")
         return redirect(url_for("targets.index"))
     return render_template("targets/form.html", form=form, target=None)
+
+
+def where_verifications_go(form: TargetForm, target: Target) -> None:
+    """Say beside the verification server whether one is stored (host:port/dbname, never its password)."""
+    if not target.verify_url_encrypted:
+        del form.clear_verify_server
+        return
+    key = wiring.master_key()
+    if key is None:
+        where = "one (APP_ENCRYPTION_KEY is not set, so it cannot be read)"
+    else:
+        conn = ConnInfo.from_url(service.verify_server_url(target, key))
+        where = f"{conn.host or 'localhost'}:{conn.port or 5432}/{conn.dbname}"
+    form.verify_server.description = (f"Stored: {where}; the rest of its URL is never shown. Leave empty to keep "
+                                       "it, or give a whole new URL.")
+
+
+def changed_verify_server(form: TargetForm) -> tuple[bool, str | None]:
+    """(whether the edit changes the target's verify server, the new URL or None to forget it)."""
+    url = stripped(form.verify_server)
+    if url:
+        return True, url
+    return bool(form.clear_verify_server and form.clear_verify_server.data), None
 
 
 @bp.route("/<name>/edit", methods=["GET", "POST"])
@@ -87,12 +111,17 @@ def edit(name):
     else:
         del form.clear_notify
     where_notifications_go(form)
+    where_verifications_go(form, target)
     context = {"form": form, "target": target, "env_url": wiring.env_url(), "button": ButtonForm()}
     if form.validate_on_submit():
         conn = None if target.from_env else form.conn()
         clear_password = conn is not None and form.clear_password.data
         forgotten = conn is not None and not clear_password and service.forgets_password(target, conn)
+        change_verify, verify_url = changed_verify_server(form)
         try:
+            if change_verify:  # first: it refuses a bad URL before anything is saved
+                service.set_verify_server(db.session, target.name, verify_url, wiring.master_key(),
+                                          wiring.env_url())
             service.update_target(db.session, target.name, form.settings(target.notify_urls), wiring.master_key(),
                                   conn, clear_password=clear_password, env_url=wiring.env_url(),
                                   notify_hosts=wiring.notify_allowed_hosts())
