@@ -4,9 +4,9 @@ import json
 from datetime import datetime, timedelta
 
 from backup_app import models, wiring
+from backup_app.core.formatting import human_size
 from backup_app.extensions import db
 from backup_app.jobs.pitr import BASE_BACKUP
-from backup_app.core.formatting import human_size
 from tests.conftest import both_catalogs
 from tests.helpers import invoke
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
