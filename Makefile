@@ -57,6 +57,6 @@ screenshots: test-deps bytecode
 	$(PYTHON) -m pytest -q -n 0 tests/browser
 	mkdir -p docs/images
 	cp test-output/screenshots/dashboard-failure.png docs/images/dashboard.png
-	cp test-output/screenshots/restore-by-name.png docs/images/restore.png
+	cp test-output/screenshots/restore.png docs/images/restore.png
 	cp test-output/screenshots/restores.png docs/images/restores.png
 	cp test-output/screenshots/phone-dashboard.png docs/images/phone.png
