@@ -51,7 +51,7 @@ def demo_settings(instance: Path = INSTANCE) -> dict:
     missing = {name: make() for name, make in GENERATED.items() if name not in settings}
     if missing:
         settings.update(missing)
-        instance.mkdir(parents=True, exist_ok=True)
+        instance.mkdir(mode=0o700, parents=True, exist_ok=True)  # its backups and catalog are the owner's
         path.write_text(json.dumps(settings, indent=2))
         path.chmod(0o600)
     return settings

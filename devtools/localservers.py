@@ -33,7 +33,10 @@ _ports_lock = threading.Lock()
 
 
 def bindable(port: int) -> bool:
+    """Whether nothing listens on `port` (connections of a server that just stopped, left in
+    TIME_WAIT, do not count: the servers started here bind with SO_REUSEADDR too)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

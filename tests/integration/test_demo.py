@@ -67,6 +67,22 @@ def test_a_kept_port_that_another_program_took_is_named(tmp_path):
             demo.start_demo_postgres(settings, tmp_path)
 
 
+def test_a_kept_port_whose_last_connections_still_wait_after_a_stop_is_taken_again(tmp_path):
+    settings = demo.demo_settings(tmp_path / "instance")
+    assert (tmp_path / "instance").stat().st_mode & 0o077 == 0  # its catalog and backups are the owner's
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server's side closes first: its port keeps a connection in TIME_WAIT
+        client.close()
+    settings["pg_port"] = port
+    try:
+        demo.hold_kept_ports([port], "PostgreSQL", tmp_path)  # the restart a few seconds after Ctrl-C
+    finally:
+        release_port(port)
+
+
 def test_the_cli_env_file_exports_the_demo_settings_to_a_shell(tmp_path):
     values = {"FLASK_APP": "/x/app.py", "BACKUP_DATABASE_URL": "postgresql://postgres:a%2Fb'c@127.0.0.1:1/shop"}
 
