@@ -20,7 +20,7 @@ class Problem:
     kind: str
     subject: str
     message: str
-    ref: str
+    ref: str | None
 
 
 def target_problems(overview: TargetOverview, target: Target, now: datetime,
@@ -50,7 +50,9 @@ def target_problems(overview: TargetOverview, target: Target, now: datetime,
                                                 f"reported {silent} (is `flask worker` running?)", name))
     verify = overview.last_verify
     if verify is not None and verify.status == FAILED:
-        problems.append(Problem(VERIFY, name, f"The last verify of {name} failed: {verify.error}", verify.backup_id))
+        gone = "" if verify.backup_id else " (its backup is deleted since)"
+        problems.append(Problem(VERIFY, name, f"The last verify of {name} failed{gone}: {verify.error}",
+                                verify.backup_id))
     if target.pitr_enabled and target.pitr_verify_error:
         problems.append(Problem(DRILL, name, f"The PITR drill of {name} failed: {target.pitr_verify_error}", name))
     if overview.is_stale(now):

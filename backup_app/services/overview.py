@@ -52,11 +52,13 @@ def attempt_failed(job: Job | None) -> bool:
 
 
 def last_attempt(job: Job | None) -> dict | None:
-    """`{"status", "at", "error", "job_id"}` of a target's newest backup job (None: never run). `at` is
-    when it finished, else when it started, else when it was queued."""
+    """`{"status", "at", "error", "job_id"}` of a target's newest backup job (None: never run): its
+    status as the pages show it (a completed one without all its copies is "copy failed" / "copy
+    missing"); `at` is when it finished, else when it started, else when it was queued."""
     if job is None:
         return None
-    return {"status": job.status, "at": isoformat(job.finished_at or job.started_at or job.created_at),
+    status = job.backup.shown_status if job.status == COMPLETED and job.backup is not None else job.status
+    return {"status": status, "at": isoformat(job.finished_at or job.started_at or job.created_at),
             "error": attempt_problem(job), "job_id": job.id}
 
 

@@ -36,13 +36,16 @@ def next_run_time(expression: str, timezone: str, after: datetime | None = None)
     return croniter(expression, local_after).get_next(datetime).astimezone(ZoneInfo("UTC"))
 
 
-def longest_gap(expression: str, timezone: str, after: datetime | None = None, runs: int = 8) -> timedelta:
-    """The longest time between two of the next `runs` times `expression` fires (a weekday schedule's
-    weekend, a daily one's day)."""
+def longest_gap(expression: str, timezone: str, around: datetime | None = None, runs: int = 8) -> timedelta:
+    """The longest time between two of the `runs` times `expression` fired before `around` (default
+    now) and the `runs` it fires after (a weekday schedule's weekend, an office-hours one's night,
+    the gap `around` falls in included)."""
     from croniter import croniter
 
-    times = croniter(expression, (after or utcnow()).astimezone(ZoneInfo(timezone)))
-    fires = [times.get_next(datetime).astimezone(ZoneInfo("UTC")) for _ in range(runs)]  # UTC: DST counts
+    local = (around or utcnow()).astimezone(ZoneInfo(timezone))
+    before, after = croniter(expression, local), croniter(expression, local)
+    fires = sorted([before.get_prev(datetime) for _ in range(runs)] + [after.get_next(datetime) for _ in range(runs)])
+    fires = [fire.astimezone(ZoneInfo("UTC")) for fire in fires]  # UTC: DST counts
     return max(later - earlier for earlier, later in zip(fires, fires[1:]))
 
 

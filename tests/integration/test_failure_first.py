@@ -211,3 +211,6 @@ def test_a_backup_with_a_failed_copy_is_shown_as_failed(make_app, pg_cluster, so
         page = text(client.get(url))
         assert '<span class="status copy failed">copy failed</span>' in page, url
         assert '<span class="status completed">completed</span></td>' not in page, url
+    [target] = json.loads(invoke(app.test_cli_runner(), "targets", "list", "--json").stdout)
+    assert target["last_attempt"]["status"] == "copy failed", "as the pages say, not a bare completed"
+    assert target["last_attempt"]["error"].startswith("s3 copy failed")

@@ -91,11 +91,15 @@ def test_the_jobs_page_filters_by_kind_status_and_target_and_pages(bare_app, bar
 @pytest.mark.parametrize("query, message", [
     ("kind=backup", "unknown kind 'backup': choose one of create, restore, verify"),
     ("status=done", "unknown status 'done': choose one of queued, running, completed, failed, interrupted"),
-    ("target=nowhere", "unknown target 'nowhere'"),
 ])
 def test_a_bad_filter_is_a_400_naming_it(bare_client, query, message):
     response = bare_client.get(f"/jobs/?{query}")
     assert response.status_code == 400 and message in html.unescape(text(response))
+
+
+def test_an_unknown_target_is_a_404_naming_it(bare_client):
+    response = bare_client.get("/jobs/?target=nowhere")
+    assert response.status_code == 404 and "unknown target 'nowhere'" in html.unescape(text(response))
 
 
 def test_a_running_row_refreshes_itself_with_its_percentage_rate_and_time_left(bare_app, bare_client):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from backup_app.extensions import db
-from backup_app.models import Job
+from backup_app.models import Job, Verification
 from tests.conftest import unique_name
 from tests.helpers import add_target, create, error_line, invoke
 
@@ -85,3 +85,18 @@ def test_verification_history_outlives_the_backup_it_checked(app, runner, client
     row = dashboard[dashboard.index(f">{source_db}</a>"):]
     assert "passed" in row[:row.index("</tr>")], "its last verify, not never"
     assert f'backup_last_verify_success{{database="{source_db}"}} 1.0' in metrics.text
+
+
+def test_a_failed_verify_whose_backup_is_deleted_stays_on_the_dashboard(app, runner, client, source_db):
+    backup = create(runner)
+    with app.app_context():
+        db.session.add(Verification(backup_id=backup["id"], database=source_db, backup_filename=backup["filename"],
+                                    status="failed", error="row counts differ: orders 10 ≠ 12"))
+        db.session.commit()
+    invoke(runner, "backup", "delete", backup["id"], "--yes")  # the usual next step after a failed verify
+
+    page = client.get("/dashboard")
+
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert f"The last verify of {source_db} failed (its backup is deleted since): row counts differ" in text

@@ -5,7 +5,7 @@ import pytest
 from backup_app.errors import ConfigurationError
 from backup_app.extensions import db
 from backup_app.models import Target
-from backup_app.services.schedules import check_cron, claim_due_targets, next_run_time
+from backup_app.services.schedules import check_cron, claim_due_targets, longest_gap, next_run_time
 from tests.conftest import both_catalogs
 
 
@@ -39,3 +39,11 @@ def test_a_due_run_is_claimed_exactly_once(make_app, tmp_path):
 
         assert [t.name for t in first] == ["due"] and second == []
         assert first[0].next_run_at == datetime(2026, 11, 25, 12, 1, tzinfo=timezone.utc)
+
+
+def test_an_office_hours_schedule_is_not_stale_overnight():
+    # */5 during 9-17: at 18:10 the next runs are tomorrow's, 5 minutes apart; the night between counts
+    evening = datetime(2026, 12, 7, 18, 10, tzinfo=timezone.utc)
+    assert longest_gap("*/5 9-17 * * *", "UTC", evening) == timedelta(hours=15, minutes=5)
+    midday = datetime(2026, 12, 7, 12, 1, tzinfo=timezone.utc)
+    assert longest_gap("*/5 9-17 * * *", "UTC", midday) == timedelta(minutes=5)

@@ -21,7 +21,8 @@ FIXES = {
     problems_of.COPIES: lambda ref: url_for("backups.detail", backup_id=ref),
     problems_of.STORE_DOWN: lambda ref: url_for("backups.storage"),
     problems_of.PITR: lambda ref: url_for("targets.pitr_page", name=ref),
-    problems_of.VERIFY: lambda ref: url_for("backups.detail", backup_id=ref),
+    # A verify outlives its backup: once that is deleted, the list of backups is where to go.
+    problems_of.VERIFY: lambda ref: url_for("backups.detail", backup_id=ref) if ref else url_for("backups.index"),
     problems_of.DRILL: lambda ref: url_for("targets.pitr_page", name=ref),
     problems_of.STALE: lambda ref: url_for("targets.index", _anchor=f"target-{ref}"),
     problems_of.STORAGE_FULL: lambda ref: url_for("backups.storage"),

@@ -1,4 +1,4 @@
-from flask import render_template, request
+from flask import abort, render_template, request
 from wtforms import SelectChoice
 
 from backup_app import wiring
@@ -18,6 +18,8 @@ def index():
     form = JobFilterForm(request.args)
     targets = sorted(set(job_databases(db.session)) | {t.name for t in wiring.all_targets()})
     form.target.choices = [SelectChoice("", "any target")] + [SelectChoice(name) for name in targets]
+    if (target := request.args.get("target")) and target not in targets:
+        abort(404, description=f"unknown target {target!r}: no target and no jobs have that name")
     if not form.validate():
         raise InvalidRequest("; ".join(form.problems()))
     filters = {name: value for name, value in form.data.items() if value}
