@@ -12,7 +12,7 @@ import click
 from flask.cli import AppGroup, ScriptInfo
 
 from backup_app.core.formatting import human_size
-from backup_app.errors import BackupError, SomeBackupsFailed
+from backup_app.errors import BackupError, JobConflict, SomeBackupsFailed
 from backup_app.extensions import db
 from backup_app.jobs.submit import run_here
 from backup_app.schema import upgrade_catalog_if_needed
@@ -59,7 +59,8 @@ class ServiceGroup(AppGroup):
         try:
             result = super().invoke(ctx)
         except BackupError as exc:
-            outcome = refused if status_code(exc) < 500 else failed
+            ran = ctx.meta.get("audit.ran") and not isinstance(exc, JobConflict)  # a conflict: it never started
+            outcome = failed if ran or status_code(exc) >= 500 else refused
             self._audit(ctx, outcome(str(exc)))
             raise click.ClickException(str(exc)) from exc
         except click.ClickException as exc:  # bad usage, a question answered no
@@ -106,7 +107,8 @@ def progress_printer(label: str):
 
 def run_job_here(job, target_url=None, progress=None):
     """Run a job in this process, holding its slot like a worker's job; returns what it made
-    (its error is the command's)."""
+    (its error is the command's: it ran, so it failed, whatever the error's kind)."""
+    click.get_current_context().meta["audit.ran"] = True
     try:
         return run_here(db.session, job, target_url, progress)
     finally:

@@ -4,6 +4,7 @@ Each event's outcome (`detail`) is said in words: `ok`, `refused: <reason>` (the
 accepted) or `failed: <error>` (it was, and did not work). An action that queued a job names it;
 when the job fails later, its event is rewritten to say so (the one update the log sees).
 """
+import logging
 import re
 
 from sqlalchemy import Select, select, update
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from backup_app.extensions import db
 from backup_app.models import AuditEvent
 
+log = logging.getLogger(__name__)
 URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@\s]*@")
 OK = "ok"
 FAILED_SUFFIX = "-failed"
@@ -42,10 +44,14 @@ def record(session: Session, actor: str, action: str, subject: str = "", *, addr
 
 def job_failed(job_id: str, error: str) -> None:
     """Say on the events that queued job `job_id` that it failed (`<action>-failed`, `failed: <error>`),
-    in a short transaction of its own, as job records are written."""
-    with db.engine.begin() as connection:
-        connection.execute(update(AuditEvent).where(AuditEvent.job_id == job_id, AuditEvent.detail == OK)
-                           .values(action=AuditEvent.action + FAILED_SUFFIX, detail=redact(failed(error))))
+    in a short transaction of its own, as job records are written. Safe to repeat; never raises
+    (it runs as a job ends: the job's own error comes first)."""
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(update(AuditEvent).where(AuditEvent.job_id == job_id, AuditEvent.detail == OK)
+                               .values(action=AuditEvent.action + FAILED_SUFFIX, detail=redact(failed(error))))
+    except Exception:  # noqa: BLE001 - logged loudly; the job's outcome stands
+        log.exception("could not say in the audit log that job %s failed", job_id)
 
 
 def events_query(actor: str | None = None, action: str | None = None) -> Select:

@@ -1,10 +1,14 @@
 """The audit log: every action from the CLI, the pages and the API, newest first."""
 import json
+import logging
+import threading
 
 import pytest
+from sqlalchemy import event, text
 
+from backup_app.extensions import db
 from backup_app.jobs.runners import run_job
-from tests.helpers import add_target, create, invoke
+from tests.helpers import add_target, all_jobs, create, error_line, hold_target, invoke
 from tests.web_helpers import EMAIL, add_user, api_token, sign_in, submit
 
 pytestmark = pytest.mark.integration
@@ -130,3 +134,65 @@ def test_a_queued_job_that_fails_later_updates_its_audit_entry(make_app, pg_clus
     assert failed["job_id"] == event["job_id"] and failed["at"] == event["at"], "the same entry, updated"
     assert failed["detail"].startswith("failed: ") and "password authentication failed" in failed["detail"]
     assert audit(runner, "--action", "create") == []
+
+
+def test_a_job_that_fails_before_its_event_is_written_is_logged_failed(make_app, pg_cluster, source_db, tmp_path):
+    """The worker fails the job between the request's look at it and the commit of its event."""
+    app = make_app(BACKUP_DATABASE_URL=pg_cluster.url(source_db, password="wrong"), HUEY_IMMEDIATE=False,
+                   HUEY_SQLITE_PATH=str(tmp_path / "huey.db"))
+    add_user(app)
+    client = app.test_client()
+    sign_in(client)
+
+    def worker():
+        with app.app_context():
+            [job] = all_jobs(app)
+            run_job(job.id)
+
+    def fail_the_job_first(_conn, _cursor, statement, *_args):
+        if statement.startswith("INSERT INTO audit_events") and not ran.is_set():
+            ran.set()
+            thread = threading.Thread(target=worker)
+            thread.start()
+            thread.join()
+
+    ran = threading.Event()
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", fail_the_job_first)
+    submit(client, "/backups/new", {"database": source_db})
+    event.remove(engine, "before_cursor_execute", fail_the_job_first)
+
+    [failed] = audit(app.test_cli_runner(), "--action", "create-failed")
+    assert failed["detail"].startswith("failed: ") and "password authentication failed" in failed["detail"]
+    assert [job.status for job in all_jobs(app)] == ["failed"]
+
+
+def test_a_cli_job_that_ran_and_failed_is_logged_failed_not_refused(app, runner, pg_cluster, source_db, tmp_path):
+    backup = create(runner)
+    output = tmp_path / "missing" / "backup.dump"
+    invoke(runner, "backup", "download", backup["id"], "--output", str(output), ok=False)  # its job fails
+    hold_target(app, pg_cluster.url(source_db))
+    invoke(runner, "backup", "create", ok=False)  # its job never starts
+
+    events = audit(runner)
+
+    assert (events[1]["action"], events[1]["detail"]) == \
+        ("download-failed", f"failed: cannot write {output}: No such file or directory")
+    assert events[0]["action"] == "create-failed" and events[0]["detail"].startswith(
+        f"refused: A restore job for {source_db} is already running")
+
+
+def test_a_failing_audit_write_does_not_hide_the_jobs_error(app, runner, pg_cluster, source_db, caplog):
+    app.config["BACKUP_DATABASE_URL"] = pg_cluster.url(source_db, password="wrong")
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE audit_events RENAME TO audit_events_gone"))
+        db.session.commit()
+
+    with caplog.at_level(logging.ERROR):
+        result = invoke(runner, "backup", "create", ok=False)
+
+    assert "password authentication failed" in error_line(result)
+    [job] = all_jobs(app)
+    assert job.status == "failed" and "password authentication failed" in job.error
+    assert f"could not say in the audit log that job {job.id} failed" in caplog.text

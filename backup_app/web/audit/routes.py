@@ -105,7 +105,7 @@ def remember_job(job) -> None:
 
 
 def request_outcome(response) -> str:
-    """`ok`, `refused: <reason>` or `failed: <error>` (a 5xx, or the job it queued failed already)."""
+    """`ok`, `refused: <reason>` or `failed: <error>` (a 5xx; a job it queued that fails says so later)."""
     reason = (g.get("audit_error") or "; ".join(g.get("audit_messages", [])) or g.get("error_message")
               or json_error(response))
     status = response.status_code
@@ -115,11 +115,14 @@ def request_outcome(response) -> str:
     page_form = request.method == "POST" and request.blueprint != "api"
     if status >= 400 or reason or (page_form and not 300 <= status < 400):
         return service.refused(reason or (HTTPStatus(status).phrase if status >= 400 else "the form had errors"))
-    if g.get("audit_job_id"):  # it may have run (and failed) before this event was written: read it anew
-        job = db.session.execute(select(Job.status, Job.error).where(Job.id == g.audit_job_id)).first()
-        if job is not None and job.status in (FAILED, INTERRUPTED):
-            return service.failed(job.error or job.status)
     return service.OK
+
+
+def tell_if_job_failed(job_id: str) -> None:
+    """Its job may have failed before its (now committed) event could be updated: read it anew."""
+    job = db.session.execute(select(Job.status, Job.error).where(Job.id == job_id)).first()
+    if job is not None and job.status in (FAILED, INTERRUPTED):
+        service.job_failed(job_id, job.error or job.status)
 
 
 def json_error(response) -> str | None:
@@ -138,8 +141,11 @@ def record_request(response):
         outcome = request_outcome(response)
         if outcome != service.OK:
             action += service.FAILED_SUFFIX
+        job_id = g.get("audit_job_id")
         service.record(db.session, request_actor(), action, request_subject(), address=request.remote_addr,
-                       detail=outcome, job_id=g.get("audit_job_id"))
+                       detail=outcome, job_id=job_id)
+        if job_id and outcome == service.OK:
+            tell_if_job_failed(job_id)
     except Exception:  # noqa: BLE001 - the response stands; the failure is logged loudly
         db.session.rollback()
         log.exception("could not append to the audit log")
