@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from backup_app.adapters.pgtools import PgTools
 from backup_app.core import codecs
 from backup_app.core.conninfo import ConnInfo, require_auth, url_without_password
-from backup_app.core.crypto import MasterKey
+from backup_app.core.crypto import MasterKey, SecretUnreadable
 from backup_app.core.moments import zone_info
 from backup_app.core.retention import RetentionPolicy
 from backup_app.errors import ConfigurationError, DumpFailed, TargetExists, UnknownDatabase
@@ -178,13 +178,20 @@ def verify_conn(target: Target | None, verify_url: str | None, env_url: str | No
     return target_conn(target, env_url, key)
 
 
+VERIFY_SERVER_UNREADABLE = "stored, unreadable with this APP_ENCRYPTION_KEY"
+
+
 def verify_server_url(target: Target, key: MasterKey | None) -> str | None:
-    """The target's own verify server as a URL without its password; None when it has none."""
+    """The target's own verify server as a URL without its password; None when it has none, a
+    sentence when APP_ENCRYPTION_KEY is not set or is not the key it was stored with."""
     if not target.verify_url_encrypted:
         return None
     if key is None:
         return "stored encrypted (APP_ENCRYPTION_KEY is not set)"
-    return url_without_password(key.decrypt_secret(target.verify_url_encrypted))
+    try:
+        return url_without_password(key.decrypt_secret(target.verify_url_encrypted))
+    except SecretUnreadable:
+        return VERIFY_SERVER_UNREADABLE
 
 
 def set_verify_server(session: Session, name: str, url: str | None, key: MasterKey | None,

@@ -75,10 +75,13 @@ def where_verifications_go(form: TargetForm, target: Target) -> None:
         del form.clear_verify_server
         return
     key = wiring.master_key()
+    url = service.verify_server_url(target, key)
     if key is None:
         where = "one (APP_ENCRYPTION_KEY is not set, so it cannot be read)"
+    elif url == service.VERIFY_SERVER_UNREADABLE:
+        where = "one, unreadable with this APP_ENCRYPTION_KEY (forget it, or give a whole new URL)"
     else:
-        conn = ConnInfo.from_url(service.verify_server_url(target, key))
+        conn = ConnInfo.from_url(url)
         where = f"{conn.host or 'localhost'}:{conn.port or 5432}/{conn.dbname}"
     form.verify_server.description = (f"Stored: {where}; the rest of its URL is never shown. Leave empty to keep "
                                        "it, or give a whole new URL.")
