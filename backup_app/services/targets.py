@@ -194,16 +194,22 @@ def verify_server_url(target: Target, key: MasterKey | None) -> str | None:
         return VERIFY_SERVER_UNREADABLE
 
 
+def check_verify_server(url: str | None, key: MasterKey | None) -> None:
+    """Refuse a verify server that is not a PostgreSQL URL (now, not at the next verify), or one to store
+    without APP_ENCRYPTION_KEY."""
+    if url:
+        ConnInfo.from_url(url)
+        if key is None:
+            raise ConfigurationError("set APP_ENCRYPTION_KEY to store a verify server (its URL may hold a password)")
+
+
 def set_verify_server(session: Session, name: str, url: str | None, key: MasterKey | None,
                       env_url: str | None = None) -> Target:
     """Make `url` the server `name`'s verifications restore into (None: back to VERIFY_DATABASE_URL or its
     own); stored encrypted, so APP_ENCRYPTION_KEY is needed."""
     save_env_target(session, env_url)
     target = get_target(session, name, env_url)
-    if url:
-        ConnInfo.from_url(url)  # refuse what is not a PostgreSQL URL now, not at the next verify
-        if key is None:
-            raise ConfigurationError("set APP_ENCRYPTION_KEY to store a verify server (its URL may hold a password)")
+    check_verify_server(url, key)
     target.verify_url_encrypted = key.encrypt_secret(url) if url else None
     session.commit()
     return target

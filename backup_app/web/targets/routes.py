@@ -122,12 +122,14 @@ def edit(name):
         forgotten = conn is not None and not clear_password and service.forgets_password(target, conn)
         change_verify, verify_url = changed_verify_server(form)
         try:
-            if change_verify:  # first: it refuses a bad URL before anything is saved
-                service.set_verify_server(db.session, target.name, verify_url, wiring.master_key(),
-                                          wiring.env_url())
+            if change_verify:  # first: a bad URL is refused before anything is saved
+                service.check_verify_server(verify_url, wiring.master_key())
             service.update_target(db.session, target.name, form.settings(target.notify_urls), wiring.master_key(),
                                   conn, clear_password=clear_password, env_url=wiring.env_url(),
                                   notify_hosts=wiring.notify_allowed_hosts())
+            if change_verify:  # after the edit is accepted: a refused edit stores nothing
+                service.set_verify_server(db.session, target.name, verify_url, wiring.master_key(),
+                                          wiring.env_url())
         except BackupError as exc:
             return form_failed(exc, "targets/form.html", **context)
         forgot = (" Its stored password was forgotten because its address changed: enter it again if the server "
