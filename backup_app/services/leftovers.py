@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.physical import RestoredServer
+from backup_app.adapters.postgres import connect
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import BackupError, LeftoverNotFound, PitrError
 from backup_app.models import COMPLETED, Job, PreviousDatabase, isoformat
@@ -42,25 +43,44 @@ class Leftover:
                 "data_dir": self.data_dir}
 
 
-def list_leftovers(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo], pg: PgTools) -> list[Leftover]:
-    """The kept databases (newest first, each measured on its server), then the running servers."""
-    return [*previous_databases(session, conn_of, pg), *pitr_servers(session)]
+def list_leftovers(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo]) -> list[Leftover]:
+    """The kept databases (newest first, measured on their servers), then the running servers."""
+    return [*previous_databases(session, conn_of), *pitr_servers(session)]
 
 
-def previous_databases(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo],
-                       pg: PgTools) -> list[Leftover]:
+def previous_databases(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo]) -> list[Leftover]:
     kept = kept_databases(session)
     session.commit()  # no catalog transaction waits on the servers
-    return [Leftover(PREVIOUS_DATABASE, k.name, k.target, measure(k, conn_of, pg), k.kept_at, k.drop_after)
+    sizes = measure(kept, conn_of)
+    return [Leftover(PREVIOUS_DATABASE, k.name, k.target, sizes.get(k.name), k.kept_at, k.drop_after)
             for k in kept]
 
 
-def measure(kept: PreviousDatabase, conn_of: Callable[[PreviousDatabase], ConnInfo], pg: PgTools) -> int | None:
-    """The kept database's size on its server; None when the server cannot be asked or it is gone."""
+def measure(kept: list[PreviousDatabase], conn_of: Callable[[PreviousDatabase], ConnInfo]) -> dict[str, int]:
+    """The kept databases' sizes, asked of each server once (3 s at most to connect, whatever the URL
+    says: a page waits on it); a database missing when its server could not be asked or it is gone."""
+    by_server: dict[ConnInfo, list[str]] = {}
+    for k in kept:
+        try:
+            by_server.setdefault(conn_of(k).with_dbname("postgres"), []).append(k.name)
+        except BackupError:  # its target is gone or its password unreadable: not asked
+            continue
+    sizes: dict[str, int] = {}
+    for conn, names in by_server.items():
+        sizes.update(database_sizes(conn, names))
+    return sizes
+
+
+def database_sizes(conn: ConnInfo, names: list[str]) -> dict[str, int]:
+    """pg_database_size of those of `names` on `conn`'s server that exist; none when it cannot be asked."""
+    import psycopg
+
     try:
-        return pg.databases(conn_of(kept)).size(kept.name)
-    except BackupError:
-        return None
+        with connect(conn, timeout=3, at_most=True) as db:
+            return dict(db.execute("SELECT datname, pg_database_size(oid) FROM pg_database WHERE datname = ANY(%s)",
+                                   (names,)).fetchall())
+    except (psycopg.Error, BackupError):
+        return {}
 
 
 @dataclass(frozen=True)

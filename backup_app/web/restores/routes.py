@@ -12,7 +12,7 @@ from backup_app.web.restores import bp
 @bp.get("/")
 def index():
     """The databases swap restores kept and the servers point-in-time restores left running."""
-    found = leftovers.list_leftovers(db.session, wiring.previous_conn, wiring.pg_tools())
+    found = leftovers.list_leftovers(db.session, wiring.previous_conn)
     return render_template("restores/index.html", leftovers=found, kinds=leftovers)
 
 
