@@ -52,22 +52,23 @@ def previous_databases(session: Session, conn_of: Callable[[PreviousDatabase], C
     kept = kept_databases(session)
     session.commit()  # no catalog transaction waits on the servers
     sizes = measure(kept, conn_of)
-    return [Leftover(PREVIOUS_DATABASE, k.name, k.target, sizes.get(k.name), k.kept_at, k.drop_after)
+    return [Leftover(PREVIOUS_DATABASE, k.name, k.target, sizes.get(k.id), k.kept_at, k.drop_after)
             for k in kept]
 
 
-def measure(kept: list[PreviousDatabase], conn_of: Callable[[PreviousDatabase], ConnInfo]) -> dict[str, int]:
-    """The kept databases' sizes, asked of each server once (3 s at most to connect, whatever the URL
-    says: a page waits on it); a database missing when its server could not be asked or it is gone."""
-    by_server: dict[ConnInfo, list[str]] = {}
+def measure(kept: list[PreviousDatabase], conn_of: Callable[[PreviousDatabase], ConnInfo]) -> dict[int, int]:
+    """The kept databases' sizes by id, each server asked once (3 s at most to connect, whatever the URL
+    says: a page waits on it); one missing when its server could not be asked or it is gone."""
+    by_server: dict[ConnInfo, list[PreviousDatabase]] = {}
     for k in kept:
         try:
-            by_server.setdefault(conn_of(k).with_dbname("postgres"), []).append(k.name)
+            by_server.setdefault(conn_of(k).with_dbname("postgres"), []).append(k)
         except BackupError:  # its target is gone or its password unreadable: not asked
             continue
-    sizes: dict[str, int] = {}
-    for conn, names in by_server.items():
-        sizes.update(database_sizes(conn, names))
+    sizes: dict[int, int] = {}
+    for conn, on_server in by_server.items():
+        found = database_sizes(conn, [k.name for k in on_server])
+        sizes.update({k.id: found[k.name] for k in on_server if k.name in found})
     return sizes
 
 
