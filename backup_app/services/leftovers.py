@@ -124,9 +124,9 @@ def directory_size(path: Path) -> int:
     return total
 
 
-def stop_server(session: Session, name: str, pg: PgTools, os_user: str) -> RunningServer:
-    """Stop the server a point-in-time restore left running in the directory `name` (its name or
-    path) and remove that directory; LeftoverNotFound when no running one has it."""
+def running_server(session: Session, name: str) -> RunningServer:
+    """The server a point-in-time restore left running in the directory `name` (its name or path);
+    LeftoverNotFound when no running one has it, or several do."""
     matching = [s for s in running_servers(session) if name in (s.data_dir.name, str(s.data_dir))]
     if not matching:
         raise LeftoverNotFound(f"no server left running by a point-in-time restore is called {name!r} "
@@ -134,9 +134,19 @@ def stop_server(session: Session, name: str, pg: PgTools, os_user: str) -> Runni
     if len(matching) > 1:
         raise LeftoverNotFound(f"several restored servers are called {name!r}: give the data directory "
                                f"({', '.join(str(s.data_dir) for s in matching)})")
-    [running] = matching
+    return matching[0]
+
+
+def stop_server(session: Session, name: str, pg: PgTools, os_user: str) -> RunningServer:
+    """Stop the server a point-in-time restore left running in the directory `name` (its name or
+    path) and remove that directory; LeftoverNotFound when no running one has it."""
+    running = running_server(session, name)
     session.commit()
-    version = (running.data_dir / "PG_VERSION").read_text().strip()
+    try:
+        version = (running.data_dir / "PG_VERSION").read_text().strip()
+    except FileNotFoundError:
+        raise PitrError(f"{running.data_dir} has no PG_VERSION: it is not a PostgreSQL data directory (any more); "
+                        "stop its server and remove it by hand") from None
     server = RestoredServer(server_for(pg, version), running.data_dir, running.port, os_user)
     server.stop()
     if (running.data_dir / "postmaster.pid").exists():

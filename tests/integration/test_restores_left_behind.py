@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from backup_app.extensions import db
-from backup_app.models import AuditEvent, PreviousDatabase
+from backup_app.models import COMPLETED, AuditEvent, Job, PreviousDatabase, utcnow
 from tests.helpers import Tarpit, add_target, create, error_line, invoke
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
     archiving,
@@ -112,6 +112,34 @@ def test_kept_databases_on_a_silent_server_are_listed_with_unknown_sizes(app, cl
     assert [(item["name"], item["size_bytes"]) for item in listed] == [
         ("shop_before_restore_3", None), ("shop_before_restore_2", None), ("shop_before_restore_1", None)]
     assert page.count('<td data-field="size">unknown</td>') == 3
+
+
+def test_confirmation_pages_of_what_is_not_left_behind_are_not_found(client):
+    for path, message in (("/restores/drop/nosuch", "no database kept by a restore is called &#39;nosuch&#39;"),
+                          ("/restores/stop/nosuch",
+                           "no server left running by a point-in-time restore is called &#39;nosuch&#39;")):
+        page = client.get(path)
+        assert page.status_code == 404 and message in text(page), path
+
+
+def test_a_restored_directory_without_pg_version_is_a_clear_error(app, client, tmp_path):
+    data_dir = tmp_path / "no-version"
+    data_dir.mkdir()
+    (data_dir / "postmaster.pid").write_text("1\n")
+    with app.app_context():
+        db.session.add(Job(kind="pitr-restore", status=COMPLETED, database="shop", target="shop", slot="pitr:shop",
+                           log="", finished_at=utcnow(), options={"data_dir": str(data_dir), "port": 5999}))
+        db.session.commit()
+    expected = (f"{data_dir} has no PG_VERSION: it is not a PostgreSQL data directory (any more); stop its server "
+                "and remove it by hand")
+
+    assert client.get("/restores/stop/no-version").status_code == 200, "it is listed"
+    page = submit(client, "/restores/stop/no-version")
+    result = invoke(app.test_cli_runner(), "restores", "stop", "no-version", "--yes", ok=False)
+
+    assert page.status_code == 400 and expected in text(page)
+    assert error_line(result) == f"Error: {expected}" and "Traceback" not in result.output
+    assert data_dir.exists()
 
 
 def test_a_restored_pitr_server_is_listed_then_stopped(pitr_app, pitr_cluster, receivers, data_root):
