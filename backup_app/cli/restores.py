@@ -18,7 +18,7 @@ restores_cli = ServiceGroup("restores", help="What restores leave behind: kept d
 def list_command(as_json):
     """The databases swap restores kept and the servers point-in-time restores left running."""
     upgrade_catalog_if_needed()
-    found = leftovers.list_leftovers(db.session, wiring.previous_conn, wiring.pg_tools())
+    found = leftovers.list_leftovers(db.session, wiring.previous_conn)
     if as_json:
         echo_json([leftover.to_dict() for leftover in found])
         return

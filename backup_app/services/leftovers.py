@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.physical import RestoredServer
+from backup_app.adapters.postgres import connect
 from backup_app.core.conninfo import ConnInfo
 from backup_app.errors import BackupError, LeftoverNotFound, PitrError
 from backup_app.models import COMPLETED, Job, PreviousDatabase, isoformat
@@ -42,25 +43,45 @@ class Leftover:
                 "data_dir": self.data_dir}
 
 
-def list_leftovers(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo], pg: PgTools) -> list[Leftover]:
-    """The kept databases (newest first, each measured on its server), then the running servers."""
-    return [*previous_databases(session, conn_of, pg), *pitr_servers(session)]
+def list_leftovers(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo]) -> list[Leftover]:
+    """The kept databases (newest first, measured on their servers), then the running servers."""
+    return [*previous_databases(session, conn_of), *pitr_servers(session)]
 
 
-def previous_databases(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo],
-                       pg: PgTools) -> list[Leftover]:
+def previous_databases(session: Session, conn_of: Callable[[PreviousDatabase], ConnInfo]) -> list[Leftover]:
     kept = kept_databases(session)
     session.commit()  # no catalog transaction waits on the servers
-    return [Leftover(PREVIOUS_DATABASE, k.name, k.target, measure(k, conn_of, pg), k.kept_at, k.drop_after)
+    sizes = measure(kept, conn_of)
+    return [Leftover(PREVIOUS_DATABASE, k.name, k.target, sizes.get(k.id), k.kept_at, k.drop_after)
             for k in kept]
 
 
-def measure(kept: PreviousDatabase, conn_of: Callable[[PreviousDatabase], ConnInfo], pg: PgTools) -> int | None:
-    """The kept database's size on its server; None when the server cannot be asked or it is gone."""
+def measure(kept: list[PreviousDatabase], conn_of: Callable[[PreviousDatabase], ConnInfo]) -> dict[int, int]:
+    """The kept databases' sizes by id, each server asked once (3 s at most to connect, whatever the URL
+    says: a page waits on it); one missing when its server could not be asked or it is gone."""
+    by_server: dict[ConnInfo, list[PreviousDatabase]] = {}
+    for k in kept:
+        try:
+            by_server.setdefault(conn_of(k).with_dbname("postgres"), []).append(k)
+        except BackupError:  # its target is gone or its password unreadable: not asked
+            continue
+    sizes: dict[int, int] = {}
+    for conn, on_server in by_server.items():
+        found = database_sizes(conn, [k.name for k in on_server])
+        sizes.update({k.id: found[k.name] for k in on_server if k.name in found})
+    return sizes
+
+
+def database_sizes(conn: ConnInfo, names: list[str]) -> dict[str, int]:
+    """pg_database_size of those of `names` on `conn`'s server that exist; none when it cannot be asked."""
+    import psycopg
+
     try:
-        return pg.databases(conn_of(kept)).size(kept.name)
-    except BackupError:
-        return None
+        with connect(conn, timeout=3, at_most=True) as db:
+            return dict(db.execute("SELECT datname, pg_database_size(oid) FROM pg_database WHERE datname = ANY(%s)",
+                                   (names,)).fetchall())
+    except (psycopg.Error, BackupError):
+        return {}
 
 
 @dataclass(frozen=True)
@@ -103,9 +124,9 @@ def directory_size(path: Path) -> int:
     return total
 
 
-def stop_server(session: Session, name: str, pg: PgTools, os_user: str) -> RunningServer:
-    """Stop the server a point-in-time restore left running in the directory `name` (its name or
-    path) and remove that directory; LeftoverNotFound when no running one has it."""
+def running_server(session: Session, name: str) -> RunningServer:
+    """The server a point-in-time restore left running in the directory `name` (its name or path);
+    LeftoverNotFound when no running one has it, or several do."""
     matching = [s for s in running_servers(session) if name in (s.data_dir.name, str(s.data_dir))]
     if not matching:
         raise LeftoverNotFound(f"no server left running by a point-in-time restore is called {name!r} "
@@ -113,9 +134,19 @@ def stop_server(session: Session, name: str, pg: PgTools, os_user: str) -> Runni
     if len(matching) > 1:
         raise LeftoverNotFound(f"several restored servers are called {name!r}: give the data directory "
                                f"({', '.join(str(s.data_dir) for s in matching)})")
-    [running] = matching
+    return matching[0]
+
+
+def stop_server(session: Session, name: str, pg: PgTools, os_user: str) -> RunningServer:
+    """Stop the server a point-in-time restore left running in the directory `name` (its name or
+    path) and remove that directory; LeftoverNotFound when no running one has it."""
+    running = running_server(session, name)
     session.commit()
-    version = (running.data_dir / "PG_VERSION").read_text().strip()
+    try:
+        version = (running.data_dir / "PG_VERSION").read_text().strip()
+    except FileNotFoundError:
+        raise PitrError(f"{running.data_dir} has no PG_VERSION: it is not a PostgreSQL data directory (any more); "
+                        "stop its server and remove it by hand") from None
     server = RestoredServer(server_for(pg, version), running.data_dir, running.port, os_user)
     server.stop()
     if (running.data_dir / "postmaster.pid").exists():

@@ -37,16 +37,22 @@ def kept_databases(session: Session) -> list[PreviousDatabase]:
     return list(session.scalars(query.order_by(PreviousDatabase.kept_at.desc(), PreviousDatabase.id.desc())))
 
 
-def drop_now(session: Session, name: str, conn_of: Callable[[PreviousDatabase], ConnInfo], pg: PgTools,
-             now: datetime | None = None) -> PreviousDatabase:
-    """Drop the kept database `name` now (LeftoverNotFound when no restore kept one by that name)."""
+def kept_database(session: Session, name: str) -> PreviousDatabase:
+    """The database a restore kept called `name`; LeftoverNotFound when there is none, or one on each
+    of several servers."""
     kept = [k for k in kept_databases(session) if k.name == name]
     if not kept:
         raise LeftoverNotFound(f"no database kept by a restore is called {name!r} (see `flask restores list`)")
     if len(kept) > 1:
         raise LeftoverNotFound(f"restores kept a database called {name!r} on several servers "
                                f"({', '.join(k.server for k in kept)}): drop it there by hand")
-    [kept] = kept
+    return kept[0]
+
+
+def drop_now(session: Session, name: str, conn_of: Callable[[PreviousDatabase], ConnInfo], pg: PgTools,
+             now: datetime | None = None) -> PreviousDatabase:
+    """Drop the kept database `name` now (LeftoverNotFound when no restore kept one by that name)."""
+    kept = kept_database(session, name)
     session.commit()  # no catalog transaction waits on the server
     pg.databases(conn_of(kept)).drop(kept.name)
     kept.dropped_at, kept.error = now or utcnow(), None

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from backup_app.adapters.pgtools import PgTools
 from backup_app.core import codecs
 from backup_app.core.conninfo import ConnInfo, require_auth, url_without_password
-from backup_app.core.crypto import MasterKey
+from backup_app.core.crypto import MasterKey, SecretUnreadable
 from backup_app.core.moments import zone_info
 from backup_app.core.retention import RetentionPolicy
 from backup_app.errors import ConfigurationError, DumpFailed, TargetExists, UnknownDatabase
@@ -178,13 +178,29 @@ def verify_conn(target: Target | None, verify_url: str | None, env_url: str | No
     return target_conn(target, env_url, key)
 
 
+VERIFY_SERVER_UNREADABLE = "stored, unreadable with this APP_ENCRYPTION_KEY"
+
+
 def verify_server_url(target: Target, key: MasterKey | None) -> str | None:
-    """The target's own verify server as a URL without its password; None when it has none."""
+    """The target's own verify server as a URL without its password; None when it has none, a
+    sentence when APP_ENCRYPTION_KEY is not set or is not the key it was stored with."""
     if not target.verify_url_encrypted:
         return None
     if key is None:
         return "stored encrypted (APP_ENCRYPTION_KEY is not set)"
-    return url_without_password(key.decrypt_secret(target.verify_url_encrypted))
+    try:
+        return url_without_password(key.decrypt_secret(target.verify_url_encrypted))
+    except SecretUnreadable:
+        return VERIFY_SERVER_UNREADABLE
+
+
+def check_verify_server(url: str | None, key: MasterKey | None) -> None:
+    """Refuse a verify server that is not a PostgreSQL URL (now, not at the next verify), or one to store
+    without APP_ENCRYPTION_KEY."""
+    if url:
+        ConnInfo.from_url(url)
+        if key is None:
+            raise ConfigurationError("set APP_ENCRYPTION_KEY to store a verify server (its URL may hold a password)")
 
 
 def set_verify_server(session: Session, name: str, url: str | None, key: MasterKey | None,
@@ -193,10 +209,7 @@ def set_verify_server(session: Session, name: str, url: str | None, key: MasterK
     own); stored encrypted, so APP_ENCRYPTION_KEY is needed."""
     save_env_target(session, env_url)
     target = get_target(session, name, env_url)
-    if url:
-        ConnInfo.from_url(url)  # refuse what is not a PostgreSQL URL now, not at the next verify
-        if key is None:
-            raise ConfigurationError("set APP_ENCRYPTION_KEY to store a verify server (its URL may hold a password)")
+    check_verify_server(url, key)
     target.verify_url_encrypted = key.encrypt_secret(url) if url else None
     session.commit()
     return target

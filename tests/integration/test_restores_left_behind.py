@@ -2,13 +2,14 @@
 its size from the server) and the server a point-in-time restore left running (with its port and
 directory); from the CLI and the Restores page, each written to the audit log."""
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
 from backup_app.extensions import db
-from backup_app.models import AuditEvent
-from tests.helpers import create, error_line, invoke
+from backup_app.models import COMPLETED, AuditEvent, Job, PreviousDatabase, utcnow
+from tests.helpers import Tarpit, add_target, create, error_line, invoke
 from tests.integration.pitr_support import (  # noqa: F401 - fixtures
     archiving,
     covered,
@@ -83,6 +84,62 @@ def test_the_restores_page_lists_and_drops_after_a_confirmation(app, client, run
     assert missing.status_code == 404 and f"no database kept by a restore is called &#39;{kept}&#39;" in text(missing)
     assert [action for _actor, action, _subject in audited(app)] == ["restores-drop-failed", "restores-drop"], \
         "the post without a token, then the drop (a 404 names nothing to audit)"
+
+
+def within_half_a_minute(ask):
+    """What `ask()` answers, given 30 s (a deadline, not a measure: asking a silent server 10 s per
+    database and maintenance database, as it once was, took a minute here)."""
+    answers = []
+    thread = threading.Thread(target=lambda: answers.append(ask()), daemon=True)
+    thread.start()
+    thread.join(30)
+    assert answers, "still waiting for the silent server"
+    return answers[0]
+
+
+def test_kept_databases_on_a_silent_server_are_listed_with_unknown_sizes(app, client):
+    with Tarpit() as tarpit:
+        add_target(app.test_cli_runner(), "silent", tarpit.url("shop"))
+        with app.app_context():
+            for name in ("shop_before_restore_1", "shop_before_restore_2", "shop_before_restore_3"):
+                db.session.add(PreviousDatabase(name=name, database="shop", target="silent",
+                                                server=f"postgresql://app@127.0.0.1:{tarpit.port}/"))
+            db.session.commit()
+
+        listed = within_half_a_minute(lambda: left_behind(app.test_cli_runner()))
+        page = within_half_a_minute(lambda: text(client.get("/restores/")))
+
+    assert [(item["name"], item["size_bytes"]) for item in listed] == [
+        ("shop_before_restore_3", None), ("shop_before_restore_2", None), ("shop_before_restore_1", None)]
+    assert page.count('<td data-field="size">unknown</td>') == 3
+
+
+def test_confirmation_pages_of_what_is_not_left_behind_are_not_found(client):
+    for path, message in (("/restores/drop/nosuch", "no database kept by a restore is called &#39;nosuch&#39;"),
+                          ("/restores/stop/nosuch",
+                           "no server left running by a point-in-time restore is called &#39;nosuch&#39;")):
+        page = client.get(path)
+        assert page.status_code == 404 and message in text(page), path
+
+
+def test_a_restored_directory_without_pg_version_is_a_clear_error(app, client, tmp_path):
+    data_dir = tmp_path / "no-version"
+    data_dir.mkdir()
+    (data_dir / "postmaster.pid").write_text("1\n")
+    with app.app_context():
+        db.session.add(Job(kind="pitr-restore", status=COMPLETED, database="shop", target="shop", slot="pitr:shop",
+                           log="", finished_at=utcnow(), options={"data_dir": str(data_dir), "port": 5999}))
+        db.session.commit()
+    expected = (f"{data_dir} has no PG_VERSION: it is not a PostgreSQL data directory (any more); stop its server "
+                "and remove it by hand")
+
+    assert client.get("/restores/stop/no-version").status_code == 200, "it is listed"
+    page = submit(client, "/restores/stop/no-version")
+    result = invoke(app.test_cli_runner(), "restores", "stop", "no-version", "--yes", ok=False)
+
+    assert page.status_code == 400 and expected in text(page)
+    assert error_line(result) == f"Error: {expected}" and "Traceback" not in result.output
+    assert data_dir.exists()
 
 
 def test_a_restored_pitr_server_is_listed_then_stopped(pitr_app, pitr_cluster, receivers, data_root):

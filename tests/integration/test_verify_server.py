@@ -7,7 +7,8 @@ import pytest
 from backup_app.extensions import db
 from backup_app.models import Job, Verification
 from tests.conftest import unique_name
-from tests.helpers import add_target, create, error_line, invoke
+from tests.helpers import add_target, create, error_line, invoke, new_key
+from tests.web_helpers import add_user, api_token, sign_in, submit, text
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +101,34 @@ def test_a_failed_verify_whose_backup_is_deleted_stays_on_the_dashboard(app, run
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert f"The last verify of {source_db} failed (its backup is deleted since): row counts differ" in text
+
+
+UNREADABLE_VERIFY = "stored, unreadable with this APP_ENCRYPTION_KEY"
+EDIT = {"host": "127.0.0.1", "port": "5432", "user": "app", "password": "", "dbname": "crm", "sslmode": "",
+        "timezone": "UTC", "schedule_enabled": "y", "keep_days": "7", "keep_last": "2", "gfs_daily": "0",
+        "gfs_weekly": "0", "gfs_monthly": "0", "format": "custom", "codec": "gzip"}
+
+
+def test_a_verify_server_stored_under_another_key_is_listed_as_unreadable_and_can_be_forgotten(make_app):
+    """APP_ENCRYPTION_KEY changed after the verify server was stored: the list, the API and the edit
+    page still answer and say so, and the edit page forgets it."""
+    first = make_app(APP_ENCRYPTION_KEY=new_key())
+    runner = first.test_cli_runner()
+    add_target(runner, "crm", "postgresql://app@127.0.0.1:5432/crm")
+    invoke(runner, "targets", "verify-server", "crm", "postgresql://checker:verify-secret@scratch.example/scratch")
+    app = make_app(APP_ENCRYPTION_KEY=new_key())  # the same catalog, another key
+    add_user(app)
+    client = app.test_client()
+    sign_in(client)
+
+    listed = json.loads(invoke(app.test_cli_runner(), "targets", "list", "--json").stdout)
+    api = app.test_client().get("/api/targets", headers={"Authorization": f"Bearer {api_token(app)}"})
+    page = client.get("/targets/crm/edit")
+
+    assert [t["verify_server"] for t in listed] == [UNREADABLE_VERIFY]
+    assert api.status_code == 200 and [t["verify_server"] for t in api.json] == [UNREADABLE_VERIFY]
+    assert page.status_code == 200
+    assert "Stored: one, unreadable with this APP_ENCRYPTION_KEY" in text(page)
+    forgot = submit(client, "/targets/crm/edit", {**EDIT, "clear_verify_server": "y"})
+    assert forgot.status_code == 302, text(forgot)
+    assert json.loads(invoke(app.test_cli_runner(), "targets", "list", "--json").stdout)[0]["verify_server"] is None

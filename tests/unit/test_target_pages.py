@@ -230,6 +230,16 @@ def test_bad_input_on_edit_changes_nothing(keyed):
     assert target(app, "crm").timezone == "Europe/Berlin"
 
 
+def test_a_refused_edit_stores_no_verify_server(keyed):
+    app, client = keyed
+    add_crm(client)
+    app.config["NOTIFY_ALLOWED_HOSTS"] = "hooks.example"
+    response = submit(client, "/targets/crm/edit", {**CRM, "password": "", "verify_server": VERIFY_URL,
+                                                    "notify": "json://localhost/hook"})
+    assert response.status_code == 400 and "(NOTIFY_ALLOWED_HOSTS), not localhost" in text(response)
+    assert target(app, "crm").verify_url_encrypted is None
+
+
 def test_the_environment_target_keeps_its_connection_and_cannot_be_removed(make_app):
     app = make_app(BACKUP_DATABASE_URL="postgresql://app:env-secret@db.example:5432/shop")
     add_user(app)

@@ -12,13 +12,14 @@ from backup_app.web.restores import bp
 @bp.get("/")
 def index():
     """The databases swap restores kept and the servers point-in-time restores left running."""
-    found = leftovers.list_leftovers(db.session, wiring.previous_conn, wiring.pg_tools())
+    found = leftovers.list_leftovers(db.session, wiring.previous_conn)
     return render_template("restores/index.html", leftovers=found, kinds=leftovers)
 
 
 @bp.route("/drop/<name>", methods=["GET", "POST"])
 def drop(name):
-    """Drop a kept database now, after confirming."""
+    """Drop a kept database now, after confirming (404 when no restore kept one of that name)."""
+    previous.kept_database(db.session, name)
     form = ButtonForm()
     context = {"form": form, "name": name, "action": "drop"}
     if form.validate_on_submit():
@@ -33,7 +34,8 @@ def drop(name):
 
 @bp.route("/stop/<name>", methods=["GET", "POST"])
 def stop(name):
-    """Stop a restored PITR server and remove its data directory, after confirming."""
+    """Stop a restored PITR server and remove its data directory, after confirming (404 when none runs there)."""
+    leftovers.running_server(db.session, name)
     form = ButtonForm()
     context = {"form": form, "name": name, "action": "stop"}
     if form.validate_on_submit():

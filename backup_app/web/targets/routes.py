@@ -75,10 +75,13 @@ def where_verifications_go(form: TargetForm, target: Target) -> None:
         del form.clear_verify_server
         return
     key = wiring.master_key()
+    url = service.verify_server_url(target, key)
     if key is None:
         where = "one (APP_ENCRYPTION_KEY is not set, so it cannot be read)"
+    elif url == service.VERIFY_SERVER_UNREADABLE:
+        where = "one, unreadable with this APP_ENCRYPTION_KEY (forget it, or give a whole new URL)"
     else:
-        conn = ConnInfo.from_url(service.verify_server_url(target, key))
+        conn = ConnInfo.from_url(url)
         where = f"{conn.host or 'localhost'}:{conn.port or 5432}/{conn.dbname}"
     form.verify_server.description = (f"Stored: {where}; the rest of its URL is never shown. Leave empty to keep "
                                        "it, or give a whole new URL.")
@@ -119,12 +122,14 @@ def edit(name):
         forgotten = conn is not None and not clear_password and service.forgets_password(target, conn)
         change_verify, verify_url = changed_verify_server(form)
         try:
-            if change_verify:  # first: it refuses a bad URL before anything is saved
-                service.set_verify_server(db.session, target.name, verify_url, wiring.master_key(),
-                                          wiring.env_url())
+            if change_verify:  # first: a bad URL is refused before anything is saved
+                service.check_verify_server(verify_url, wiring.master_key())
             service.update_target(db.session, target.name, form.settings(target.notify_urls), wiring.master_key(),
                                   conn, clear_password=clear_password, env_url=wiring.env_url(),
                                   notify_hosts=wiring.notify_allowed_hosts())
+            if change_verify:  # after the edit is accepted: a refused edit stores nothing
+                service.set_verify_server(db.session, target.name, verify_url, wiring.master_key(),
+                                          wiring.env_url())
         except BackupError as exc:
             return form_failed(exc, "targets/form.html", **context)
         forgot = (" Its stored password was forgotten because its address changed: enter it again if the server "
