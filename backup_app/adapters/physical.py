@@ -154,18 +154,19 @@ class PhysicalClient:
                                      "client and server programs")
         return found
 
-    def create_slot(self, conn: ConnInfo, slot: str) -> None:
-        """Create the physical slot, reserving WAL from now (pg_receivewal --create-slot does not:
-        it would then stream from the server's position of the moment it starts), then open a
-        replication connection with it, so pg_hba.conf is checked too. A slot made here for a
-        connection that is then refused is dropped again: it would keep WAL on the server for nobody."""
+    def create_slot(self, conn: ConnInfo, slot: str, reserve: bool = True) -> None:
+        """Create the physical slot if it is missing, reserving WAL from the last checkpoint
+        (`reserve`; pg_receivewal --create-slot does not: it would then stream from the server's
+        position of the moment it starts), then open a replication connection with it, so
+        pg_hba.conf is checked too. A slot made here for a connection that is then refused is
+        dropped again: it would keep WAL on the server for nobody."""
         import psycopg
 
         try:
             with connect(conn) as db:
-                created = db.execute("SELECT pg_create_physical_replication_slot(%s, true) WHERE NOT EXISTS "
+                created = db.execute("SELECT pg_create_physical_replication_slot(%s, %s) WHERE NOT EXISTS "
                                      "(SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
-                                     (slot, slot)).fetchone() is not None
+                                     (slot, reserve, slot)).fetchone() is not None
         except psycopg.Error as exc:
             raise PitrError(replication_error(str(exc).strip(), conn)) from exc
         args = [self.program("pg_receivewal"), "--no-password", "--create-slot", "--if-not-exists",

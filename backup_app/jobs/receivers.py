@@ -30,7 +30,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from backup_app import wiring
-from backup_app.adapters.physical import PhysicalClient, system_identifier, wal_positions
+from backup_app.adapters.physical import PhysicalClient, drop_slot, system_identifier, wal_positions
 from backup_app.core.wal import HISTORY_NAME, SEGMENT_NAME, SEGMENT_SIZE, format_lsn, parse_lsn, segment_end_lsn
 from backup_app.errors import BackupError
 from backup_app.extensions import db
@@ -121,7 +121,7 @@ class Receiver:
         self.repair_at = 0.0
         self.hole: str | None = None  # the missing segment last notified
         self.lineage: str | None = None
-        self.from_slot = False  # the server cannot continue the archive: stream from the slot (see `seed`)
+        self.from_now = False  # the server cannot continue the archive: stream from its position now (see `seed`)
         self.leased = threading.Event()  # set while this worker holds the lease
         # (when, the server's WAL write position then), a sample a tick: the WAL written before a
         # moment is archived once the archive holds everything up to the position sampled then.
@@ -185,7 +185,7 @@ class Receiver:
             return
         root = spool_folder(self.app.config["BACKUP_DIR"], self.target)
         self.lineage, self.spool = lineage, spool_folder(self.app.config["BACKUP_DIR"], self.target, lineage)
-        self.from_slot = False
+        self.from_now = False
         if lineage and root.is_dir():
             self.spool.mkdir(parents=True, exist_ok=True)
             for path in root.iterdir():
@@ -200,13 +200,18 @@ class Receiver:
             self.spool.mkdir(parents=True, exist_ok=True)
             self.drop_half_padded()
             self.drop_archived_partials(session)
-            if self.from_slot:
-                self.set_spool_aside(session)
-            else:
-                self.seed(session)
             client: PhysicalClient = physical_client(wiring.pg_tools(), conn)
             slot = target.pitr_slot
-            client.create_slot(conn, slot)  # if the server lost it (a failover, a rebuild): made again
+            from_now = self.from_now
+            if from_now:
+                # The archive cannot continue here: stream from the server's position now. The slot's
+                # own may lie where the server cannot read any more (before a promotion's switch point,
+                # in a segment it renamed .partial), so it is made again without one.
+                self.set_spool_aside(session)
+                drop_slot(conn, slot)
+            else:
+                self.seed(session)
+            client.create_slot(conn, slot, reserve=not from_now)  # also when the server lost it (a failover)
             with open(self.log_path, "ab") as log_file:
                 self.process = client.receive_wal(conn, slot, self.spool, log_file)
         except BackupError as exc:
@@ -231,14 +236,14 @@ class Receiver:
         partial.rename(self.spool / newest.name)
 
     def set_spool_aside(self, session: Session) -> None:
-        """Make pg_receivewal start from the slot, not from the spool: the segments being filled are
-        renamed (kept for inspection), completed ones that are archived whole removed."""
+        """Make pg_receivewal start where the server is, not from the spool: the segments being filled
+        are renamed (kept for inspection), completed ones that are archived whole removed."""
         for path in self.spool.glob("*.partial"):
             path.rename(path.with_name(path.name + ".abandoned"))
         for name in self.completed():
             if SEGMENT_NAME.fullmatch(name) and self.archived_whole(session, name):
                 (self.spool / name).unlink()
-        self.from_slot = False
+        self.from_now = False
 
     def drop_half_padded(self) -> None:
         """Remove a `.partial` file that pg_receivewal was still padding with zeros when it was killed:
@@ -268,11 +273,11 @@ class Receiver:
         tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:] if self.log_path.exists() else []
         error = f"pg_receivewal exited with code {code}: " + " | ".join(tail)
         if any(lost in error for lost in UNREACHABLE_WAL):
-            self.from_slot = True
+            self.from_now = True
             error += ("; this server cannot continue the archive where it ends (it no longer has that WAL): "
-                      "archiving resumes from its replication slot, leaving a hole that restores cannot cross — "
+                      "archiving resumes from the server's position now, leaving a hole that restores cannot cross — "
                       f"take a base backup now (flask pitr base-backup {self.target})")
-        self.failed(session, error, alarm=self.from_slot)
+        self.failed(session, error, alarm=self.from_now)
 
     def failed(self, session: Session, error: str, alarm: bool = False) -> None:
         log.warning("WAL receiver of %s: %s (restarting in %.0f s)", self.target, error, self.backoff)
