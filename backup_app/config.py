@@ -115,6 +115,8 @@ class Config:
         self.RESTORE_LOCK_TIMEOUT = int(os.environ.get("RESTORE_LOCK_TIMEOUT", 60))
         # pg_restore jobs at once, when it restores into a new database from a file it can seek.
         self.RESTORE_JOBS = max(1, int(os.environ.get("RESTORE_JOBS") or usable_cpus()))
+        # Databases of a server target's set dumped at once.
+        self.SET_PARALLEL = max(1, int(os.environ.get("SET_PARALLEL") or 2))
         # Hours a database replaced by a restore is kept (<name>_before_restore_<time>) before the
         # worker drops it; 0 keeps it until it is dropped by hand.
         self.KEEP_PREVIOUS_HOURS = int(os.environ.get("KEEP_PREVIOUS_HOURS") or 24)

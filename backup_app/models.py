@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, foreign, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from backup_app.core.codecs import GLOBALS  # noqa: F401 - Backup.format of a backup of a server's roles
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.formatting import clip
 from backup_app.extensions import db
@@ -127,6 +128,8 @@ class BackupFile:
     server_version: str | None = None
     client_version: str | None = None
     row_counts: dict | None = None
+    set_id: str | None = None
+    source_database: str | None = None
 
 
 class Backup(db.Model):
@@ -155,6 +158,14 @@ class Backup(db.Model):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Exact rows per table, counted in pg_dump's own snapshot; verify compares against them.
     row_counts: Mapped[dict | None] = mapped_column(JSON)
+    # A server target's run makes a set: one backup per database (`source_database`) and one of the
+    # globals, all with the same set_id. `database` stays the target's name.
+    set_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    source_database: Mapped[str | None] = mapped_column(String(255))
+    # What the dumped database was like (owner, encoding, locale, settings, grants; DatabaseShape's
+    # fields): a set restore creates a missing database like it.
+    database_shape: Mapped[dict | None] = mapped_column(JSON)
+    notes: Mapped[str | None] = mapped_column(ClippedText())  # e.g. role passwords left out, and why
 
     copies: Mapped[list["BackupCopy"]] = relationship(
         back_populates="backup", cascade="all, delete-orphan", lazy="selectin",
@@ -185,7 +196,7 @@ class Backup(db.Model):
     def file(self) -> BackupFile:
         return BackupFile(self.id, self.filename, self.database, self.format, self.codec, self.encrypted,
                           self.created_at, self.sha256, self.size_bytes, self.server_version,
-                          self.client_version, self.row_counts)
+                          self.client_version, self.row_counts, self.set_id, self.source_database)
 
     def to_dict(self) -> dict:
         """The JSON shape shared by the CLI's --json and the API."""
@@ -206,6 +217,9 @@ class Backup(db.Model):
             "created_at": isoformat(self.created_at),
             "completed_at": isoformat(self.completed_at),
             "row_counts": self.row_counts,
+            "set_id": self.set_id,
+            "source_database": self.source_database,
+            "notes": self.notes,
             "copies": [c.to_dict() for c in self.copies],
             "last_verification": self.last_verification.to_dict() if self.last_verification else None,
         }
@@ -298,6 +312,10 @@ class Target(db.Model):
     # VERIFY_DATABASE_URL's, else its own.
     verify_url_encrypted: Mapped[str | None] = mapped_column(Text)
     from_env: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A server target: each run backs up every database of the server (`dbname` is only where it
+    # connects to list them) but those in `exclude_databases` (one name per line), and its globals.
+    all_databases: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    exclude_databases: Mapped[str | None] = mapped_column(Text)
     schedule: Mapped[str | None] = mapped_column(String(120))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     schedule_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -343,6 +361,8 @@ class Target(db.Model):
             "port": self.port,
             "user": self.user,
             "dbname": self.dbname,
+            "all_databases": self.all_databases,
+            "exclude": self.excluded,
             "sslmode": self.sslmode,
             "has_password": self.password_encrypted is not None,
             "from_env": self.from_env,
@@ -366,10 +386,17 @@ class Target(db.Model):
             "pitr_verify_schedule": self.pitr_verify_schedule,
         }
 
+    @property
+    def excluded(self) -> list[str]:
+        """The databases a server target leaves out."""
+        return (self.exclude_databases or "").splitlines()
+
     def display(self, env_url: str | None) -> str:
         """The connection as a URL without its password."""
         if self.from_env:
             return ConnInfo.from_url(env_url).display() if env_url else "BACKUP_DATABASE_URL (not set)"
+        if self.all_databases:
+            return ConnInfo("", self.host, self.port, self.user).display() + " (every database)"
         return ConnInfo(self.dbname, self.host, self.port, self.user).display()
 
 

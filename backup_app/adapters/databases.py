@@ -85,6 +85,20 @@ ORDER BY 1
 """
 
 
+# Every database but the templates: whether it takes connections, and whether this role may connect.
+DATABASES_SQL = """
+SELECT datname, datallowconn, has_database_privilege(oid, 'CONNECT')
+FROM pg_database WHERE NOT datistemplate ORDER BY datname
+"""
+
+
+def list_databases(conn: ConnInfo) -> list[tuple[str, bool, bool]]:
+    """(name, allows connections, this role may connect) of every database of `conn`'s server but
+    the templates, asked of `conn`'s own database."""
+    with server_errors(f"listing the databases of {conn.with_dbname('').display()}"), connect(conn) as db:
+        return [tuple(row) for row in db.execute(DATABASES_SQL)]
+
+
 @dataclass(frozen=True)
 class DatabaseShape:
     """What a database is, apart from its contents: what a replacement must have too."""

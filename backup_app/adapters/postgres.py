@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from backup_app.adapters.environment import child_env
 from backup_app.adapters.processes import bytes_read, track
+from backup_app.core.codecs import GLOBALS
 from backup_app.core.conninfo import ConnInfo, require_auth
 from backup_app.errors import ConfigurationError, DumpFailed, RestoreFailed
 
@@ -294,10 +295,15 @@ class PgClient:
         return found
 
     def dump(self, conn: ConnInfo, fmt: str = "custom", options: list[str] = ()) -> DumpProcess:
-        """Start pg_dump writing the whole database to its stdout."""
-        if fmt not in FORMATS:
+        """Start pg_dump writing the whole database to its stdout; for `globals`, pg_dumpall writing
+        the server's roles, memberships and tablespaces (`--globals-only`), connected to `conn`'s database."""
+        if fmt == GLOBALS:
+            args = [self.program("pg_dumpall"), "--globals-only", "--no-password",
+                    f"--database={conn.dbname}", *options]
+        elif fmt not in FORMATS:
             raise ConfigurationError(f"unknown dump format {fmt!r}; use one of {', '.join(FORMATS)}")
-        args = [self.program("pg_dump"), f"--format={fmt}", "--no-password", *options]
+        else:
+            args = [self.program("pg_dump"), f"--format={fmt}", "--no-password", *options]
         if fmt == "plain":
             args += ["--clean", "--if-exists"]
         stderr = tempfile.TemporaryFile()
@@ -391,6 +397,11 @@ class PgClient:
     def server_version(self, conn: ConnInfo) -> str:
         """The server's version, e.g. '15.18'."""
         return self.query(conn, "SHOW server_version").split()[0]
+
+    def can_read_passwords(self, conn: ConnInfo) -> bool:
+        """Whether `conn`'s role may read the roles' password hashes (pg_authid), which pg_dumpall
+        needs unless told --no-role-passwords."""
+        return self.query(conn, "SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')") == "t"
 
     def query(self, conn: ConnInfo, sql: str) -> str:
         """What psql prints for `sql` (unaligned, tuples only); DumpFailed with psql's error."""

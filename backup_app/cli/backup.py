@@ -42,12 +42,30 @@ def create_command(database, as_json):
     upgrade_catalog_if_needed()
     spec = wiring.dump_spec(database)
     click.get_current_context().meta["audit.subject"] = spec.name
+    if spec.all_databases:
+        run_reported(create_job(spec), lambda result: show_set(result, as_json), progress_printer("dumped"))
+        return
     backup = run_job_here(create_job(spec), None, progress_printer("dumped"))
     warn_failed_copies(backup)
     if as_json:
         echo_json(backup.to_dict())
     else:
         click.echo(f"Created {describe(backup)}")
+
+
+def show_set(result, as_json: bool) -> None:
+    """A server target's backup set: each backup, then what was left out."""
+    for backup in result.backups:
+        warn_failed_copies(backup)
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    click.echo(f"Backup set {result.set_id}:")
+    for backup in result.backups:
+        click.echo(f"  {backup.source_database or '(globals)'}  {describe(backup)}"
+                   + (f"  error: {backup.error}" if backup.error else ""))
+    for skipped in result.skipped:
+        click.echo(f"  {skipped['database']}  not backed up: {skipped['reason']}")
 
 
 @backup_cli.command("list")

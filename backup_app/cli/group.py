@@ -116,10 +116,10 @@ def run_job_here(job, target_url=None, progress=None):
             click.echo(err=True)  # end the progress line
 
 
-def run_reported(job, show) -> None:
-    """Run a prune or sync job and `show` its report, also when some backups failed (its error follows)."""
+def run_reported(job, show, progress=None) -> None:
+    """Run a prune, sync or set job and `show` its report, also when some backups failed (its error follows)."""
     try:
-        report = run_job_here(job)
+        report = run_job_here(job, None, progress)
     except SomeBackupsFailed as exc:
         if exc.report is not None:
             show(exc.report)

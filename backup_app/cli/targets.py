@@ -44,24 +44,32 @@ def parse_gfs(value: str | None) -> tuple[int, int, int]:
                    "name a host NOTIFY_ALLOWED_HOSTS lists, when set.")
 @click.option("--notify-on-success", is_flag=True, help="Also tell about successful backups.")
 @click.option("--stale-after-hours", type=int, help="Alert when the newest good backup is older than this.")
+@click.option("--all-databases", is_flag=True,
+              help="Back up every database of the server (and its roles) as one backup set per run; the URL "
+                   "may name no database (postgresql://user@host:port/).")
+@click.option("--exclude", metavar="DB,…", help="With --all-databases: databases to leave out.")
 @click.option("--pitr/--no-pitr", default=False, show_default=True,
               help="Archive the server's WAL for point-in-time recovery (as `flask pitr enable`).")
 @click.option("--base-schedule", metavar="CRON", help="When to take PITR base backups (default: weekly).")
 @click.option("--pitr-verify-schedule", metavar="CRON", help="When to run the PITR drill (restore latest, check).")
 def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec, fmt, encrypt, verify_schedule,
-                notify_urls, notify_on_success, stale_after_hours, pitr, base_schedule, pitr_verify_schedule):
+                notify_urls, notify_on_success, stale_after_hours, all_databases, exclude, pitr, base_schedule,
+                pitr_verify_schedule):
     """Add a database to back up (its password is stored encrypted)."""
     upgrade_catalog_if_needed()
     settings = service.TargetSettings(
         schedule=schedule, timezone=timezone, keep_days=keep_days, keep_last=keep_last, gfs=parse_gfs(gfs),
         format=fmt, codec=codec, encrypt=encrypt, verify_schedule=verify_schedule, notify_urls=notify_urls,
-        notify_on_success=notify_on_success, stale_after_hours=stale_after_hours)
-    target = service.add_target(db.session, name, ConnInfo.from_url(url), settings, wiring.master_key(),
+        notify_on_success=notify_on_success, stale_after_hours=stale_after_hours, all_databases=all_databases,
+        exclude=tuple((exclude or "").split(",")))
+    conn = ConnInfo.from_url(url, default_dbname="postgres" if all_databases else None)
+    target = service.add_target(db.session, name, conn, settings, wiring.master_key(),
                                 wiring.env_url(), wiring.notify_allowed_hosts())
     next_run = f", next run {target.next_run_at:%Y-%m-%d %H:%M} UTC" if target.next_run_at else ""
     next_verify = (f", next verify {target.verify_next_run_at:%Y-%m-%d %H:%M} UTC"
                    if target.verify_next_run_at else "")
-    click.echo(f"Added target {target.name} ({target.dbname} on {target.host or 'localhost'}){next_run}{next_verify}")
+    what = "every database" if target.all_databases else target.dbname
+    click.echo(f"Added target {target.name} ({what} on {target.host or 'localhost'}){next_run}{next_verify}")
     if base_schedule or pitr_verify_schedule:
         pitr_setup.set_schedules(db.session, target, base_schedule, pitr_verify_schedule)
     if pitr:
@@ -83,7 +91,9 @@ def list_command(as_json):
     if not targets:
         click.echo("No targets. Set BACKUP_DATABASE_URL or run `flask targets add`.")
     for t in targets:
-        source = "BACKUP_DATABASE_URL" if t.from_env else f"{t.host or 'localhost'}:{t.port or 5432}/{t.dbname}"
+        source = "BACKUP_DATABASE_URL" if t.from_env else f"{t.host or 'localhost'}:{t.port or 5432}/" + (
+            "* (every database" + (f" but {', '.join(t.excluded)})" if t.excluded else ")") if t.all_databases
+            else t.dbname)
         schedule = f"'{t.schedule}' {t.timezone}" if t.schedule else "no schedule"
         if t.verify_schedule:
             schedule += f", verify '{t.verify_schedule}'"

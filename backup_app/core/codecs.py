@@ -13,19 +13,23 @@ if TYPE_CHECKING:
 
 CODECS = ("gzip", "zstd", "plain")
 FORMATS = ("custom", "plain")
+GLOBALS = "globals"  # pg_dumpall --globals-only: SQL, stored plain or zstd, never pg_dump's gzip
+STORED_FORMATS = (*FORMATS, GLOBALS)  # a target dumps in FORMATS; its runs also store GLOBALS
 ZSTD_LEVEL = 3
 READ_SIZE = 1024 * 1024
 
 
-def check(fmt: str, codec: str) -> None:
-    if fmt not in FORMATS:
-        raise ConfigurationError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+def check(fmt: str, codec: str, formats: tuple[str, ...] = FORMATS) -> None:
+    if fmt not in formats:
+        raise ConfigurationError(f"unknown format {fmt!r}; use one of: {', '.join(formats)}")
     if codec not in CODECS:
         raise ConfigurationError(f"unknown codec {codec!r}; use one of: {', '.join(CODECS)}")
 
 
 def pg_dump_compression(fmt: str, codec: str) -> list[str]:
     """pg_dump's own compression option for this codec."""
+    if fmt == GLOBALS:
+        return []  # pg_dumpall has no compression
     if codec == "gzip":
         return [] if fmt == "custom" else ["--compress=6"]  # custom compresses by default
     return ["--compress=0"]
@@ -33,7 +37,7 @@ def pg_dump_compression(fmt: str, codec: str) -> list[str]:
 
 def file_suffix(fmt: str, codec: str, encrypted: bool) -> str:
     """`.dump`, `.sql.gz`, `.dump.zst.enc`, …: the name says what the bytes are."""
-    suffix = ".dump" if fmt == "custom" else ".sql"
+    suffix = {"custom": ".dump", GLOBALS: ".globals.sql"}.get(fmt, ".sql")
     if codec == "zstd":
         suffix += ".zst"
     elif codec == "gzip" and fmt == "plain":

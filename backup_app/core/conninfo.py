@@ -60,12 +60,13 @@ class ConnInfo:
     params: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def from_url(cls, url: str) -> "ConnInfo":
-        """Parse `postgresql://user:pass@host:port/dbname?sslmode=…`."""
+    def from_url(cls, url: str, default_dbname: str | None = None) -> "ConnInfo":
+        """Parse `postgresql://user:pass@host:port/dbname?sslmode=…` (the dbname may be left out
+        when there is a `default_dbname`: a server's URL)."""
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigurationError("database URL must start with postgresql://")
-        dbname = unquote(parts.path.lstrip("/"))
+        dbname = unquote(parts.path.lstrip("/")) or default_dbname
         if not dbname:
             raise ConfigurationError("database URL names no database (postgresql://…/DBNAME)")
         try:

@@ -3,6 +3,7 @@ the outcome. The worker's task and `run_here` both end here.
 """
 import logging
 from collections import Counter
+from contextlib import contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from backup_app.models import (
 )
 from backup_app.services import previous
 from backup_app.services.backups.create import create_backup, expected_dump_size
+from backup_app.services.backups.sets import create_set, globals_spec
 from backup_app.services.backups.delete import delete_backup
 from backup_app.services.backups.download import download_backup
 from backup_app.services.backups.queries import get_completed_backup
@@ -115,6 +117,8 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
 
 def _run_create(session: Session, job: RunningJob, progress: ProgressRecorder):
     spec, pg = wiring.dump_spec(job.database), wiring.pg_tools()
+    if spec.all_databases:
+        return _run_set(session, job, spec, progress)
     progress.begin("dumping", None, f"dumping {spec.conn.display()}")
     progress.expect(expected_dump_size(session, spec, pg))  # asked of the server: a silent one stalls the dump
     backup = create_backup(session, spec, wiring.local_storage(), wiring.s3_stores(), pg,
@@ -124,7 +128,51 @@ def _run_create(session: Session, job: RunningJob, progress: ProgressRecorder):
             record(job.id, f"{copy.location} copy {copy.status}: {copy.error}")
     copies = ", ".join(f"{c.location} {c.status}" for c in backup.copies)
     progress.settle(backup.size_bytes)
-    return f"completed {backup.filename} ({human_size(backup.size_bytes)}); copies: {copies}", backup
+    summary = f"completed {backup.filename} ({human_size(backup.size_bytes)}); copies: {copies}"
+    if job.options.get("with_globals"):
+        summary += "; " + _record_globals(session, job, spec, pg)
+    return summary, backup
+
+
+def _record_globals(session: Session, job: RunningJob, spec, pg) -> str:
+    """Back up the globals of a single target's server beside its dump (a scheduled run), for
+    `restore --create-roles`; a failure is said, and the backup it failed beside stays good."""
+    record(job.id, f"backing up the roles of {spec.conn.with_dbname('').display()} (pg_dumpall --globals-only)")
+    try:
+        made = create_backup(session, globals_spec(spec, pg), wiring.local_storage(), wiring.s3_stores(), pg,
+                             key=wiring.master_key())
+    except BackupError as exc:
+        session.rollback()
+        record(job.id, f"the globals backup failed: {exc}")
+        return f"the globals backup failed: {exc}"
+    return f"globals in {made.filename}"
+
+
+def thread_sessions():
+    """A context manager factory giving each thread a catalog session of its own (an app context)."""
+    app = current_app._get_current_object()
+
+    @contextmanager
+    def session_scope():
+        with app.app_context():
+            yield db.session
+    return session_scope
+
+
+def _run_set(session: Session, job: RunningJob, spec, progress: ProgressRecorder):
+    progress.begin("dumping", None, f"backing up every database of {spec.conn.with_dbname('').display()}")
+    sessions = thread_sessions()
+
+    def report(line: str) -> None:
+        with sessions():
+            record(job.id, line)
+    result = create_set(session, sessions, spec, wiring.local_storage(), wiring.s3_stores(), wiring.pg_tools(),
+                        key=wiring.master_key(), parallel=current_app.config["SET_PARALLEL"], progress=progress,
+                        expect=progress.expect, set_id=job.options.get("set_id"), report=report)
+    progress.settle(sum(backup.size_bytes or 0 for backup in result.backups))
+    if result.failed:
+        raise SomeBackupsFailed(result.summary(), result)
+    return result.summary(), result
 
 
 def _run_restore(session: Session, job: RunningJob, target_url: str | None, progress: ProgressRecorder):

@@ -89,7 +89,7 @@ def _queue_backup(session: Session, target: Target) -> str:
         spec = wiring.dump_spec(target.name)
     except BackupError as exc:
         return record_failed(session, CREATE, target.name, f"{what} could not start: {exc}").error
-    return _queue(session, create_job(spec), what)
+    return _queue(session, create_job(spec, scheduled=True), what)
 
 
 def _queue_verify(session: Session, target: Target) -> str:

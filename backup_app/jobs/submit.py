@@ -49,10 +49,18 @@ from backup_app.services.targets import DumpSpec
 log = logging.getLogger(__name__)
 
 
-def create_job(spec: DumpSpec) -> Job:
-    """A backup of `spec`'s database; the new backup's id is chosen now, so the job can link it."""
+def create_job(spec: DumpSpec, *, scheduled: bool = False) -> Job:
+    """A backup of `spec`'s database; the new backup's id is chosen now, so the job can link it. A
+    server target's makes a set, whose id is chosen now. A scheduled run of a single target also
+    backs up its server's globals (for `restore --create-roles`)."""
+    if spec.all_databases:
+        server = spec.conn.with_dbname("")
+        return Job(kind=CREATE, database=spec.name, target=f"{server.display()} (every database)",
+                   slot=f"set {spec.name}", server=server_address(spec.conn),
+                   options={"set_id": new_id()}, log=log_line(f"backup set of {spec.name} requested"))
     return Job(kind=CREATE, database=spec.name, target=spec.conn.display(), slot=database_slot(spec.conn),
-               server=server_address(spec.conn), backup_id=new_id(), log=log_line(f"backup of {spec.name} requested"))
+               server=server_address(spec.conn), backup_id=new_id(), options={"with_globals": scheduled},
+               log=log_line(f"backup of {spec.name} requested"))
 
 
 def restore_job(session: Session, backup_id: str, confirm: str, target_url: str | None = None, *,

@@ -29,6 +29,14 @@ class DumpSpec:
     format: str = "custom"
     codec: str = "gzip"
     encrypt: bool = False
+    all_databases: bool = False  # a server target: `conn` names where to connect, not what to dump
+    exclude: tuple[str, ...] = ()
+    # One database of a set: the set, the database dumped (as `conn` names it), what it is like.
+    set_id: str | None = None
+    source_database: str | None = None
+    database_shape: dict | None = None
+    notes: str | None = None
+    options: tuple[str, ...] = ()  # given to pg_dump (pg_dumpall) besides the codec's
 
 
 def is_apprise_url(url: str) -> bool:
@@ -54,8 +62,12 @@ class TargetSettings:
     notify_urls: tuple[str, ...] = ()
     notify_on_success: bool = False
     stale_after_hours: int | None = None
+    all_databases: bool = False  # a server target (see Target.all_databases)
+    exclude: tuple[str, ...] = ()
 
     def check(self) -> None:
+        if self.exclude and not self.all_databases:
+            raise ConfigurationError("--exclude names databases a server target leaves out: give --all-databases too")
         for expression in (self.schedule, self.verify_schedule):
             if expression:
                 check_cron(expression)
@@ -219,7 +231,7 @@ def dump_spec(target: Target, env_url: str | None, key: MasterKey | None) -> Dum
     if target.encrypt and key is None:
         raise ConfigurationError(f"target {target.name!r} is encrypted but APP_ENCRYPTION_KEY is not set")
     return DumpSpec(target.name, target_conn(target, env_url, key), target.format, target.codec,
-                    target.encrypt)
+                    target.encrypt, target.all_databases, tuple(target.excluded))
 
 
 def add_target(session: Session, name: str, conn: ConnInfo, settings: TargetSettings,
@@ -305,6 +317,8 @@ def _set_settings(target: Target, settings: TargetSettings) -> None:
     target.format, target.codec, target.encrypt = settings.format, settings.codec, settings.encrypt
     target.notify_urls = "\n".join(settings.notify_urls) or None
     target.notify_on_success, target.stale_after_hours = settings.notify_on_success, settings.stale_after_hours
+    target.all_databases = settings.all_databases
+    target.exclude_databases = "\n".join(name.strip() for name in settings.exclude if name.strip()) or None
 
 
 def check_connection(conn: ConnInfo, pg: PgTools) -> str:

@@ -52,6 +52,7 @@ def expected_dump_size(session: Session, spec: DumpSpec, pg: PgTools) -> int | N
     index); None when neither is known."""
     last = session.scalar(
         select(Backup.size_bytes).where(Backup.database == spec.name, Backup.status == COMPLETED,
+                                        Backup.source_database == spec.source_database,
                                         Backup.format == spec.format, Backup.codec == spec.codec,
                                         Backup.encrypted == spec.encrypt)
         .order_by(Backup.created_at.desc()).limit(1))
@@ -74,14 +75,16 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, stores:
     failure too before it propagates: a backup never stays `running`. `backup_id` lets a
     caller (a job) know the new backup's id before it exists.
     """
-    codecs.check(spec.format, spec.codec)
+    codecs.check(spec.format, spec.codec, codecs.STORED_FORMATS)
     if spec.encrypt and key is None:
         raise ConfigurationError(f"{spec.name} is set to encrypt backups but APP_ENCRYPTION_KEY is not set")
     created_at = utcnow()
     backup_id = backup_id or new_id()
+    label = f"{spec.name}-{spec.source_database}" if spec.source_database else spec.name
     backup = Backup(id=backup_id, database=spec.name, format=spec.format, codec=spec.codec,
-                    encrypted=spec.encrypt, status=RUNNING, created_at=created_at,
-                    filename=make_filename(spec.name, created_at, backup_id,
+                    encrypted=spec.encrypt, status=RUNNING, created_at=created_at, set_id=spec.set_id,
+                    source_database=spec.source_database, database_shape=spec.database_shape, notes=spec.notes,
+                    filename=make_filename(label, created_at, backup_id,
                                            codecs.file_suffix(spec.format, spec.codec, spec.encrypt)))
     session.add(backup)
     session.commit()
@@ -178,8 +181,8 @@ def dump_into(sink: ScratchFile, spec: DumpSpec, client: PgClient, pg: PgTools, 
     """pg_dump → codec → `sink` (and `uploads`); the size and SHA-256 written, and every table's
     rows counted in pg_dump's own snapshot (None when they could not be). pg_dump is killed on
     any failure; the caller discards `sink`."""
-    counter = pg.snapshot_counter(spec.conn)
-    options = codecs.pg_dump_compression(spec.format, spec.codec)
+    counter = None if spec.format == codecs.GLOBALS else pg.snapshot_counter(spec.conn)
+    options = codecs.pg_dump_compression(spec.format, spec.codec) + list(spec.options)
     if counter is not None:
         options.append(f"--snapshot={counter.snapshot_id}")
     try:
