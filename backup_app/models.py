@@ -39,6 +39,7 @@ PRESENT, MISSING, COPY_FAILED = "present", "missing", "failed"
 # Job.kind
 CREATE, RESTORE, VERIFY, PRUNE, SYNC = "create", "restore", "verify", "prune", "sync"
 DELETE, DOWNLOAD = "delete", "download"
+RESTORE_SET = "restore-set"
 # Job.status: QUEUED, RUNNING, COMPLETED, FAILED, or INTERRUPTED (its worker died mid-job)
 QUEUED, INTERRUPTED = "queued", "interrupted"
 ACTIVE_JOB_STATUSES = (QUEUED, RUNNING)

@@ -169,6 +169,16 @@ def restore_conn(database: str, target_url: str | None, into_target: str | None 
     return conn
 
 
+def set_restore_conn(target_name: str, target_url: str | None) -> ConnInfo:
+    """The server a set of `target_name` is restored onto: `target_url`'s (checked as restore_conn
+    checks it; the database it names is only where to connect first), else the target's own."""
+    if not target_url:
+        return target_conn(target_name)
+    conn = ConnInfo.from_url(target_url, default_dbname="postgres")
+    check_restore_host(conn, [target.host for target in all_targets()], restore_allowed_hosts())
+    return conn
+
+
 def all_targets() -> list[Target]:
     """Every target, BACKUP_DATABASE_URL's included."""
     return target_service.list_targets(db.session, env_url())

@@ -204,6 +204,10 @@ class DatabaseServer:
         with self._connect(name) as db, server_errors(f"looking for the database {name}"):
             return db.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
+    def has_tablespace(self, name: str) -> bool:
+        with self._connect() as db, server_errors(f"looking for the tablespace {name}"):
+            return db.execute("SELECT 1 FROM pg_tablespace WHERE spcname = %s", (name,)).fetchone() is not None
+
     def size(self, name: str) -> int | None:
         """pg_database_size of `name` (None: there is no such database)."""
         with self._connect(name) as db, server_errors(f"measuring the database {name}"):

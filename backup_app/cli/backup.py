@@ -12,11 +12,20 @@ from backup_app.core.formatting import human_size
 from backup_app.errors import ConfigurationError, VerificationFailed
 from backup_app.extensions import db
 from backup_app.jobs.pitr import pitr_readers
-from backup_app.jobs.submit import app_wide_job, create_job, delete_job, download_job, restore_job, verify_job
+from backup_app.jobs.submit import (
+    app_wide_job,
+    create_job,
+    delete_job,
+    download_job,
+    restore_job,
+    restore_set_job,
+    verify_job,
+)
 from backup_app.models import COPY_FAILED, PRUNE, SYNC
 from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services.backups.queries import get_backup, get_completed_backup, list_backups
 from backup_app.services.backups.restore import describe_restore
+from backup_app.services.backups.set_restore import get_set
 from backup_app.services.prune import prune
 from backup_app.services.rescan import rescan
 
@@ -147,6 +156,37 @@ def restore_command(backup_id, target_url, target_url_stdin, as_database, in_pla
         click.echo(f"The previous database is kept as {restored.previous_database}")
     for warning in restored.warnings:
         click.echo(f"Warning: {warning}", err=True)
+
+
+@backup_cli.command("restore-set")
+@click.argument("set_id", metavar="SET_ID")
+@click.option("--target-url", metavar="URL",
+              help="The server to restore onto, postgresql://user@host:port/ (default: the set's own server).")
+@click.option("--target-url-stdin", is_flag=True, help="Read --target-url from the first line of stdin.")
+@click.option("--drop-previous", is_flag=True,
+              help="Drop each database a restored one replaced (default: keep it as <name>_before_restore_<time>).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print {set_id, server, roles, databases} as JSON.")
+def restore_set_command(set_id, target_url, target_url_stdin, drop_previous, yes, as_json):
+    """Restore a backup set onto a server: its roles (missing ones created), then every database
+    (created when missing, built beside and swapped in when present)."""
+    upgrade_catalog_if_needed()
+    if target_url_stdin:
+        target_url = url_from_stdin(target_url)
+    backups = get_set(db.session, set_id)
+    job = restore_set_job(db.session, set_id, target_url, drop_previous=drop_previous)
+    names = ", ".join(b.source_database for b in backups if b.source_database)
+    kept = "dropped" if drop_previous else "kept as <name>_before_restore_<time>"
+    confirm(f"Restore set {set_id} onto {job.target}? Roles it lacks are created; the databases {names} are "
+            f"restored, each one that exists there built beside it and swapped in (the current one {kept}).", yes)
+
+    def show(outcome) -> None:
+        if as_json:
+            echo_json(outcome.to_dict())
+            return
+        for line in outcome.lines():
+            click.echo(line)
+    run_reported(job, show, progress_printer("read"), target_url)
 
 
 def url_from_stdin(given: str | None) -> str:

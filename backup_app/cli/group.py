@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Commands that change something (or hand out a backup) are written to the audit log.
 AUDITED_COMMANDS = {
-    "backup": {"create", "restore", "download", "delete", "prune", "sync", "verify", "rescan"},
+    "backup": {"create", "restore", "restore-set", "download", "delete", "prune", "sync", "verify", "rescan"},
     "storage": {"init"},
     "targets": {"add", "remove", "verify-server"},
     "users": {"create", "token"},
@@ -44,7 +44,8 @@ def audit_subject(ctx: click.Context, command: click.Command, name: str, args: l
         params = command.make_context(name, list(args), parent=ctx, resilient_parsing=True).params
     except click.ClickException:
         return ""
-    return next((str(params[key]) for key in ("backup_id", "name", "email", "database") if params.get(key)), "")
+    return next((str(params[key]) for key in ("backup_id", "set_id", "name", "email", "database") if params.get(key)),
+                "")
 
 
 class ServiceGroup(AppGroup):
@@ -116,10 +117,10 @@ def run_job_here(job, target_url=None, progress=None):
             click.echo(err=True)  # end the progress line
 
 
-def run_reported(job, show, progress=None) -> None:
+def run_reported(job, show, progress=None, target_url=None) -> None:
     """Run a prune, sync or set job and `show` its report, also when some backups failed (its error follows)."""
     try:
-        report = run_job_here(job, None, progress)
+        report = run_job_here(job, target_url, progress)
     except SomeBackupsFailed as exc:
         if exc.report is not None:
             show(exc.report)

@@ -35,12 +35,14 @@ from backup_app.models import (
     INTERRUPTED,
     PRUNE,
     RESTORE,
+    RESTORE_SET,
     SYNC,
     VERIFY,
     Job,
 )
 from backup_app.services import previous
 from backup_app.services.backups.create import create_backup, expected_dump_size
+from backup_app.services.backups.set_restore import restore_set
 from backup_app.services.backups.sets import create_set, globals_spec
 from backup_app.services.backups.delete import delete_backup
 from backup_app.services.backups.download import download_backup
@@ -88,6 +90,8 @@ def run_job(job_id: str, target_url: str | None = None, progress: Callable[[int]
         with heartbeat(job_id, watch):
             if job.kind == RESTORE:
                 summary, value = _run_restore(session, job, target_url, recorder)
+            elif job.kind == RESTORE_SET:
+                summary, value = _run_restore_set(session, job, target_url, recorder)
             else:
                 summary, value = RUNNERS[job.kind](session, job, recorder)
     except BackupError as exc:
@@ -195,19 +199,52 @@ def _run_restore(session: Session, job: RunningJob, target_url: str | None, prog
                     f"{restored.sessions_ended} session(s) ended)")
     if restored.previous_database:
         summary += f"; the previous database is kept as {restored.previous_database}"
-        hours = config["KEEP_PREVIOUS_HOURS"]
-        try:
-            previous.keep(session, restored.previous_database, conn.dbname, conn, backup.id, hours=hours,
-                          job_id=job.id, target=target,
-                          url_encrypted=key.encrypt_secret(target_url) if target_url and key else None)
-        except Exception as exc:  # noqa: BLE001 - the target holds the backup: the restore succeeded
-            session.rollback()
-            summary += f" (not recorded for the worker to drop: {exc}; drop it by hand)"
-        else:
-            summary += f" (dropped after {hours} h)" if hours > 0 else ""
+        summary += _keep_previous(session, job, restored, conn, target, target_url)
     elif options.drop_previous and restored.swap_seconds is not None:
         summary += "; the previous database was dropped"
     return summary + "".join(f"; warning: {warning}" for warning in restored.warnings), restored
+
+
+def _keep_previous(session: Session, job: RunningJob, restored, conn, target: str | None,
+                   target_url: str | None) -> str:
+    """Record the database a swap kept, for the worker to drop after KEEP_PREVIOUS_HOURS; what to add
+    to the summary about it."""
+    hours, key = current_app.config["KEEP_PREVIOUS_HOURS"], wiring.master_key()
+    try:
+        previous.keep(session, restored.previous_database, conn.dbname, conn, restored.backup_id, hours=hours,
+                      job_id=job.id, target=target,
+                      url_encrypted=key.encrypt_secret(target_url) if target_url and key else None)
+    except Exception as exc:  # noqa: BLE001 - the target holds the backup: the restore succeeded
+        session.rollback()
+        return f" (not recorded for the worker to drop: {exc}; drop it by hand)"
+    return f" (dropped after {hours} h)" if hours > 0 else ""
+
+
+def _run_restore_set(session: Session, job: RunningJob, target_url: str | None, progress: ProgressRecorder):
+    from backup_app.services.roles import create_roles
+
+    conn = wiring.set_restore_conn(job.database, target_url)
+    target = None if target_url else job.database
+
+    def restored(backup, into, done) -> str | None:
+        if done.previous_database:
+            record(job.id, f"{into.dbname}: the previous database is kept as {done.previous_database}"
+                   + _keep_previous(session, job, done, into, target, target_url))
+        for warning in done.warnings:
+            record(job.id, f"{into.dbname}: warning: {warning}")
+        return done.previous_database
+
+    outcome = restore_set(session, job.options["set_id"], conn, wiring.local_storage(), wiring.s3_stores(),
+                          wiring.pg_tools(), create_roles=lambda into, sql: create_roles(into, sql, None),
+                          key=wiring.master_key(),
+                          options=RestoreOptions(drop_previous=job.options.get("drop_previous", False),
+                                                 jobs=current_app.config["RESTORE_JOBS"]),
+                          step=progress.begin, restored=restored)
+    for line in outcome.lines():
+        record(job.id, line)
+    if outcome.failed:
+        raise SomeBackupsFailed(outcome.error(), outcome)
+    return f"restored set {outcome.set_id} onto {outcome.server}: " + "; ".join(outcome.lines()), outcome
 
 
 def _run_verify(session: Session, job: RunningJob, progress: ProgressRecorder):

@@ -35,6 +35,7 @@ from backup_app.models import (
     FAILED,
     QUEUED,
     RESTORE,
+    RESTORE_SET,
     RUNNING,
     VERIFY,
     Job,
@@ -44,6 +45,7 @@ from backup_app.models import (
 from backup_app.services import events
 from backup_app.services.backups.queries import get_backup, get_completed_backup
 from backup_app.services.backups.restore import check_new_database
+from backup_app.services.backups.set_restore import get_set
 from backup_app.services.targets import DumpSpec
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,24 @@ def restore_job(session: Session, backup_id: str, confirm: str, target_url: str 
                backup_id=backup.id, options={"in_place": in_place, "drop_previous": drop_previous,
                                              "into_target": into_target, "as_database": as_database},
                log=log_line(f"restore of {backup.filename} into {conn.display()}{how} requested"))
+
+
+def restore_set_job(session: Session, set_id: str, target_url: str | None = None, *,
+                    drop_previous: bool = False) -> Job:
+    """A restore of backup set `set_id` onto `target_url`'s server (default: its target's own): the
+    roles, then each database. It holds the server's databases as one slot of its own."""
+    backups = get_set(session, set_id)
+    target = backups[0].database
+    conn = wiring.set_restore_conn(target, target_url)
+    catalog = catalog_conn()
+    if catalog is not None and server_address(catalog) == server_address(conn) and catalog.dbname in {
+            b.source_database for b in backups}:
+        raise ConfigurationError(f"{conn.with_dbname('').display()} holds this app's own catalog database "
+                                 f"{catalog.dbname}, which the set would replace")
+    server = conn.with_dbname("").display()
+    return Job(kind=RESTORE_SET, database=target, target=server, slot=f"restore-set {server_address(conn)}",
+               server=server_address(conn), options={"set_id": set_id, "drop_previous": drop_previous},
+               log=log_line(f"restore of set {set_id} onto {server} requested"))
 
 
 def catalog_conn() -> ConnInfo | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, BinaryIO
 
 from sqlalchemy.orm import Session
@@ -33,7 +33,7 @@ from backup_app.services.backups.copies import decoding_key, open_checked_copy
 from backup_app.services.backups.queries import get_completed_backup
 
 if TYPE_CHECKING:
-    from backup_app.adapters.databases import DatabaseServer
+    from backup_app.adapters.databases import DatabaseServer, DatabaseShape
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class RestoreOptions:
     drop_previous: bool = False
     jobs: int = 1
     new_database: bool = False  # a restore by name: the database must not exist
+    # What the database was like when it was backed up (a set's): a missing one is created like it.
+    database_shape: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def restore_file(file: BackupFile, open_stored: Callable[[], BinaryIO], conn: Co
         jobs = load.parallel(options.jobs)
         if not exists:
             report(f"restoring into the new database {conn.dbname} ({jobs} pg_restore jobs)")
-            return restore_new(server, conn, load, jobs, report)
+            return restore_new(server, conn, load, jobs, report, shape_on(server, options.database_shape))
         return restore_beside_and_swap(server, conn, load, jobs, options.drop_previous, report)
 
 
@@ -238,15 +240,32 @@ def restore_in_place(server: DatabaseServer, conn: ConnInfo, load: Loader, exist
 
 
 def restore_new(server: DatabaseServer, conn: ConnInfo, load: Loader, jobs: int,
-                report: Callable[[str], None]) -> Restored:
-    """Create the database and restore into it; on any failure it is dropped again."""
+                report: Callable[[str], None], like: DatabaseShape | None = None) -> Restored:
+    """Create the database (like `like`: owner, locale, settings, grants) and restore into it; on any
+    failure it is dropped again."""
     try:
-        load.into_new_database(server, conn, lambda: server.create(conn.dbname), jobs, report)
+        load.into_new_database(server, conn, lambda: server.create(conn.dbname, like=like), jobs, report)
         load.check_rows(conn)
+        if like is not None:
+            server.give_shape(conn.dbname, like)
     except BaseException:
         drop_quietly(server, conn.dbname)
         raise
     return Restored(load.file.id, conn.dbname)
+
+
+def shape_on(server: DatabaseServer, recorded: dict | None) -> DatabaseShape | None:
+    """The recorded shape of a backed-up database, as a database on `server` can have it: in the default
+    tablespace when `server` lacks the one it was in."""
+    if recorded is None:
+        return None
+    from backup_app.adapters.databases import DatabaseShape
+
+    shape = DatabaseShape(**{**recorded, "settings": tuple(map(tuple, recorded["settings"])),
+                             "grants": None if recorded["grants"] is None else tuple(map(tuple, recorded["grants"]))})
+    if shape.tablespace != "pg_default" and not server.has_tablespace(shape.tablespace):
+        shape = replace(shape, tablespace="pg_default")
+    return shape
 
 
 def restore_beside_and_swap(server: DatabaseServer, conn: ConnInfo, load: Loader, jobs: int,
