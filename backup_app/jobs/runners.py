@@ -3,8 +3,8 @@ the outcome. The worker's task and `run_here` both end here.
 """
 import logging
 from collections import Counter
-from contextlib import contextmanager
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +42,12 @@ from backup_app.models import (
 )
 from backup_app.services import previous
 from backup_app.services.backups.create import create_backup, expected_dump_size
-from backup_app.services.backups.set_restore import restore_set
-from backup_app.services.backups.sets import create_set, globals_spec
 from backup_app.services.backups.delete import delete_backup
 from backup_app.services.backups.download import download_backup
 from backup_app.services.backups.queries import get_completed_backup
 from backup_app.services.backups.restore import RestoreOptions, restore_backup
+from backup_app.services.backups.set_restore import restore_set
+from backup_app.services.backups.sets import create_set, globals_spec
 from backup_app.services.prune import prune
 from backup_app.services.sync import sync_backups
 from backup_app.services.verify import PASSED, verify_backup
