@@ -61,7 +61,7 @@ def add_command(name, url, schedule, timezone, keep_days, keep_last, gfs, codec,
         schedule=schedule, timezone=timezone, keep_days=keep_days, keep_last=keep_last, gfs=parse_gfs(gfs),
         format=fmt, codec=codec, encrypt=encrypt, verify_schedule=verify_schedule, notify_urls=notify_urls,
         notify_on_success=notify_on_success, stale_after_hours=stale_after_hours, all_databases=all_databases,
-        exclude=tuple((exclude or "").split(",")))
+        exclude=tuple(name.strip() for name in (exclude or "").split(",") if name.strip()))
     conn = ConnInfo.from_url(url, default_dbname="postgres" if all_databases else None)
     target = service.add_target(db.session, name, conn, settings, wiring.master_key(),
                                 wiring.env_url(), wiring.notify_allowed_hosts())

@@ -156,7 +156,7 @@ def test_a_server_target_is_one_row_with_its_newest_sets_databases_under_it(srv_
 
     for path in ("/dashboard", "/targets/"):
         page = text(client.get(path))
-        assert len(rows(page, "data-target", "srv")) == 1, path
+        assert page.count('data-target="srv"') == 1, path
         own, members = target_row_and_members(page, "srv")
         assert f"set {newest['set_id']}" in own and "(3 databases)" in own, path
         assert [member_database(row) for row in members] == ["globals", "crm", "postgres", "shop", "closed"], path
