@@ -25,7 +25,19 @@ from backup_app.jobs import pitr
 from backup_app.jobs.records import record
 from backup_app.jobs.recovery import recover_interrupted_jobs
 from backup_app.jobs.submit import app_wide_job, create_job, queue, record_failed, verify_job
-from backup_app.models import ACTIVE_JOB_STATUSES, COMPLETED, CREATE, PRUNE, SYNC, VERIFY, Job, Target, utcnow
+from backup_app.models import (
+    ACTIVE_JOB_STATUSES,
+    COMPLETED,
+    CREATE,
+    GLOBALS,
+    PRUNE,
+    SYNC,
+    VERIFY,
+    Backup,
+    Job,
+    Target,
+    utcnow,
+)
 from backup_app.services import notifications, previous, schedules
 from backup_app.services import targets as target_service
 from backup_app.services.backups.queries import backups_query
@@ -61,7 +73,7 @@ def tick(session: Session, now: datetime | None = None) -> list[str]:
     for target in schedules.claim_due_targets(session, now, schedules.BACKUP):
         lines.append(_queue_backup(session, target))
     for target in schedules.claim_due_targets(session, now, schedules.VERIFY):
-        lines.append(_queue_verify(session, target))
+        lines += _queue_verify(session, target)
     for kind, make in ((schedules.BASE_BACKUP, pitr.base_backup_job), (schedules.PITR_VERIFY, pitr.verify_job)):
         for target in schedules.claim_due_targets(session, now, kind):
             if target.pitr_enabled:
@@ -92,16 +104,26 @@ def _queue_backup(session: Session, target: Target) -> str:
     return _queue(session, create_job(spec, scheduled=True), what)
 
 
-def _queue_verify(session: Session, target: Target) -> str:
+def _queue_verify(session: Session, target: Target) -> list[str]:
+    """Queue a verify of the target's newest completed backup; of a server target, of each database
+    in its newest set."""
     what = f"scheduled verify of {target.name}"
-    newest = session.scalars(backups_query(target.name, COMPLETED).limit(1)).first()
+    newest = session.scalars(backups_query(target.name, COMPLETED).where(Backup.format != GLOBALS).limit(1)).first()
     if newest is None:
-        return f"{what} skipped: it has no completed backup yet"
-    try:
-        job = verify_job(session, newest.id)
-    except BackupError as exc:
-        return record_failed(session, VERIFY, target.name, f"{what} could not start: {exc}").error
-    return _queue(session, job, what)
+        return [f"{what} skipped: it has no completed backup yet"]
+    backups = [newest]
+    if newest.set_id:
+        backups = session.scalars(backups_query(target.name, COMPLETED).where(
+            Backup.set_id == newest.set_id, Backup.format != GLOBALS)).all()
+    lines = []
+    for backup in backups:
+        try:
+            job = verify_job(session, backup.id)
+        except BackupError as exc:
+            lines.append(record_failed(session, VERIFY, target.name, f"{what} could not start: {exc}").error)
+        else:
+            lines.append(_queue(session, job, what))
+    return lines
 
 
 def _queue_pitr(session: Session, target: Target, kind: str, make) -> str:

@@ -10,7 +10,7 @@ from backup_app.adapters.local import LocalStorage
 from backup_app.adapters.store import Store, Stores
 from backup_app.core.retention import RetentionPolicy, plan_prune
 from backup_app.errors import BackupError
-from backup_app.models import Job, Target, utcnow
+from backup_app.models import GLOBALS, Backup, Job, Target, utcnow
 from backup_app.services.backups.delete import delete_backup
 from backup_app.services.backups.queries import list_backups
 from backup_app.services.pitr.retention import WAL, prune_pitr
@@ -58,8 +58,7 @@ def prune(session: Session, targets: list[Target], local: LocalStorage, stores: 
     now = now or utcnow()
     report = PruneReport()
     for target in targets:
-        plan = plan_prune(list_backups(session, database=target.name), RetentionPolicy.of(target), now)
-        for backup, reason in plan:
+        for backup, reason in target_plan(list_backups(session, database=target.name), RetentionPolicy.of(target), now):
             item = {"id": backup.id, "filename": backup.filename, "database": backup.database,
                     "reason": reason}
             if backup.id in in_use:
@@ -75,6 +74,16 @@ def prune(session: Session, targets: list[Target], local: LocalStorage, stores: 
         if pitr_stores is not None:
             prune_archive(session, target, pitr_stores, (pitr_readers or {}).get(target.name), report, now, dry_run)
     return report
+
+
+def target_plan(backups: list[Backup], policy: RetentionPolicy, now: datetime) -> list[tuple[Backup, str]]:
+    """What `policy` deletes of one target's backups. Its policy applies to each database of a server
+    target and to its globals backups on their own, so every database (and the roles) keeps its newest
+    good backups whatever the others do."""
+    groups: dict[tuple, list[Backup]] = {}
+    for backup in backups:
+        groups.setdefault((backup.format == GLOBALS, backup.source_database), []).append(backup)
+    return [item for group in groups.values() for item in plan_prune(group, policy, now)]
 
 
 def prune_archive(session: Session, target: Target, stores: Sequence[Store], reader: Job | None,

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from backup_app.models import COMPLETED, Backup, Target, utcnow
+from backup_app.models import COMPLETED, GLOBALS, Backup, Target, utcnow
 from backup_app.services.schedules import longest_gap
 
 
@@ -36,9 +36,11 @@ def stale_limit(target: Target, default_hours: int | None, now: datetime | None 
 
 
 def last_successes(session: Session) -> dict[str, datetime]:
-    """When the newest completed backup of each database was made, by name."""
+    """When the newest completed backup of each database was made, by name (a globals backup is
+    not one: it holds a server's roles, not the database)."""
     return dict(session.execute(select(Backup.database, func.max(Backup.created_at))
-                                .where(Backup.status == COMPLETED).group_by(Backup.database)).all())
+                                .where(Backup.status == COMPLETED, Backup.format != GLOBALS)
+                                .group_by(Backup.database)).all())
 
 
 def claim_stale_targets(session: Session, default_hours: int | None, now: datetime | None = None) -> list[Stale]:

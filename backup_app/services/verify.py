@@ -3,16 +3,18 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage
 from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.store import Stores
+from backup_app.core import codecs
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.crypto import MasterKey
 from backup_app.errors import BackupError
-from backup_app.models import FAILED, LOCAL, Backup, Verification, utcnow
+from backup_app.models import FAILED, GLOBALS, LOCAL, Backup, Verification, utcnow
 from backup_app.services import events
 from backup_app.services.backups.copies import decoding_key, fetch_from_store, open_local_copy
 from backup_app.services.backups.queries import get_completed_backup
@@ -77,6 +79,9 @@ def check_and_restore(session: Session, backup: Backup, server: ConnInfo, local:
         if source is None:
             problems.append("no intact copy to restore")
             return None
+        if file.format == GLOBALS:
+            problems += globals_problems(codecs.decode(source, file.format, file.codec, decoding_key(file, key)))
+            return {}
         scratch = server.with_dbname(f"verify_{file.id}_{secrets.token_hex(3)}")
         client = pg.for_restore(scratch, file.client_version)
         if on_restoring:
@@ -97,6 +102,17 @@ def check_and_restore(session: Session, backup: Backup, server: ConnInfo, local:
             except BackupError as exc:
                 problems.append(f"could not drop scratch database {scratch.dbname}: {exc}")
         return tables
+
+
+def globals_problems(dump: BinaryIO) -> list[str]:
+    """What is wrong with a globals backup's SQL: it must be a whole pg_dumpall --globals-only output
+    (it is read, never run: creating its roles is a restore's choice)."""
+    text = dump.read().decode("utf-8", "replace")
+    if not text.lstrip().startswith("--\n-- PostgreSQL database cluster dump"):
+        return ["not a pg_dumpall --globals-only output (its header is missing)"]
+    if "-- PostgreSQL database cluster dump complete" not in text:
+        return ["the globals dump is cut short (pg_dumpall's closing line is missing)"]
+    return []
 
 
 def end(session: Session, verification: Verification, problems: list[str], started: float,

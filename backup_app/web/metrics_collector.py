@@ -11,6 +11,7 @@ from backup_app.core.conninfo import ConnInfo
 from backup_app.models import (
     ACTIVE_JOB_STATUSES,
     COMPLETED,
+    GLOBALS,
     RUNNING,
     STREAMING,
     Backup,
@@ -73,7 +74,7 @@ class CatalogCollector:
                                  labels=["database"])
         query = newest_per_database(
             select(Backup.database, Backup.created_at, Backup.completed_at, Backup.size_bytes)
-            .where(Backup.status == COMPLETED), (Backup.created_at.desc(), Backup.id.desc()))
+            .where(Backup.status == COMPLETED, Backup.format != GLOBALS), (Backup.created_at.desc(), Backup.id.desc()))
         seen = set()
         for database, created_at, completed_at, size_bytes in self.session.execute(query):
             seen.add(database)

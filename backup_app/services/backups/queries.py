@@ -10,6 +10,7 @@ from backup_app.errors import (
 )
 from backup_app.models import (
     COMPLETED,
+    GLOBALS,
     Backup,
 )
 
@@ -31,11 +32,11 @@ def list_backups(session: Session, database: str | None = None, status: str | No
 
 
 def latest_backups(session: Session) -> dict[str, Backup]:
-    """The newest backup (of any status) of each database, by database name."""
+    """The newest backup (of any status, globals backups aside) of each database, by database name."""
     newest = (select(Backup.database, func.max(Backup.created_at).label("created_at"))
-              .group_by(Backup.database).subquery())
+              .where(Backup.format != GLOBALS).group_by(Backup.database).subquery())
     query = select(Backup).join(newest, (Backup.database == newest.c.database)
-                                & (Backup.created_at == newest.c.created_at))
+                                & (Backup.created_at == newest.c.created_at)).where(Backup.format != GLOBALS)
     return {backup.database: backup for backup in session.scalars(query)}
 
 

@@ -27,7 +27,7 @@ from backup_app.core.conninfo import ConnInfo, identifier_bytes
 from backup_app.core.crypto import MasterKey
 from backup_app.core.streams import CountingReader, Progress
 from backup_app.errors import BackupError, ConfigurationError, HostNotAllowed, RestoreFailed
-from backup_app.models import BackupFile, utcnow
+from backup_app.models import GLOBALS, BackupFile, utcnow
 from backup_app.services.allowed_hosts import host_key
 from backup_app.services.backups.copies import decoding_key, open_checked_copy
 from backup_app.services.backups.queries import get_completed_backup
@@ -147,6 +147,9 @@ def restore_file(file: BackupFile, open_stored: Callable[[], BinaryIO], conn: Co
     restore_backup does; the key, the client and the swap are checked before it is opened, and
     it is closed when done."""
     report = report or (lambda _line: None)
+    if file.format == GLOBALS:
+        raise ConfigurationError(f"backup {file.id} holds a server's roles (pg_dumpall --globals-only), not a database: "
+                                 "restore its set (flask backup restore-set) or a database's backup with --create-roles")
     decoding_key(file, key)
     client = pg.for_restore(conn, file.client_version)
     server = pg.databases(conn)
