@@ -68,15 +68,11 @@ def last_attempt(job: Job | None) -> dict | None:
 @dataclass
 class NewestSet:
     """A server target's newest backup set: its backups (the globals first, then each database's)
-    and the databases its run left out, with why (None: not recorded, the run made no record)."""
+    and the databases its run left out, with why (None: not known, see left_out)."""
 
     set_id: str
     backups: list[Backup]
     skipped: list[dict] | None
-
-    @property
-    def created_at(self) -> datetime:
-        return min(backup.created_at for backup in self.backups)
 
 
 def left_out(session: Session, set_id: str) -> list[dict] | None:
