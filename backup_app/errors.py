@@ -11,8 +11,15 @@ class BackupError(Exception):
 
 
 class BackupNotFound(BackupError):
-    def __init__(self, backup_id: str):
-        super().__init__(f"Backup not found: {shown(backup_id)}")
+    def __init__(self, backup_id: str, what: str = "Backup"):
+        super().__init__(f"{what} not found: {shown(backup_id)}")
+
+
+class SetNotFound(BackupNotFound):
+    """No backup has this set id."""
+
+    def __init__(self, set_id: str):
+        super().__init__(set_id, "Backup set")
 
 
 class UnknownDatabase(BackupError):
@@ -104,13 +111,13 @@ class ConfirmationMismatch(BackupError):
     When that is the backup's own database (`own`), the message says it would be replaced and how
     to restore beside it instead, never just "type its name"."""
 
-    def __init__(self, expected: str, own: bool = False):
+    def __init__(self, expected: str, own: bool = False, what: str = "target database name"):
         if own:
             super().__init__(f"Confirmation does not match: this restore replaces {expected} itself (its own "
                              "database, swapped out and kept aside); to leave it untouched, restore into a new "
                              "database on the same server and give that database's name")
         else:
-            super().__init__(f"Confirmation does not match: type the target database name {expected!r}")
+            super().__init__(f"Confirmation does not match: type the {what} {expected!r}")
 
 
 class LeftoverNotFound(BackupError):

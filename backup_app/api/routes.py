@@ -11,9 +11,10 @@ from backup_app.errors import InvalidRequest, UnknownDatabase
 from backup_app.extensions import db
 from backup_app.jobs import pitr as pitr_jobs
 from backup_app.jobs import records
-from backup_app.jobs.submit import delete_job, queue, queue_create, queue_restore, run_here
+from backup_app.jobs.submit import delete_job, queue, queue_create, queue_restore, queue_restore_set, run_here
 from backup_app.models import Backup, Job, Target
 from backup_app.services.backups import queries
+from backup_app.services.backups.sets import find_set
 from backup_app.services.overview import targets_with_health
 from backup_app.services.pitr import setup as pitr
 from backup_app.services.users import user_for_token
@@ -144,6 +145,25 @@ def delete_backup(backup_id):
     """Delete a backup from S3, the catalog and disk → 204."""
     run_here(db.session, delete_job(db.session, backup_id), recover=False)
     return "", 204
+
+
+@bp.get("/sets/<set_id>")
+def get_set(set_id):
+    """A backup set: {set_id, database (its server target), backups (the globals first)}."""
+    backups = find_set(db.session, set_id)
+    return jsonify(set_id=set_id, database=backups[0].database, backups=[backup.to_dict() for backup in backups])
+
+
+@bp.post("/sets/<set_id>/restore")
+def restore_set(set_id):
+    """Queue a restore of a backup set onto `target_url`'s server (default: its target's own);
+    `confirm` must be that server as postgresql://user@host:port/; `drop_previous` (a boolean) as
+    the CLI's flag → 202 {job_id}."""
+    g.audit_subject = set_id
+    body = json_body()
+    job = queue_restore_set(db.session, set_id, optional_string(body, "confirm") or "",
+                            optional_string(body, "target_url"), drop_previous=optional_flag(body, "drop_previous"))
+    return job_accepted(job)
 
 
 def named_target(name: str) -> Target:

@@ -173,6 +173,7 @@ def _run_set(session: Session, job: RunningJob, spec, progress: ProgressRecorder
     result = create_set(session, sessions, spec, wiring.local_storage(), wiring.s3_stores(), wiring.pg_tools(),
                         key=wiring.master_key(), parallel=current_app.config["SET_PARALLEL"], progress=progress,
                         expect=progress.expect, set_id=job.options.get("set_id"), report=report)
+    record(job.id, options={**job.options, "skipped": result.skipped})  # for the pages (overview.left_out)
     progress.settle(sum(backup.size_bytes or 0 for backup in result.backups))
     if result.failed:
         raise SomeBackupsFailed(result.summary(), result)

@@ -1,7 +1,7 @@
 """Making job rows and starting them: queued for the worker (`queue_create`, `queue_restore`,
-`queue_verify`, `queue`) or run in the caller's own process (`run_here`, for the `flask backup`
-commands and a delete from the pages). A second job for a slot already taken is refused with
-JobConflict, so nothing runs twice.
+`queue_restore_set`, `queue_verify`, `queue`) or run in the caller's own process (`run_here`, for
+the `flask backup` commands and a delete from the pages). A second job for a slot already taken is
+refused with JobConflict, so nothing runs twice.
 """
 import logging
 from collections.abc import Callable
@@ -46,6 +46,7 @@ from backup_app.services import events
 from backup_app.services.backups.queries import get_backup, get_completed_backup
 from backup_app.services.backups.restore import check_new_database
 from backup_app.services.backups.set_restore import get_set
+from backup_app.services.backups.sets import find_set
 from backup_app.services.targets import DumpSpec
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,17 @@ def queue_restore(session: Session, backup_id: str, confirm: str, target_url: st
     """Queue a restore (see restore_job); `confirm` must name the database that changes."""
     job = restore_job(session, backup_id, confirm, target_url, in_place=in_place, drop_previous=drop_previous,
                       into_target=into_target, as_database=as_database)
+    return queue(session, job, target_url)
+
+
+def queue_restore_set(session: Session, set_id: str, confirm: str, target_url: str | None = None, *,
+                      drop_previous: bool = False) -> Job:
+    """Queue a restore of a backup set (see restore_set_job); `confirm` must be the server it goes
+    onto, as postgresql://user@host:port/ (its password left out)."""
+    find_set(session, set_id)  # an unknown set is named as one
+    job = restore_set_job(session, set_id, target_url, drop_previous=drop_previous)
+    if (confirm or "").strip() != job.target:
+        raise ConfirmationMismatch(job.target, what="server")
     return queue(session, job, target_url)
 
 

@@ -1,5 +1,6 @@
 """The dashboard's figures: per target, how well it is covered, and its last attempt beside its
-last good backup (also the JSON of `flask targets list --json` and `GET /api/targets`)."""
+last good backup (also the JSON of `flask targets list --json` and `GET /api/targets`); per server
+target, its newest backup set."""
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,6 +14,7 @@ from backup_app.models import (
     CREATE,
     FAILED,
     FAILING,
+    GLOBALS,
     INTERRUPTED,
     PRESENT,
     STOPPED,
@@ -26,6 +28,7 @@ from backup_app.models import (
     isoformat,
     utcnow,
 )
+from backup_app.services.backups.sets import set_backups
 from backup_app.services.pitr.window import archived, window
 from backup_app.services.staleness import last_successes, stale_limit
 from backup_app.services.targets import verify_server_url
@@ -63,6 +66,38 @@ def last_attempt(job: Job | None) -> dict | None:
 
 
 @dataclass
+class NewestSet:
+    """A server target's newest backup set: its backups (the globals first, then each database's)
+    and the databases its run left out, with why (None: not known, see left_out)."""
+
+    set_id: str
+    backups: list[Backup]
+    skipped: list[dict] | None
+
+
+def left_out(session: Session, set_id: str) -> list[dict] | None:
+    """The databases the run that made set `set_id` left out ({"database", "reason"}), as its job
+    recorded them; None when no job recorded them (a run still listing the databases, or older)."""
+    job = session.scalars(select(Job).where(Job.kind == CREATE, Job.options["set_id"].as_string() == set_id)
+                          .order_by(Job.created_at.desc()).limit(1)).first()
+    return (job.options or {}).get("skipped") if job else None
+
+
+def newest_sets(session: Session, targets: Sequence[Target]) -> dict[str, NewestSet]:
+    """Each server target's newest backup set, by target name (none for a target without one)."""
+    sets = {}
+    for target in targets:
+        if not target.all_databases:
+            continue
+        set_id = session.scalar(select(Backup.set_id).where(Backup.database == target.name,
+                                                            Backup.set_id.is_not(None))
+                                .order_by(Backup.created_at.desc()).limit(1))
+        if set_id is not None:
+            sets[target.name] = NewestSet(set_id, set_backups(session, set_id), left_out(session, set_id))
+    return sets
+
+
+@dataclass
 class TargetOverview:
     name: str
     last_success: datetime | None
@@ -82,6 +117,7 @@ class TargetOverview:
     pitr_error: str | None = None          # why the receiver is not streaming
     pitr_heartbeat_at: datetime | None = None  # when its worker last renewed its lease
     pitr_until: datetime | None = None     # the end of the recoverable window
+    server_set: NewestSet | None = None    # a server target's newest backup set
 
     def age(self, now: datetime) -> timedelta | None:
         return now - self.last_success if self.last_success else None
@@ -117,6 +153,7 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
             & (newest_verify.c.at == Verification.started_at)))}
     last_runs, copy_problems = newest_create_jobs(session), newest_copy_problems(session)
     pitr_bytes = pitr_usage(session, locations)
+    sets = newest_sets(session, targets)
     overviews = []
     for target in targets:
         mine = [row for row in copies if row[0] == target.name]
@@ -128,7 +165,7 @@ def target_overviews(session: Session, targets: list[Target], stale_default_hour
             copies_present=sum(count for _, _, status, count, _ in mine if status == PRESENT),
             copies_total=sum(count for *_, count, _ in mine),
             last_run=last_runs.get(target.name), copy_problem=copy_problems.get(target.name),
-            pitr_bytes_by_location=pitr_bytes.get(target.name, {}))
+            pitr_bytes_by_location=pitr_bytes.get(target.name, {}), server_set=sets.get(target.name))
         for _, _, status, count, _ in mine:
             if status != PRESENT:
                 overview.copy_problems[status] = overview.copy_problems.get(status, 0) + count
@@ -185,8 +222,10 @@ def newest_copy_problems(session: Session) -> dict[str, tuple[str, str | None, s
 
 
 def backup_history(session: Session, since: datetime | None = None, limit: int = 200) -> list[Backup]:
-    """Completed backups, oldest first, for the size and duration chart."""
+    """Completed backups of databases (not of a server's globals), oldest first, for the size and
+    duration charts."""
     since = since or utcnow() - timedelta(days=30)
-    rows = session.scalars(select(Backup).where(Backup.status == COMPLETED, Backup.created_at >= since)
+    rows = session.scalars(select(Backup).where(Backup.status == COMPLETED, Backup.format != GLOBALS,
+                                                Backup.created_at >= since)
                            .order_by(Backup.created_at.desc()).limit(limit))
     return list(reversed(list(rows)))

@@ -70,7 +70,7 @@ def test_add_then_list_shows_everything_but_the_password(keyed):
     ({"schedule": "every night"}, 200, "invalid cron expression &#39;every night&#39;"),
     ({"verify_schedule": "61 * * * *"}, 200, "invalid cron expression &#39;61 * * * *&#39;"),
     ({"timezone": "Mars/Olympus"}, 200, "unknown time zone &#39;Mars/Olympus&#39;"),
-    ({"dbname": ""}, 200, "This field is required."),
+    ({"dbname": ""}, 200, "Give the database&#39;s name, or tick every database of the server."),
     ({"keep_days": "-1"}, 200, "Number must be between 0 and 100000."),
     ({"keep_last": "many"}, 200, "Not a valid integer value."),
     ({"port": "70000"}, 200, "Number must be between 1 and 65535."),

@@ -20,7 +20,7 @@ from backup_app.adapters.pgtools import PgTools
 from backup_app.adapters.store import Stores
 from backup_app.core.crypto import MasterKey
 from backup_app.core.streams import Progress
-from backup_app.errors import BackupError
+from backup_app.errors import BackupError, SetNotFound
 from backup_app.models import COMPLETED, FAILED, GLOBALS, Backup, new_id
 from backup_app.services.backups.create import create_backup, expected_dump_size
 from backup_app.services.targets import DumpSpec
@@ -173,3 +173,11 @@ def set_backups(session: Session, set_id: str) -> list[Backup]:
     """The backups of a set: the globals first, then the databases by name."""
     backups = session.scalars(select(Backup).where(Backup.set_id == set_id))
     return sorted(backups, key=lambda b: (b.format != GLOBALS, b.source_database or ""))
+
+
+def find_set(session: Session, set_id: str) -> list[Backup]:
+    """The backups of set `set_id`, the globals first (SetNotFound when there is none)."""
+    backups = set_backups(session, set_id)
+    if not backups:
+        raise SetNotFound(set_id)
+    return backups

@@ -72,6 +72,24 @@ class RestoreForm(FlaskForm):
         self.target_url.data = url_without_password(self.target_url.data or "")
 
 
+class RestoreSetForm(FlaskForm):
+    """Where a backup set goes (a server URL, never shown back with its password; empty: the set's
+    own server) and the typed server that will change."""
+
+    target_url = StringField("Server URL", validators=[Length(max=1024)],
+                             description="postgresql://user:password@host:port/ — empty: the set's own server. The "
+                                         "password is never shown back (after an error, give it again).")
+    drop_previous = BooleanField("Drop each database a restored one replaces (default: keep it beside, renamed "
+                                 "<name>_before_restore_<time>)")
+    confirm = StringField("Type the server to confirm", validators=[DataRequired(), Length(max=1024)],
+                          description="As postgresql://user@host:port/ (no password): the server whose roles and "
+                                      "databases will change.")
+
+    def forget_password(self) -> None:
+        """Drop the URL's password before the form is shown again."""
+        self.target_url.data = url_without_password(self.target_url.data or "")
+
+
 class ButtonForm(FlaskForm):
     """Only the CSRF token: a button that posts (the page or the button is the confirmation)."""
 

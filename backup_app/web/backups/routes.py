@@ -8,16 +8,19 @@ from wtforms import SelectChoice
 from backup_app import wiring
 from backup_app.adapters.store import Store
 from backup_app.core.conninfo import ConnInfo
-from backup_app.errors import BackupError, InvalidRequest, StorageUnavailable
+from backup_app.errors import BackupError, InvalidBackupState, InvalidRequest, StorageUnavailable
 from backup_app.extensions import db
 from backup_app.jobs.records import active_jobs, jobs_of_backup
-from backup_app.jobs.submit import delete_job, queue_create, queue_restore, queue_verify, run_here
+from backup_app.jobs.submit import delete_job, queue_create, queue_restore, queue_restore_set, queue_verify, run_here
 from backup_app.models import COMPLETED, FAILED, RUNNING, Backup
 from backup_app.services.backups.queries import backups_query, get_backup, get_completed_backup
 from backup_app.services.backups.restore import describe_restore
+from backup_app.services.backups.set_restore import get_set
+from backup_app.services.backups.sets import find_set
+from backup_app.services.overview import left_out
 from backup_app.services.usage import storage_usage
 from backup_app.web.backups import bp
-from backup_app.web.backups.forms import ButtonForm, CreateBackupForm, FilterForm, RestoreForm
+from backup_app.web.backups.forms import ButtonForm, CreateBackupForm, FilterForm, RestoreForm, RestoreSetForm
 from backup_app.web.downloads import download_response
 from backup_app.web.errorhandlers import status_code
 from backup_app.web.paging import requested_page
@@ -203,6 +206,49 @@ def restore(backup_id):
         return redirect(url_for("jobs.index", highlight=job.id))
     form.forget_password()
     return render_template("backups/restore.html", **context)
+
+
+def set_context(set_id: str, form: RestoreSetForm) -> dict:
+    """What the set's page shows: its backups, the databases its run left out, its own server (when
+    its target is still configured) and why it cannot be restored, if it cannot."""
+    backups = find_set(db.session, set_id)
+    target = backups[0].database
+    try:
+        own_server = wiring.target_conn(target).with_dbname("").display()
+    except BackupError:
+        own_server = None
+    try:
+        get_set(db.session, set_id)
+        unrestorable = None
+    except InvalidBackupState as exc:
+        unrestorable = str(exc)
+    return {"set_id": set_id, "backups": backups, "target": target, "skipped": left_out(db.session, set_id),
+            "own_server": own_server, "unrestorable": unrestorable, "form": form}
+
+
+@bp.get("/backups/sets/<set_id>")
+def set_detail(set_id):
+    """A backup set: the globals and each database's backup, and the form that restores it onto a server."""
+    return render_template("backups/set.html", **set_context(set_id, RestoreSetForm()))
+
+
+@bp.post("/backups/sets/<set_id>/restore")
+def restore_set(set_id):
+    """Queue a restore of the set onto a server, after the user typed that server."""
+    form = RestoreSetForm()
+    context = set_context(set_id, form)
+    g.audit_subject = set_id
+    if not form.validate_on_submit():
+        form.forget_password()
+        return render_template("backups/set.html", **context), 400
+    try:
+        job = queue_restore_set(db.session, set_id, form.confirm.data, (form.target_url.data or "").strip() or None,
+                                drop_previous=form.drop_previous.data)
+    except BackupError as exc:
+        form.forget_password()
+        return form_failed(exc, "backups/set.html", **context)
+    flash(f"Restore of set {set_id} onto {job.target} queued (job {job.id}).", "success")
+    return redirect(url_for("jobs.index", highlight=job.id))
 
 
 @bp.route("/backups/<backup_id>/delete", methods=["GET", "POST"])

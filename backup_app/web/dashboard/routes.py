@@ -43,13 +43,13 @@ def store_failures() -> dict[str, str]:
 @bp.get("/dashboard")
 def index():
     """What is wrong now; one row per target (last good backup, last attempt, next run, last verify,
-    copies, storage) and two charts."""
+    copies, storage; a server target's newest set under it) and two charts."""
     sizes, durations = defaultdict(list), defaultdict(list)
     for backup in backup_history(db.session):
-        sizes[backup.database].append((backup.created_at, (backup.size_bytes or 0) / 1024 / 1024))
+        series = f"{backup.database}/{backup.source_database}" if backup.source_database else backup.database
+        sizes[series].append((backup.created_at, (backup.size_bytes or 0) / 1024 / 1024))
         if backup.completed_at:
-            durations[backup.database].append((backup.created_at,
-                                               (backup.completed_at - backup.created_at).total_seconds()))
+            durations[series].append((backup.created_at, (backup.completed_at - backup.created_at).total_seconds()))
     locations, targets, now = wiring.copy_locations(), wiring.all_targets(), utcnow()
     overviews = target_overviews(db.session, targets, current_app.config.get("STALE_AFTER_HOURS"), locations)
     limits = wiring.storage_alert_limits()

@@ -55,7 +55,17 @@ class TargetForm(FlaskForm):
     password = PasswordField("Password", validators=[Length(max=1024)],
                              description="Stored encrypted with APP_ENCRYPTION_KEY, never shown again.")
     clear_password = BooleanField("Forget the stored password")
-    dbname = StringField("Database name", validators=[DataRequired(), Length(max=255)])
+    dbname = StringField("Database name", validators=[Length(max=255)],
+                         description="With every database of the server: only where to connect first (empty: "
+                                     "postgres).")
+    all_databases = BooleanField(
+        "Every database of the server (a server target)",
+        description="Each run backs up every database the user may connect to (not templates) as one backup "
+                    "set, plus the server's roles, memberships and database settings (pg_dumpall --globals-only). "
+                    "Role passwords are in it only when the user may read them (a superuser); otherwise the "
+                    "roles are backed up with --no-role-passwords and the set's globals backup says so.")
+    exclude = StringField("Leave out these databases", validators=[Length(max=10_000)],
+                          description="With every database of the server: names separated by commas.")
     sslmode = SelectField("SSL mode", choices=[SelectChoice("", "libpq's default")]
                           + [SelectChoice(mode) for mode in SSL_MODES], default="")
     schedule = StringField("Backup schedule (cron)", validators=[Length(max=120), service_check(check_cron)],
@@ -92,10 +102,21 @@ class TargetForm(FlaskForm):
                                      validators=[Optional(), NumberRange(min=1, max=100_000)],
                                      description="Empty: STALE_AFTER_HOURS.")
 
+    def validate_dbname(self, field):
+        if not (field.data or "").strip() and not self.all_databases.data:
+            raise ValidationError("Give the database's name, or tick every database of the server.")
+
+    def validate_exclude(self, field):
+        if (field.data or "").strip() and not self.all_databases.data:
+            raise ValidationError("Databases are left out of a server target only: tick every database of the "
+                                  "server, or leave this empty.")
+
     def conn(self) -> ConnInfo:
-        """The connection entered (its password None when the field was left empty)."""
+        """The connection entered (its password None when the field was left empty); a server
+        target without a database name connects to postgres."""
         params = (("sslmode", self.sslmode.data),) if self.sslmode.data else ()
-        return ConnInfo(stripped(self.dbname), stripped(self.host), self.port.data, stripped(self.user),
+        dbname = stripped(self.dbname) or ("postgres" if self.all_databases.data else None)
+        return ConnInfo(dbname, stripped(self.host), self.port.data, stripped(self.user),
                         self.password.data or None, params)
 
     def settings(self, stored_notify_urls: str | None = None) -> TargetSettings:
@@ -111,7 +132,8 @@ class TargetForm(FlaskForm):
             format=self.format.data, codec=self.codec.data, encrypt=self.encrypt.data,
             verify_schedule=stripped(self.verify_schedule), schedule_enabled=self.schedule_enabled.data,
             notify_urls=urls, notify_on_success=self.notify_on_success.data,
-            stale_after_hours=self.stale_after_hours.data)
+            stale_after_hours=self.stale_after_hours.data, all_databases=self.all_databases.data,
+            exclude=tuple(name.strip() for name in (self.exclude.data or "").split(",") if name.strip()))
 
 
 def stripped(field) -> str | None:

@@ -13,7 +13,7 @@ from backup_app.models import Job, Target, isoformat
 from backup_app.services import notifications
 from backup_app.services import targets as service
 from backup_app.services.backups.queries import latest_backups
-from backup_app.services.overview import attempt_failed, attempt_problem, newest_create_jobs
+from backup_app.services.overview import attempt_failed, attempt_problem, newest_create_jobs, newest_sets
 from backup_app.services.pitr import setup as pitr
 from backup_app.services.previous import kept_databases
 from backup_app.services.prune import prune
@@ -39,10 +39,13 @@ def next_runs(target) -> str:
 
 @bp.get("/")
 def index():
-    """Every target: connection, schedules, retention, storage, its last attempt and its last backup."""
-    return render_template("targets/index.html", targets=wiring.all_targets(), env_url=wiring.env_url(),
+    """Every target: connection, schedules, retention, storage, its last attempt and its last backup
+    (a server target's newest set, with its databases under it)."""
+    targets = wiring.all_targets()
+    return render_template("targets/index.html", targets=targets, env_url=wiring.env_url(),
                            latest=latest_backups(db.session), runs=newest_create_jobs(db.session),
-                           attempt_failed=attempt_failed, attempt_problem=attempt_problem, kept=kept_databases(db.session), button=ButtonForm())
+                           sets=newest_sets(db.session, targets), attempt_failed=attempt_failed,
+                           attempt_problem=attempt_problem, kept=kept_databases(db.session), button=ButtonForm())
 
 
 def where_notifications_go(form: TargetForm) -> None:
@@ -101,6 +104,8 @@ def edit(name):
     target = wiring.target(name)
     form = TargetForm(obj=target)
     del form.name
+    if not form.is_submitted():
+        form.exclude.data = ", ".join(target.excluded)
     if target.from_env:
         for field in CONNECTION_FIELDS:
             delattr(form, field)
