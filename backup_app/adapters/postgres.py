@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from backup_app.adapters.environment import child_env
 from backup_app.adapters.processes import bytes_read, track
 from backup_app.core.conninfo import ConnInfo, require_auth
+from backup_app.core.sqlscript import GuardedScript
 from backup_app.errors import ConfigurationError, DumpFailed, RestoreFailed
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 
 FORMATS = ("custom", "plain")
+RESTRICT_SINCE = {13: (13, 22), 14: (14, 19), 15: (15, 14), 16: (16, 10), 17: (17, 6)}
 
 
 CHUNK_SIZE = 1024 * 1024
@@ -286,6 +288,13 @@ class PgClient:
                                     env={"PGREQUIREAUTH": "probe", "PGHOST": nowhere})
         return "require_auth" in result.stderr
 
+    @property
+    def restricts(self) -> bool:
+        """Whether this psql has `\\restrict` (the August 2025 releases: 13.22, 14.19, 15.14, 16.10,
+        17.6, and 18), which refuses every later meta-command of a script."""
+        major_minor = tuple(int(part) for part in self.version.split(".")[:2])
+        return major_minor >= (18,) or major_minor >= RESTRICT_SINCE.get(major_minor[0], (99,))
+
     def program(self, name: str) -> str:
         """Absolute path of a client program of this version."""
         found = shutil.which(name, path=self.bin_dir)
@@ -321,6 +330,10 @@ class PgClient:
         `lock_timeout` seconds for another session's lock (a table that `--clean` must drop)
         is cancelled and rolled back instead of hanging.
 
+        A plain script goes to psql through a GuardedScript: a psql meta-command in it (which
+        would run on this machine) stops the restore with UnsafeScript, and a psql that has
+        `\\restrict` is also told to refuse any.
+
         Raises RestoreFailed with the server's message on any error. If reading `source`
         fails (a damaged or undecryptable backup), pg_restore is killed before it can
         commit and that error propagates.
@@ -328,6 +341,7 @@ class PgClient:
         if fmt == "plain":
             args = [self.program("psql"), "--no-password", "--quiet", "--no-psqlrc",
                     "--set=ON_ERROR_STOP=1", "--single-transaction", "--file=-"]
+            source = GuardedScript(source, secrets.token_hex(16) if self.restricts else None)
         else:
             # As a conninfo string: a database name with "=" in it (or a URL) is never read as one.
             args = [self.program("pg_restore"), "--no-password", "--exit-on-error",
