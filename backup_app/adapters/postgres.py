@@ -387,6 +387,29 @@ class PgClient:
                     f"({watchdog.blocked_by}) and was cancelled; nothing was changed")
         self._check_restored(args, code, read_stderr(stderr))
 
+    def read_archive(self, source: BinaryIO, *, list_only: bool) -> str:
+        """Feed a custom or tar archive to pg_restore, which connects to nothing: `list_only`, its
+        table of contents (returned); else all of it, as a script into /dev/null, so that every
+        data block is read. RestoreFailed with pg_restore's message when it cannot."""
+        args = [self.program("pg_restore"), "--list" if list_only else "--file=/dev/null"]
+        with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+            popen = track(subprocess.Popen(args, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr,
+                                           env=child_env()))
+            try:
+                while chunk := source.read(CHUNK_SIZE):
+                    popen.stdin.write(chunk)
+            except BrokenPipeError:
+                pass  # it has read what it needs (a table of contents), or failed
+            except BaseException:
+                popen.kill()
+                popen.wait()
+                raise
+            finally:
+                close_quietly(popen.stdin)
+            self._check_restored(args, popen.wait(), read_stderr(stderr))
+            stdout.seek(0)
+            return stdout.read(65536).decode("utf-8", "replace")  # its header is all a caller reads
+
     @staticmethod
     def _check_restored(args: list[str], code: int, message: str) -> None:
         if code != 0:
