@@ -187,3 +187,56 @@ def test_a_meta_command_forced_into_the_catalog_does_not_run_on_restore(app, run
     assert "psql meta-command" in error_line(result)
     assert not marker.exists()
     assert pg_cluster.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{into}'") == "0", "dropped again"
+
+
+def upload(client, path: Path, database: str, *, token: bool = True):
+    """POST the import form (multipart), with its CSRF token unless told not to."""
+    from tests.web_helpers import csrf_token
+
+    data = {"database": database, "file": (path.open("rb"), path.name)}
+    if token:
+        data["csrf_token"] = csrf_token(client, "/backups/import")
+    return client.post("/backups/import", data=data, content_type="multipart/form-data")
+
+
+def test_the_upload_form_imports_past_max_content_length(app, client, dumps, source_db, runner):
+    app.config["MAX_CONTENT_LENGTH"] = 10_000  # forms and JSON; an import has IMPORT_MAX_BYTES
+    dump = dumps("custom")
+    assert dump.stat().st_size > 10_000
+    page = client.get("/")
+    assert 'href="/backups/import"' in page.get_data(as_text=True)
+
+    response = upload(client, dump, source_db)
+
+    assert response.status_code == 302, response.get_data(as_text=True)
+    [backup] = listed(runner)
+    assert response.headers["Location"].endswith(f"/backups/{backup['id']}")
+    assert (backup["format"], copy_status(backup)) == ("custom", {"local": "present", "s3": "present"})
+    audit = json.loads(invoke(runner, "audit", "list", "--json").stdout)
+    assert (audit[0]["action"], audit[0]["subject"]) == ("import", source_db)
+
+
+def test_the_upload_form_shows_why_a_file_is_refused_and_stores_nothing(client, dumps, tmp_path, source_db,
+                                                                       runner, backup_dir, s3):
+    for name, (path, message) in not_dumps(tmp_path, dumps).items():
+        response = upload(client, path, source_db)
+        assert response.status_code == 400, name
+        assert message in response.get_data(as_text=True), name
+        assert_nothing_stored(runner, backup_dir, s3)
+
+    no_token = upload(client, dumps("plain"), source_db, token=False)
+    assert no_token.status_code == 400
+    assert_nothing_stored(runner, backup_dir, s3)
+
+
+def test_an_upload_over_import_max_bytes_gets_a_clear_message(app, client, dumps, source_db, runner, backup_dir, s3):
+    app.config["IMPORT_MAX_BYTES"] = 20_000
+    dump = dumps("plain")
+    dump.write_bytes(dump.read_bytes() + b"-- padding\n" * 10_000)
+
+    response = upload(client, dump, source_db)
+
+    assert response.status_code == 413
+    body = response.get_data(as_text=True)
+    assert "IMPORT_MAX_BYTES" in body and "flask backup import" in body
+    assert_nothing_stored(runner, backup_dir, s3)
