@@ -196,6 +196,9 @@ class ScriptScanner:
         if len(token) > 1 or token.isalpha() or token == b"_" or token >= b"\x80":
             self._word(token, text, i)
             return match.end()
+        if token == b"/" and text[i + 1:i + 2] == b"*":  # a comment: no token of the statement
+            self.state, self.depth = COMMENT, 0
+            return i + 2
         self.previous_word = None
         if token == b"\\":
             return self._meta(text, i, end)
@@ -208,9 +211,6 @@ class ScriptScanner:
         elif token == b"$" and (tag := DOLLAR_TAG.match(text, i, end)):
             self.state, self.tag = DOLLAR, tag.group()
             return tag.end()
-        elif token == b"/" and text[i + 1:i + 2] == b"*":
-            self.state, self.depth = COMMENT, 0
-            return i + 2
         elif token == b"(":
             self.paren += 1
         elif token == b")":
