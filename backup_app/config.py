@@ -149,8 +149,11 @@ class Config:
         # may name any); None: <instance>/pitr-restores.
         self.PITR_RESTORE_ROOT = os.environ.get("PITR_RESTORE_ROOT") or None
         # Request bodies past this many bytes get a 413 before any view reads them (forms and API
-        # JSON are small; nothing is uploaded to the app).
+        # JSON are small; an import's upload has IMPORT_MAX_BYTES instead).
         self.MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH") or MIB)
+        # The largest dump the upload form (and POST /api/backups/import) takes, streamed to a
+        # temporary file (in TMPDIR), never held in memory; `flask backup import` has no limit.
+        self.IMPORT_MAX_BYTES = int(os.environ.get("IMPORT_MAX_BYTES") or 10 * 1024 * MIB)
         # The session cookie: never readable by scripts, not sent on cross-site requests.
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"

@@ -160,3 +160,7 @@ class PitrError(BackupError):
 
 class NotificationFailed(BackupError):
     """A notification (a test message) did not go; the message says why."""
+
+
+class NotADump(InvalidRequest):
+    """A file given to import is not a PostgreSQL dump (or not one that can be stored safely)."""

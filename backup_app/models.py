@@ -38,7 +38,7 @@ LOCAL, S3 = "local", "s3"
 PRESENT, MISSING, COPY_FAILED = "present", "missing", "failed"
 # Job.kind
 CREATE, RESTORE, VERIFY, PRUNE, SYNC = "create", "restore", "verify", "prune", "sync"
-DELETE, DOWNLOAD = "delete", "download"
+DELETE, DOWNLOAD, IMPORT = "delete", "download", "import"
 RESTORE_SET = "restore-set"
 # Job.status: QUEUED, RUNNING, COMPLETED, FAILED, or INTERRUPTED (its worker died mid-job)
 QUEUED, INTERRUPTED = "queued", "interrupted"

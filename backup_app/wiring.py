@@ -137,6 +137,19 @@ def dump_spec(name: str | None = None) -> target_service.DumpSpec:
     return target_service.dump_spec(target(name), env_url(), master_key())
 
 
+def import_settings(name: str) -> tuple[str, bool]:
+    """(codec, encrypt) for a dump imported as `name`: its target's when a target has that name, else
+    the defaults for a label (which must look like a target's name)."""
+    try:
+        found = target(name)
+    except UnknownDatabase:
+        if not target_service.TARGET_NAME.fullmatch(name or ""):
+            raise ConfigurationError(f"{name!r} cannot name an imported backup: give a target's name, or a label "
+                                     "of letters, digits, '_', '.' and '-' (at most 100)") from None
+        return "gzip", False
+    return found.codec, found.encrypt
+
+
 def target_conn(name: str) -> ConnInfo:
     """How to connect to the target called `name` (a backup's own database, for restore)."""
     return target_service.target_conn(target(name), env_url(), master_key())

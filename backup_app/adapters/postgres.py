@@ -24,6 +24,7 @@ from backup_app.adapters.environment import child_env
 from backup_app.adapters.processes import bytes_read, track
 from backup_app.core.codecs import GLOBALS
 from backup_app.core.conninfo import ConnInfo, require_auth
+from backup_app.core.sqlscript import GuardedScript
 from backup_app.errors import ConfigurationError, DumpFailed, RestoreFailed
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 
 FORMATS = ("custom", "plain")
+RESTRICT_SINCE = {13: (13, 22), 14: (14, 19), 15: (15, 14), 16: (16, 10), 17: (17, 6)}
 
 
 CHUNK_SIZE = 1024 * 1024
@@ -287,6 +289,13 @@ class PgClient:
                                     env={"PGREQUIREAUTH": "probe", "PGHOST": nowhere})
         return "require_auth" in result.stderr
 
+    @property
+    def restricts(self) -> bool:
+        """Whether this psql has `\\restrict` (the August 2025 releases: 13.22, 14.19, 15.14, 16.10,
+        17.6, and 18), which refuses every later meta-command of a script."""
+        major_minor = tuple(int(part) for part in self.version.split(".")[:2])
+        return major_minor >= (18,) or major_minor >= RESTRICT_SINCE.get(major_minor[0], (99,))
+
     def program(self, name: str) -> str:
         """Absolute path of a client program of this version."""
         found = shutil.which(name, path=self.bin_dir)
@@ -327,6 +336,10 @@ class PgClient:
         `lock_timeout` seconds for another session's lock (a table that `--clean` must drop)
         is cancelled and rolled back instead of hanging.
 
+        A plain script goes to psql through a GuardedScript: a psql meta-command in it (which
+        would run on this machine) stops the restore with UnsafeScript, and a psql that has
+        `\\restrict` is also told to refuse any.
+
         Raises RestoreFailed with the server's message on any error. If reading `source`
         fails (a damaged or undecryptable backup), pg_restore is killed before it can
         commit and that error propagates.
@@ -334,6 +347,7 @@ class PgClient:
         if fmt == "plain":
             args = [self.program("psql"), "--no-password", "--quiet", "--no-psqlrc",
                     "--set=ON_ERROR_STOP=1", "--single-transaction", "--file=-"]
+            source = GuardedScript(source, secrets.token_hex(16) if self.restricts else None)
         else:
             # As a conninfo string: a database name with "=" in it (or a URL) is never read as one.
             args = [self.program("pg_restore"), "--no-password", "--exit-on-error",
@@ -378,6 +392,29 @@ class PgClient:
                     f"the restore waited more than {lock_timeout:g} s for locks held by other sessions "
                     f"({watchdog.blocked_by}) and was cancelled; nothing was changed")
         self._check_restored(args, code, read_stderr(stderr))
+
+    def read_archive(self, source: BinaryIO, *, list_only: bool) -> str:
+        """Feed a custom or tar archive to pg_restore, which connects to nothing: `list_only`, its
+        table of contents (returned); else all of it, as a script into /dev/null, so that every
+        data block is read. RestoreFailed with pg_restore's message when it cannot."""
+        args = [self.program("pg_restore"), "--list" if list_only else "--file=/dev/null"]
+        with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+            popen = track(subprocess.Popen(args, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr,
+                                           env=child_env()))
+            try:
+                while chunk := source.read(CHUNK_SIZE):
+                    popen.stdin.write(chunk)
+            except BrokenPipeError:
+                pass  # it has read what it needs (a table of contents), or failed
+            except BaseException:
+                popen.kill()
+                popen.wait()
+                raise
+            finally:
+                close_quietly(popen.stdin)
+            self._check_restored(args, popen.wait(), read_stderr(stderr))
+            stdout.seek(0)
+            return stdout.read(65536).decode("utf-8", "replace")  # its header is all a caller reads
 
     @staticmethod
     def _check_restored(args: list[str], code: int, message: str) -> None:

@@ -7,6 +7,7 @@ import click
 from flask import current_app
 
 from backup_app import wiring
+from backup_app.cli.backup_import import import_command
 from backup_app.cli.group import ServiceGroup, confirm, echo_json, progress_printer, run_job_here, run_reported
 from backup_app.core.formatting import human_size
 from backup_app.errors import ConfigurationError, VerificationFailed
@@ -30,6 +31,7 @@ from backup_app.services.prune import prune
 from backup_app.services.rescan import rescan
 
 backup_cli = ServiceGroup("backup", help="Create, list, restore, download and delete backups.")
+backup_cli.add_command(import_command)
 
 
 def warn_failed_copies(backup) -> None:

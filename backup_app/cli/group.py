@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # Commands that change something (or hand out a backup) are written to the audit log.
 AUDITED_COMMANDS = {
-    "backup": {"create", "restore", "restore-set", "download", "delete", "prune", "sync", "verify", "rescan"},
+    "backup": {"create", "import", "restore", "restore-set", "download", "delete", "prune", "sync", "verify",
+               "rescan"},
     "storage": {"init"},
     "targets": {"add", "remove", "verify-server"},
     "users": {"create", "token"},

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from backup_app.core.crypto import MasterKey
 
 CODECS = ("gzip", "zstd", "plain")
-FORMATS = ("custom", "plain")
+FORMATS = ("custom", "plain")  # what pg_dump makes here; an imported dump may also be a "tar" archive
 GLOBALS = "globals"  # pg_dumpall --globals-only: SQL, stored plain or zstd, never pg_dump's gzip
 STORED_FORMATS = (*FORMATS, GLOBALS)  # a target dumps in FORMATS; its runs also store GLOBALS
 ZSTD_LEVEL = 3
@@ -36,8 +36,8 @@ def pg_dump_compression(fmt: str, codec: str) -> list[str]:
 
 
 def file_suffix(fmt: str, codec: str, encrypted: bool) -> str:
-    """`.dump`, `.sql.gz`, `.dump.zst.enc`, …: the name says what the bytes are."""
-    suffix = {"custom": ".dump", GLOBALS: ".globals.sql"}.get(fmt, ".sql")
+    """`.dump`, `.sql.gz`, `.dump.zst.enc`, `.tar.zst`, …: the name says what the bytes are."""
+    suffix = {"custom": ".dump", "tar": ".tar", GLOBALS: ".globals.sql"}.get(fmt, ".sql")
     if codec == "zstd":
         suffix += ".zst"
     elif codec == "gzip" and fmt == "plain":
@@ -46,7 +46,7 @@ def file_suffix(fmt: str, codec: str, encrypted: bool) -> str:
 
 
 def content_type(fmt: str, codec: str, encrypted: bool) -> str:
-    if encrypted or fmt == "custom" or codec != "plain":
+    if encrypted or fmt != "plain" or codec != "plain":
         return "application/octet-stream"
     return "application/sql"
 

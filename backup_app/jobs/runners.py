@@ -32,6 +32,7 @@ from backup_app.models import (
     DELETE,
     DOWNLOAD,
     FAILED,
+    IMPORT,
     INTERRUPTED,
     PRUNE,
     RESTORE,
@@ -44,6 +45,7 @@ from backup_app.services import previous
 from backup_app.services.backups.create import create_backup, expected_dump_size
 from backup_app.services.backups.delete import delete_backup
 from backup_app.services.backups.download import download_backup
+from backup_app.services.backups.importing import import_dump
 from backup_app.services.backups.queries import get_completed_backup
 from backup_app.services.backups.restore import RestoreOptions, restore_backup
 from backup_app.services.backups.set_restore import restore_set
@@ -327,5 +329,19 @@ def _run_download(session: Session, job: RunningJob, progress: ProgressRecorder)
     return f"wrote {written}", (backup, written)
 
 
-RUNNERS = {CREATE: _run_create, VERIFY: _run_verify, PRUNE: _run_prune, SYNC: _run_sync, DELETE: _run_delete,
+def _run_import(session: Session, job: RunningJob, progress: ProgressRecorder):
+    path = Path(job.options["path"])
+    codec, encrypt = wiring.import_settings(job.database)
+    progress.begin("importing", None, f"checking {path.name}, then storing it")
+    backup = import_dump(session, path, job.database, wiring.local_storage(), wiring.s3_stores(), wiring.pg_tools(),
+                         codec=codec, encrypt=encrypt, key=wiring.master_key(), progress=progress,
+                         backup_id=job.backup_id)
+    for copy in backup.copies:
+        if copy.error:
+            record(job.id, f"{copy.location} copy {copy.status}: {copy.error}")
+    progress.settle(backup.size_bytes)
+    return f"imported as {backup.filename} ({backup.format}, {human_size(backup.size_bytes)})", backup
+
+
+RUNNERS = {CREATE: _run_create, IMPORT: _run_import, VERIFY: _run_verify, PRUNE: _run_prune, SYNC: _run_sync, DELETE: _run_delete,
            DOWNLOAD: _run_download, **PITR_RUNNERS}

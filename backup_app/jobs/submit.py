@@ -33,6 +33,7 @@ from backup_app.models import (
     DELETE,
     DOWNLOAD,
     FAILED,
+    IMPORT,
     QUEUED,
     RESTORE,
     RESTORE_SET,
@@ -164,6 +165,15 @@ def download_job(session: Session, backup_id: str, output: Path, decode: bool = 
     return Job(id=job_id, kind=DOWNLOAD, database=backup.database, target=str(output), slot=f"download {job_id}",
                backup_id=backup.id, options={"output": str(output), "decode": decode},
                log=log_line(f"download of {backup.filename} to {output} requested"))
+
+
+def import_job(path: Path, database: str, shown_name: str | None = None) -> Job:
+    """An import of the dump at `path` as a backup of `database` (a target's name or a label); the new
+    backup's id is chosen now. Many may run at once."""
+    job_id = new_id()
+    name = shown_name or path.name
+    return Job(id=job_id, kind=IMPORT, database=database, target=name, slot=f"import {job_id}", backup_id=new_id(),
+               options={"path": str(path)}, log=log_line(f"import of {name} as a backup of {database} requested"))
 
 
 def queue_create(session: Session, spec: DumpSpec) -> Job:

@@ -21,7 +21,7 @@ from backup_app.services.backups.copies import open_local_copy, set_copy
 BACKUP_ID = re.compile(r"[a-z][a-z0-9]{5,31}")
 FILENAME = re.compile(
     rf"backup-(?P<database>.+)-(?P<stamp>\d{{4}}-\d\d-\d\dT\d\d-\d\d-\d\dZ)-(?P<id>{BACKUP_ID.pattern})"
-    r"(?P<format>\.dump|\.sql)(?P<zst>\.zst)?(?P<gz>\.gz)?(?P<enc>\.enc)?")
+    r"(?P<format>\.dump|\.sql|\.tar)(?P<zst>\.zst)?(?P<gz>\.gz)?(?P<enc>\.enc)?")
 
 
 @dataclass
@@ -40,7 +40,7 @@ def describe_filename(filename: str) -> dict | None:
     match = FILENAME.fullmatch(filename)
     if not match or not is_safe_name(filename):
         return None
-    fmt = "custom" if match["format"] == ".dump" else "plain"
+    fmt = {".dump": "custom", ".tar": "tar"}.get(match["format"], "plain")
     codec = "zstd" if match["zst"] else ("gzip" if match["gz"] or fmt == "custom" else "plain")
     created = datetime.strptime(match["stamp"], "%Y-%m-%dT%H-%M-%SZ").replace(tzinfo=timezone.utc)
     return {"id": match["id"], "database": match["database"], "format": fmt, "codec": codec,

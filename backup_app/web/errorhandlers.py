@@ -77,6 +77,10 @@ def register_errorhandlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge):
+        from backup_app.web.uploads import too_large_message
+
+        if message := too_large_message():
+            return error_response(413, message)
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         return error_response(413, f"The request is larger than this server accepts ({human_size(limit)}, "
                                    "MAX_CONTENT_LENGTH).")

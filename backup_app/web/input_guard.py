@@ -12,6 +12,8 @@ import io
 
 from flask import Flask, abort, request
 
+from backup_app.web.uploads import IMPORT_PATHS, AppRequest
+
 
 def contains_nul(value) -> bool:
     """Whether a string, or any key or value inside a JSON-like structure, holds NUL."""
@@ -42,7 +44,11 @@ class ChunkedBodyLimit:
 
     def __call__(self, environ, start_response):
         limit = self.app.config.get("MAX_CONTENT_LENGTH")
-        if limit is not None and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and environ.get("PATH_INFO") in IMPORT_PATHS:  # never held in memory: its length first
+            start_response("411 Length Required", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"An upload of a dump must state its Content-Length (not be sent chunked).\n"]
+        if limit is not None and chunked:
             body = read_at_most(environ["wsgi.input"], limit + 1)
             del environ["HTTP_TRANSFER_ENCODING"]
             environ.update({"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))})
@@ -62,5 +68,6 @@ def read_at_most(stream, size: int) -> bytes:
 
 
 def init_app(app: Flask) -> None:
+    app.request_class = AppRequest  # an import's upload: its own limit, streamed to disk
     app.before_request(reject_nul)
     app.wsgi_app = ChunkedBodyLimit(app)

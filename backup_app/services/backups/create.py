@@ -2,6 +2,7 @@
 """
 import errno
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from backup_app.adapters.local import LocalStorage, PartialFile, ScratchFile
 from backup_app.adapters.pgtools import PgTools
-from backup_app.adapters.pipeline import StreamResult, Upload, UploadOutcome, stream_to_file
+from backup_app.adapters.pipeline import StreamResult, Upload, stream_to_file
 from backup_app.adapters.postgres import PgClient
 from backup_app.adapters.store import Store, Stores
 from backup_app.core import codecs
@@ -101,6 +102,15 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, stores:
         _fail(session, backup, BackupError(f"{cause}: {type(exc).__name__}: {exc}"), raise_error=False)
         raise
 
+    complete(backup, dumped, stores)
+    session.commit()
+    events.announce(events.backup_completed, backup)
+    return backup
+
+
+def complete(backup: Backup, dumped: "Dumped", stores: Stores) -> None:
+    """Record what `dumped` left on `backup`: its size, SHA-256, row counts and every copy (a store's
+    copy that failed as `failed`, with why); the backup is then completed."""
     backup.size_bytes, backup.sha256, backup.row_counts = dumped.size_bytes, dumped.sha256, dumped.row_counts
     set_copy(backup, LOCAL, str(dumped.path), PRESENT, size_bytes=dumped.size_bytes, verified=True)
     for store in stores:
@@ -112,9 +122,6 @@ def create_backup(session: Session, spec: DumpSpec, local: LocalStorage, stores:
             set_copy(backup, store.location, uri, COPY_FAILED, error=error)
     backup.status = COMPLETED
     backup.completed_at = utcnow()
-    session.commit()
-    events.announce(events.backup_completed, backup)
-    return backup
 
 
 @dataclass
@@ -132,6 +139,19 @@ class Dumped:
 def dump_everywhere(file: BackupFile, spec: DumpSpec, client: PgClient, local: LocalStorage, stores: Stores,
                     pg: PgTools, key: MasterKey | None, progress: Progress | None) -> Dumped:
     """Run pg_dump once into the local file and every store that answers; touches no catalog row."""
+    counted = {}
+
+    def write(partial: ScratchFile, uploads: list[Upload]) -> StreamResult:
+        result, counted["rows"] = dump_into(partial, spec, client, pg, key, progress, uploads)
+        return result
+    return replace(store_everywhere(file, write, local, stores), row_counts=counted.get("rows"))
+
+
+def store_everywhere(file: BackupFile, write: Callable[[ScratchFile, list[Upload]], StreamResult],
+                     local: LocalStorage, stores: Stores) -> Dumped:
+    """Write a backup's bytes once (`write(partial, uploads)`) into the local `.partial` file, committed
+    at the end, while each store that answers uploads it as it grows; then give each object its final
+    metadata. On any failure: uploads aborted, no file left. Touches no catalog row."""
     store_errors: dict[str, str | None] = {}
     for store in stores:
         try:
@@ -139,7 +159,22 @@ def dump_everywhere(file: BackupFile, spec: DumpSpec, client: PgClient, local: L
         except StorageUnavailable as exc:
             store_errors[store.location] = str(exc)
     reachable = [store for store in stores if store.location not in store_errors]
-    path, result, row_counts, outcomes = stream_dump(file, spec, client, local, reachable, pg, key, progress)
+    try:
+        partial = local.open_partial(file.filename)
+    except OSError as exc:
+        raise BackupError(local_write_error(local, exc)) from exc
+    uploads = {store.location: start_upload(store, file, partial) for store in reachable}
+    try:
+        result = write(partial, list(uploads.values()))
+        path = partial.commit()
+    except BaseException as exc:
+        for upload in uploads.values():
+            upload.abort()
+        partial.discard()
+        if isinstance(exc, OSError):
+            raise BackupError(local_write_error(local, exc)) from exc
+        raise
+    outcomes = {location: upload.finish() for location, upload in uploads.items()}
     final = replace(file, size_bytes=result.size_bytes, sha256=result.sha256)
     for store in reachable:
         error = outcomes[store.location].error
@@ -149,30 +184,7 @@ def dump_everywhere(file: BackupFile, spec: DumpSpec, client: PgClient, local: L
             except BackupError as exc:
                 error = f"the object was uploaded but its metadata could not be set: {exc}"
         store_errors[store.location] = None if error is None else str(error)
-    return Dumped(path, result.size_bytes, result.sha256, row_counts, store_errors)
-
-
-def stream_dump(file: BackupFile, spec: DumpSpec, client: PgClient, local: LocalStorage, stores: Stores,
-                pg: PgTools, key: MasterKey | None, progress: Progress | None
-                ) -> tuple[Path, StreamResult, dict[str, int] | None, dict[str, UploadOutcome]]:
-    """pg_dump → codec → the local `.partial` file (committed at the end), each store's upload
-    reading it as it grows. On any failure: pg_dump killed, uploads aborted, no file left."""
-    try:
-        partial = local.open_partial(file.filename)
-    except OSError as exc:
-        raise BackupError(local_write_error(local, exc)) from exc
-    uploads = {store.location: start_upload(store, file, partial) for store in stores}
-    try:
-        result, row_counts = dump_into(partial, spec, client, pg, key, progress, list(uploads.values()))
-        path = partial.commit()
-    except BaseException as exc:
-        for upload in uploads.values():
-            upload.abort()
-        partial.discard()
-        if isinstance(exc, OSError):
-            raise BackupError(local_write_error(local, exc)) from exc
-        raise
-    return path, result, row_counts, {location: upload.finish() for location, upload in uploads.items()}
+    return Dumped(path, result.size_bytes, result.sha256, None, store_errors)
 
 
 def dump_into(sink: ScratchFile, spec: DumpSpec, client: PgClient, pg: PgTools, key: MasterKey | None,

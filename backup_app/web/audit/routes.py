@@ -28,6 +28,7 @@ AUDITED_ENDPOINTS = {
     "backups.delete": "delete",
     "backups.download": "download",
     "backups.verify": "verify",
+    "backups.import_dump": "import",
     "targets.add": "targets-add",
     "targets.edit": "targets-edit",
     "targets.remove": "targets-remove",

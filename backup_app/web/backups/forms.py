@@ -1,9 +1,22 @@
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
 from wtforms import BooleanField, RadioField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from backup_app.core.conninfo import url_without_password
 from backup_app.models import COMPLETED, FAILED, RUNNING
+
+
+class ImportForm(FlaskForm):
+    """A dump made elsewhere, and the target (or label) it is a backup of."""
+
+    file = FileField("Dump file", validators=[FileRequired("Choose the dump file to import.")],
+                     description="pg_dump's custom (-Fc) or tar (-Ft) archive, or a plain SQL script; gzip- or "
+                                 "zstd-compressed or not.")
+    database = StringField("Target or label", validators=[DataRequired(), Length(max=100)],
+                           description="A target's name: the backup is one of its own (its codec, encryption and "
+                                       "retention apply). Any other name is a label: restoring it then needs a "
+                                       "connection URL.")
 
 
 class CreateBackupForm(FlaskForm):

@@ -1,4 +1,5 @@
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
@@ -8,10 +9,19 @@ from wtforms import SelectChoice
 from backup_app import wiring
 from backup_app.adapters.store import Store
 from backup_app.core.conninfo import ConnInfo
+from backup_app.core.formatting import clip
 from backup_app.errors import BackupError, InvalidBackupState, InvalidRequest, StorageUnavailable
 from backup_app.extensions import db
 from backup_app.jobs.records import active_jobs, jobs_of_backup
-from backup_app.jobs.submit import delete_job, queue_create, queue_restore, queue_restore_set, queue_verify, run_here
+from backup_app.jobs.submit import (
+    delete_job,
+    import_job,
+    queue_create,
+    queue_restore,
+    queue_restore_set,
+    queue_verify,
+    run_here,
+)
 from backup_app.models import COMPLETED, FAILED, RUNNING, Backup
 from backup_app.services.backups.queries import backups_query, get_backup, get_completed_backup
 from backup_app.services.backups.restore import describe_restore
@@ -20,7 +30,14 @@ from backup_app.services.backups.sets import find_set
 from backup_app.services.overview import left_out
 from backup_app.services.usage import storage_usage
 from backup_app.web.backups import bp
-from backup_app.web.backups.forms import ButtonForm, CreateBackupForm, FilterForm, RestoreForm, RestoreSetForm
+from backup_app.web.backups.forms import (
+    ButtonForm,
+    CreateBackupForm,
+    FilterForm,
+    ImportForm,
+    RestoreForm,
+    RestoreSetForm,
+)
 from backup_app.web.downloads import download_response
 from backup_app.web.errorhandlers import status_code
 from backup_app.web.paging import requested_page
@@ -118,6 +135,30 @@ def create():
         flash(f"Backup of {job.database} queued (job {job.id}).", "success")
         return redirect(url_for("jobs.index", highlight=job.id))
     return render_template("backups/create.html", form=form)
+
+
+@bp.route("/backups/import", methods=["GET", "POST"])
+def import_dump():
+    """Upload a dump made elsewhere: checked, then stored as a backup in every location (a job, run
+    in this request)."""
+    form = ImportForm()
+    form.database.render_kw = {"list": "target-names", "autocomplete": "off"}
+    targets = [t.name for t in wiring.all_targets()]
+    if form.validate_on_submit():
+        upload = form.file.data
+        upload.stream.flush()  # on disk (see web/uploads.py): the import reads it by its path
+        name = clip(upload.filename or "upload", 200)
+        try:
+            wiring.import_settings(form.database.data)
+            backup = run_here(db.session, import_job(Path(upload.stream.name), form.database.data, name),
+                              recover=False)
+        except BackupError as exc:
+            return form_failed(exc, "backups/import.html", form=form, targets=targets,
+                               limit=current_app.config["IMPORT_MAX_BYTES"])
+        flash(f"Imported {name} as backup {backup.id} of {backup.database}.", "success")
+        return redirect(url_for("backups.detail", backup_id=backup.id))
+    return render_template("backups/import.html", form=form, targets=targets,
+                           limit=current_app.config["IMPORT_MAX_BYTES"])
 
 
 @dataclass
