@@ -14,7 +14,7 @@ from backup_app.services.roles import create_roles
 from devtools.localservers import DEBIAN_PG_BIN, PostgresCluster
 from tests.helpers import error_line, invoke
 from tests.prod_schema import dump_sections
-from tests.web_helpers import add_user, api_token
+from tests.web_helpers import add_user, api_token, submit
 
 pytestmark = pytest.mark.integration
 
@@ -239,13 +239,26 @@ def wiring_conn(cluster):
     return ConnInfo.from_url(cluster.url("postgres"))
 
 
-def test_the_restore_page_shows_the_roles_the_backup_needs(roles_app, empty):
+def test_the_restore_page_shows_the_roles_the_backup_needs_and_takes_the_choice(roles_app, empty):
     backup_id = back_up(roles_app)
-    client = signed_in(roles_app)
+    client, url = signed_in(roles_app), f"/backups/{backup_id}/restore"
 
-    page = client.get(f"/backups/{backup_id}/restore").get_data(as_text=True)
-    assert "app_owner" in page and "reporting" in page and "--no-owner" not in page
-    assert "Owners and grants are lost" in page or "owners and grants" in page
+    page = client.get(url).get_data(as_text=True)
+    assert 'the roles <strong>&#34;Analyst &#34;&#34;Q&#34;&#34;&#34;, app_owner, reporting</strong>' in page
+    assert "(its own server) has them all" in page
+    assert "owners and grants are lost" in page
+
+    form = {"target": "other", "target_url": empty.url("shop"), "how": "beside",
+            "confirm": "shop"}
+    before = state(empty)
+    refused = submit(client, url, {**form, "roles": "stop"}).get_data(as_text=True)
+    assert "the backup needs the roles &#34;Analyst" in refused and "--create-roles" in refused
+    assert state(empty) == before
+    queued = submit(client, url, {**form, "roles": "create"})
+    assert queued.status_code == 302
+    with roles_app.app_context():
+        [job] = db.session.query(Job).filter_by(kind="restore").all()
+        assert job.options["create_roles"] is True and job.options["no_owner"] is False
 
 
 def signed_in(app):
