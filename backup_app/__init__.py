@@ -15,6 +15,7 @@ from backup_app.core.formatting import (
     location_label,
     relative_time,
 )
+from backup_app.core.sqltext import shown_role
 from backup_app.extensions import csrf, db, login_manager
 from backup_app.web import input_guard, security_headers, sessions
 from backup_app.web.errorhandlers import register_errorhandlers
@@ -122,7 +123,8 @@ def register_blueprints(app: Flask) -> None:
 
 def register_template_filters(app: Flask) -> None:
     app.jinja_env.filters.update(human_size=human_size, ago=relative_time, exact=exact_time,
-                                  location=location_label, duration=duration, cron=cron_words)
+                                  location=location_label, duration=duration, cron=cron_words,
+                                  shown_role=shown_role)
 
 
 def register_commands(app: Flask) -> None:

@@ -106,6 +106,10 @@ class HostNotAllowed(ConfigurationError):
     """A notification URL or a restore aims at a host the settings do not allow."""
 
 
+class MissingRoles(ConfigurationError):
+    """A restore needs roles the server lacks (the message names them and what to do)."""
+
+
 class ConfirmationMismatch(BackupError):
     """The typed confirmation is not the name of the database the restore changes (`expected`).
     When that is the backup's own database (`own`), the message says it would be replaced and how

@@ -208,6 +208,25 @@ class DatabaseServer:
         with self._connect() as db, server_errors(f"looking for the tablespace {name}"):
             return db.execute("SELECT 1 FROM pg_tablespace WHERE spcname = %s", (name,)).fetchone() is not None
 
+    def role_names(self) -> set[str]:
+        """The names of every role of the server."""
+        with self._connect() as db, server_errors("listing the roles"):
+            return {name for (name,) in db.execute("SELECT rolname FROM pg_roles")}
+
+    def setting_contexts(self, names: list[str]) -> tuple[int, dict[str, str]]:
+        """The server's major version, and pg_settings' context ('user', 'superuser', …) of each of
+        `names` it knows, by name in lower case."""
+        with self._connect() as db, server_errors("reading the server's settings"):
+            found = dict(db.execute("SELECT name, context FROM pg_settings WHERE name = ANY(%s)",
+                                    ([name.lower() for name in names],)).fetchall())
+            return db.info.server_version // 10000, found
+
+    def run_together(self, statements: list[sql.Composable], doing: str) -> None:
+        """Run `statements` in one transaction: all of them, or (RestoreFailed) none."""
+        with self._connect() as db, server_errors(doing), db.transaction():
+            for statement in statements:
+                db.execute(statement)
+
     def size(self, name: str) -> int | None:
         """pg_database_size of `name` (None: there is no such database)."""
         with self._connect(name) as db, server_errors(f"measuring the database {name}"):

@@ -321,7 +321,8 @@ class PgClient:
         return DumpProcess(popen, stderr)
 
     def restore(self, conn: ConnInfo, source: BinaryIO, fmt: str, *, in_place: bool = False, jobs: int = 1,
-                lock_timeout: float = 60, progress: Callable[[int], None] | None = None) -> None:
+                lock_timeout: float = 60, progress: Callable[[int], None] | None = None,
+                no_owner: bool = False) -> None:
         """Restore a dump read from `source` into `conn`'s database.
 
         Into a new, empty database (the default): pg_restore without `--clean`; with `jobs` > 1
@@ -339,6 +340,8 @@ class PgClient:
         A plain script goes to psql through a GuardedScript: a psql meta-command in it (which
         would run on this machine) stops the restore with UnsafeScript, and a psql that has
         `\\restrict` is also told to refuse any.
+        `no_owner` (an archive only): the objects are owned by the restoring role and their grants
+        left out (`--no-owner --no-acl`).
 
         Raises RestoreFailed with the server's message on any error. If reading `source`
         fails (a damaged or undecryptable backup), pg_restore is killed before it can
@@ -353,6 +356,7 @@ class PgClient:
             args = [self.program("pg_restore"), "--no-password", "--exit-on-error",
                     f"--dbname=dbname={conninfo_value(conn.dbname)}"]
             args += ["--single-transaction", "--clean", "--if-exists"] if in_place else []
+            args += ["--no-owner", "--no-acl"] if no_owner else []
         env = child_env(conn.env())
         env["PGAPPNAME"] = f"backup_app restore {secrets.token_hex(6)}"
         stderr = tempfile.TemporaryFile()
@@ -415,6 +419,35 @@ class PgClient:
             self._check_restored(args, popen.wait(), read_stderr(stderr))
             stdout.seek(0)
             return stdout.read(65536).decode("utf-8", "replace")  # its header is all a caller reads
+
+    def archive_schema(self, source: BinaryIO) -> BinaryIO:
+        """The SQL `pg_restore --schema-only` prints for the archive read from `source` (it connects
+        nowhere, and stops reading once it has the archive's table of contents), in a temporary file
+        opened at its start; RestoreFailed with pg_restore's message if it is no archive."""
+        stderr, output = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        popen = track(subprocess.Popen([self.program("pg_restore"), "--schema-only", "--file=-"],
+                                       stdin=subprocess.PIPE, stdout=output, stderr=stderr, env=child_env()))
+        try:
+            while chunk := source.read(CHUNK_SIZE):
+                popen.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # it has read what it needs (or failed: its exit code says so)
+        except BaseException:
+            popen.kill()
+            popen.wait()
+            output.close()
+            stderr.close()
+            raise
+        finally:
+            close_quietly(popen.stdin)
+        code = popen.wait()
+        try:
+            self._check_restored(["pg_restore"], code, read_stderr(stderr))
+        except RestoreFailed:
+            output.close()
+            raise
+        output.seek(0)
+        return output
 
     @staticmethod
     def _check_restored(args: list[str], code: int, message: str) -> None:

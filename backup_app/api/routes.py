@@ -128,15 +128,17 @@ def optional_flag(body: dict, key: str) -> bool:
 @bp.post("/backups/<backup_id>/restore")
 def restore_backup(backup_id):
     """Queue a restore; `confirm` must name the database that changes: the target's own, `database`
-    (a new one on the target's server) or `target_url`'s; `in_place` and `drop_previous` (booleans)
-    as the CLI's flags → 202 {job_id}."""
+    (a new one on the target's server) or `target_url`'s; `in_place`, `drop_previous`, `create_roles`
+    and `no_owner` (booleans) as the CLI's flags → 202 {job_id}; 400 naming the roles the server lacks
+    when that can be told before the job is queued."""
     body = json_body()
     in_place, drop_previous = optional_flag(body, "in_place"), optional_flag(body, "drop_previous")
     if in_place and drop_previous:
         raise InvalidRequest("drop_previous has nothing to drop with in_place (no previous database is kept)")
     job = queue_restore(db.session, backup_id, optional_string(body, "confirm", MAX_NAME) or "",
                         optional_string(body, "target_url"), in_place=in_place, drop_previous=drop_previous,
-                        as_database=optional_string(body, "database", MAX_NAME))
+                        as_database=optional_string(body, "database", MAX_NAME),
+                        create_roles=optional_flag(body, "create_roles"), no_owner=optional_flag(body, "no_owner"))
     return job_accepted(job)
 
 

@@ -10,6 +10,7 @@ from backup_app import wiring
 from backup_app.cli.backup_import import import_command
 from backup_app.cli.group import ServiceGroup, confirm, echo_json, progress_printer, run_job_here, run_reported
 from backup_app.core.formatting import human_size
+from backup_app.core.sqltext import names
 from backup_app.errors import ConfigurationError, VerificationFailed
 from backup_app.extensions import db
 from backup_app.jobs.pitr import pitr_readers
@@ -128,9 +129,16 @@ def show_command(backup_id, as_json):
 @click.option("--drop-previous", is_flag=True,
               help="Drop the previous database once the restored one has taken its place "
                    "(default: keep it as <name>_before_restore_<time>).")
+@click.option("--create-roles", is_flag=True,
+              help="Create the roles the backup needs that the server lacks (owners, grantees), from the newest "
+                   "globals backup of the backup's target; without it such a restore stops before it writes.")
+@click.option("--no-owner", is_flag=True,
+              help="Leave owners and grants out (pg_restore --no-owner --no-acl): the objects are owned by the "
+                   "restoring role; for a server where roles cannot be created. Custom-format backups only.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"backup", "database", "previous_database"}.')
-def restore_command(backup_id, target_url, target_url_stdin, as_database, in_place, drop_previous, yes, as_json):
+def restore_command(backup_id, target_url, target_url_stdin, as_database, in_place, drop_previous, create_roles,
+                    no_owner, yes, as_json):
     """Restore a backup (local file if intact, else an S3 copy) beside the database, then swap;
     or, with --as-database, into a new database."""
     upgrade_catalog_if_needed()
@@ -142,8 +150,9 @@ def restore_command(backup_id, target_url, target_url_stdin, as_database, in_pla
     conn = wiring.restore_conn(backup.database, target_url, as_database=as_database)
     effect = describe_restore(conn.dbname, in_place=in_place, drop_previous=drop_previous,
                               keep_hours=current_app.config["KEEP_PREVIOUS_HOURS"], new_database=bool(as_database))
-    job = restore_job(db.session, backup.id, conn.dbname, target_url, in_place=in_place,
-                      drop_previous=drop_previous, as_database=as_database)  # refused before the question
+    job = restore_job(db.session, backup.id, conn.dbname, target_url, in_place=in_place, drop_previous=drop_previous,
+                      as_database=as_database, create_roles=create_roles,
+                      no_owner=no_owner)  # refused before the question
     confirm(f"Restore {backup.filename} into {conn.display()}? {effect}", yes)
     restored = run_job_here(job, target_url, progress_printer("read"))
     if as_json:
@@ -151,6 +160,8 @@ def restore_command(backup_id, target_url, target_url_stdin, as_database, in_pla
                    "previous_database": restored.previous_database})
         return
     click.echo(f"Restored backup {backup.id} into {conn.display()}")
+    if restored.roles_created:
+        click.echo(f"Roles created first: {names(restored.roles_created)}")
     if restored.swap_seconds is not None:
         click.echo(f"Swapped in: {restored.database} was unavailable for {restored.swap_seconds:.3f} s "
                    f"({restored.sessions_ended} session(s) ended)")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from backup_app import wiring
 from backup_app.core.formatting import human_size
+from backup_app.core.sqltext import names
 from backup_app.errors import (
     BackupError,
     JobConflict,
@@ -189,7 +190,9 @@ def _run_restore(session: Session, job: RunningJob, target_url: str | None, prog
     config, key = current_app.config, wiring.master_key()
     options = RestoreOptions(in_place=job.options.get("in_place", False),
                              drop_previous=job.options.get("drop_previous", False), jobs=config["RESTORE_JOBS"],
-                             new_database=as_database is not None)
+                             new_database=as_database is not None,
+                             create_roles=job.options.get("create_roles", False),
+                             no_owner=job.options.get("no_owner", False))
     filename, target = backup.filename, None if target_url else into_target or backup.database
     size = backup.size_bytes
     progress.begin("fetching", size, f"checking the local file of {filename} (fetched from S3 if needed)")
@@ -197,6 +200,8 @@ def _run_restore(session: Session, job: RunningJob, target_url: str | None, prog
                               wiring.pg_tools(), key=key, options=options, progress=progress,
                               report=lambda line: progress.begin("restoring", size, line))
     summary = f"restored {filename} into {conn.display()}"
+    if restored.roles_created:
+        summary += f" (roles created first: {names(restored.roles_created)})"
     if restored.swap_seconds is not None:
         summary += (f" (built beside it, then swapped in: unavailable for {restored.swap_seconds:.3f} s, "
                     f"{restored.sessions_ended} session(s) ended)")

@@ -46,6 +46,7 @@ from backup_app.models import (
 from backup_app.services import events
 from backup_app.services.backups.queries import get_backup, get_completed_backup
 from backup_app.services.backups.restore import check_new_database
+from backup_app.services.backups.restore_roles import check_no_owner, refuse_missing_roles
 from backup_app.services.backups.set_restore import get_set
 from backup_app.services.backups.sets import find_set
 from backup_app.services.targets import DumpSpec
@@ -69,9 +70,11 @@ def create_job(spec: DumpSpec, *, scheduled: bool = False) -> Job:
 
 def restore_job(session: Session, backup_id: str, confirm: str, target_url: str | None = None, *,
                 in_place: bool = False, drop_previous: bool = False, into_target: str | None = None,
-                as_database: str | None = None) -> Job:
+                as_database: str | None = None, create_roles: bool = False, no_owner: bool = False) -> Job:
     """A restore of a completed backup into its own target, the target `into_target`, or
-    `target_url`; with `as_database`, into that new database on the target's server.
+    `target_url`; with `as_database`, into that new database on the target's server. The roles
+    its dump needs that the server lacks are created (`create_roles`), or owners and grants left
+    out (`no_owner`); else the restore stops, before it writes anything, naming them.
 
     `confirm` must be the name of the database that changes (ConfirmationMismatch otherwise).
     """
@@ -86,15 +89,20 @@ def restore_job(session: Session, backup_id: str, confirm: str, target_url: str 
                                      "in place and dropping the previous database do not apply")
         own = wiring.target_conn(into_target or backup.database).dbname
         check_new_database(wiring.pg_tools().databases(conn), own, as_database)
+    if no_owner:
+        check_no_owner(backup.file())
     slot = database_slot(conn)
     catalog = catalog_conn()
     if catalog is not None and database_slot(catalog) == slot:
         raise ConfigurationError(f"{conn.display()} is this app's own catalog database: restoring over it would "
                                  "replace the records of every backup")
     how = " in place" if in_place else ""
+    how += " with the roles it needs created" if create_roles else ""
+    how += " without owners and grants" if no_owner else ""
     return Job(kind=RESTORE, database=conn.dbname, target=conn.display(), slot=slot, server=server_address(conn),
                backup_id=backup.id, options={"in_place": in_place, "drop_previous": drop_previous,
-                                             "into_target": into_target, "as_database": as_database},
+                                             "into_target": into_target, "as_database": as_database,
+                                             "create_roles": create_roles, "no_owner": no_owner},
                log=log_line(f"restore of {backup.filename} into {conn.display()}{how} requested"))
 
 
@@ -183,10 +191,16 @@ def queue_create(session: Session, spec: DumpSpec) -> Job:
 
 def queue_restore(session: Session, backup_id: str, confirm: str, target_url: str | None = None, *,
                   in_place: bool = False, drop_previous: bool = False, into_target: str | None = None,
-                  as_database: str | None = None) -> Job:
-    """Queue a restore (see restore_job); `confirm` must name the database that changes."""
+                  as_database: str | None = None, create_roles: bool = False, no_owner: bool = False) -> Job:
+    """Queue a restore (see restore_job); `confirm` must name the database that changes. Roles the
+    server lacks are refused now (MissingRoles) when the backup's local file tells them cheaply."""
     job = restore_job(session, backup_id, confirm, target_url, in_place=in_place, drop_previous=drop_previous,
-                      into_target=into_target, as_database=as_database)
+                      into_target=into_target, as_database=as_database, create_roles=create_roles,
+                      no_owner=no_owner)
+    backup = get_completed_backup(session, backup_id)
+    refuse_missing_roles(session, backup.file(), wiring.local_storage(),
+                         wiring.restore_conn(backup.database, target_url, into_target, as_database), wiring.pg_tools(),
+                         wiring.master_key(), create=create_roles, no_owner=no_owner)
     return queue(session, job, target_url)
 
 

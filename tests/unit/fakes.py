@@ -36,6 +36,9 @@ class FakeServer:
     def swap_problems(self, name):
         return []
 
+    def role_names(self):
+        return {"postgres"}
+
     def shape(self, name):
         return SimpleNamespace(name=name, allow_connections=True)
 
@@ -96,7 +99,13 @@ class FakePg:
 
     lock_timeout = 60
 
-    def restore(self, conn, source, fmt, *, in_place=False, jobs=1, lock_timeout=60, progress=None):
+    def archive_schema(self, source):
+        """The archive's SQL: no role named but the superuser's."""
+        source.read()
+        return io.BytesIO(b"ALTER TABLE public.t OWNER TO postgres;\n")
+
+    def restore(self, conn, source, fmt, *, in_place=False, jobs=1, lock_timeout=60, progress=None,
+                no_owner=False):
         data = source.read()
         self.restored.append(data)
         self.server.databases[conn.dbname].append(data)

@@ -254,7 +254,7 @@ def test_a_verify_that_meets_an_os_error_ends_failed_not_running(session, local)
 class DeadlockingPg(FakePg):
     """pg_restore whose parallel jobs deadlock on each other (as on partitioned indexes, now and then)."""
 
-    def restore(self, conn, source, fmt, *, in_place=False, jobs=1, lock_timeout=60, progress=None):
+    def restore(self, conn, source, fmt, *, in_place=False, jobs=1, lock_timeout=60, progress=None, no_owner=False):
         if jobs > 1:
             source.read(100)
             self.server.databases[conn.dbname].append(b"half")

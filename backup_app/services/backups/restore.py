@@ -31,6 +31,7 @@ from backup_app.models import GLOBALS, BackupFile, utcnow
 from backup_app.services.allowed_hosts import host_key
 from backup_app.services.backups.copies import decoding_key, open_checked_copy
 from backup_app.services.backups.queries import get_completed_backup
+from backup_app.services.backups.restore_roles import ReadGlobals, check_no_owner, ensure_roles, globals_reader
 
 if TYPE_CHECKING:
     from backup_app.adapters.databases import DatabaseServer, DatabaseShape
@@ -49,6 +50,8 @@ class RestoreOptions:
     new_database: bool = False  # a restore by name: the database must not exist
     # What the database was like when it was backed up (a set's): a missing one is created like it.
     database_shape: dict | None = None
+    create_roles: bool = False  # the roles the dump needs and the server lacks are created from globals
+    no_owner: bool = False  # objects owned by the restoring role, grants left out (an archive only)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Restored:
     swap_seconds: float | None = None
     sessions_ended: int = 0
     warnings: tuple[str, ...] = ()
+    roles_created: tuple[str, ...] = ()
 
 
 class SwapImpossible(RestoreFailed):
@@ -137,19 +141,25 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
     file = backup.file()
     session.commit()  # what follows asks the target server: no catalog transaction waits on it
     return restore_file(file, lambda: open_checked_copy(session, backup, local, stores, progress), conn, pg,
-                        key=key, options=options, progress=progress, report=report)
+                        key=key, options=options, progress=progress, report=report,
+                        read_globals=globals_reader(session, file.database, local, stores, key))
 
 
 def restore_file(file: BackupFile, open_stored: Callable[[], BinaryIO], conn: ConnInfo, pg: PgTools, *,
                  key: MasterKey | None = None, options: RestoreOptions = RestoreOptions(),
-                 progress: Progress | None = None, report: Callable[[str], None] | None = None) -> Restored:
+                 progress: Progress | None = None, report: Callable[[str], None] | None = None,
+                 read_globals: ReadGlobals | None = None) -> Restored:
     """Restore the dump `open_stored()` opens (described by `file`) into `conn`'s database, as
     restore_backup does; the key, the client and the swap are checked before it is opened, and
-    it is closed when done."""
+    it is closed when done. Then, before anything is written, the roles the dump needs: the
+    server lacking one is MissingRoles, unless `options.create_roles` (they are made from
+    `read_globals()`, the SQL of a globals backup) or `options.no_owner`."""
     report = report or (lambda _line: None)
     if file.format == GLOBALS:
         raise ConfigurationError(f"backup {file.id} holds a server's roles (pg_dumpall --globals-only), not a database: "
                                  "restore its set (flask backup restore-set) or a database's backup with --create-roles")
+    if options.no_owner:
+        check_no_owner(file)
     decoding_key(file, key)
     client = pg.for_restore(conn, file.client_version)
     server = pg.databases(conn)
@@ -162,15 +172,24 @@ def restore_file(file: BackupFile, open_stored: Callable[[], BinaryIO], conn: Co
         if problems:
             raise SwapImpossible(conn.dbname, problems)
     with open_stored() as stored:
-        load = Loader(file, stored, client, key, pg.lock_timeout, progress)
+        roles = ensure_roles(file, stored, client, server, key, create=options.create_roles,
+                             no_owner=options.no_owner, read_globals=read_globals, report=report)
+        load = Loader(file, stored, client, key, pg.lock_timeout, progress, no_owner=options.no_owner)
         if options.in_place:
             report(f"restoring into {conn.display()} in place")
-            return restore_in_place(server, conn, load, exists)
-        jobs = load.parallel(options.jobs)
-        if not exists:
+            restored = restore_in_place(server, conn, load, exists)
+        elif not exists:
+            jobs = load.parallel(options.jobs)
             report(f"restoring into the new database {conn.dbname} ({jobs} pg_restore jobs)")
-            return restore_new(server, conn, load, jobs, report, shape_on(server, options.database_shape))
-        return restore_beside_and_swap(server, conn, load, jobs, options.drop_previous, report)
+            restored = restore_new(server, conn, load, jobs, report, shape_on(server, options.database_shape))
+        else:
+            restored = restore_beside_and_swap(server, conn, load, load.parallel(options.jobs), options.drop_previous,
+                                               report)
+    if roles is None:
+        return restored
+    return replace(restored, roles_created=tuple(roles.created),
+                   warnings=tuple(f"not run from the globals backup: {item}" for item in roles.skipped)
+                   + restored.warnings)
 
 
 class Loader:
@@ -178,9 +197,10 @@ class Loader:
     by pg_restore itself when it is a bare archive restored with several jobs."""
 
     def __init__(self, file: BackupFile, stored: BinaryIO, client: PgClient, key: MasterKey | None,
-                 lock_timeout: float, progress: Progress | None):
+                 lock_timeout: float, progress: Progress | None, *, no_owner: bool = False):
         self.file, self.stored, self.client = file, stored, client
         self.key, self.lock_timeout, self.progress = key, lock_timeout, progress
+        self.no_owner = no_owner  # pg_restore --no-owner --no-acl
 
     def parallel(self, jobs: int) -> int:
         """How many jobs pg_restore can run: `jobs` when it can read the stored file itself, else 1."""
@@ -190,11 +210,12 @@ class Loader:
         if jobs > 1:  # pg_restore reads the file itself: what its processes read is the progress
             size = self.file.size_bytes or 0
             read = (lambda nbytes: self.progress(min(nbytes, size))) if self.progress and size else None
-            self.client.restore(conn, self.stored, self.file.format, jobs=jobs, progress=read)
+            self.client.restore(conn, self.stored, self.file.format, jobs=jobs, progress=read, no_owner=self.no_owner)
             return
         counted = CountingReader(self.stored, self.progress) if self.progress else self.stored
         source = codecs.decode(counted, self.file.format, self.file.codec, decoding_key(self.file, self.key))
-        self.client.restore(conn, source, self.file.format, in_place=in_place, lock_timeout=self.lock_timeout)
+        self.client.restore(conn, source, self.file.format, in_place=in_place, lock_timeout=self.lock_timeout,
+                            no_owner=self.no_owner)
 
     def into_new_database(self, server: DatabaseServer, conn: ConnInfo, make: Callable[[], None], jobs: int,
                           report: Callable[[str], None]) -> None:

@@ -44,6 +44,11 @@ class RestoreForm(FlaskForm):
         SelectChoice("in_place", "in place, in one transaction (pg_restore --clean): for a role that cannot "
                                  "create databases")], default="beside")
     drop_previous = BooleanField("Drop the previous database once the restored one has taken its place")
+    roles = RadioField("Roles the server lacks", choices=[
+        SelectChoice("stop", "stop before anything is written, naming them"),
+        SelectChoice("create", "create them from the newest globals backup of the backup's target"),
+        SelectChoice("no_owner", "restore without owners and grants: every object owned by the restoring role "
+                                 "(custom-format backups only)")], default="stop")
     confirm = StringField("Type the target database's name to confirm", validators=[DataRequired(), Length(max=255)],
                           description="The database that will change: its own, the new one, the other target's "
                                       "or the URL's.")
@@ -72,6 +77,10 @@ class RestoreForm(FlaskForm):
     @property
     def in_place(self) -> bool:
         return self.how.data == "in_place"
+
+    def role_choice(self) -> dict:
+        """queue_restore's arguments for the roles choice."""
+        return {"create_roles": self.roles.data == "create", "no_owner": self.roles.data == "no_owner"}
 
     def destination(self) -> dict:
         """queue_restore's arguments for the chosen destination."""

@@ -25,6 +25,7 @@ from backup_app.jobs.submit import (
 from backup_app.models import COMPLETED, FAILED, RUNNING, Backup
 from backup_app.services.backups.queries import backups_query, get_backup, get_completed_backup
 from backup_app.services.backups.restore import describe_restore
+from backup_app.services.backups.restore_roles import check_roles
 from backup_app.services.backups.set_restore import get_set
 from backup_app.services.backups.sets import find_set
 from backup_app.services.overview import left_out
@@ -235,11 +236,13 @@ def restore(backup_id):
     name = configured.dbname if configured else "the target database"
     keep_hours = current_app.config["KEEP_PREVIOUS_HOURS"]
     context = {"form": form, "backup": backup, "configured": configured,
-               "beside": describe_restore(name, keep_hours=keep_hours), "in_place": describe_restore(name, in_place=True)}
+               "beside": describe_restore(name, keep_hours=keep_hours), "in_place": describe_restore(name, in_place=True),
+               "roles": check_roles(backup.file(), wiring.local_storage(), configured, wiring.pg_tools(),
+                                    wiring.master_key())}
     if form.validate_on_submit():
         try:
             job = queue_restore(db.session, backup.id, form.confirm.data, in_place=form.in_place,
-                                drop_previous=form.drop_previous.data, **form.destination())
+                                drop_previous=form.drop_previous.data, **form.destination(), **form.role_choice())
         except BackupError as exc:
             form.forget_password()
             return form_failed(exc, "backups/restore.html", **context)
