@@ -156,6 +156,13 @@ class PgTools:
                 f"{major(server)} or newer")
         return server, max(able, key=lambda c: (-c.major, release(c.version)))
 
+    def globals_sql(self, conn: ConnInfo) -> str:
+        """The server's roles, memberships and tablespaces as pg_dumpall --globals-only prints them now
+        (without role passwords when `conn`'s role may not read them)."""
+        _server, client = self.for_dump(conn)
+        options = [] if client.can_read_passwords(conn) else ["--no-role-passwords"]
+        return client.globals_sql(conn, options)
+
     def for_restore(self, conn: ConnInfo, dump_version: str | None) -> PgClient:
         """The client to restore a dump made by pg_dump `dump_version` (None: unknown) into `conn`."""
         server = self.server_version(conn.with_dbname("postgres"))

@@ -468,6 +468,11 @@ class PgClient:
         """The server's version, e.g. '15.18'."""
         return self.query(conn, "SHOW server_version").split()[0]
 
+    def globals_sql(self, conn: ConnInfo, options: list[str] = ()) -> str:
+        """What pg_dumpall --globals-only prints for `conn`'s server; DumpFailed with its error."""
+        return self._run([self.program("pg_dumpall"), "--globals-only", "--no-password",
+                          f"--database={conn.dbname}", *options], conn, DumpFailed)
+
     def can_read_passwords(self, conn: ConnInfo) -> bool:
         """Whether `conn`'s role may read the roles' password hashes (pg_authid), which pg_dumpall
         needs unless told --no-role-passwords."""

@@ -198,7 +198,8 @@ def _run_restore(session: Session, job: RunningJob, target_url: str | None, prog
     progress.begin("fetching", size, f"checking the local file of {filename} (fetched from S3 if needed)")
     restored = restore_backup(session, backup.id, conn, wiring.local_storage(), wiring.s3_stores(),
                               wiring.pg_tools(), key=key, options=options, progress=progress,
-                              report=lambda line: progress.begin("restoring", size, line))
+                              report=lambda line: progress.begin("restoring", size, line),
+                              source=_source_conn(backup.database))
     summary = f"restored {filename} into {conn.display()}"
     if restored.roles_created:
         summary += f" (roles created first: {names(restored.roles_created)})"
@@ -211,6 +212,14 @@ def _run_restore(session: Session, job: RunningJob, target_url: str | None, prog
     elif options.drop_previous and restored.swap_seconds is not None:
         summary += "; the previous database was dropped"
     return summary + "".join(f"; warning: {warning}" for warning in restored.warnings), restored
+
+
+def _source_conn(target: str):
+    """The server the target `target` backs up (None: it is gone or cannot be reached as configured)."""
+    try:
+        return wiring.target_conn(target)
+    except BackupError:
+        return None
 
 
 def _keep_previous(session: Session, job: RunningJob, restored, conn, target: str | None,

@@ -126,13 +126,27 @@ def test_create_roles_makes_the_missing_ones_from_the_globals_and_restores_owner
     assert empty.psql("SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = 'app_owner'") == "t"
 
 
-def test_create_roles_without_a_globals_backup_says_so_and_creates_nothing(roles_app, empty):
+def test_create_roles_without_a_globals_backup_reads_them_from_the_targets_server_now(
+        roles_app, make_app, s3_settings, source, empty):
     backup_id = back_up(roles_app, with_globals=False)
+
+    restore(roles_app, backup_id, empty, "--create-roles")
+    assert memberships(empty) == memberships(source)
+    with roles_app.app_context():
+        [job] = [job for job in db.session.query(Job) if job.kind == "restore"]
+        assert "no globals backup of shop yet: the roles are read from its server as they are now" in job.log
+
+
+def test_create_roles_with_neither_a_globals_backup_nor_the_target_says_so_and_creates_nothing(
+        roles_app, make_app, s3_settings, empty):
+    backup_id = back_up(roles_app, with_globals=False)
+    without_target = make_app(RESTORE_ALLOWED_HOSTS="127.0.0.1", **s3_settings)  # the same catalog and folder
     before = state(empty)
 
-    result = restore(roles_app, backup_id, empty, "--create-roles", ok=False)
+    result = restore(without_target, backup_id, empty, "--create-roles", ok=False)
 
-    assert error_line(result).startswith(f"Error: no globals backup of {target_name(roles_app)} yet")
+    assert error_line(result).startswith("Error: no globals backup of shop yet to create the roles from, and its "
+                                         "server is not known")
     assert "--no-owner" in error_line(result)
     assert state(empty) == before
 

@@ -128,8 +128,9 @@ def describe_restore(database: str, *, in_place: bool = False, drop_previous: bo
 def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: LocalStorage,
                    stores: Stores, pg: PgTools, *, key: MasterKey | None = None,
                    options: RestoreOptions = RestoreOptions(), progress: Progress | None = None,
-                   report: Callable[[str], None] | None = None) -> Restored:
-    """Restore a backup into `conn`'s database (see the module's docstring).
+                   report: Callable[[str], None] | None = None, source: ConnInfo | None = None) -> Restored:
+    """Restore a backup into `conn`'s database (see the module's docstring). `source` is the server it
+    was backed up from (its roles are read there for --create-roles when it has no globals backup yet).
 
     Uses the local file when it is intact, else the first intact S3 copy (saved locally again).
     Whatever can be checked before anything is fetched is: the decryption key, a client that
@@ -142,7 +143,8 @@ def restore_backup(session: Session, backup_id: str, conn: ConnInfo, local: Loca
     session.commit()  # what follows asks the target server: no catalog transaction waits on it
     return restore_file(file, lambda: open_checked_copy(session, backup, local, stores, progress), conn, pg,
                         key=key, options=options, progress=progress, report=report,
-                        read_globals=globals_reader(session, file.database, local, stores, key))
+                        read_globals=globals_reader(session, file.database, local, stores, key,
+                                                    (lambda: pg.globals_sql(source)) if source else None, report))
 
 
 def restore_file(file: BackupFile, open_stored: Callable[[], BinaryIO], conn: ConnInfo, pg: PgTools, *,

@@ -101,24 +101,33 @@ def ensure_roles(file: BackupFile, stored: BinaryIO, client: PgClient, server: D
     return made
 
 
-def newest_globals(session: Session, target: str) -> Backup:
-    """The newest completed globals backup of `target`; MissingRoles when it has none."""
-    found = session.scalars(select(Backup).where(Backup.database == target, Backup.format == GLOBALS,
-                                                 Backup.status == COMPLETED)
-                            .order_by(Backup.created_at.desc(), Backup.id.desc()).limit(1)).first()
-    if found is None:
-        raise MissingRoles(f"no globals backup of {target} yet to create the roles from: its scheduled backups "
-                           "record its server's roles (as every set of a server target does); restore after the "
-                           "next one, or with --no-owner")
-    return found
+def newest_globals(session: Session, target: str) -> Backup | None:
+    """The newest completed globals backup of `target` (None: it has none)."""
+    return session.scalars(select(Backup).where(Backup.database == target, Backup.format == GLOBALS,
+                                                Backup.status == COMPLETED)
+                           .order_by(Backup.created_at.desc(), Backup.id.desc()).limit(1)).first()
 
 
 def globals_reader(session: Session, target: str, local: LocalStorage, stores: Stores,
-                   key: MasterKey | None) -> ReadGlobals:
-    """Reads the SQL of the newest globals backup of `target` when called."""
+                   key: MasterKey | None, live: ReadGlobals | None = None,
+                   report: Callable[[str], None] | None = None) -> ReadGlobals:
+    """Reads, when called, the SQL of the newest globals backup of `target`; when it has none, the
+    globals of its server now (`live`: the roles as they are, said in `report`); MissingRoles when
+    neither is there."""
     from backup_app.services.backups.set_restore import read_globals
 
-    return lambda: read_globals(session, newest_globals(session, target), local, stores, key)
+    def read() -> str:
+        found = newest_globals(session, target)
+        if found is not None:
+            return read_globals(session, found, local, stores, key)
+        if live is None:
+            raise MissingRoles(f"no globals backup of {target} yet to create the roles from, and its server is not "
+                               "known: its scheduled backups record its server's roles (as every set of a server "
+                               "target does); restore after the next one, or with --no-owner")
+        if report:
+            report(f"no globals backup of {target} yet: the roles are read from its server as they are now")
+        return live()
+    return read
 
 
 # A plain dump is read whole to find its roles: before a restore is queued, only a small one is.
