@@ -51,6 +51,7 @@ test: test-deps bytecode
 bench: run-deps $(DEV_STAMP) bytecode
 	$(PYTHON) -m bench
 	$(PYTHON) -m bench.pitr
+	$(PYTHON) -m bench.sets
 
 # The pictures in README.md and docs/, taken by the browser tests (test-output/screenshots/).
 screenshots: test-deps bytecode
