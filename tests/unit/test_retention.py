@@ -116,3 +116,18 @@ def test_gfs_periods_follow_the_time_zone():
 
     assert set(utc) == {"earlier"}, "same UTC day: only its newest backup is the daily keeper"
     assert berlin == {}, "two Berlin days: each has its keeper"
+
+
+def test_a_server_targets_policy_applies_to_each_database_and_to_the_globals_on_their_own():
+    from backup_app.services.prune import target_plan
+
+    def member(days_ago, source, fmt="custom"):
+        made = backup(days_ago, name=f"{source or 'globals'}{days_ago}")
+        made.source_database, made.format = source, fmt
+        return made
+    backups = [member(d, "shop") for d in (40, 50)] + [member(d, "crm") for d in (40, 50)] + \
+        [member(45, None, "globals")]
+
+    plan = {b.id: reason for b, reason in target_plan(backups, RetentionPolicy(keep_days=30, keep_last=1), NOW)}
+
+    assert set(plan) == {"shop50", "crm50"}, "each database keeps its newest; the only globals backup stays"
