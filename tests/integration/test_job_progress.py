@@ -89,7 +89,7 @@ def test_the_jobs_page_filters_by_kind_status_and_target_and_pages(bare_app, bar
 
 
 @pytest.mark.parametrize("query, message", [
-    ("kind=backup", "unknown kind 'backup': choose one of create, restore, verify"),
+    ("kind=backup", "unknown kind 'backup': choose one of create, restore, restore-set, verify"),
     ("status=done", "unknown status 'done': choose one of queued, running, completed, failed, interrupted"),
 ])
 def test_a_bad_filter_is_a_400_naming_it(bare_client, query, message):
