@@ -31,8 +31,8 @@ def bare_serial(lab: Lab, databases: list[str], folder: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sets", description=__doc__)
     parser.add_argument("--databases", type=int, default=4, help="databases on the bench server (default 4)")
-    parser.add_argument("--scale", type=int, default=int(os.environ.get("BENCH_SET_SCALE", 3)),
-                        help="pgbench scale of each (default 3 ≈ 70 MB; env BENCH_SET_SCALE)")
+    parser.add_argument("--scale", type=int, default=int(os.environ.get("BENCH_SET_SCALE", 8)),
+                        help="pgbench scale of each (default 8 ≈ 185 MB; env BENCH_SET_SCALE)")
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 3)))
     parser.add_argument("--parallel", type=int, default=2, help="SET_PARALLEL (default 2)")
     args = parser.parse_args(argv)
@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-sets-") as work, Lab(Path(work)) as lab:
         names = [f"bench_set_{n}" for n in range(1, args.databases + 1)]
         for name in names:
-            lab.cluster.createdb(name)
             dataset.build(lab.cluster, name, args.scale)
         cli = lab.start_app("postgres")
         server_url = lab.cluster.url("")
