@@ -131,7 +131,8 @@ def show_command(backup_id, as_json):
                    "(default: keep it as <name>_before_restore_<time>).")
 @click.option("--create-roles", is_flag=True,
               help="Create the roles the backup needs that the server lacks (owners, grantees), from the newest "
-                   "globals backup of the backup's target; without it such a restore stops before it writes.")
+                   "globals backup of the backup's target (none yet: from its server as it is now); without it such a "
+                   "restore stops before it writes.")
 @click.option("--no-owner", is_flag=True,
               help="Leave owners and grants out (pg_restore --no-owner --no-acl): the objects are owned by the "
                    "restoring role; for a server where roles cannot be created. Custom-format backups only.")
