@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from backup_app.extensions import db
+from backup_app.models import Job
 from devtools.localservers import DEBIAN_PG_BIN, PostgresCluster
 from tests.helpers import error_line, invoke, listed, new_key
 from tests.prod_schema import create_production_schema, dump_sections
@@ -139,3 +141,17 @@ def test_one_database_that_fails_does_not_stop_the_others(server_app, source_ser
     assert "shop: restored" in result.stdout and "postgres: restored" in result.stdout
     assert error_line(result).startswith("Error: 1 of 3 databases of set ")
     assert empty_server.psql("SELECT count(*) FROM shop.customers", "shop") != "0"
+
+
+def test_restore_set_refuses_an_unknown_set_and_a_host_no_target_names_and_queues_nothing(server_app):
+    runner = server_app.test_cli_runner()
+    unknown = invoke(runner, "backup", "restore-set", "nosuchset", "--yes", ok=False)
+    assert error_line(unknown) == "Error: Backup set not found: nosuchset"
+
+    made = json.loads(invoke(runner, "backup", "create", "--database", "srv", "--json").stdout)
+    elsewhere = invoke(runner, "backup", "restore-set", made["set_id"], "--target-url",
+                       "postgresql://postgres@db.example.com:5432/", "--yes", ok=False)
+    assert error_line(elsewhere) == ("Error: cannot restore into db.example.com: a restore may only go to a host "
+                                     "that a target names or RESTORE_ALLOWED_HOSTS lists")
+    with server_app.app_context():
+        assert [job for job in db.session.query(Job) if job.kind == "restore-set"] == []

@@ -15,11 +15,11 @@ from backup_app.adapters.store import Stores
 from backup_app.core import codecs
 from backup_app.core.conninfo import ConnInfo
 from backup_app.core.crypto import MasterKey
-from backup_app.errors import BackupError, BackupNotFound, InvalidBackupState
+from backup_app.errors import BackupError, InvalidBackupState
 from backup_app.models import COMPLETED, GLOBALS, Backup
 from backup_app.services.backups.copies import decoding_key, open_checked_copy
 from backup_app.services.backups.restore import Restored, RestoreOptions, restore_backup
-from backup_app.services.backups.sets import set_backups
+from backup_app.services.backups.sets import find_set
 
 RESTORED, FAILED, SKIPPED = "restored", "failed", "skipped"
 GLOBALS_MAX_BYTES = 256 * 1024 * 1024  # a globals dump is read whole: roles, not data
@@ -64,11 +64,9 @@ class SetRestore:
 
 
 def get_set(session: Session, set_id: str) -> list[Backup]:
-    """The backups of a set (BackupNotFound when there is none), checked restorable: its globals and
-    at least one database completed."""
-    backups = set_backups(session, set_id) if isinstance(set_id, str) else []
-    if not backups:
-        raise BackupNotFound(set_id)
+    """The backups of a set (SetNotFound when there is none), checked restorable: its globals and at
+    least one database completed."""
+    backups = find_set(session, set_id)
     if not any(b.format == GLOBALS and b.status == COMPLETED for b in backups):
         raise InvalidBackupState(f"the globals backup of set {set_id} did not complete: the set cannot put its "
                                  "roles back (restore its databases one by one with --no-owner)")
