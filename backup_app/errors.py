@@ -143,6 +143,21 @@ class LoginFailed(BackupError):
         super().__init__("Wrong email or password")
 
 
+class AccountDisabled(LoginFailed):
+    def __init__(self):
+        BackupError.__init__(self, "This account is disabled; ask an admin to enable it")
+
+
+class LastAdmin(BackupError):
+    def __init__(self, email: str):
+        super().__init__(f"{email} is the last enabled admin; make another user an admin first")
+
+
+class TokenNotFound(BackupError):
+    def __init__(self, token_id):
+        super().__init__(f"No API token {shown(str(token_id))}")
+
+
 class TooManyLoginAttempts(BackupError):
     def __init__(self, wait_seconds: int):
         self.wait_seconds = wait_seconds

@@ -36,6 +36,9 @@ RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 LOCAL, S3 = "local", "s3"
 # BackupCopy.status
 PRESENT, MISSING, COPY_FAILED = "present", "missing", "failed"
+# User.role and ApiToken.role, lowest first
+VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+ROLES = (VIEWER, OPERATOR, ADMIN)
 # Job.kind
 CREATE, RESTORE, VERIFY, PRUNE, SYNC = "create", "restore", "verify", "prune", "sync"
 DELETE, DOWNLOAD, IMPORT = "delete", "download", "import"
@@ -554,8 +557,12 @@ class User(UserMixin, db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
+    # None for a user who signs in only through single sign-on.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=ADMIN, server_default=ADMIN)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Part of the id a signed-in session holds (get_id); signing out raises it, so every session
     # signed in before, a copied cookie too, no longer loads the user.
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -566,18 +573,35 @@ class User(UserMixin, db.Model):
         """What flask-login keeps in the session: `<id>:<session_version>`."""
         return f"{self.id}:{self.session_version}"
 
+    @property
+    def is_active(self) -> bool:  # flask-login: a disabled user cannot sign in
+        return not self.disabled
+
+    def to_dict(self) -> dict:
+        return {"email": self.email, "role": self.role, "disabled": self.disabled,
+                "created_at": isoformat(self.created_at), "last_sign_in_at": isoformat(self.last_sign_in_at)}
+
 
 class ApiToken(db.Model):
-    """An API token; only its SHA-256 is kept, the token itself is shown once."""
+    """An API token; only its SHA-256 is kept, the token itself is shown once. It acts with its
+    user's current role, or the lower of that and its own `role` when it has one."""
 
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100), default="token", server_default="token")
+    role: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="tokens", lazy="joined")
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "role": self.role, "created_at": isoformat(self.created_at),
+                "expires_at": isoformat(self.expires_at), "last_used_at": isoformat(self.last_used_at)}
 
 
 class LoginFailure(db.Model):

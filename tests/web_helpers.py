@@ -12,7 +12,7 @@ from backup_app import create_app, wiring
 from backup_app.extensions import db
 from backup_app.models import COMPLETED, LOCAL, PRESENT, S3, Backup, BackupCopy, utcnow
 from backup_app.schema import upgrade_catalog_if_needed
-from backup_app.services import users
+from backup_app.services import tokens, users
 from devtools.localservers import DEBIAN_PG_BIN, http_answers, reserve_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,14 +23,15 @@ PASSWORD = "correct-horse-battery"
 CSRF_INPUT = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
 
-def add_user(app, email: str = EMAIL, password: str = PASSWORD) -> None:
+def add_user(app, email: str = EMAIL, password: str = PASSWORD, role: str = "admin") -> None:
     with app.app_context():
-        users.create_user(db.session, email, password, app.config["PASSWORD_HASH_METHOD"])
+        users.create_user(db.session, email, password, app.config["PASSWORD_HASH_METHOD"], role)
 
 
-def api_token(app, email: str = EMAIL) -> str:
+def api_token(app, email: str = EMAIL, **options) -> str:
+    """A new API token's secret; `options` as tokens.create_token takes them (name, role, expires_in_days)."""
     with app.app_context():
-        return users.create_api_token(db.session, email)
+        return tokens.create_token(db.session, email, **options)[1]
 
 
 def csrf_token(client, url: str) -> str:

@@ -17,7 +17,8 @@ from backup_app.services.backups import queries
 from backup_app.services.backups.sets import find_set
 from backup_app.services.overview import targets_with_health
 from backup_app.services.pitr import setup as pitr
-from backup_app.services.users import user_for_token
+from backup_app.services.tokens import token_access
+from backup_app.web import access
 from backup_app.web.backups.routes import backup_filters
 from backup_app.web.downloads import download_response
 
@@ -28,14 +29,17 @@ MAX_NAME = 255  # a database name, as the catalog's columns hold it
 
 @bp.before_request
 def require_token():
-    """Every API call needs `Authorization: Bearer <token>` (see `flask users token`)."""
+    """Every API call needs `Authorization: Bearer <token>` (see `flask users token`): 401 without a
+    valid one, 403 when the token's role is too low for the route."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    user = user_for_token(db.session, token.strip()) if scheme.lower() == "bearer" and token else None
-    if user is None:
-        response = jsonify(error="missing or invalid API token (Authorization: Bearer <token>)")
+    granted = token_access(db.session, token.strip()) if scheme.lower() == "bearer" and token else None
+    if granted is None:
+        response = jsonify(error="missing, invalid, expired or revoked API token (Authorization: Bearer <token>)")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response, 401
-    g.api_user = user
+    g.api_user = granted.user
+    if not access.allows(granted.role, request.endpoint):
+        return access.refusal(granted.role)
     return None
 
 

@@ -29,7 +29,7 @@ AUDITED_COMMANDS = {
                "rescan"},
     "storage": {"init"},
     "targets": {"add", "remove", "verify-server"},
-    "users": {"create", "token"},
+    "users": {"create", "set-role", "disable", "enable", "delete", "reset-password", "token", "revoke-token"},
     "notify": {"test"},
     "pitr": {"enable", "disable", "base-backup", "restore", "verify"},
     "restores": {"drop", "stop"},
@@ -45,7 +45,7 @@ def audit_subject(ctx: click.Context, command: click.Command, name: str, args: l
         params = command.make_context(name, list(args), parent=ctx, resilient_parsing=True).params
     except click.ClickException:
         return ""
-    return next((str(params[key]) for key in ("backup_id", "set_id", "name", "email", "database") if params.get(key)),
+    return next((str(params[key]) for key in ("backup_id", "set_id", "name", "email", "token_id", "database") if params.get(key)),
                 "")
 
 

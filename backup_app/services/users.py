@@ -1,38 +1,61 @@
-"""Users, their passwords and API tokens, and the slow-down of repeated failed sign-ins."""
-import hashlib
+"""Users: their roles, passwords and sign-in, and the slow-down of repeated failed sign-ins."""
 import secrets
 from datetime import datetime, timedelta
 from functools import cache
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from backup_app.errors import LoginFailed, TooManyLoginAttempts, UserExists, UserNotFound
-from backup_app.models import ApiToken, LoginFailure, User, utcnow
+from backup_app.errors import (
+    AccountDisabled,
+    InvalidRequest,
+    LastAdmin,
+    LoginFailed,
+    TooManyLoginAttempts,
+    UserExists,
+    UserNotFound,
+)
+from backup_app.models import ADMIN, ROLES, LoginFailure, User, utcnow
 
 MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
 # Failures allowed before each further attempt must wait; the wait then doubles up to MAX_WAIT.
 FREE_FAILURES = 5
 MAX_WAIT = timedelta(minutes=5)
-TOKEN_PREFIX = "bk_"
 
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def create_user(session: Session, email: str, password: str, hash_method: str = "scrypt") -> User:
-    """A new user with its password hashed by `hash_method` (werkzeug's); raises UserExists or
-    ValueError (short password)."""
-    email = normalize_email(email)
-    if "@" not in email:
-        raise ValueError(f"not an email address: {email!r}")
+def check_role(role: str) -> str:
+    """`role` if it is one; InvalidRequest naming the roles otherwise."""
+    if role not in ROLES:
+        raise InvalidRequest(f"unknown role {role!r}: the roles are {', '.join(ROLES)}")
+    return role
+
+
+def check_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        raise InvalidRequest(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidRequest(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
+    return password
+
+
+def create_user(session: Session, email: str, password: str | None, hash_method: str = "scrypt",
+                role: str = ADMIN) -> User:
+    """A new user with `role` and its password hashed by `hash_method` (werkzeug's); None: no
+    password (single sign-on only). Raises UserExists or InvalidRequest."""
+    email = normalize_email(email)
+    if "@" not in email or len(email) > 320:
+        raise InvalidRequest(f"not an email address: {email!r}")
+    check_role(role)
+    password_hash = None if password is None else generate_password_hash(check_password(password), hash_method)
     if session.scalar(select(User).where(User.email == email)):
         raise UserExists(email)
-    user = User(email=email, password_hash=generate_password_hash(password, method=hash_method))
+    user = User(email=email, password_hash=password_hash, role=role)
     session.add(user)
     session.commit()
     return user
@@ -43,6 +66,89 @@ def get_user(session: Session, email: str) -> User:
     if user is None:
         raise UserNotFound(email)
     return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.email)))
+
+
+def _keep_an_admin(session: Session, user: User) -> None:
+    """Refuse to take the last enabled admin away: nobody could manage users after it."""
+    if user.role != ADMIN or user.disabled:
+        return
+    admins = session.scalar(select(func.count()).select_from(User)
+                            .where(User.role == ADMIN, User.disabled.is_(False)))
+    if admins <= 1:
+        raise LastAdmin(user.email)
+
+
+def set_role(session: Session, email: str, role: str) -> User:
+    user = get_user(session, email)
+    if check_role(role) != ADMIN:
+        _keep_an_admin(session, user)
+    user.role = role
+    session.commit()
+    return user
+
+
+def disable_user(session: Session, email: str) -> User:
+    """Disable a user: their sessions and API tokens stop working at the next request."""
+    user = get_user(session, email)
+    _keep_an_admin(session, user)
+    user.disabled = True
+    user.session_version = User.session_version + 1
+    session.commit()
+    return user
+
+
+def enable_user(session: Session, email: str) -> User:
+    user = get_user(session, email)
+    user.disabled = False
+    session.commit()
+    return user
+
+
+def delete_user(session: Session, email: str) -> None:
+    """Delete a user and their API tokens (the audit log keeps their email)."""
+    user = get_user(session, email)
+    _keep_an_admin(session, user)
+    session.delete(user)
+    session.commit()
+
+
+def set_password(session: Session, user: User, password: str, hash_method: str) -> None:
+    """Give `user` a new password and end every session signed in with the old one."""
+    user.password_hash = generate_password_hash(check_password(password), hash_method)
+    user.session_version = User.session_version + 1
+    session.commit()
+
+
+def reset_password(session: Session, email: str, hash_method: str, password: str | None = None) -> str:
+    """Set a user's password to `password`, or to a new random one; returns it (shown once)."""
+    user = get_user(session, email)
+    password = password if password is not None else secrets.token_urlsafe(15)
+    set_password(session, user, password, hash_method)
+    return password
+
+
+def change_own_password(session: Session, user: User, current: str, new: str, hash_method: str) -> None:
+    """A user's change of their own password, which needs the current one (none for an SSO-only user)."""
+    if user.password_hash is not None and not check_password_hash(user.password_hash, current):
+        raise InvalidRequest("the current password is wrong")
+    set_password(session, user, new, hash_method)
+
+
+def end_sessions(session: Session, user: User) -> None:
+    """Sign the user out everywhere: every session signed in so far stops loading them (API
+    tokens are not sessions and keep working)."""
+    user.session_version = User.session_version + 1
+    session.commit()
+
+
+def signed_in(session: Session, user: User, now: datetime | None = None) -> None:
+    """Record a sign-in (by password or single sign-on)."""
+    user.last_sign_in_at = now or utcnow()
+    session.commit()
 
 
 @cache
@@ -62,7 +168,8 @@ def authenticate(session: Session, email: str, password: str, address: str,
     """The user whose email and password these are.
 
     Failures are counted per email and per client address; past FREE_FAILURES, attempts
-    are refused unchecked (TooManyLoginAttempts) until a doubling wait has passed.
+    are refused unchecked (TooManyLoginAttempts) until a doubling wait has passed. A disabled
+    user's right password is AccountDisabled.
     """
     now = now or utcnow()
     email = normalize_email(email)
@@ -74,8 +181,9 @@ def authenticate(session: Session, email: str, password: str, address: str,
             if ready_at > now:
                 raise TooManyLoginAttempts(max(1, round((ready_at - now).total_seconds())))
     user = session.scalar(select(User).where(User.email == email))
-    # Hash even for an unknown email, so the answer takes as long either way.
-    if not check_password_hash(user.password_hash if user else _dummy_hash(), password) or user is None:
+    stored = user.password_hash if user is not None and user.password_hash else None
+    # Hash even for an unknown email or an SSO-only user, so the answer takes as long either way.
+    if not check_password_hash(stored or _dummy_hash(), password) or stored is None:
         for key, failure in zip(keys, failures):
             if failure is None:
                 failure = LoginFailure(key=key, count=0)
@@ -88,31 +196,7 @@ def authenticate(session: Session, email: str, password: str, address: str,
         if failure is not None:
             session.delete(failure)
     session.commit()
+    if user.disabled:
+        raise AccountDisabled()
+    signed_in(session, user, now)
     return user
-
-
-def end_sessions(session: Session, user: User) -> None:
-    """Sign the user out everywhere: every session signed in so far stops loading them (API
-    tokens are not sessions and keep working)."""
-    user.session_version = User.session_version + 1
-    session.commit()
-
-
-def hash_token(token: str) -> str:
-    # Tokens are 256 random bits, so a plain SHA-256 is enough (no salt or slow hash needed).
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def create_api_token(session: Session, email: str) -> str:
-    """A new API token for the user; only its hash is stored, so show it now or never."""
-    user = get_user(session, email)
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user=user, token_hash=hash_token(token)))
-    session.commit()
-    return token
-
-
-def user_for_token(session: Session, token: str) -> User | None:
-    """The owner of an API token, or None for an unknown one."""
-    api_token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-    return api_token.user if api_token else None

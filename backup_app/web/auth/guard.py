@@ -6,6 +6,7 @@ from flask_login import current_user
 
 from backup_app.extensions import db, login_manager
 from backup_app.models import User
+from backup_app.web import access
 
 
 def public(view):
@@ -16,19 +17,23 @@ def public(view):
 
 @login_manager.user_loader
 def load_user(session_id: str) -> User | None:
-    """The user a session's `<id>:<session_version>` names, unless that user has signed out since."""
+    """The user a session's `<id>:<session_version>` names, unless that user has signed out or been
+    disabled since (read on every request, so either ends the session at once)."""
     user_id, _, version = session_id.partition(":")
     user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-    return user if user is not None and version == str(user.session_version) else None
+    return user if user is not None and version == str(user.session_version) and not user.disabled else None
 
 
 def require_login():
-    """before_request: pages redirect to sign-in; the API checks its own bearer tokens."""
+    """before_request: pages redirect to sign-in, or answer 403 to a role too low for them; the API
+    checks its own bearer tokens."""
     if request.endpoint is None or request.endpoint == "static" or request.blueprint == "api":
         return None
     view = current_app.view_functions.get(request.endpoint)
-    if getattr(view, "is_public", False) or current_user.is_authenticated:
+    if getattr(view, "is_public", False):
         return None
+    if current_user.is_authenticated:
+        return None if access.allows(current_user.role, request.endpoint) else access.refusal(current_user.role)
     g.audit_error = "not signed in"  # an attempt that did nothing, whatever its status says
     if request.accept_mimetypes.best == "application/json":
         return jsonify(error="sign in first"), 401
