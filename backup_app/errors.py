@@ -148,6 +148,12 @@ class AccountDisabled(LoginFailed):
         BackupError.__init__(self, "This account is disabled; ask an admin to enable it")
 
 
+class WrongCode(LoginFailed):
+    def __init__(self):
+        BackupError.__init__(self, "Wrong code: enter the one your authenticator app shows now, or an unused "
+                                   "recovery code")
+
+
 class LastAdmin(BackupError):
     def __init__(self, email: str):
         super().__init__(f"{email} is the last enabled admin; make another user an admin first")
