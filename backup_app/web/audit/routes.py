@@ -22,6 +22,10 @@ PER_PAGE = 100
 AUDITED_ENDPOINTS = {
     "auth.login": "sign-in",
     "auth.logout": "sign-out",
+    "auth.two_factor": "sign-in-2fa",
+    "account.two_factor_confirm": "2fa-enable",
+    "account.two_factor_recovery_codes": "2fa-recovery-codes",
+    "account.two_factor_disable": "2fa-disable",
     "backups.create": "create",
     "backups.restore": "restore",
     "backups.restore_set": "restore-set",
@@ -114,8 +118,9 @@ def request_outcome(response) -> str:
     status = response.status_code
     if status >= 500:
         return service.failed(reason or HTTPStatus(status).phrase)
-    # A page's form did what it was for when it redirects; shown again (200) or refused, it did not.
-    page_form = request.method == "POST" and request.blueprint != "api"
+    # A page's form did what it was for when it redirects, or says so (g.audit_done: a page that shows
+    # a secret once); shown again (200) or refused, it did not.
+    page_form = request.method == "POST" and request.blueprint != "api" and not g.get("audit_done")
     if status >= 400 or reason or (page_form and not 300 <= status < 400):
         return service.refused(reason or (HTTPStatus(status).phrase if status >= 400 else "the form had errors"))
     return service.OK
@@ -142,6 +147,7 @@ def record_request(response):
         return response
     try:
         outcome = request_outcome(response)
+        action = g.get("audit_action", action)  # a view may say more exactly what was done
         if outcome != service.OK:
             action += service.FAILED_SUFFIX
         job_id = g.get("audit_job_id")
