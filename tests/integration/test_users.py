@@ -1,5 +1,6 @@
 """`flask users …`, API tokens (scope, expiry, revocation, a disabled user), and the users and account pages."""
 import json
+import re
 
 import pytest
 
@@ -18,6 +19,16 @@ def users(runner, *args, ok=True, input=None, code=1):
 
 def listed(runner) -> dict:
     return {user["email"]: user for user in json.loads(users(runner, "list", "--json").stdout)}
+
+
+def secret_in(page: str) -> str:
+    """The password or token a page shows once."""
+    return re.search(r'data-field="secret">([^<]+)<', page).group(1)
+
+
+def selected_role(page: str, email: str) -> str:
+    row = page.split(f'data-email="{email}"')[1].split("</tr>")[0]
+    return re.search(r'<option selected value="(\w+)"', row).group(1)
 
 
 def audit_actions(app) -> list[tuple[str, str, str]]:
@@ -159,7 +170,9 @@ def test_the_users_page_creates_changes_resets_and_deletes(bare_app, bare_client
     made = submit(bare_client, "/users/", {"email": "new@example.com", "role": "operator"}, form_url="/users/")
     body = text(made)
     assert made.status_code == 200 and "Created new@example.com (operator)" in body
-    shown = body.split('data-field="new-password"')[1].split("<code>")[1].split("</code>")[0]
+    shown = secret_in(body)
+    assert selected_role(body, EMAIL) == "admin", "each row shows its user's role, not the form just sent"
+    assert 'value="new@example.com"' not in body, "the add form is empty again"
     assert sign_in(bare_app.test_client(), "new@example.com", shown).status_code == 302
     assert shown not in text(bare_client.get("/users/")), "shown once"
 
@@ -218,7 +231,7 @@ def test_the_tokens_page_makes_tokens_of_the_user_s_role_or_lower(bare_app, role
     assert "No API tokens yet." in page and 'value="admin"' not in page
     made = submit(client, "/account/tokens", {"name": "laptop", "role": "", "expires_in_days": "7"},
                   form_url="/account/tokens")
-    secret = text(made).split('data-field="new-token"')[1].split("<code>")[1].split("</code>")[0]
+    secret = secret_in(text(made))
     assert made.status_code == 200 and secret.startswith("bk_")
     headers = {"Authorization": f"Bearer {secret}"}
     assert bare_app.test_client().get("/api/backups/b1", headers=headers).status_code == 200

@@ -13,7 +13,7 @@ from backup_app.web.users.forms import CreateUserForm, RoleForm
 def page(form: CreateUserForm | None = None, new_password: tuple[str, str] | None = None, status: int = 200):
     """The users and the create form; `new_password` (email, password) is shown once in this answer,
     never kept in the session."""
-    return render_template("users/index.html", users=service.list_users(db.session), form=form or CreateUserForm(),
+    return render_template("users/index.html", users=service.list_users(db.session), form=form or CreateUserForm(formdata=None),
                            button=ButtonForm(), role_form=RoleForm, new_password=new_password), status
 
 
