@@ -1,4 +1,4 @@
-"""services/two_factor.py on a real (SQLite) catalog: enrolment, codes at sign-in (wrong, replayed,
+"""services/two_factor.py on a real catalog (SQLite; PostgreSQL too where a code is claimed): enrolment, codes at sign-in (wrong, replayed,
 drifted), recovery codes used once, the throttle, turning off and an admin's reset; the secret
 encrypted under APP_ENCRYPTION_KEY."""
 from datetime import timedelta
@@ -12,6 +12,7 @@ from backup_app.extensions import db
 from backup_app.models import LoginFailure, RecoveryCode, User, utcnow
 from backup_app.services import two_factor
 from backup_app.services.users import FREE_FAILURES, get_user
+from tests.conftest import both_catalogs
 from tests.helpers import new_key
 from tests.web_helpers import EMAIL, PASSWORD
 
@@ -74,6 +75,7 @@ def test_enrolment_is_refused_while_on_and_for_an_account_without_a_password(cat
     assert sso.totp_secret is None
 
 
+@both_catalogs
 def test_a_code_is_accepted_one_step_either_side_and_never_twice(catalog):
     secret, _ = enrolled(catalog)  # the step before NOW is used
     with pytest.raises(WrongCode):
@@ -91,6 +93,7 @@ def test_a_code_is_accepted_one_step_either_side_and_never_twice(catalog):
                               None, later)
 
 
+@both_catalogs
 def test_a_recovery_code_signs_in_once(catalog):
     _, codes = enrolled(catalog)
     two_factor.verify_sign_in(catalog, user(catalog), codes[0].upper().replace("-", " "), None, NOW)
