@@ -9,7 +9,7 @@ import pytest
 from flask import url_for
 
 from backup_app.extensions import db
-from backup_app.models import ADMIN, COMPLETED, GLOBALS, OPERATOR, RUNNING, VIEWER, Backup, Job, PreviousDatabase, utcnow
+from backup_app.models import ADMIN, GLOBALS, OPERATOR, VIEWER, Backup, Job, PreviousDatabase, utcnow
 from backup_app.web.access import allows
 from tests.helpers import invoke
 from tests.web_helpers import PASSWORD, add_backup, add_user, sign_in, text
@@ -94,9 +94,10 @@ def seeded(app, runner, tmp_path, source_db):
             backup.format = GLOBALS if source is None else backup.format
         db.session.add(PreviousDatabase(name=f"{source_db}_before_restore_1", database=source_db, target=source_db,
                                         server="postgresql://postgres@127.0.0.1:1/", backup_id="b1"))
-        db.session.add(Job(kind="pitr-restore", status=COMPLETED, database=source_db, target=str(data_dir),
-                           slot="pitr-restore", log="", finished_at=utcnow(), options={"data_dir": str(data_dir), "port": 1}))
-        db.session.add(Job(kind="create", status=RUNNING, database=source_db, target=source_db, slot="running"))
+        db.session.add(Job(kind="pitr-restore", status="completed", database=source_db, target=str(data_dir),
+                           slot="pitr-restore", log="", finished_at=utcnow(),
+                           options={"data_dir": str(data_dir), "port": 1}))
+        db.session.add(Job(kind="create", status="running", database=source_db, target=source_db, slot="running"))
         db.session.commit()
     with app.test_request_context():
         return [url_for("dashboard.index"), url_for("backups.index"), url_for("backups.detail", backup_id="b1"),
@@ -163,7 +164,7 @@ def test_a_viewer_opening_an_action_directly_gets_the_403_and_nothing_changes(ap
         assert "Ask an admin if you need it." in text(response), url
     assert "this needs the admin role; you are a viewer" in text(viewer.get("/backups/b1/restore")).lower()
     with app.app_context():
-        assert db.session.get(Backup, "b1").status == COMPLETED
+        assert db.session.get(Backup, "b1").status == "completed"
 
 
 @pytest.mark.parametrize("role", [VIEWER, OPERATOR])
