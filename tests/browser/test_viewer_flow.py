@@ -1,7 +1,6 @@
 """A viewer in Chromium reads the dashboard and a backup's page without a button it may not use (no
-Download, Verify, Restore or Delete, no empty action bar), on a desktop screen and a 390 px phone (where its
-other pages fit too), and
-opening a restore's URL directly gets the 403 page that names the role it needs."""
+Download, Verify, Restore or Delete, no empty action bar), on a desktop screen and a 390 px phone (where
+its other pages fit too), and opening a restore's URL directly gets the 403 page naming the role it needs."""
 import json
 
 import pytest
