@@ -1,7 +1,7 @@
 """Buttons a user may not use are not shown: each main page, rendered for a viewer, an operator and an
 admin, links, posts and polls only routes that user's role may use (backup_app.web.access), and shows
-every one it may. The check is generic: every href, form action and hx-get/hx-post in the page's
-<main> is mapped back to its endpoint, so a new button without a `can(...)` guard fails here."""
+every one it may. The check is generic: every href, form action and hx-get/hx-post in the page (its
+header too) is mapped back to its endpoint, so a new button without a `can(...)` guard fails here."""
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -20,32 +20,28 @@ ROLES = (VIEWER, OPERATOR, ADMIN)
 
 # What an admin sees on the pages below; every other role sees the part of it its role allows.
 ADMIN_ACTIONS = {
-    "backups.create", "backups.import_dump", "backups.download", "backups.verify", "backups.restore",
-    "backups.restore_set", "backups.delete", "targets.add", "targets.edit", "targets.remove", "targets.run_now",
-    "targets.test", "targets.pitr_enable", "targets.pitr_base_backup", "targets.pitr_verify", "targets.pitr_restore",
-    "restores.drop", "restores.stop",
+    "settings.index", "users.index", "backups.create", "backups.import_dump", "backups.download", "backups.verify",
+    "backups.restore", "backups.restore_set", "backups.delete", "targets.add", "targets.edit", "targets.remove",
+    "targets.run_now", "targets.test", "targets.pitr_enable", "targets.pitr_base_backup", "targets.pitr_verify",
+    "targets.pitr_restore", "restores.drop", "restores.stop",
 }
-# What every role is shown, the viewer included: the pages that only read (the dashboard is in the header).
+# What every role is shown, the viewer included: the pages that only read, its own account, signing out.
 READ_PAGES = {
-    "backups.index", "backups.detail", "backups.set_detail", "backups.storage",
+    "dashboard.index", "backups.index", "backups.detail", "backups.set_detail", "backups.storage",
     "backups.storage_table", "jobs.index", "jobs.row", "targets.index", "targets.retention", "targets.pitr_page",
+    "restores.index", "audit.index", "account.index", "auth.logout",
 }
 
 
 class Actions(HTMLParser):
-    """The (method, URL) of every link, form and htmx request inside <main>."""
+    """The (method, URL) of every link, form and htmx request of a page."""
 
     def __init__(self):
         super().__init__()
-        self.in_main = False
         self.found: list[tuple[str, str]] = []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "main":
-            self.in_main = True
-        if not self.in_main:
-            return
         if tag == "a" and attrs.get("href"):
             self.found.append(("GET", attrs["href"]))
         if tag == "form":
@@ -53,10 +49,6 @@ class Actions(HTMLParser):
         for method in ("get", "post", "put", "patch", "delete"):
             if attrs.get(f"hx-{method}"):
                 self.found.append((method.upper(), attrs[f"hx-{method}"]))
-
-    def handle_endtag(self, tag):
-        if tag == "main":
-            self.in_main = False
 
 
 def endpoints(app, page: str, html: str) -> set[str]:
