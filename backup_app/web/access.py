@@ -65,6 +65,7 @@ ROLE_NEEDED = {
     "users.enable": ADMIN,
     "users.delete": ADMIN,
     "users.reset_password": ADMIN,
+    "users.reset_two_factor": ADMIN,
     # API
     "api.list_backups": VIEWER,
     "api.get_backup": VIEWER,

@@ -16,7 +16,7 @@ from backup_app.services.users import FREE_FAILURES
 from backup_app.web.auth.two_factor import PENDING
 from tests.helpers import invoke
 from tests.security.routes import all_routes
-from tests.web_helpers import EMAIL, PASSWORD, sign_in, submit, text
+from tests.web_helpers import EMAIL, PASSWORD, add_user, sign_in, submit, text
 
 PAGE = "/account/two-factor"
 
@@ -247,6 +247,23 @@ def test_reset_2fa_turns_it_off_ends_the_sessions_and_is_audited(bare_app, bare_
     assert [event[:3] for event in events(bare_app, "users-reset-2fa", "users-reset-2fa-failed")] == [
         ("cli", "users-reset-2fa", EMAIL), ("cli", "users-reset-2fa-failed", EMAIL),
         ("cli", "users-reset-2fa-failed", "nobody@example.com")]
+
+
+def test_an_admin_turns_two_factor_off_on_the_users_page(bare_app, bare_client):
+    add_user(bare_app, "ops@example.com", role="operator")
+    ops = bare_app.test_client()
+    sign_in(ops, "ops@example.com")
+    enrol(ops)
+    row = text(bare_client.get("/users/")).split('data-email="ops@example.com"')[1].split("</tr>")[0]
+    assert '<td data-label="Two-factor" data-field="two-factor">on</td>' in row and "Turn two-factor off" in row
+    done = submit(bare_client, "/users/ops@example.com/reset-2fa", form_url="/users/")
+    assert done.status_code == 302
+    assert "Two-factor sign-in of ops@example.com is off" in text(bare_client.get("/users/"))
+    assert ops.get("/dashboard").status_code == 302, "their sessions ended"
+    again = submit(bare_client, "/users/ops@example.com/reset-2fa", form_url="/users/")
+    assert again.status_code == 400 and "has no two-factor sign-in to reset" in text(again)
+    assert [event[1:3] for event in events(bare_app, "users-reset-2fa", "users-reset-2fa-failed")] == [
+        ("users-reset-2fa", "ops@example.com"), ("users-reset-2fa-failed", "ops@example.com")]
 
 
 def test_the_account_page_part_says_the_state(bare_app, bare_client):

@@ -53,6 +53,7 @@ AUDITED_ENDPOINTS = {
     "users.enable": "users-enable",
     "users.delete": "users-delete",
     "users.reset_password": "users-reset-password",
+    "users.reset_two_factor": "users-reset-2fa",
     "account.password": "account-password",
     "account.create_token": "users-token",
     "account.revoke_token": "users-revoke-token",
