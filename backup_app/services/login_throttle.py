@@ -1,35 +1,39 @@
 """The slow-down of repeated failed sign-ins, counted in the catalog per account and per address.
 
-Two counters of failures: `email:<email>` (one account, from any address) and `address:<address>`
-(one client, for any email, made-up ones too). Past FREE_FAILURES, a counter makes the next attempt
-wait (2 s, doubling up to MAX_WAIT after its last failure); an attempt in that wait is refused
-unchecked. The account's counter refuses every attempt for that account. The address's counter
-refuses only attempts for accounts that have never signed in from that address (SignInAddress):
-an address that sprays made-up or other people's accounts is slowed, and a user who signed in from
-it before (everyone behind one proxy shares an address) still gets their password checked.
+Two counters: `email:<email>` (one account, from any address) and `address:<address>` (one client,
+for any email, made-up ones too). Past FREE_FAILURES, a counter makes the next attempt wait (2 s,
+doubling up to MAX_WAIT after its last one); an attempt in that wait is refused unchecked. The
+account's counter refuses every attempt for that account. The address's counter refuses only
+attempts for accounts that never signed in from that address (SignInAddress): an address spraying
+made-up or other people's accounts is slowed, and a user who signed in from it before (everyone
+behind one proxy may share an address) still gets their password checked.
 
-Counting is one INSERT … ON CONFLICT DO UPDATE per counter (SQLite and PostgreSQL), so parallel
-failures each add one. A counter with no failure for FORGET_AFTER starts again from one.
+An attempt is counted before its password is checked, as a failure until it succeeds, by one
+INSERT … ON CONFLICT DO UPDATE … WHERE <its wait is over> per counter (SQLite and PostgreSQL): of
+attempts made at once, exactly as many get checked as the counts allow, and none collide. A
+counter with nothing counted for FORGET_AFTER starts again from one.
 
-Use: check() before checking a password (or a second factor), failed() after a wrong one,
-succeeded() once the sign-in is complete — with two factors, only after the second: it clears the
-account's counter.
+Use: attempt() before checking a password (and before checking a second factor); succeeded() once,
+when the sign-in is complete — with two factors, only after the second.
 """
 from datetime import datetime, timedelta
+from itertools import count, takewhile
 
-from sqlalchemy import case, delete, exists, select
+from sqlalchemy import case, delete, exists, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from backup_app.errors import TooManyLoginAttempts
-from backup_app.models import LoginFailure, SignInAddress
+from backup_app.models import LoginFailure, SignInAddress, UTCDateTime
 
 # Failures allowed before each further attempt must wait; the wait then doubles up to MAX_WAIT.
 FREE_FAILURES = 5
 MAX_WAIT = timedelta(minutes=5)
-# A counter whose last failure is this old is forgotten: the next failure counts from one again.
+# A counter whose last attempt is this old is forgotten: the next one counts from one again.
 FORGET_AFTER = timedelta(hours=1)
 MAX_ADDRESS = 100  # characters of a client address kept (an IPv6 address has at most 45)
+
+COUNTERS = LoginFailure.__table__
 
 
 def throttle_wait(failures: int) -> timedelta:
@@ -43,12 +47,35 @@ def _keys(email: str, address: str) -> tuple[str, str]:
     return f"email:{email}", f"address:{address[:MAX_ADDRESS]}"
 
 
-def _wait(session: Session, key: str, now: datetime) -> timedelta:
-    """How long from `now` until `key` allows another attempt (zero or less: now)."""
-    failure = session.get(LoginFailure, key, populate_existing=True)
-    if failure is None:
-        return timedelta(0)
-    return failure.last_failed_at + throttle_wait(failure.count) - now
+def _insert(session: Session):
+    """The dialect's INSERT, which has on_conflict_do_update/nothing (the catalog is SQLite or PostgreSQL)."""
+    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
+
+
+def _over(now: datetime):
+    """SQL: the counter's wait is over at `now` (its count's wait, written out as one CASE: no date
+    arithmetic in SQL, which SQLite and PostgreSQL spell differently)."""
+    doubling = takewhile(lambda n: throttle_wait(n) < MAX_WAIT, count(FREE_FAILURES))  # 5, 6 … 12
+    ready_if_before = case(*((COUNTERS.c.count == n, literal(now - throttle_wait(n), UTCDateTime))
+                             for n in doubling),
+                           else_=literal(now - MAX_WAIT, UTCDateTime))
+    return or_(COUNTERS.c.count < FREE_FAILURES, COUNTERS.c.last_failed_at <= ready_if_before)
+
+
+def _count(session: Session, key: str, now: datetime, always: bool) -> bool:
+    """Count an attempt under `key` if its wait is over (or `always`), in one statement; whether it was."""
+    forgotten = COUNTERS.c.last_failed_at < literal(now - FORGET_AFTER, UTCDateTime)
+    statement = _insert(session)(COUNTERS).values(key=key, count=1, last_failed_at=now).on_conflict_do_update(
+        index_elements=[COUNTERS.c.key],
+        set_={"count": case((forgotten, 1), else_=COUNTERS.c.count + 1), "last_failed_at": now},
+        where=None if always else or_(forgotten, _over(now)))
+    return session.execute(statement.returning(COUNTERS.c.key)).first() is not None  # no row: not counted
+
+
+def _refusal(session: Session, key: str, now: datetime, scope: str) -> TooManyLoginAttempts:
+    session.rollback()  # neither counter counts a refused attempt
+    counter = session.get(LoginFailure, key, populate_existing=True)
+    return TooManyLoginAttempts((counter.last_failed_at + throttle_wait(counter.count) - now).total_seconds(), scope)
 
 
 def known_address(session: Session, email: str, address: str) -> bool:
@@ -57,44 +84,30 @@ def known_address(session: Session, email: str, address: str) -> bool:
                                                 SignInAddress.address == address[:MAX_ADDRESS])))
 
 
-def check(session: Session, email: str, address: str, now: datetime) -> None:
-    """Refuse (TooManyLoginAttempts, saying how long to wait) an attempt that must wait: for this
-    account, or from this address unless the account has signed in from it before."""
+def attempt(session: Session, email: str, address: str, now: datetime) -> None:
+    """Count an attempt to sign in as `email` from `address` (a failure until succeeded()), or refuse
+    it unchecked (TooManyLoginAttempts, saying how long to wait) while this account must wait, or
+    this address must and the account never signed in from it."""
     account_key, address_key = _keys(email, address)
-    account_wait = _wait(session, account_key, now)
-    if account_wait > timedelta(0):
-        raise TooManyLoginAttempts(account_wait.total_seconds(), "for this account")
-    address_wait = _wait(session, address_key, now)
-    if address_wait > timedelta(0) and not known_address(session, email, address):
-        raise TooManyLoginAttempts(address_wait.total_seconds(), "from your address")
-
-
-def _insert(session: Session):
-    """The dialect's INSERT, which has on_conflict_do_update/nothing (the catalog is SQLite or PostgreSQL)."""
-    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
-
-
-def failed(session: Session, email: str, address: str, now: datetime) -> None:
-    """Count a failed attempt for the account and for the address, each in one atomic statement."""
-    insert = _insert(session)
-    table = LoginFailure.__table__
-    for key in _keys(email, address):
-        statement = insert(table).values(key=key, count=1, last_failed_at=now)
-        session.execute(statement.on_conflict_do_update(
-            index_elements=[table.c.key],
-            set_={"count": case((table.c.last_failed_at < now - FORGET_AFTER, 1), else_=table.c.count + 1),
-                  "last_failed_at": now}))
+    known = known_address(session, email, address)
+    if not _count(session, account_key, now, always=False):
+        raise _refusal(session, account_key, now, "for this account")
+    if not _count(session, address_key, now, always=known):
+        raise _refusal(session, address_key, now, "from your address")
     session.commit()
-    # Apart, so this transaction (which locks many rows) never holds one of the counters above.
+    # Apart, so this statement (which locks many rows) never waits while holding a counter above.
     session.execute(delete(LoginFailure).where(LoginFailure.last_failed_at < now - FORGET_AFTER))
     session.commit()
 
 
 def succeeded(session: Session, email: str, address: str, now: datetime) -> None:
-    """A complete sign-in: forget the account's failures and remember the address it came from.
-    The address's failures stay: signing in to one account must not buy more guesses at others."""
-    account_key, _ = _keys(email, address)
+    """A complete sign-in: clear the account's failures, take its attempt off the address's count
+    (whose other failures stay: signing in to one account must not buy guesses at others), and
+    remember that the account signed in from this address."""
+    account_key, address_key = _keys(email, address)
     session.execute(delete(LoginFailure).where(LoginFailure.key == account_key))
+    session.execute(update(LoginFailure).where(LoginFailure.key == address_key, LoginFailure.count > 0)
+                    .values(count=LoginFailure.count - 1))
     session.execute(_insert(session)(SignInAddress.__table__)
                     .values(email=email, address=address[:MAX_ADDRESS], first_at=now)
                     .on_conflict_do_nothing())

@@ -159,16 +159,15 @@ def authenticate(session: Session, email: str, password: str, address: str,
 
     Repeated failures slow further attempts (login_throttle: per account, and per client address
     for accounts that never signed in from it): TooManyLoginAttempts, refused unchecked. A
-    disabled user's right password is AccountDisabled.
+    disabled user's right password is AccountDisabled (and stays counted as a failure).
     """
     now = now or utcnow()
     email = normalize_email(email)
-    login_throttle.check(session, email, address, now)
+    login_throttle.attempt(session, email, address, now)
     user = session.scalar(select(User).where(User.email == email))
     stored = user.password_hash if user is not None and user.password_hash else None
     # Hash even for an unknown email or an SSO-only user, so the answer takes as long either way.
     if not check_password_hash(stored or _dummy_hash(), password) or stored is None:
-        login_throttle.failed(session, email, address, now)
         raise LoginFailed()
     if user.disabled:
         raise AccountDisabled()
