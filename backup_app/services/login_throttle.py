@@ -74,8 +74,9 @@ def _count(session: Session, key: str, now: datetime, always: bool) -> bool:
 
 def _refusal(session: Session, key: str, now: datetime, scope: str) -> TooManyLoginAttempts:
     session.rollback()  # neither counter counts a refused attempt
-    counter = session.get(LoginFailure, key, populate_existing=True)
-    return TooManyLoginAttempts((counter.last_failed_at + throttle_wait(counter.count) - now).total_seconds(), scope)
+    counter = session.get(LoginFailure, key, populate_existing=True)  # None if a sign-in cleared it since
+    wait = counter.last_failed_at + throttle_wait(counter.count) - now if counter else timedelta(0)
+    return TooManyLoginAttempts(wait.total_seconds(), scope)
 
 
 def known_address(session: Session, email: str, address: str) -> bool:
