@@ -79,7 +79,7 @@ def _refusal(session: Session, key: str, now: datetime, scope: str) -> TooManyLo
     return TooManyLoginAttempts(wait.total_seconds(), scope)
 
 
-def known_address(session: Session, email: str, address: str) -> bool:
+def _known_address(session: Session, email: str, address: str) -> bool:
     """Whether `email` has signed in from `address` before."""
     return session.scalar(select(exists().where(SignInAddress.email == email,
                                                 SignInAddress.address == address[:MAX_ADDRESS])))
@@ -90,14 +90,21 @@ def attempt(session: Session, email: str, address: str, now: datetime) -> None:
     it unchecked (TooManyLoginAttempts, saying how long to wait) while this account must wait, or
     this address must and the account never signed in from it."""
     account_key, address_key = _keys(email, address)
-    known = known_address(session, email, address)
+    known = _known_address(session, email, address)
     if not _count(session, account_key, now, always=False):
         raise _refusal(session, account_key, now, "for this account")
     if not _count(session, address_key, now, always=known):
         raise _refusal(session, address_key, now, "from your address")
     session.commit()
-    # Apart, so this statement (which locks many rows) never waits while holding a counter above.
-    session.execute(delete(LoginFailure).where(LoginFailure.last_failed_at < now - FORGET_AFTER))
+    _forget_stale(session, now)
+
+
+def _forget_stale(session: Session, now: datetime) -> None:
+    """Delete the counters forgotten by now, skipping those another attempt holds (PostgreSQL; SQLite
+    has no row locks): it never waits on a row while holding others, so it never deadlocks."""
+    stale = (select(LoginFailure.key).where(LoginFailure.last_failed_at < now - FORGET_AFTER)
+             .with_for_update(skip_locked=True))
+    session.execute(delete(LoginFailure).where(LoginFailure.key.in_(stale)))
     session.commit()
 
 
