@@ -120,10 +120,14 @@ def set_password(session: Session, user: User, password: str, hash_method: str) 
     session.commit()
 
 
+def random_password() -> str:
+    return secrets.token_urlsafe(15)
+
+
 def reset_password(session: Session, email: str, hash_method: str, password: str | None = None) -> str:
     """Set a user's password to `password`, or to a new random one; returns it (shown once)."""
     user = get_user(session, email)
-    password = password if password is not None else secrets.token_urlsafe(15)
+    password = password if password is not None else random_password()
     set_password(session, user, password, hash_method)
     return password
 

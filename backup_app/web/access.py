@@ -14,7 +14,7 @@ ROLE_NEEDED = {
     "auth.logout": VIEWER,
     "account.index": VIEWER,
     "account.password": VIEWER,
-    "account.tokens": VIEWER,
+    "account.tokens_index": VIEWER,
     "account.create_token": VIEWER,
     "account.revoke_token": VIEWER,
     "dashboard.index": VIEWER,
