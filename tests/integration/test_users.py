@@ -254,3 +254,24 @@ def test_the_tokens_page_makes_tokens_of_the_user_s_role_or_lower(bare_app, role
     assert bare_app.test_client().get("/api/backups/b1", headers=headers).status_code == 401
     with bare_app.app_context():
         assert db.session.query(ApiToken).count() == admins_token, "the admin's token is still there"
+
+
+def test_a_single_sign_on_user_has_no_password_to_change_or_sign_in_with(bare_app):
+    from backup_app.services import users as service
+
+    with bare_app.app_context():
+        service.create_user(db.session, "sso@example.com", None, role="viewer")
+    refused = sign_in(bare_app.test_client(), "sso@example.com", "anything-at-all")
+    assert refused.status_code == 401 and "Wrong email or password" in text(refused)
+    with bare_app.app_context():
+        session_id = db.session.query(User).filter_by(email="sso@example.com").one().get_id()
+    client = bare_app.test_client()
+    with client.session_transaction() as session:  # signed in as single sign-on would
+        session["_user_id"] = session_id
+    page = text(client.get("/account/"))
+    assert "You sign in through single sign-on" in page and "Change password" not in page
+    forced = submit(client, "/account/password", {"current": "x", "new": "a-new-password",
+                                                  "repeat": "a-new-password"}, form_url="/account/")
+    assert forced.status_code == 400 and "there is no password here to change" in text(forced)
+    with bare_app.app_context():
+        assert db.session.query(User).filter_by(email="sso@example.com").one().password_hash is None
