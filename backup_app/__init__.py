@@ -17,7 +17,7 @@ from backup_app.core.formatting import (
 )
 from backup_app.core.sqltext import shown_role
 from backup_app.extensions import csrf, db, login_manager
-from backup_app.web import access, input_guard, security_headers, sessions
+from backup_app.web import access, input_guard, proxies, security_headers, sessions
 from backup_app.web.errorhandlers import register_errorhandlers
 
 
@@ -42,6 +42,7 @@ def create_app(config: object | dict | None = None) -> Flask:
     security_headers.init_app(app)
     input_guard.init_app(app)
     sessions.init_app(app)
+    proxies.init_app(app)
     access.init_app(app)
     register_template_filters(app)
     register_commands(app)

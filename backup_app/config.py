@@ -27,6 +27,17 @@ def env_bytes(name: str, env: Mapping[str, str] = os.environ) -> int | None:
     return int(value)
 
 
+def trusted_proxies(env: Mapping[str, str] = os.environ) -> int:
+    """TRUSTED_PROXIES: how many reverse proxies stand in front of the app (0 when unset)."""
+    value = env.get("TRUSTED_PROXIES", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ValueError(f"TRUSTED_PROXIES must be the number of reverse proxies in front of the app "
+                         f"(0, 1, 2 …), not {value!r}")
+    return int(value)
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on (a container's share, not the whole machine's)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -158,6 +169,9 @@ class Config:
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
+        # Reverse proxies in front of the app: their X-Forwarded-For and X-Forwarded-Proto are believed
+        # (werkzeug's ProxyFix); with 0, a client's own X-Forwarded-For is ignored.
+        self.TRUSTED_PROXIES = trusted_proxies()
         # werkzeug's method for the password hashes of new users.
         self.PASSWORD_HASH_METHOD = os.environ.get("PASSWORD_HASH_METHOD") or "scrypt"
         # Every account with a password must set up two-factor sign-in (TOTP) before anything else.

@@ -1,4 +1,7 @@
 """Domain errors. Views and CLI commands turn each into a one-line message."""
+import math
+
+from backup_app.core.formatting import duration
 
 
 def shown(value: str) -> str:
@@ -165,9 +168,11 @@ class TokenNotFound(BackupError):
 
 
 class TooManyLoginAttempts(BackupError):
-    def __init__(self, wait_seconds: int):
-        self.wait_seconds = wait_seconds
-        super().__init__(f"Too many failed sign-ins; try again in {wait_seconds} s")
+    """A sign-in refused unchecked: too many failures `scope` ("for this account", "from your address")."""
+
+    def __init__(self, wait_seconds: float, scope: str):
+        self.wait_seconds = max(1, math.ceil(wait_seconds))
+        super().__init__(f"Too many failed sign-ins {scope}; try again in {duration(self.wait_seconds)}")
 
 
 class JobNotFound(BackupError):

@@ -627,13 +627,25 @@ class RecoveryCode(db.Model):
 
 
 class LoginFailure(db.Model):
-    """Recent failed sign-ins per email and per client address, to slow guessing down."""
+    """Recent failed sign-ins per email and per client address, to slow guessing down
+    (services/login_throttle.py)."""
 
     __tablename__ = "login_failures"
 
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
     last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SignInAddress(db.Model):
+    """An address a user has signed in from: while that address is slowed for its failures, this
+    user's password from it is still checked (services/login_throttle.py)."""
+
+    __tablename__ = "sign_in_addresses"
+
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    address: Mapped[str] = mapped_column(String(100), primary_key=True)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AppSetting(db.Model):

@@ -108,8 +108,12 @@ class LiveApp:
     def start(self) -> "LiveApp":
         self.prepare()
         self.start_worker()
+        return self.start_web()
+
+    def start_web(self, *options: str) -> "LiveApp":
+        """gunicorn with `options` (default: one process of 4 threads), once it answers."""
         self.web = self._spawn("web", str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{self.port}",
-                               "--threads", "4", "app:app")
+                               *(options or ("--threads", "4")), "app:app")
         wait_until(lambda: http_answers(f"{self.url}/healthz"), 30, "gunicorn")
         return self
 

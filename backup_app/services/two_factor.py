@@ -24,7 +24,8 @@ from werkzeug.security import check_password_hash
 from backup_app.core.crypto import MasterKey, SecretUnreadable
 from backup_app.errors import ConfigurationError, InvalidRequest, WrongCode
 from backup_app.models import RecoveryCode, User, utcnow
-from backup_app.services.users import check_throttle, count_failure, forget_failures, get_user
+from backup_app.services import login_throttle
+from backup_app.services.users import get_user
 
 ISSUER = "backup_app"
 RECOVERY_CODES = 10
@@ -154,18 +155,17 @@ def _require_on(user: User) -> None:
 def _check(session: Session, user: User, proof: str, key: MasterKey | None, now: datetime, wrong: Exception,
            *, recovery: bool = False, password: bool = False) -> None:
     """Accept `proof` (a TOTP code; with `recovery`, a recovery code; with `password`, the password)
-    or raise `wrong`, counting it under the account's throttle."""
+    or raise `wrong`; attempts are counted under the account's second-factor throttle."""
     throttle = f"two-factor:{user.id}"
-    check_throttle(session, throttle, now)
+    login_throttle.attempt_on(session, throttle, now, "for this account")  # counted as a failure until right
     code = normalized(proof)
     accepted = (
         (TOTP_CODE.fullmatch(code) is not None and _claim_totp(session, user, code, key, now))
         or (recovery and _use_recovery_code(session, user, code))
         or (password and user.password_hash is not None and check_password_hash(user.password_hash, proof)))
     if not accepted:
-        count_failure(session, throttle, now)
         raise wrong
-    forget_failures(session, throttle)
+    login_throttle.forget(session, throttle)
 
 
 def _claim_totp(session: Session, user: User, code: str, key: MasterKey | None, now: datetime) -> bool:

@@ -1,6 +1,6 @@
-"""Users: their roles, passwords and sign-in, and the slow-down of repeated failed sign-ins."""
+"""Users: their roles, passwords and sign-in."""
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cache
 
 from sqlalchemy import func, select
@@ -12,17 +12,14 @@ from backup_app.errors import (
     InvalidRequest,
     LastAdmin,
     LoginFailed,
-    TooManyLoginAttempts,
     UserExists,
     UserNotFound,
 )
-from backup_app.models import ADMIN, ROLES, LoginFailure, User, utcnow
+from backup_app.models import ADMIN, ROLES, User, utcnow
+from backup_app.services import login_throttle
 
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
-# Failures allowed before each further attempt must wait; the wait then doubles up to MAX_WAIT.
-FREE_FAILURES = 5
-MAX_WAIT = timedelta(minutes=5)
 
 
 def normalize_email(email: str) -> str:
@@ -163,76 +160,32 @@ def _dummy_hash() -> str:
     return generate_password_hash(secrets.token_hex(16))
 
 
-def throttle_wait(failures: int) -> timedelta:
-    """How long to wait after the last of `failures` failed sign-ins."""
-    if failures < FREE_FAILURES:
-        return timedelta(0)
-    return min(timedelta(seconds=2 ** (failures - FREE_FAILURES + 1)), MAX_WAIT)
-
-
-def check_throttle(session: Session, key: str, now: datetime) -> None:
-    """TooManyLoginAttempts while the failures counted under `key` still make attempts wait."""
-    failure = session.get(LoginFailure, key)
-    if failure is not None:
-        ready_at = failure.last_failed_at + throttle_wait(failure.count)
-        if ready_at > now:
-            raise TooManyLoginAttempts(max(1, round((ready_at - now).total_seconds())))
-
-
-def count_failure(session: Session, key: str, now: datetime) -> None:
-    """Count one more failed attempt under `key` (committed)."""
-    failure = session.get(LoginFailure, key)
-    if failure is None:
-        failure = LoginFailure(key=key, count=0)
-        session.add(failure)
-    failure.count += 1
-    failure.last_failed_at = now
-    session.commit()
-
-
-def forget_failures(session: Session, key: str) -> None:
-    """A success under `key`: its failures no longer count (committed)."""
-    failure = session.get(LoginFailure, key)
-    if failure is not None:
-        session.delete(failure)
-        session.commit()
-
-
 def authenticate(session: Session, email: str, password: str, address: str,
                  now: datetime | None = None) -> User:
     """The user whose email and password these are.
 
-    Failures are counted per email and per client address; past FREE_FAILURES, attempts
-    are refused unchecked (TooManyLoginAttempts) until a doubling wait has passed. A disabled
-    user's right password is AccountDisabled.
+    Repeated failures slow further attempts (login_throttle: per account, and per client address
+    for accounts that never signed in from it): TooManyLoginAttempts, refused unchecked. A
+    disabled user's right password is AccountDisabled (and stays counted as a failure).
     """
     now = now or utcnow()
     email = normalize_email(email)
-    keys = [f"email:{email}", f"address:{address}"]
-    failures = [session.get(LoginFailure, key) for key in keys]
-    for failure in failures:
-        if failure is not None:
-            ready_at = failure.last_failed_at + throttle_wait(failure.count)
-            if ready_at > now:
-                raise TooManyLoginAttempts(max(1, round((ready_at - now).total_seconds())))
+    login_throttle.attempt(session, email, address, now)
     user = session.scalar(select(User).where(User.email == email))
     stored = user.password_hash if user is not None and user.password_hash else None
     # Hash even for an unknown email or an SSO-only user, so the answer takes as long either way.
     if not check_password_hash(stored or _dummy_hash(), password) or stored is None:
-        for key, failure in zip(keys, failures):
-            if failure is None:
-                failure = LoginFailure(key=key, count=0)
-                session.add(failure)
-            failure.count += 1
-            failure.last_failed_at = now
-        session.commit()
         raise LoginFailed()
-    for failure in failures:
-        if failure is not None:
-            session.delete(failure)
-    session.commit()
     if user.disabled:
         raise AccountDisabled()
-    if not user.two_factor_on:  # else signed in only once the code is right too
-        signed_in(session, user, now)
+    if not user.two_factor_on:  # else the sign-in completes once the code is right too
+        complete_sign_in(session, user, address, now)
     return user
+
+
+def complete_sign_in(session: Session, user: User, address: str, now: datetime | None = None) -> None:
+    """A password sign-in complete (with its second factor, if any): the account's failures cleared,
+    the address remembered for it, the time recorded."""
+    now = now or utcnow()
+    login_throttle.succeeded(session, user.email, address, now)
+    signed_in(session, user, now)

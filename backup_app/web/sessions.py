@@ -2,9 +2,10 @@
 itself, or to a proxy in front that says so in X-Forwarded-Proto. SESSION_COOKIE_SECURE=true
 marks it Secure always.
 
-X-Forwarded-Proto is taken from anyone: a client that sends it over plain http only gets a
-cookie its browser will not send back. It decides nothing else (not the URLs the app builds,
-not the CSRF checks).
+X-Forwarded-Proto is taken from anyone here: a client that sends it over plain http only gets a
+cookie its browser will not send back. Only with TRUSTED_PROXIES (web/proxies.py) does it decide
+more: then the trusted proxy's value is the request's scheme (request.is_secure), for the URLs the
+app builds and the CSRF checks too.
 """
 from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface

@@ -23,8 +23,8 @@ from backup_app.jobs.scheduler import tick
 from backup_app.jobs.submit import queue_create
 from backup_app.models import COMPLETED, CREATE, RESTORE, RUNNING, Backup, Job, Verification, utcnow
 from backup_app.services.backups.queries import backups_query
+from backup_app.services.login_throttle import throttle_wait
 from backup_app.services.targets import DumpSpec
-from backup_app.services.users import throttle_wait
 from devtools.localservers import wait_until
 from tests.helpers import dead_pid
 from tests.web_helpers import add_user, sign_in

@@ -12,7 +12,7 @@ from flask_login import login_user
 from backup_app.extensions import db
 from backup_app.models import AuditEvent, User
 from backup_app.services import users
-from backup_app.services.users import FREE_FAILURES
+from backup_app.services.login_throttle import FREE_FAILURES
 from backup_app.web.auth.two_factor import PENDING
 from tests.helpers import invoke
 from tests.security.routes import all_routes
@@ -154,7 +154,7 @@ def test_wrong_codes_count_toward_the_login_throttle(bare_app, enrolled):
     for _ in range(FREE_FAILURES):
         assert submit(client, "/login/2fa", {"code": "nope"}).status_code == 401
     answer = submit(client, "/login/2fa", {"code": codes[0]})
-    assert answer.status_code == 429 and "Too many failed sign-ins; try again in" in text(answer)
+    assert answer.status_code == 429 and "Too many failed sign-ins for this account; try again in" in text(answer)
     assert client.get("/").status_code == 302
     sign_in(client)  # a right password again does not start the count over
     assert submit(client, "/login/2fa", {"code": codes[0]}).status_code == 429

@@ -11,7 +11,8 @@ from backup_app.errors import ConfigurationError, InvalidRequest, TooManyLoginAt
 from backup_app.extensions import db
 from backup_app.models import LoginFailure, RecoveryCode, User, utcnow
 from backup_app.services import two_factor
-from backup_app.services.users import FREE_FAILURES, get_user
+from backup_app.services.login_throttle import FREE_FAILURES
+from backup_app.services.users import get_user
 from tests.conftest import both_catalogs
 from tests.helpers import new_key
 from tests.web_helpers import EMAIL, PASSWORD

@@ -13,7 +13,7 @@ from backup_app.errors import ConfigurationError, TooManyLoginAttempts, WrongCod
 from backup_app.extensions import db
 from backup_app.models import User, utcnow
 from backup_app.services import two_factor as service
-from backup_app.services.users import signed_in
+from backup_app.services.users import complete_sign_in
 from backup_app.web.auth import bp
 from backup_app.web.auth.forms import CodeForm
 from backup_app.web.auth.guard import load_user, public
@@ -75,7 +75,7 @@ def two_factor():
         else:
             next_url = session.pop(PENDING)["next"]
             login_user(user)
-            signed_in(db.session, user)
+            complete_sign_in(db.session, user, request.remote_addr or "unknown")
             return redirect(next_url)
     return render_template("auth/two_factor.html", form=form), status
 
