@@ -92,10 +92,9 @@ def role_for(claims: Mapping, policy: Policy) -> str:
         return max(mapped, key=ROLES.index)
     if policy.default_role:
         return policy.default_role
-    held = f"your groups ({', '.join(groups[:10])}{', …' if len(groups) > 10 else ''})" if groups else \
-        f"the provider sent no {policy.roles_claim!r} claim, so no group"
-    raise SignInRefused(f"No role for you here: {held} map to none in OIDC_ROLE_MAP, and there is no "
-                        "default role. Ask an admin.")
+    held = f"none of your groups ({', '.join(groups[:10])}{', …' if len(groups) > 10 else ''}) is in " \
+        "OIDC_ROLE_MAP" if groups else f"the provider sent no groups in its {policy.roles_claim!r} claim"
+    raise SignInRefused(f"No role for you here: {held}, and there is no default role. Ask an admin.")
 
 
 def email_of(claims: Mapping, policy: Policy) -> str:
