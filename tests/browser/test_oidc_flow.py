@@ -26,14 +26,17 @@ ACCOUNTS = {
 @pytest.fixture
 def start_sso(tmp_path, catalog_url):
     """start_sso(clock_skew=0, id_token_ttl=3600, **settings): a provider and the app (gunicorn and
-    a worker) signing in through it, groups backup-admins → admin and ops → operator, example.com only."""
+    a worker) signing in through it, groups backup-admins → admin and ops → operator, example.com only;
+    `settings` may name the provider's issuer as {issuer}."""
     started = []
 
     def start(clock_skew: int = 0, id_token_ttl: int = 3600, **settings) -> tuple[OidcProvider, LiveApp]:
         provider = OidcProvider(tmp_path / f"oidc{len(started)}", [], ACCOUNTS, id_token_ttl, clock_skew)
+        settings = {**provider.settings(), **{name: value.format(issuer=provider.issuer)
+                                              for name, value in settings.items()}}
         app = LiveApp(live_env(tmp_path, catalog_url, OIDC_PROVIDER_NAME=BUTTON,
                                OIDC_ROLE_MAP="backup-admins=admin,ops=operator", OIDC_ALLOWED_DOMAINS="example.com",
-                               **provider.settings(), **settings), tmp_path)
+                               **settings), tmp_path)
         provider.redirect_uris.append(f"{app.url}/login/oidc/callback")
         started.append((provider.start(), app))
         app.start()
@@ -162,6 +165,17 @@ def test_an_expired_id_token_is_refused(start_sso, page):
     assert callback.status == 401
     expect(page.get_by_role("alert")).to_have_text("The provider's ID token has expired (is its clock, or ours, "
                                                    "wrong?)")
+    expect_signed_out(page, app)
+    assert set(users_of(app)) == {"admin@example.com"}
+
+
+def test_an_id_token_naming_another_issuer_is_refused(start_sso, page):
+    # The app expects the issuer with a trailing slash; the provider's tokens name it without one.
+    _provider, app = start_sso(OIDC_ISSUER="{issuer}/")
+    callback = sign_in_at_provider(page, app, "alice")
+    assert callback.status == 401
+    expect(page.get_by_role("alert")).to_have_text("The provider's ID token did not verify (invalid_claim: "
+                                                   "Invalid claim: 'iss')")
     expect_signed_out(page, app)
     assert set(users_of(app)) == {"admin@example.com"}
 
