@@ -1,7 +1,7 @@
 // A real OpenID provider (panva's certified oidc-provider) on loopback, for the single sign-on
 // tests and for trying SSO by hand. Not for production: its sign-in page takes any password.
 //
-//   PORT=4000 node provider.mjs        (or: python -m devtools.oidc, see devtools/localservers.py)
+//   PORT=4000 node provider.mjs   (the tests start it through devtools/localservers.py OidcProvider)
 //
 // Settings (environment):
 //   PORT                 where it listens, on 127.0.0.1 (its issuer is http://127.0.0.1:PORT)
