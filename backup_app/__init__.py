@@ -99,6 +99,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from backup_app.api import bp as api_bp
+    from backup_app.web.account import bp as account_bp
     from backup_app.web.audit import bp as audit_bp
     from backup_app.web.auth import bp as auth_bp
     from backup_app.web.backups import bp as backups_bp
@@ -109,6 +110,7 @@ def register_blueprints(app: Flask) -> None:
     from backup_app.web.restores import bp as restores_bp
     from backup_app.web.settings import bp as settings_bp
     from backup_app.web.targets import bp as targets_bp
+    from backup_app.web.users import bp as users_bp
 
     app.register_blueprint(backups_bp)
     app.register_blueprint(auth_bp)
@@ -121,6 +123,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(metrics_bp)
     app.register_blueprint(restores_bp)
     app.register_blueprint(settings_bp)
+    app.register_blueprint(users_bp)
+    app.register_blueprint(account_bp)
     csrf.exempt(api_bp)  # bearer tokens only: no ambient credential to forge a request with
 
 

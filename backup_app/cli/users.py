@@ -64,7 +64,7 @@ def list_command(as_json):
 
 @users_cli.command("set-role")
 @click.argument("email")
-@click.argument("role", type=ROLE)
+@click.argument("role", type=ROLE, metavar="ROLE")
 def set_role_command(email, role):
     """Give EMAIL the ROLE viewer, operator or admin."""
     upgrade_catalog_if_needed()
@@ -124,7 +124,7 @@ def token_command(email, name, role, expires_in_days, as_json):
     """Print a new API token for EMAIL (shown once; only its hash is kept)."""
     upgrade_catalog_if_needed()
     token, secret = tokens.create_token(db.session, email, name, role, expires_in_days)
-    click.get_current_context().meta["audit.subject"] = f"{token.user.email} token {token.id} ({token.name})"
+    click.get_current_context().meta["audit.subject"] = tokens.token_subject(token)
     if as_json:
         echo_json({"id": token.id, "token": secret, "name": token.name, "role": token.role,
                    "expires_at": token.to_dict()["expires_at"]})
@@ -156,5 +156,5 @@ def revoke_token_command(token_id):
     """Revoke the API token ID (it stops working at once)."""
     upgrade_catalog_if_needed()
     token = tokens.revoke_token(db.session, token_id)
-    click.get_current_context().meta["audit.subject"] = f"{token.user.email} token {token.id} ({token.name})"
+    click.get_current_context().meta["audit.subject"] = tokens.token_subject(token)
     click.echo(f"Revoked token {token.id} ({token.name}) of {token.user.email}")

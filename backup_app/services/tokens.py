@@ -58,6 +58,11 @@ def create_token(session: Session, email: str, name: str | None = None, role: st
     return token, secret
 
 
+def token_subject(token: ApiToken) -> str:
+    """How the audit log names a token: `<email> token <id> (<name>)`."""
+    return f"{token.user.email} token {token.id} ({token.name})"
+
+
 def list_tokens(session: Session, user: User) -> list[ApiToken]:
     return list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)))
 

@@ -123,17 +123,24 @@ def set_password(session: Session, user: User, password: str, hash_method: str) 
     session.commit()
 
 
+def random_password() -> str:
+    return secrets.token_urlsafe(15)
+
+
 def reset_password(session: Session, email: str, hash_method: str, password: str | None = None) -> str:
     """Set a user's password to `password`, or to a new random one; returns it (shown once)."""
     user = get_user(session, email)
-    password = password if password is not None else secrets.token_urlsafe(15)
+    password = password if password is not None else random_password()
     set_password(session, user, password, hash_method)
     return password
 
 
 def change_own_password(session: Session, user: User, current: str, new: str, hash_method: str) -> None:
-    """A user's change of their own password, which needs the current one (none for an SSO-only user)."""
-    if user.password_hash is not None and not check_password_hash(user.password_hash, current):
+    """A user's change of their own password, which needs the current one. A user of single sign-on
+    has none to change: a password of their own would outlive their access at the provider."""
+    if user.password_hash is None:
+        raise InvalidRequest("you sign in through single sign-on: there is no password here to change")
+    if not check_password_hash(user.password_hash, current):
         raise InvalidRequest("the current password is wrong")
     set_password(session, user, new, hash_method)
 

@@ -50,7 +50,7 @@ def test_every_page_fits_a_phone(live_app, browser, source_db):
         sign_in(page, live_app.url)
         for path in ["/", "/dashboard", f"/backups/{backup_id}", f"/backups/{backup_id}/restore", "/backups/new",
                      "/targets/", f"/targets/{target['name']}/pitr", "/jobs/", "/audit", "/storage", "/restores/",
-                     "/settings/"]:
+                     "/settings/", "/users/", "/account/", "/account/tokens"]:
             page.goto(live_app.url + path)
             assert fits(page), f"{path} is {page.evaluate('document.documentElement.scrollWidth')} px wide: {wide(page)}"
         page.goto(live_app.url + "/dashboard")

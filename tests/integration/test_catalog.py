@@ -6,7 +6,7 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, select, text
 
 from backup_app.extensions import db
-from backup_app.models import Backup, Target
+from backup_app.models import Backup, Target, User
 from backup_app.schema import init_migrate
 from backup_app.services.backups.queries import list_backups
 from backup_app.web.backups.routes import backed_up_databases
@@ -36,6 +36,24 @@ def test_migrations_apply_revert_and_keep_older_rows(make_app):
         assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
         upgrade()
         assert {"backups", "backup_copies", "targets", "periodic_runs"} <= set(inspect(db.engine).get_table_names())
+
+
+@both_catalogs
+def test_users_made_before_roles_become_admins_and_their_tokens_follow_them(make_app):
+    app = make_app()
+    init_migrate(app)
+    with app.app_context():
+        downgrade(revision="0020")
+        db.session.execute(text("INSERT INTO users (id, email, password_hash, created_at, session_version) "
+                                "VALUES (7, 'old@example.com', 'x', CURRENT_TIMESTAMP, 0)"))
+        db.session.execute(text("INSERT INTO api_tokens (user_id, token_hash, created_at) "
+                                "VALUES (7, 'abc', CURRENT_TIMESTAMP)"))
+        db.session.commit()
+        upgrade()
+        user = db.session.get(User, 7)
+        assert (user.role, user.disabled, user.last_sign_in_at) == ("admin", False, None)
+        [token] = user.tokens
+        assert (token.name, token.role, token.expires_at, token.last_used_at) == ("token", None, None, None)
 
 
 @pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)

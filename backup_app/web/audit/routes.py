@@ -45,6 +45,15 @@ AUDITED_ENDPOINTS = {
     "targets.notify_test": "notify-test",
     "settings.index": "settings-notify",
     "settings.notify_test": "notify-test",
+    "users.create": "users-create",
+    "users.set_role": "users-set-role",
+    "users.disable": "users-disable",
+    "users.enable": "users-enable",
+    "users.delete": "users-delete",
+    "users.reset_password": "users-reset-password",
+    "account.password": "account-password",
+    "account.create_token": "users-token",
+    "account.revoke_token": "users-revoke-token",
     "api.create_backup": "create",
     "api.restore_backup": "restore",
     "api.restore_set": "restore-set",
@@ -66,8 +75,9 @@ def request_subject() -> str:
         return g.audit_subject
     if request.view_args and "backup_id" in request.view_args:
         return request.view_args["backup_id"]
-    if request.view_args and "name" in request.view_args:
-        return request.view_args["name"]
+    for key in ("name", "email"):
+        if request.view_args and key in request.view_args:
+            return request.view_args[key]
     try:
         return subject_in_body()
     except RequestEntityTooLarge:  # refused unread: it names nothing
@@ -117,8 +127,9 @@ def request_outcome(response) -> str:
     status = response.status_code
     if status >= 500:
         return service.failed(reason or HTTPStatus(status).phrase)
-    # A page's form did what it was for when it redirects; shown again (200) or refused, it did not.
-    page_form = request.method == "POST" and request.blueprint != "api"
+    # A page's form did what it was for when it redirects; shown again (200) or refused, it did not,
+    # unless its view says it did (one that shows a secret once answers 200, never redirects).
+    page_form = request.method == "POST" and request.blueprint != "api" and not g.get("audit_done")
     if status >= 400 or reason or (page_form and not 300 <= status < 400):
         return service.refused(reason or (HTTPStatus(status).phrase if status >= 400 else "the form had errors"))
     return service.OK
