@@ -160,6 +160,8 @@ class Config:
         self.SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
         # werkzeug's method for the password hashes of new users.
         self.PASSWORD_HASH_METHOD = os.environ.get("PASSWORD_HASH_METHOD") or "scrypt"
+        # Every account with a password must set up two-factor sign-in (TOTP) before anything else.
+        self.REQUIRE_2FA = env_bool("REQUIRE_2FA")
         # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is 404.
         self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
         # Single sign-on through OpenID Connect, on when OIDC_ISSUER is set (docs/security.md); the

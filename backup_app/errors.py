@@ -164,6 +164,12 @@ class SignInRefused(SignInFailed):
         super().__init__(message, 403)
 
 
+class WrongCode(LoginFailed):
+    def __init__(self):
+        BackupError.__init__(self, "Wrong code: enter the one your authenticator app shows now, or an unused "
+                                   "recovery code")
+
+
 class LastAdmin(BackupError):
     def __init__(self, email: str):
         super().__init__(f"{email} is the last enabled admin; make another user an admin first")

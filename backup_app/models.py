@@ -571,8 +571,15 @@ class User(UserMixin, db.Model):
     # bound to at their first SSO sign-in: later sign-ins find them by it, not by email.
     sso_issuer: Mapped[str | None] = mapped_column(String(255))
     sso_subject: Mapped[str | None] = mapped_column(String(255))
+    # Two-factor sign-in (services/two_factor.py): the TOTP secret, sealed ("enc:" a Fernet token under
+    # APP_ENCRYPTION_KEY, or "plain:" when no key is set); on only once enrolment is confirmed
+    # (totp_enabled_at); the time step of the last code accepted, so no code is accepted twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
     tokens: Mapped[list["ApiToken"]] = relationship(back_populates="user", cascade="all, delete-orphan")
+    recovery_codes: Mapped[list["RecoveryCode"]] = relationship(cascade="all, delete-orphan")
 
     def get_id(self) -> str:
         """What flask-login keeps in the session: `<id>:<session_version>`."""
@@ -581,6 +588,11 @@ class User(UserMixin, db.Model):
     @property
     def is_active(self) -> bool:  # flask-login: a disabled user cannot sign in
         return not self.disabled
+
+    @property
+    def two_factor_on(self) -> bool:
+        """Whether signing in with the password also needs a code (enrolment confirmed)."""
+        return self.totp_enabled_at is not None
 
     def to_dict(self) -> dict:
         return {"email": self.email, "role": self.role, "disabled": self.disabled,
@@ -607,6 +619,16 @@ class ApiToken(db.Model):
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "role": self.role, "created_at": isoformat(self.created_at),
                 "expires_at": isoformat(self.expires_at), "last_used_at": isoformat(self.last_used_at)}
+
+
+class RecoveryCode(db.Model):
+    """A two-factor recovery code: only its SHA-256 is kept (the code is shown once); using it deletes it."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
 
 
 class LoginFailure(db.Model):

@@ -10,7 +10,7 @@ from backup_app.core.formatting import exact_time
 from backup_app.extensions import db
 from backup_app.models import ADMIN, ROLES
 from backup_app.schema import upgrade_catalog_if_needed
-from backup_app.services import tokens
+from backup_app.services import tokens, two_factor
 from backup_app.services import users as service
 
 users_cli = ServiceGroup("users", help="Users of the pages, their roles and their API tokens.")
@@ -112,6 +112,16 @@ def reset_password_command(email, password_stdin):
     given = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     password = service.reset_password(db.session, email, hash_method(), given)
     click.echo("Password changed" if given is not None else password)
+
+
+@users_cli.command("reset-2fa")
+@click.argument("email")
+def reset_2fa_command(email):
+    """Turn EMAIL's two-factor sign-in off (a lost phone and recovery codes); their sessions end."""
+    upgrade_catalog_if_needed()
+    user = two_factor.reset(db.session, email)
+    click.echo(f"Two-factor sign-in of {user.email} is off; their sessions have ended. They sign in with their "
+               "password and may set it up again on their account page.")
 
 
 @users_cli.command("token")

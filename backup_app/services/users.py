@@ -170,6 +170,34 @@ def throttle_wait(failures: int) -> timedelta:
     return min(timedelta(seconds=2 ** (failures - FREE_FAILURES + 1)), MAX_WAIT)
 
 
+def check_throttle(session: Session, key: str, now: datetime) -> None:
+    """TooManyLoginAttempts while the failures counted under `key` still make attempts wait."""
+    failure = session.get(LoginFailure, key)
+    if failure is not None:
+        ready_at = failure.last_failed_at + throttle_wait(failure.count)
+        if ready_at > now:
+            raise TooManyLoginAttempts(max(1, round((ready_at - now).total_seconds())))
+
+
+def count_failure(session: Session, key: str, now: datetime) -> None:
+    """Count one more failed attempt under `key` (committed)."""
+    failure = session.get(LoginFailure, key)
+    if failure is None:
+        failure = LoginFailure(key=key, count=0)
+        session.add(failure)
+    failure.count += 1
+    failure.last_failed_at = now
+    session.commit()
+
+
+def forget_failures(session: Session, key: str) -> None:
+    """A success under `key`: its failures no longer count (committed)."""
+    failure = session.get(LoginFailure, key)
+    if failure is not None:
+        session.delete(failure)
+        session.commit()
+
+
 def authenticate(session: Session, email: str, password: str, address: str,
                  now: datetime | None = None) -> User:
     """The user whose email and password these are.
@@ -205,5 +233,6 @@ def authenticate(session: Session, email: str, password: str, address: str,
     session.commit()
     if user.disabled:
         raise AccountDisabled()
-    signed_in(session, user, now)
+    if not user.two_factor_on:  # else signed in only once the code is right too
+        signed_in(session, user, now)
     return user

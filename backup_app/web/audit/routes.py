@@ -24,6 +24,10 @@ AUDITED_ENDPOINTS = {
     "auth.login": "sign-in",
     "auth.oidc_callback": "sign-in",
     "auth.logout": "sign-out",
+    "auth.two_factor": "sign-in-2fa",
+    "account.two_factor_confirm": "2fa-enable",
+    "account.two_factor_recovery_codes": "2fa-recovery-codes",
+    "account.two_factor_disable": "2fa-disable",
     "backups.create": "create",
     "backups.restore": "restore",
     "backups.restore_set": "restore-set",
@@ -51,6 +55,7 @@ AUDITED_ENDPOINTS = {
     "users.enable": "users-enable",
     "users.delete": "users-delete",
     "users.reset_password": "users-reset-password",
+    "users.reset_two_factor": "users-reset-2fa",
     "account.password": "account-password",
     "account.create_token": "users-token",
     "account.revoke_token": "users-revoke-token",
@@ -157,6 +162,7 @@ def record_request(response):
         return response
     try:
         outcome = request_outcome(response)
+        action = g.get("audit_action", action)  # a view may say more exactly what was done
         if outcome != service.OK:
             action += service.FAILED_SUFFIX
         job_id = g.get("audit_job_id")

@@ -6,7 +6,7 @@ from flask_login import current_user, login_user, logout_user
 from backup_app.errors import LoginFailed, TooManyLoginAttempts
 from backup_app.extensions import db
 from backup_app.services import users as service
-from backup_app.web.auth import bp
+from backup_app.web.auth import bp, two_factor
 from backup_app.web.auth.forms import LoginForm
 from backup_app.web.auth.guard import public
 
@@ -40,6 +40,8 @@ def login():
             flash(str(exc), "error")
             status = 401
         else:
+            if user.two_factor_on:
+                return two_factor.ask_for_code(user, safe_next(request.args.get("next")))
             login_user(user)
             return redirect(safe_next(request.args.get("next")))
     return render_template("auth/login.html", form=form), status

@@ -3,6 +3,7 @@ from flask_login import current_user
 
 from backup_app.errors import BackupError
 from backup_app.extensions import db
+from backup_app.services import two_factor
 from backup_app.services import users as service
 from backup_app.web.backups.forms import ButtonForm
 from backup_app.web.errorhandlers import status_code
@@ -87,6 +88,13 @@ def reset_password(email):
     flash(f"Reset the password of {user.email}; their sessions have ended.", "success")
     g.audit_done = True
     return page(new_password=(user.email, password))
+
+
+@bp.post("/<email>/reset-2fa")
+def reset_two_factor(email):
+    """Turn a user's two-factor sign-in off (a lost phone and recovery codes); their sessions end."""
+    return change(lambda: two_factor.reset(db.session, email),
+                  f"Two-factor sign-in of {service.normalize_email(email)} is off; their sessions have ended.")
 
 
 @bp.route("/<email>/delete", methods=["GET", "POST"])
