@@ -32,9 +32,19 @@ run-deps:
 		$(SUDO) $(APT_GET) update -q && $(SUDO) $(APT_GET) install -y -q postgresql-15 postgresql-client-15; \
 	fi
 
-# The tests also need the Redis server the scale-out test starts and the Chromium that the browser
-# tests drive (`playwright install` cannot download browsers here).
-test-deps: run-deps $(DEV_STAMP)
+# The OpenID provider the single sign-on tests run (devtools/oidc: oidc-provider under Node),
+# installed from its lock file; the stamp is remade when the lock file changes.
+OIDC_STAMP := devtools/oidc/node_modules/.installed
+$(OIDC_STAMP): devtools/oidc/package-lock.json
+	@if [ ! -x /usr/bin/node ] || [ ! -x /usr/bin/npm ]; then \
+		$(SUDO) $(APT_GET) update -q && $(SUDO) $(APT_GET) install -y -q nodejs npm; \
+	fi
+	cd devtools/oidc && npm ci --no-audit --no-fund --loglevel=error
+	touch $(OIDC_STAMP)
+
+# The tests also need the Redis server the scale-out test starts, the Chromium that the browser
+# tests drive (`playwright install` cannot download browsers here) and the OpenID provider.
+test-deps: run-deps $(DEV_STAMP) $(OIDC_STAMP)
 	@if [ ! -x /usr/bin/redis-server ]; then \
 		$(SUDO) $(APT_GET) update -q && $(SUDO) $(APT_GET) install -y -q redis-server; \
 	fi

@@ -18,6 +18,7 @@ from backup_app.core.formatting import (
 from backup_app.core.sqltext import shown_role
 from backup_app.extensions import csrf, db, login_manager
 from backup_app.web import access, input_guard, proxies, security_headers, sessions
+from backup_app.web.auth import oidc
 from backup_app.web.errorhandlers import register_errorhandlers
 
 
@@ -44,6 +45,7 @@ def create_app(config: object | dict | None = None) -> Flask:
     sessions.init_app(app)
     proxies.init_app(app)
     access.init_app(app)
+    oidc.init_app(app)
     register_template_filters(app)
     register_commands(app)
     from backup_app.services import notifications  # noqa: F401 - subscribes to the services' events

@@ -178,6 +178,19 @@ class Config:
         self.REQUIRE_2FA = env_bool("REQUIRE_2FA")
         # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`; unset, it is 404.
         self.METRICS_TOKEN = os.environ.get("METRICS_TOKEN") or None
+        # Single sign-on through OpenID Connect, on when OIDC_ISSUER is set (docs/security.md); the
+        # role map, default role and domains are checked as the app starts (web/auth/oidc.py).
+        # LOCAL_LOGIN=false leaves single sign-on only.
+        self.OIDC_ISSUER = os.environ.get("OIDC_ISSUER") or None
+        self.OIDC_CLIENT_ID = os.environ.get("OIDC_CLIENT_ID") or None
+        self.OIDC_CLIENT_SECRET = os.environ.get("OIDC_CLIENT_SECRET") or None
+        self.OIDC_PROVIDER_NAME = os.environ.get("OIDC_PROVIDER_NAME") or "Sign in with single sign-on"
+        self.OIDC_SCOPES = os.environ.get("OIDC_SCOPES") or "openid email profile"
+        self.OIDC_ROLES_CLAIM = os.environ.get("OIDC_ROLES_CLAIM") or "groups"
+        self.OIDC_ROLE_MAP = os.environ.get("OIDC_ROLE_MAP", "")
+        self.OIDC_DEFAULT_ROLE = os.environ.get("OIDC_DEFAULT_ROLE") or None
+        self.OIDC_ALLOWED_DOMAINS = os.environ.get("OIDC_ALLOWED_DOMAINS", "")
+        self.LOCAL_LOGIN = env_bool("LOCAL_LOGIN", True)
         # Log lines as "text" or "json" (one object a line); see backup_app/logs.py.
         self.LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower() or "text"
 

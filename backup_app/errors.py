@@ -151,6 +151,22 @@ class AccountDisabled(LoginFailed):
         BackupError.__init__(self, "This account is disabled; ask an admin to enable it")
 
 
+class SignInFailed(BackupError):
+    """A single sign-on did not verify (a forged state, a bad or expired ID token, the provider's
+    refusal) or the provider could not be reached; `status` is the HTTP answer's."""
+
+    def __init__(self, message: str, status: int = 401):
+        super().__init__(message)
+        self.status = status
+
+
+class SignInRefused(SignInFailed):
+    """Single sign-on verified who this is, and the app refuses them: the message says why."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 403)
+
+
 class WrongCode(LoginFailed):
     def __init__(self):
         BackupError.__init__(self, "Wrong code: enter the one your authenticator app shows now, or an unused "

@@ -554,6 +554,7 @@ class PreviousDatabase(db.Model):
 
 class User(UserMixin, db.Model):
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("sso_issuer", "sso_subject", name="uq_users_sso_identity"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -566,6 +567,10 @@ class User(UserMixin, db.Model):
     # Part of the id a signed-in session holds (get_id); signing out raises it, so every session
     # signed in before, a copied cookie too, no longer loads the user.
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The single sign-on identity (the provider's issuer and its `sub` for this person) the user is
+    # bound to at their first SSO sign-in: later sign-ins find them by it, not by email.
+    sso_issuer: Mapped[str | None] = mapped_column(String(255))
+    sso_subject: Mapped[str | None] = mapped_column(String(255))
     # Two-factor sign-in (services/two_factor.py): the TOTP secret, sealed ("enc:" a Fernet token under
     # APP_ENCRYPTION_KEY, or "plain:" when no key is set); on only once enrolment is confirmed
     # (totp_enabled_at); the time step of the last code accepted, so no code is accepted twice.

@@ -1,10 +1,11 @@
-"""Throwaway PostgreSQL clusters and SeaweedFS S3 servers on loopback.
+"""Throwaway PostgreSQL clusters, SeaweedFS S3 servers and an OpenID provider on loopback.
 
 Used by `make run` (the demo), the test suite and the benchmark. `initdb` and `pg_ctl`
 refuse to run as root, so as root they run as the `postgres` user with the one
 capability (dac_override) that lets them use the caller's private temporary folders.
 """
 import fcntl
+import json
 import os
 import random
 import secrets
@@ -352,3 +353,77 @@ class SeaweedS3:
         self.stop()
         for port in self.ports.values():
             release_port(port)
+
+
+OIDC_DIR = Path(__file__).resolve().parent / "oidc"
+
+
+class OidcProvider:
+    """The test OpenID provider (devtools/oidc/provider.mjs: panva's oidc-provider under Node) on
+    127.0.0.1, with one client (CLIENT_ID, allowed `redirect_uris`) and the accounts of
+    `accounts` ({login: {"email", "email_verified", "groups"}}), which it reads at each sign-in:
+    `set_accounts` changes them while it runs. `clock_skew` seconds shift its clock, and
+    `id_token_ttl` sets how long its ID tokens live, so they can arrive already expired.
+    """
+
+    CLIENT_ID = "backup-app"
+    CLIENT_SECRET = "backup-app-secret"
+
+    def __init__(self, folder: str | Path, redirect_uris: list[str], accounts: dict[str, dict],
+                 id_token_ttl: int = 3600, clock_skew: int = 0):
+        self.folder = Path(folder)
+        self.redirect_uris = redirect_uris
+        self.accounts = accounts
+        self.id_token_ttl = id_token_ttl
+        self.clock_skew = clock_skew
+        self.port = reserve_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        self.accounts_file = self.folder / "oidc-accounts.json"
+        self.log_file = self.folder / "oidc-provider.log"
+        self.process: subprocess.Popen | None = None
+
+    def settings(self, scopes: str = "openid email groups") -> dict[str, str]:
+        """The app's OIDC_* settings for this provider."""
+        return {"OIDC_ISSUER": self.issuer, "OIDC_CLIENT_ID": self.CLIENT_ID,
+                "OIDC_CLIENT_SECRET": self.CLIENT_SECRET, "OIDC_SCOPES": scopes}
+
+    def set_accounts(self, accounts: dict[str, dict]) -> None:
+        """Replace the accounts (whole, so a sign-in never reads half a file)."""
+        self.accounts = accounts
+        partial = self.accounts_file.with_suffix(".partial")
+        partial.write_text(json.dumps(accounts))
+        partial.replace(self.accounts_file)
+
+    def _discovery_answers(self) -> bool:
+        return http_answers(f"{self.issuer}/.well-known/openid-configuration")
+
+    def start(self) -> "OidcProvider":
+        """Start it; return once it serves its discovery document."""
+        if not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
+            raise RuntimeError(f"oidc-provider is not installed: run `npm ci` in {OIDC_DIR} (`make test` does)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.set_accounts(self.accounts)
+        env = {**os.environ, "PORT": str(self.port), "REDIRECT_URIS": ",".join(self.redirect_uris),
+               "ACCOUNTS_FILE": str(self.accounts_file), "ID_TOKEN_TTL": str(self.id_token_ttl),
+               "CLOCK_SKEW_SECONDS": str(self.clock_skew)}
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen([shutil.which("node") or "/usr/bin/node", "provider.mjs"], cwd=OIDC_DIR,
+                                            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_until(lambda: self.process.poll() is not None or self._discovery_answers(), 30,
+                   f"the OpenID provider at {self.issuer}")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the OpenID provider exited with code {self.process.returncode}: "
+                               f"{self.log_file.read_text(errors='replace')[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        release_port(self.port)
+
+    def __enter__(self) -> "OidcProvider":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -3,10 +3,11 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-# Open to anyone: the sign-in pages (the password, then a code), static files and the health
-# checks. /metrics is not behind sign-in either: it has its own token (METRICS_TOKEN). Everything
-# else needs a signed-in user (pages) or an API token (/api).
-PUBLIC = {"auth.login", "auth.two_factor", "static", "health.healthz", "health.readyz", "metrics.metrics"}
+# Open to anyone: the sign-in pages (the password, then a code; single sign-on and its callback),
+# static files and the health checks. /metrics is not behind sign-in either: it has its own token
+# (METRICS_TOKEN). Everything else needs a signed-in user (pages) or an API token (/api).
+PUBLIC = {"auth.login", "auth.two_factor", "auth.oidc_login", "auth.oidc_callback", "static", "health.healthz",
+          "health.readyz", "metrics.metrics"}
 CHANGING_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 

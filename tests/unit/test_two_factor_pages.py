@@ -15,7 +15,7 @@ from backup_app.services import users
 from backup_app.services.login_throttle import FREE_FAILURES
 from backup_app.web.auth.two_factor import PENDING
 from tests.helpers import invoke
-from tests.security.routes import all_routes
+from tests.security.routes import PUBLIC, all_routes
 from tests.web_helpers import EMAIL, PASSWORD, add_user, sign_in, submit, text
 
 PAGE = "/account/two-factor"
@@ -99,8 +99,7 @@ def test_a_password_alone_never_signs_in_and_the_pending_marker_opens_no_page(ba
     prompt = text(client.get("/login/2fa"))
     assert "Enter the code from your authenticator app" in prompt
     for route in all_routes(bare_app):
-        if route.method == "GET" and not route.is_api and route.endpoint not in (
-                "auth.login", "auth.two_factor", "static", "health.healthz", "health.readyz", "metrics.metrics"):
+        if route.method == "GET" and not route.is_api and route.endpoint not in PUBLIC:
             response = route.call(client)
             assert response.status_code == 302 and response.headers["Location"].startswith("/login?next="), route
 

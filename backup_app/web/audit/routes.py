@@ -18,9 +18,11 @@ log = logging.getLogger(__name__)
 PER_PAGE = 100
 
 # Endpoints whose requests are audited, with the action they perform. GETs count only for
-# downloads: showing a form changes nothing.
+# downloads and single sign-on's callback (a sign-in the provider sends back as a GET): showing a
+# form changes nothing.
 AUDITED_ENDPOINTS = {
     "auth.login": "sign-in",
+    "auth.oidc_callback": "sign-in",
     "auth.logout": "sign-out",
     "auth.two_factor": "sign-in-2fa",
     "account.two_factor_confirm": "2fa-enable",
@@ -67,6 +69,7 @@ AUDITED_ENDPOINTS = {
     "api.pitr_verify": "pitr-verify",
 }
 READS = {"download"}
+GET_SIGN_INS = {"auth.oidc_callback"}
 ANONYMOUS = "anonymous"
 
 
@@ -154,7 +157,8 @@ def json_error(response) -> str | None:
 def record_request(response):
     """Append an audit event for each action a page or API request performed (or tried)."""
     action = AUDITED_ENDPOINTS.get(request.endpoint or "")
-    if action is None or (request.method == "GET" and action not in READS) or response.status_code == 404:
+    audited_get = action in READS or request.endpoint in GET_SIGN_INS
+    if action is None or (request.method == "GET" and not audited_get) or response.status_code == 404:
         return response
     try:
         outcome = request_outcome(response)

@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("auth", __name__)
 
-from backup_app.web.auth import routes, two_factor  # noqa: E402, F401 - registers the views on bp
+from backup_app.web.auth import oidc, routes, two_factor  # noqa: E402, F401 - register the views on bp

@@ -1,6 +1,6 @@
 from urllib.parse import urlsplit
 
-from flask import flash, g, redirect, render_template, request, url_for
+from flask import current_app, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
 from backup_app.errors import LoginFailed, TooManyLoginAttempts
@@ -26,6 +26,9 @@ def login():
         return redirect(url_for("dashboard.index"))
     form = LoginForm()
     status = 200
+    if request.method == "POST" and not current_app.config["LOCAL_LOGIN"]:
+        flash("Signing in with a password is turned off here: use single sign-on", "error")
+        return render_template("auth/login.html", form=form), 403
     if form.validate_on_submit():
         try:
             user = service.authenticate(db.session, form.email.data, form.password.data,
