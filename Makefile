@@ -71,3 +71,7 @@ screenshots: test-deps bytecode
 	cp test-output/screenshots/restore.png docs/images/restore.png
 	cp test-output/screenshots/restores.png docs/images/restores.png
 	cp test-output/screenshots/phone-dashboard.png docs/images/phone.png
+	cp test-output/screenshots/users-page.png docs/images/users.png
+	cp test-output/screenshots/tokens-page.png docs/images/tokens.png
+	cp test-output/screenshots/login-sso.png docs/images/sign-in-sso.png
+	cp test-output/screenshots/two-factor-prompt.png docs/images/two-factor.png
