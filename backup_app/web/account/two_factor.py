@@ -4,7 +4,7 @@ import segno
 from flask import flash, g, redirect, render_template, url_for
 from flask_login import current_user
 
-from backup_app.errors import BackupError, TooManyLoginAttempts
+from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.services import two_factor as service
 from backup_app.web.account import bp
@@ -25,13 +25,13 @@ def page(code_form: CodeForm | None = None, disable_form: DisableTwoFactorForm |
     enrolment = service.pending_enrolment(user, master_key())
     return render_template("account/two_factor.html", enrolment=enrolment,
                            qr=qr_code(enrolment.uri) if enrolment else None, code_form=code_form or CodeForm(),
-                           disable_form=disable_form or DisableTwoFactorForm(), button=ButtonForm(), recovery_codes=recovery_codes,
-                           codes_left=len(user.recovery_codes)), status
+                           disable_form=disable_form or DisableTwoFactorForm(), button=ButtonForm(),
+                           recovery_codes=recovery_codes, codes_left=len(user.recovery_codes)), status
 
 
 def refused(exc: BackupError, code_form: CodeForm | None = None, disable_form: DisableTwoFactorForm | None = None):
     flash(str(exc), "error")
-    return page(code_form, disable_form, status=429 if isinstance(exc, TooManyLoginAttempts) else status_code(exc))
+    return page(code_form, disable_form, status=status_code(exc))
 
 
 @bp.get("/two-factor")
@@ -52,36 +52,35 @@ def two_factor_begin():
     return redirect(url_for("account.two_factor"))
 
 
-@bp.post("/two-factor/confirm")
-def two_factor_confirm():
-    """Turn two-factor sign-in on with a first code from the app; the recovery codes are shown once."""
+def codes_shown(make_codes, message: str):
+    """Run `make_codes(code)` with the form's code from the app; the recovery codes it makes are shown
+    once, in this answer."""
     form = CodeForm()
     if not form.validate_on_submit():
         return page(form, status=400)
     try:
-        codes = service.confirm_enrolment(db.session, current_user._get_current_object(), form.code.data,
-                                          master_key())
+        codes = make_codes(form.code.data)
     except BackupError as exc:
         return refused(exc, form)
     g.audit_done = True
-    flash("Two-factor sign-in is on: each sign-in now asks for a code from your app.", "success")
+    flash(message, "success")
     return page(recovery_codes=codes)
+
+
+@bp.post("/two-factor/confirm")
+def two_factor_confirm():
+    """Turn two-factor sign-in on with a first code from the app; the recovery codes are shown once."""
+    return codes_shown(lambda code: service.confirm_enrolment(db.session, current_user._get_current_object(), code,
+                                                              master_key()),
+                       "Two-factor sign-in is on: each sign-in now asks for a code from your app.")
 
 
 @bp.post("/two-factor/recovery-codes")
 def two_factor_recovery_codes():
     """Ten new recovery codes in place of the old ones, for a code from the app; shown once."""
-    form = CodeForm()
-    if not form.validate_on_submit():
-        return page(form, status=400)
-    try:
-        codes = service.new_recovery_codes(db.session, current_user._get_current_object(), form.code.data,
-                                           master_key())
-    except BackupError as exc:
-        return refused(exc, form)
-    g.audit_done = True
-    flash("New recovery codes made; the old ones no longer work.", "success")
-    return page(recovery_codes=codes)
+    return codes_shown(lambda code: service.new_recovery_codes(db.session, current_user._get_current_object(), code,
+                                                               master_key()),
+                       "New recovery codes made; the old ones no longer work.")
 
 
 @bp.post("/two-factor/disable")
