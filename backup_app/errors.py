@@ -142,13 +142,13 @@ class UserNotFound(BackupError):
 
 
 class LoginFailed(BackupError):
-    def __init__(self):
-        super().__init__("Wrong email or password")
+    def __init__(self, message: str = "Wrong email or password"):
+        super().__init__(message)
 
 
 class AccountDisabled(LoginFailed):
     def __init__(self):
-        BackupError.__init__(self, "This account is disabled; ask an admin to enable it")
+        super().__init__("This account is disabled; ask an admin to enable it")
 
 
 class SignInFailed(BackupError):
@@ -169,8 +169,7 @@ class SignInRefused(SignInFailed):
 
 class WrongCode(LoginFailed):
     def __init__(self):
-        BackupError.__init__(self, "Wrong code: enter the one your authenticator app shows now, or an unused "
-                                   "recovery code")
+        super().__init__("Wrong code: enter the one your authenticator app shows now, or an unused recovery code")
 
 
 class LastAdmin(BackupError):

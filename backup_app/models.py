@@ -604,6 +604,8 @@ class ApiToken(db.Model):
     user's current role, or the lower of that and its own `role` when it has one."""
 
     __tablename__ = "api_tokens"
+    # Never reuse a revoked token's id on SQLite either: `revoke-token ID` and the audit log name tokens by it.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -615,6 +617,11 @@ class ApiToken(db.Model):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="tokens", lazy="joined")
+
+    @property
+    def acting_role(self) -> str:
+        """The role it acts with now: its user's, or the lower of that and its own."""
+        return min(filter(None, (self.user.role, self.role)), key=ROLES.index)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "name": self.name, "role": self.role, "created_at": isoformat(self.created_at),

@@ -99,6 +99,11 @@ def master_key() -> MasterKey | None:
     return adapters().key
 
 
+def password_hash_method() -> str:
+    """werkzeug's method for new password hashes (PASSWORD_HASH_METHOD)."""
+    return current_app.config["PASSWORD_HASH_METHOD"]
+
+
 def copy_locations() -> list[str]:
     """Where backups can have copies: local, s3 (even when unset), then each of S3_STORES."""
     return [LOCAL, S3, *(f"{S3}:{store['name']}" for store in current_app.config.get("S3_STORES", []))]

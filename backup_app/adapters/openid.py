@@ -58,6 +58,9 @@ class OpenIdProvider:
             raise SignInFailed("The provider's ID token has expired (is its clock, or ours, wrong?)") from None
         except JoseError as exc:
             raise SignInFailed(f"The provider's ID token did not verify ({exc})") from None
+        except requests.HTTPError as exc:
+            raise SignInFailed(f"The provider refused the sign-in (its userinfo answered "
+                               f"{exc.response.status_code if exc.response is not None else 'an error'})") from None
         except requests.RequestException as exc:
             raise unreachable(exc) from None
         return claims

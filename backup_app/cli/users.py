@@ -3,7 +3,6 @@ machine with its catalog and keys, so it acts as an admin."""
 import sys
 
 import click
-from flask import current_app
 
 from backup_app.cli.group import ServiceGroup, confirm, echo_json
 from backup_app.core.formatting import exact_time
@@ -12,6 +11,7 @@ from backup_app.models import ADMIN, ROLES
 from backup_app.schema import upgrade_catalog_if_needed
 from backup_app.services import tokens, two_factor
 from backup_app.services import users as service
+from backup_app.wiring import password_hash_method
 
 users_cli = ServiceGroup("users", help="Users of the pages, their roles and their API tokens.")
 ROLE = click.Choice(ROLES)
@@ -24,9 +24,6 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def _done(*_args, **_kwargs):
     db.session.remove()
 
-
-def hash_method() -> str:
-    return current_app.config["PASSWORD_HASH_METHOD"]
 
 
 def read_password(from_stdin: bool) -> str:
@@ -42,7 +39,7 @@ def read_password(from_stdin: bool) -> str:
 def create_command(email, role, password_stdin):
     """Create a user who can sign in to the web pages."""
     upgrade_catalog_if_needed()
-    user = service.create_user(db.session, email, read_password(password_stdin), hash_method(), role)
+    user = service.create_user(db.session, email, read_password(password_stdin), password_hash_method(), role)
     click.echo(f"Created user {user.email} ({user.role})")
 
 
@@ -110,7 +107,7 @@ def reset_password_command(email, password_stdin):
     sessions end."""
     upgrade_catalog_if_needed()
     given = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
-    password = service.reset_password(db.session, email, hash_method(), given)
+    password = service.reset_password(db.session, email, password_hash_method(), given)
     click.echo("Password changed" if given is not None else password)
 
 
@@ -155,7 +152,7 @@ def tokens_command(email, as_json):
     if not listed:
         click.echo("No API tokens")
     for token in listed:
-        click.echo(f"{token.id}  {token.name}  role: {token.role or 'the user’s'}  "
+        click.echo(f"{token.id}  {token.name}  role: {token.role or 'the user’s'} (acts as {token.acting_role})  "
                    f"expires: {exact_time(token.expires_at) if token.expires_at else 'never'}  "
                    f"last used: {exact_time(token.last_used_at) if token.last_used_at else 'never'}")
 

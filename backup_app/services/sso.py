@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backup_app.errors import SignInRefused
+from backup_app.errors import LastAdmin, SignInRefused
 from backup_app.models import ROLES, User
 from backup_app.services import users
 
@@ -116,6 +116,21 @@ def identity(claims: Mapping, policy: Policy) -> Identity:
     return Identity(email_of(claims, policy), role_for(claims, policy))
 
 
+def check_binding(holder: User, claims: Mapping) -> None:
+    """Refuse to bind an account that exists here to a provider identity unless the provider says
+    the email is verified, the account is not bound already, and it has no second factor (signing in
+    through the provider would skip it): an email alone, which some providers let people edit, never
+    takes an account over."""
+    if holder.sso_subject is not None:
+        raise SignInRefused(f"The account {holder.email} belongs to another identity at the provider")
+    if claims.get("email_verified") not in (True, "true"):
+        raise SignInRefused(f"The account {holder.email} exists here, and the provider does not say that this "
+                            "email is verified: an admin can delete the account so that single sign-on makes it")
+    if holder.two_factor_on:
+        raise SignInRefused(f"The account {holder.email} has two-factor sign-in: sign in with your password "
+                            "and code, or ask an admin to turn two-factor off before using single sign-on")
+
+
 def sign_in(session: Session, issuer: str, claims: Mapping, policy: Policy) -> User:
     """The user these verified claims are: bound to (issuer, sub), made on their first sign-in
     (with no password), their email and role set from the claims, their sign-in recorded.
@@ -124,9 +139,8 @@ def sign_in(session: Session, issuer: str, claims: Mapping, policy: Policy) -> U
     subject = str(claims["sub"])
     user = session.scalar(select(User).where(User.sso_issuer == issuer, User.sso_subject == subject))
     holder = session.scalar(select(User).where(User.email == person.email))
-    if user is None:
-        if holder is not None and holder.sso_subject is not None:
-            raise SignInRefused(f"The account {person.email} belongs to another identity at the provider")
+    if user is None and holder is not None:
+        check_binding(holder, claims)
         user = holder
     elif holder is not None and holder is not user:
         raise SignInRefused(f"Your email at the provider is now {person.email}, which another account here has")
@@ -134,6 +148,11 @@ def sign_in(session: Session, issuer: str, claims: Mapping, policy: Policy) -> U
         raise SignInRefused("This account is disabled; ask an admin to enable it")
     if user is None:
         user = users.create_user(session, person.email, None, role=person.role)
+    elif person.role != user.role:
+        try:
+            users.keep_an_admin(session, user)
+        except LastAdmin as exc:
+            raise SignInRefused(f"The provider now gives you the {person.role} role, but {exc}") from None
     user.sso_issuer, user.sso_subject = issuer, subject
     user.email, user.role = person.email, person.role
     users.signed_in(session, user)

@@ -23,16 +23,11 @@ class TokenAccess:
 
     user: User
     role: str
-    token: ApiToken
 
 
 def hash_token(token: str) -> str:
     # Tokens are 256 random bits, so a plain SHA-256 is enough (no salt or slow hash needed).
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def lower_role(*roles: str | None) -> str:
-    return min((role for role in roles if role is not None), key=ROLES.index)
 
 
 def create_token(session: Session, email: str, name: str | None = None, role: str | None = None,
@@ -86,4 +81,4 @@ def token_access(session: Session, secret: str, now: datetime | None = None) -> 
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_STEP:
         token.last_used_at = now
         session.commit()
-    return TokenAccess(token.user, lower_role(token.user.role, token.role), token)
+    return TokenAccess(token.user, token.acting_role)

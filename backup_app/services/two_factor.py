@@ -57,10 +57,14 @@ def begin_enrolment(session: Session, user: User, key: MasterKey | None) -> Enro
 
 
 def pending_enrolment(user: User, key: MasterKey | None) -> Enrolment | None:
-    """The enrolment `user` began and has not confirmed yet, if any."""
+    """The enrolment `user` began and has not confirmed yet, if any (none when its secret can no longer
+    be read, e.g. sealed under another APP_ENCRYPTION_KEY: it is begun again)."""
     if user.totp_secret is None or user.two_factor_on:
         return None
-    return enrolment(user.email, unseal(user.totp_secret, key))
+    try:
+        return enrolment(user.email, unseal(user.totp_secret, key))
+    except ConfigurationError:
+        return None
 
 
 def confirm_enrolment(session: Session, user: User, code: str, key: MasterKey | None,

@@ -3,7 +3,7 @@ import secrets
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -15,7 +15,7 @@ from backup_app.errors import (
     UserExists,
     UserNotFound,
 )
-from backup_app.models import ADMIN, ROLES, User, utcnow
+from backup_app.models import ADMIN, ROLES, SignInAddress, User, utcnow
 from backup_app.services import login_throttle
 
 MIN_PASSWORD_LENGTH = 8
@@ -69,7 +69,7 @@ def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.email)))
 
 
-def _keep_an_admin(session: Session, user: User) -> None:
+def keep_an_admin(session: Session, user: User) -> None:
     """Refuse to take the last enabled admin away: nobody could manage users after it."""
     if user.role != ADMIN or user.disabled:
         return
@@ -82,7 +82,7 @@ def _keep_an_admin(session: Session, user: User) -> None:
 def set_role(session: Session, email: str, role: str) -> User:
     user = get_user(session, email)
     if check_role(role) != ADMIN:
-        _keep_an_admin(session, user)
+        keep_an_admin(session, user)
     user.role = role
     session.commit()
     return user
@@ -91,7 +91,7 @@ def set_role(session: Session, email: str, role: str) -> User:
 def disable_user(session: Session, email: str) -> User:
     """Disable a user: their sessions and API tokens stop working at the next request."""
     user = get_user(session, email)
-    _keep_an_admin(session, user)
+    keep_an_admin(session, user)
     user.disabled = True
     user.session_version = User.session_version + 1
     session.commit()
@@ -106,9 +106,11 @@ def enable_user(session: Session, email: str) -> User:
 
 
 def delete_user(session: Session, email: str) -> None:
-    """Delete a user and their API tokens (the audit log keeps their email)."""
+    """Delete a user, their API tokens and the addresses they signed in from (the audit log keeps their
+    email): an account made later with that email starts afresh."""
     user = get_user(session, email)
-    _keep_an_admin(session, user)
+    keep_an_admin(session, user)
+    session.execute(delete(SignInAddress).where(SignInAddress.email == user.email))
     session.delete(user)
     session.commit()
 
@@ -125,8 +127,11 @@ def random_password() -> str:
 
 
 def reset_password(session: Session, email: str, hash_method: str, password: str | None = None) -> str:
-    """Set a user's password to `password`, or to a new random one; returns it (shown once)."""
+    """Set a user's password to `password`, or to a new random one; returns it (shown once). A user of
+    single sign-on only gets none: a password would outlive their access at the provider."""
     user = get_user(session, email)
+    if user.password_hash is None:
+        raise InvalidRequest(f"{user.email} signs in through single sign-on only: there is no password to reset")
     password = password if password is not None else random_password()
     set_password(session, user, password, hash_method)
     return password

@@ -273,5 +273,38 @@ def test_a_single_sign_on_user_has_no_password_to_change_or_sign_in_with(bare_ap
     forced = submit(client, "/account/password", {"current": "x", "new": "a-new-password",
                                                   "repeat": "a-new-password"}, form_url="/account/")
     assert forced.status_code == 400 and "there is no password here to change" in text(forced)
+    by_cli = users(bare_app.test_cli_runner(), "reset-password", "sso@example.com", ok=False)
+    assert "Error: sso@example.com signs in through single sign-on only: there is no password to reset" in \
+        by_cli.output
+    admin = bare_app.test_client()
+    sign_in(admin)
+    by_page = submit(admin, "/users/sso@example.com/reset-password", form_url="/users/")
+    assert by_page.status_code == 400 and "there is no password to reset" in text(by_page)
     with bare_app.app_context():
         assert db.session.query(User).filter_by(email="sso@example.com").one().password_hash is None
+
+
+@both_catalogs
+def test_a_revoked_token_s_id_is_never_given_again_and_a_lowered_user_s_token_says_how_it_acts(bare_app):
+    runner = bare_app.test_cli_runner()
+    first = json.loads(users(runner, "token", EMAIL, "--role", "admin", "--json").stdout)
+    users(runner, "revoke-token", str(first["id"]))
+    second = json.loads(users(runner, "token", EMAIL, "--role", "admin", "--json").stdout)
+    assert second["id"] > first["id"], "revoke-token ID and the audit log name tokens by id"
+    users(runner, "create", "root@example.com", "--password-stdin", input="a-long-password\n")
+    users(runner, "set-role", EMAIL, "viewer")
+    assert "(acts as viewer)" in users(runner, "tokens", EMAIL).output
+    assert json.loads(users(runner, "tokens", EMAIL, "--json").stdout)[0]["role"] == "admin", "the role it was given"
+    client = bare_app.test_client()
+    sign_in(client)
+    assert "admin (acts as viewer)" in text(client.get("/account/tokens"))
+
+
+def test_deleting_a_user_forgets_the_addresses_they_signed_in_from(bare_app):
+    from backup_app.models import SignInAddress
+
+    add_user(bare_app, "ops@example.com", role="operator")
+    assert sign_in(bare_app.test_client(), "ops@example.com").status_code == 302
+    users(bare_app.test_cli_runner(), "delete", "ops@example.com", "--yes")
+    with bare_app.app_context():
+        assert db.session.query(SignInAddress).filter_by(email="ops@example.com").count() == 0

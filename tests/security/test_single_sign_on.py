@@ -25,6 +25,7 @@ def session(make_app):
 
 
 def test_the_first_sign_in_makes_a_user_without_password_and_later_ones_refresh_the_role(session):
+    users.create_user(session, "root@example.com", None, role="admin")  # so alice is not the last admin
     user = sso.sign_in(session, ISSUER, claims(groups=["ops"]), POLICY)
     assert (user.email, user.role, user.password_hash, user.sso_issuer, user.sso_subject) == \
         ("alice@example.com", "operator", None, ISSUER, "u1")
@@ -33,7 +34,7 @@ def test_the_first_sign_in_makes_a_user_without_password_and_later_ones_refresh_
     assert sso.sign_in(session, ISSUER, claims(groups=["backup-admins"]), POLICY).role == "admin"
     assert sso.sign_in(session, ISSUER, claims(groups=[]), POLICY).role == "viewer"
     assert session.scalar(select(User.role).where(User.email == "alice@example.com")) == "viewer"
-    assert len(users.list_users(session)) == 1
+    assert len(users.list_users(session)) == 2
 
 
 def test_a_renamed_email_at_the_provider_follows_the_same_user(session):
@@ -43,6 +44,7 @@ def test_a_renamed_email_at_the_provider_follows_the_same_user(session):
 
 
 def test_an_existing_account_is_bound_at_its_first_sign_in_and_then_to_that_identity_only(session):
+    users.create_user(session, "root@example.com", PASSWORD, "pbkdf2:sha256:1000", role="admin")
     users.create_user(session, "alice@example.com", PASSWORD, "pbkdf2:sha256:1000", role="admin")
     bound = sso.sign_in(session, ISSUER, claims(groups=["ops"]), POLICY)
     assert (bound.sso_subject, bound.role, bound.password_hash is not None) == ("u1", "operator", True)
@@ -59,7 +61,8 @@ def test_an_existing_account_is_bound_at_its_first_sign_in_and_then_to_that_iden
                                  "here has")
     session.rollback()
     assert [(user.email, user.role, user.sso_subject) for user in users.list_users(session)] == \
-        [("alice@example.com", "operator", "u1"), ("bob@example.com", "viewer", None)]
+        [("alice@example.com", "operator", "u1"), ("bob@example.com", "viewer", None),
+         ("root@example.com", "admin", None)]
 
 
 def test_a_disabled_user_is_refused_and_nothing_changes(session):
@@ -143,3 +146,43 @@ def test_a_callback_this_browser_did_not_start_is_refused_before_the_provider_is
         assert (event.action, event.detail) == ("sign-in-failed", "refused: This sign-in was not started in this "
                                                 "browser (its state does not match); start again")
         assert users.list_users(db.session) == []
+
+
+@pytest.mark.parametrize("verified", [None, False, "false"], ids=["absent", "false", "false-string"])
+def test_an_existing_account_is_never_bound_by_an_email_the_provider_does_not_say_is_verified(session, verified):
+    users.create_user(session, "admin@corp.example", PASSWORD, "pbkdf2:sha256:1000", role="admin")
+    person = {"sub": "attacker", "email": "admin@corp.example", "groups": ["ops"]}
+    if verified is not None:
+        person["email_verified"] = verified
+    with pytest.raises(SignInRefused) as raised:
+        sso.sign_in(session, ISSUER, person, POLICY)
+    assert "admin@corp.example" in str(raised.value) and ("does not say that this email is verified" in
+                                                          str(raised.value) or "not verified" in str(raised.value))
+    session.rollback()
+    user = users.get_user(session, "admin@corp.example")
+    assert (user.sso_subject, user.role) == (None, "admin"), "not bound, not changed"
+    fresh = sso.sign_in(session, ISSUER, {"sub": "n1", "email": "new@corp.example"}, POLICY)
+    assert fresh.role == "viewer", "a new account may be made from an email the provider does not qualify"
+
+
+def test_an_account_with_two_factor_is_not_bound_by_single_sign_on(session):
+    user = users.create_user(session, "alice@example.com", PASSWORD, "pbkdf2:sha256:1000", role="viewer")
+    user.totp_secret, user.totp_enabled_at = "plain:JBSWY3DPEHPK3PXP", user.created_at
+    session.commit()
+    with pytest.raises(SignInRefused) as raised:
+        sso.sign_in(session, ISSUER, claims(), POLICY)
+    assert "has two-factor sign-in" in str(raised.value)
+    session.rollback()
+    assert users.get_user(session, "alice@example.com").sso_subject is None
+
+
+def test_single_sign_on_never_demotes_the_last_enabled_admin(session):
+    sso.sign_in(session, ISSUER, claims(groups=["backup-admins"]), POLICY)
+    with pytest.raises(SignInRefused) as raised:
+        sso.sign_in(session, ISSUER, claims(groups=["ops"]), POLICY)
+    assert str(raised.value) == ("The provider now gives you the operator role, but alice@example.com is the "
+                                 "last enabled admin; make another user an admin first")
+    session.rollback()
+    assert users.get_user(session, "alice@example.com").role == "admin"
+    users.create_user(session, "bob@example.com", PASSWORD, "pbkdf2:sha256:1000", role="admin")
+    assert sso.sign_in(session, ISSUER, claims(groups=["ops"]), POLICY).role == "operator"

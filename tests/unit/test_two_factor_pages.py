@@ -265,6 +265,25 @@ def test_an_admin_turns_two_factor_off_on_the_users_page(bare_app, bare_client):
         ("users-reset-2fa", "ops@example.com"), ("users-reset-2fa-failed", "ops@example.com")]
 
 
+def test_an_enrolment_begun_under_another_key_is_begun_again_not_a_dead_end(make_app):
+    from tests.helpers import new_key
+    from tests.web_helpers import add_user as add
+
+    first = make_app(APP_ENCRYPTION_KEY=new_key(), REQUIRE_2FA=True)
+    add(first)
+    client = first.test_client()
+    sign_in(client)
+    assert submit(client, f"{PAGE}/begin", form_url=PAGE).status_code == 302
+    other = make_app(APP_ENCRYPTION_KEY=new_key(), REQUIRE_2FA=True)  # the same catalog, the key changed
+    client = other.test_client()
+    sign_in(client)
+    page = client.get(PAGE)
+    assert page.status_code == 200 and "data-field=\"totp-secret\"" not in text(page)
+    assert submit(client, f"{PAGE}/begin", form_url=PAGE).status_code == 302
+    secret = secret_on(text(client.get(PAGE)))
+    assert submit(client, f"{PAGE}/confirm", {"code": code(secret)}, form_url=PAGE).status_code == 200
+
+
 def test_the_account_page_part_says_the_state(bare_app, bare_client):
     def part() -> str:
         with bare_app.test_request_context():

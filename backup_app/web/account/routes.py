@@ -1,4 +1,4 @@
-from flask import current_app, flash, g, redirect, render_template, url_for
+from flask import flash, g, redirect, render_template, url_for
 from flask_login import current_user, login_user
 
 from backup_app.errors import BackupError
@@ -11,6 +11,7 @@ from backup_app.web.account import bp
 from backup_app.web.account.forms import PasswordForm, TokenForm
 from backup_app.web.backups.forms import ButtonForm
 from backup_app.web.errorhandlers import status_code
+from backup_app.wiring import password_hash_method
 
 
 @bp.get("/")
@@ -27,7 +28,7 @@ def password():
     if form.validate_on_submit():
         try:
             service.change_own_password(db.session, user, form.current.data, form.new.data,
-                                        current_app.config["PASSWORD_HASH_METHOD"])
+                                        password_hash_method())
         except BackupError as exc:
             flash(str(exc), "error")
             return render_template("account/index.html", form=form), status_code(exc)

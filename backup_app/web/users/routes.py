@@ -1,4 +1,4 @@
-from flask import current_app, flash, g, redirect, render_template, url_for
+from flask import flash, g, redirect, render_template, url_for
 from flask_login import current_user
 
 from backup_app.errors import BackupError
@@ -9,6 +9,7 @@ from backup_app.web.backups.forms import ButtonForm
 from backup_app.web.errorhandlers import status_code
 from backup_app.web.users import bp
 from backup_app.web.users.forms import CreateUserForm, RoleForm
+from backup_app.wiring import password_hash_method
 
 
 def page(form: CreateUserForm | None = None, new_password: tuple[str, str] | None = None, status: int = 200):
@@ -30,9 +31,6 @@ def change(action, message: str):
     return redirect(url_for("users.index"))
 
 
-def hash_method() -> str:
-    return current_app.config["PASSWORD_HASH_METHOD"]
-
 
 @bp.get("/")
 def index():
@@ -49,7 +47,7 @@ def create():
         return page(form, status=400)
     password = form.password.data or service.random_password()
     try:
-        user = service.create_user(db.session, form.email.data, password, hash_method(), form.role.data)
+        user = service.create_user(db.session, form.email.data, password, password_hash_method(), form.role.data)
     except BackupError as exc:
         flash(str(exc), "error")
         return page(form, status=status_code(exc))
@@ -83,7 +81,7 @@ def enable(email):
 @bp.post("/<email>/reset-password")
 def reset_password(email):
     """A new random password, shown once in this answer; the user's sessions end."""
-    password = service.reset_password(db.session, email, hash_method())
+    password = service.reset_password(db.session, email, password_hash_method())
     user = service.get_user(db.session, email)
     flash(f"Reset the password of {user.email}; their sessions have ended.", "success")
     g.audit_done = True
