@@ -3,12 +3,13 @@ from urllib.parse import urlsplit
 from flask import current_app, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
-from backup_app.errors import LoginFailed, TooManyLoginAttempts
+from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.services import users as service
 from backup_app.web.auth import bp, two_factor
 from backup_app.web.auth.forms import LoginForm
 from backup_app.web.auth.guard import public
+from backup_app.web.errorhandlers import status_code
 
 
 def safe_next(target: str | None) -> str:
@@ -33,12 +34,9 @@ def login():
         try:
             user = service.authenticate(db.session, form.email.data, form.password.data,
                                         request.remote_addr or "unknown")
-        except TooManyLoginAttempts as exc:
+        except BackupError as exc:  # a wrong password (401), a disabled account, a wait (429)
             flash(str(exc), "error")
-            status = 429
-        except LoginFailed as exc:
-            flash(str(exc), "error")
-            status = 401
+            status = status_code(exc)
         else:
             if user.two_factor_on:
                 return two_factor.ask_for_code(user, safe_next(request.args.get("next")))

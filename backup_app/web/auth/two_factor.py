@@ -9,7 +9,7 @@ from datetime import timedelta
 from flask import current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user
 
-from backup_app.errors import ConfigurationError, TooManyLoginAttempts, WrongCode
+from backup_app.errors import BackupError
 from backup_app.extensions import db
 from backup_app.models import User, utcnow
 from backup_app.services import two_factor as service
@@ -17,6 +17,7 @@ from backup_app.services.users import complete_sign_in
 from backup_app.web.auth import bp
 from backup_app.web.auth.forms import CodeForm
 from backup_app.web.auth.guard import load_user, public
+from backup_app.web.errorhandlers import status_code
 from backup_app.wiring import master_key
 
 PENDING = "two_factor_pending"
@@ -63,15 +64,9 @@ def two_factor():
     if form.validate_on_submit():
         try:
             service.verify_sign_in(db.session, user, form.code.data, master_key())
-        except TooManyLoginAttempts as exc:
+        except BackupError as exc:  # a wrong code (401), a wait (429), an unreadable secret (400)
             flash(str(exc), "error")
-            status = 429
-        except WrongCode as exc:
-            flash(str(exc), "error")
-            status = 401
-        except ConfigurationError as exc:
-            flash(str(exc), "error")
-            status = 400
+            status = status_code(exc)
         else:
             next_url = session.pop(PENDING)["next"]
             login_user(user)
