@@ -34,17 +34,17 @@ def test_a_failed_run_and_a_failed_copy_are_red_on_the_dashboard(live_app, page,
     failed_run = page.locator('section.attention li[data-kind="failed-run"][data-subject="gone"]')
     expect(failed_run).to_contain_text("The last backup of gone (failed, ")
     expect(failed_run).to_contain_text("Connection refused")
-    assert failed_run.evaluate("e => getComputedStyle(e).borderLeftColor") == RED_TEXT
+    expect(failed_run).to_have_css("border-left-color", RED_TEXT)
     expect(page.locator(f'section.attention li[data-kind="copies"][data-subject="{source_db}"]')).to_contain_text(
         "MinIO: cannot reach S3 at")
     gone_attempt = page.locator("table.dashboard tr", has_text="gone").locator('[data-field="last-attempt"]')
     expect(gone_attempt).to_have_attribute("data-status", "failed")
     expect(gone_attempt.locator(".badge")).to_have_text("failed")
-    assert gone_attempt.locator(".badge").evaluate("e => getComputedStyle(e).backgroundColor") == RED_BADGE
+    expect(gone_attempt.locator(".badge")).to_have_css("background-color", RED_BADGE)
     expect(gone_attempt.locator("small.error")).to_contain_text("Connection refused")
     copy_attempt = page.locator("table.dashboard tr", has_text=source_db).locator('[data-field="last-attempt"]')
     expect(copy_attempt.locator(".badge")).to_have_text("copy failed")
-    assert copy_attempt.locator(".badge").evaluate("e => getComputedStyle(e).backgroundColor") == RED_BADGE
+    expect(copy_attempt.locator(".badge")).to_have_css("background-color", RED_BADGE)
     screenshot("dashboard-failure")
 
     failed_run.get_by_role("link").click()
@@ -53,4 +53,4 @@ def test_a_failed_run_and_a_failed_copy_are_red_on_the_dashboard(live_app, page,
     page.get_by_role("link", name="Backups", exact=True).click()
     status = page.locator("table.backups tbody tr", has_text=f"backup-{source_db}-").locator(".status")
     expect(status).to_have_text("copy failed")
-    assert status.evaluate("e => getComputedStyle(e).color") == RED_TEXT
+    expect(status).to_have_css("color", RED_TEXT)

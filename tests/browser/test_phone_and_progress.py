@@ -24,6 +24,8 @@ def sign_in(page, url: str) -> None:
 
 
 def fits(page) -> bool:
+    """Whether the page, styled, is no wider than the screen (measured after its stylesheet has loaded)."""
+    page.wait_for_load_state("load")
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 

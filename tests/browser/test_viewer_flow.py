@@ -6,16 +6,12 @@ import json
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.test_phone_and_progress import PHONE, fits
 from tests.web_helpers import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 VIEWER = "viewer@example.com"
-PHONE = {"width": 390, "height": 844}
-
-
-def fits(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
 def test_a_viewer_sees_no_button_it_may_not_use_and_a_direct_url_is_refused(live_app, page, screenshot, source_db):
