@@ -280,6 +280,16 @@ def catalog(app):
         yield db.session
 
 
+@pytest.fixture
+def long_throttle_waits(monkeypatch):
+    """The login throttle's waits 120 times longer (the first, 2 s, becomes 4 minutes), so a test's
+    next attempt falls inside it however slow the machine is between two requests."""
+    from backup_app.services import login_throttle
+    wait = login_throttle.throttle_wait
+    monkeypatch.setattr(login_throttle, "throttle_wait",
+                        lambda failures: min(wait(failures) * 120, login_throttle.MAX_WAIT))
+
+
 @pytest.fixture(scope="session")
 def big_db(pg15_server):
     """A database on the 15 server whose dump is tens of MB (random text), long enough to be interrupted."""

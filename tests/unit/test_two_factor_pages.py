@@ -146,7 +146,7 @@ def test_a_recovery_code_signs_in_once(bare_app, enrolled):
     assert answer.status_code == 401 and client.get("/").status_code == 302
 
 
-def test_wrong_codes_count_toward_the_login_throttle(bare_app, enrolled):
+def test_wrong_codes_count_toward_the_login_throttle(bare_app, enrolled, long_throttle_waits):
     _, codes = enrolled
     client = bare_app.test_client()
     sign_in(client)
