@@ -3,7 +3,7 @@ import secrets
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -70,12 +70,18 @@ def list_users(session: Session) -> list[User]:
 
 
 def keep_an_admin(session: Session, user: User) -> None:
-    """Refuse to take the last enabled admin away: nobody could manage users after it."""
+    """Refuse to take the last enabled admin away: nobody could manage users after it.
+
+    The enabled admins' rows are first written unchanged, which holds them (PostgreSQL row locks,
+    SQLite's write lock) until the caller commits: of two admins demoting each other at once, the
+    second waits, then counts the first's change and is refused."""
     if user.role != ADMIN or user.disabled:
         return
-    admins = session.scalar(select(func.count()).select_from(User)
-                            .where(User.role == ADMIN, User.disabled.is_(False)))
-    if admins <= 1:
+    touch = (update(User).where(User.role == ADMIN, User.disabled.is_(False)).values(role=User.role)
+             .returning(User.id).execution_options(synchronize_session=False))
+    admins = set(session.scalars(touch))
+    if user.id in admins and len(admins) <= 1:
+        session.rollback()
         raise LastAdmin(user.email)
 
 

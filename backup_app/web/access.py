@@ -8,6 +8,7 @@ from flask import g, jsonify, render_template, request
 from flask_login import current_user
 
 from backup_app.models import ADMIN, OPERATOR, ROLES, VIEWER
+from backup_app.web.errorhandlers import wants_json
 
 ROLE_NEEDED = {
     # Pages
@@ -108,7 +109,7 @@ def refusal(role: str | None):
     needed = role_needed(request.endpoint)
     message = f"this needs the {needed} role; you are {article(role)} {role}" if role else f"this needs the {needed} role"
     g.audit_error = message
-    if request.blueprint == "api" or request.accept_mimetypes.best == "application/json":
+    if wants_json():
         return jsonify(error=message), 403
     return render_template("errors/error.html", code=403, title="Not allowed", message=message[:1].upper() +
                            message[1:] + ". Ask an admin if you need it."), 403

@@ -65,7 +65,9 @@ def status_code(exc: BackupError) -> int:
 
 
 def wants_json() -> bool:
-    return request.blueprint == "api" or request.path.startswith("/api/")
+    """Whether to answer with JSON: the API, or a client that asks for JSON first."""
+    return (request.blueprint == "api" or request.path.startswith("/api/")
+            or request.accept_mimetypes.best == "application/json")
 
 
 def error_response(code: int, message: str):

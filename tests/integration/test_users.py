@@ -1,11 +1,16 @@
 """`flask users …`, API tokens (scope, expiry, revocation, a disabled user), and the users and account pages."""
 import json
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import select
 
+from backup_app.errors import LastAdmin
 from backup_app.extensions import db
 from backup_app.models import ApiToken, AuditEvent, User
+from backup_app.services import users as user_service
 from tests.conftest import both_catalogs
 from tests.web_helpers import EMAIL, PASSWORD, add_backup, add_user, api_token, sign_in, submit, text
 
@@ -83,6 +88,35 @@ def test_the_last_enabled_admin_cannot_be_demoted_disabled_or_deleted(bare_app):
     users(runner, "create", "second@example.com", "--password-stdin", input="a-long-password\n")
     users(runner, "set-role", EMAIL, "viewer")
     assert listed(runner)[EMAIL]["role"] == "viewer"
+
+
+@both_catalogs
+def test_two_admins_taking_each_other_away_at_once_leave_one(bare_app):
+    """Two sessions (as two requests have) start together, one demoting the only admin, the other
+    disabling a new one: one is refused, and an enabled admin is left — in every round."""
+    start = threading.Barrier(2)
+
+    def take_away(change, email: str) -> str:
+        with bare_app.app_context():
+            start.wait(timeout=30)
+            try:
+                change(db.session, email)
+            except LastAdmin:
+                return "refused"
+            return "done"
+
+    def enabled_admins() -> list[str]:
+        with bare_app.app_context():
+            return list(db.session.scalars(select(User.email).where(User.role == "admin", User.disabled.is_(False))))
+
+    for n in range(5):
+        [admin] = enabled_admins()
+        add_user(bare_app, f"admin{n}@example.com", role="admin")
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(take_away, [lambda session, email: user_service.set_role(session, email, "operator"),
+                                                 user_service.disable_user], [admin, f"admin{n}@example.com"]))
+        assert sorted(outcomes) == ["done", "refused"], outcomes
+        assert len(enabled_admins()) == 1
 
 
 def test_reset_password_prints_a_new_one_once_or_reads_stdin_and_ends_sessions(bare_app):
@@ -257,10 +291,8 @@ def test_the_tokens_page_makes_tokens_of_the_user_s_role_or_lower(bare_app, role
 
 
 def test_a_single_sign_on_user_has_no_password_to_change_or_sign_in_with(bare_app):
-    from backup_app.services import users as service
-
     with bare_app.app_context():
-        service.create_user(db.session, "sso@example.com", None, role="viewer")
+        user_service.create_user(db.session, "sso@example.com", None, role="viewer")
     refused = sign_in(bare_app.test_client(), "sso@example.com", "anything-at-all")
     assert refused.status_code == 401 and "Wrong email or password" in text(refused)
     with bare_app.app_context():

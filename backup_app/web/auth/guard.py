@@ -7,6 +7,7 @@ from flask_login import current_user
 from backup_app.extensions import db, login_manager
 from backup_app.models import User
 from backup_app.web import access
+from backup_app.web.errorhandlers import wants_json
 
 
 def public(view):
@@ -35,7 +36,7 @@ def require_login():
     if current_user.is_authenticated:
         return None if access.allows(current_user.role, request.endpoint) else access.refusal(current_user.role)
     g.audit_error = "not signed in"  # an attempt that did nothing, whatever its status says
-    if request.accept_mimetypes.best == "application/json":
+    if wants_json():
         return jsonify(error="sign in first"), 401
     if request.headers.get("HX-Request"):  # a part of a page refreshing itself: the whole page goes to sign-in
         page = urlsplit(request.referrer or "/")

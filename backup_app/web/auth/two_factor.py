@@ -17,7 +17,7 @@ from backup_app.services.users import complete_sign_in
 from backup_app.web.auth import bp
 from backup_app.web.auth.forms import CodeForm
 from backup_app.web.auth.guard import load_user, public
-from backup_app.web.errorhandlers import status_code
+from backup_app.web.errorhandlers import status_code, wants_json
 from backup_app.wiring import master_key
 
 PENDING = "two_factor_pending"
@@ -88,7 +88,7 @@ def require_two_factor():
     if current_user.password_hash is None or current_user.two_factor_on:
         return None
     g.audit_error = MUST_ENROL
-    if request.accept_mimetypes.best == "application/json":
+    if wants_json():
         return jsonify(error=MUST_ENROL), 403
     if request.headers.get("HX-Request"):
         return "", 403, {"HX-Redirect": url_for("account.two_factor")}
