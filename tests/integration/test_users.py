@@ -105,6 +105,9 @@ def test_two_admins_taking_each_other_away_at_once_leave_one(bare_app):
                 return "refused"
             return "done"
 
+    def demote(session, email: str) -> None:
+        user_service.set_role(session, email, "operator")
+
     def enabled_admins() -> list[str]:
         with bare_app.app_context():
             return list(db.session.scalars(select(User.email).where(User.role == "admin", User.disabled.is_(False))))
@@ -113,8 +116,7 @@ def test_two_admins_taking_each_other_away_at_once_leave_one(bare_app):
         [admin] = enabled_admins()
         add_user(bare_app, f"admin{n}@example.com", role="admin")
         with ThreadPoolExecutor(2) as pool:
-            outcomes = list(pool.map(take_away, [lambda session, email: user_service.set_role(session, email, "operator"),
-                                                 user_service.disable_user], [admin, f"admin{n}@example.com"]))
+            outcomes = list(pool.map(take_away, [demote, user_service.disable_user], [admin, f"admin{n}@example.com"]))
         assert sorted(outcomes) == ["done", "refused"], outcomes
         assert len(enabled_admins()) == 1
 
