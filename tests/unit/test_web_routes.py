@@ -82,7 +82,7 @@ def test_bad_ids_give_404_pages(bare_client, bare_app):
     response = bare_client.get("/no/such/page")
     assert response.status_code == 404 and "404 · Not found" in text(response)
     as_json = bare_client.get("/backups/nosuch", headers={"Accept": "application/json"})
-    assert as_json.status_code == 404 and as_json.json == {"error": "Backup not found: nosuch"}, "JSON for a JSON client"
+    assert as_json.status_code == 404 and as_json.json == {"error": "Backup not found: nosuch"}, "JSON for JSON"
 
 
 def test_bad_ids_give_api_404(bare_app):
