@@ -14,7 +14,6 @@ from typing import Self
 
 from backup_app.core.conninfo import ConnInfo
 from backup_app.extensions import db
-from backup_app.jobs.recovery import process_alive
 from backup_app.jobs.slots import database_slot
 from backup_app.models import RUNNING, Backup, Job, utcnow
 
@@ -116,11 +115,8 @@ def age_backups(app, days_by_id: dict[str, float]) -> None:
 
 
 def dead_pid() -> int:
-    """A process id that no running process has."""
-    pid = os.getpid() + 1
-    while process_alive(pid):
-        pid += 1
-    return pid
+    """A process id that no process can have (one above the kernel's largest), so never reused."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
 
 
 def modes_under(root: Path) -> dict[str, int]:

@@ -26,6 +26,7 @@ def test_targets_page_run_now_verify_badge(live_app, page, screenshot, source_db
 
     # Edit: a schedule and its next run; the connection of this target is not editable here.
     page.locator(f'tr[data-target="{source_db}"]').get_by_role("link", name="Edit").click()
+    expect(page).to_have_url(re.compile(rf"/targets/{source_db}/edit$"))
     expect(page.get_by_label("Host")).to_have_count(0)
     page.get_by_label("Backup schedule (cron)").fill("every night")
     page.get_by_role("button", name="Save").click()

@@ -293,7 +293,7 @@ def test_12b_a_session_holding_a_lock_is_ended_by_the_swap_and_times_out_in_plac
     holder = subprocess.Popen(
         ["/usr/lib/postgresql/15/bin/psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(pg_cluster.port),
          "-U", "postgres", "-d", source_db, "-c",
-         "BEGIN; LOCK TABLE orders IN ACCESS SHARE MODE; SELECT pg_sleep(60);"],
+         "BEGIN; LOCK TABLE orders IN ACCESS SHARE MODE; SELECT pg_sleep(3600);"],
         env={**os.environ, "PGPASSWORD": pg_cluster.password}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: pg_cluster.psql(

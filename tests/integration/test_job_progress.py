@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from backup_app import models
 from backup_app.extensions import db
 from backup_app.models import Job, utcnow
 from devtools.localservers import wait_until
@@ -102,9 +103,11 @@ def test_an_unknown_target_is_a_404_naming_it(bare_client):
     assert response.status_code == 404 and "unknown target 'nowhere'" in html.unescape(text(response))
 
 
-def test_a_running_row_refreshes_itself_with_its_percentage_rate_and_time_left(bare_app, bare_client):
+def test_a_running_row_refreshes_itself_with_its_percentage_rate_and_time_left(bare_app, bare_client, monkeypatch):
+    now = utcnow()
+    monkeypatch.setattr(models, "utcnow", lambda: now)  # the rate is over exactly 10 s, however slow the request
     with bare_app.app_context():
-        started = utcnow() - timedelta(seconds=10)
+        started = now - timedelta(seconds=10)
         job = Job(kind="restore", status="running", phase="restoring", database="shop", target="t", slot="s",
                   log="", started_at=started, phase_started_at=started, bytes_done=25 * 1024 ** 2,
                   bytes_total=100 * 1024 ** 2)

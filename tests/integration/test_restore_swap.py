@@ -3,6 +3,7 @@ views, triggers, row-level security, grants, large objects, non-ASCII names): bu
 the current database, checked, then swapped in, so the target holds exactly the backup and the
 data it replaced is kept. On PostgreSQL 15 and 18, from the local file and from S3 alone."""
 import json
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
@@ -93,11 +94,13 @@ def test_restore_over_itself_gives_exactly_the_backup_and_keeps_the_previous_dat
     damaged = dump_sections(pg_cluster.bin_dir, pg_cluster.url(prod_db))
     session = connected_session(pg_cluster, prod_db)
 
+    before = utcnow().replace(microsecond=0)
     result = restore_json(runner, backup["id"])
 
     previous = result["previous_database"]
     assert result == {"backup": backup["id"], "database": prod_db, "previous_database": previous}
-    assert previous.startswith(f"{prod_db}_before_restore_{utcnow():%Y%m%d}T")
+    kept_at = datetime.strptime(previous.removeprefix(f"{prod_db}_before_restore_"), "%Y%m%dT%H%M%S")
+    assert before <= kept_at.replace(tzinfo=timezone.utc) <= utcnow()
     assert dump_sections(pg_cluster.bin_dir, pg_cluster.url(prod_db)) == expected, "exactly the backup"
     assert pg_cluster.psql("SELECT md5(string_agg(r::text, ',')) FROM billing.revenue_by_month r", prod_db) == revenue
     assert properties(pg_cluster, prod_db) == shape, "same owner, encoding, locale, settings, grants, comment"

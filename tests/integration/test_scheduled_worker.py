@@ -53,7 +53,9 @@ def finished(app, kind: str, database: str | None = None, count: int = 1):
 
 def test_scheduled_backups_verify_and_prune_run_in_the_worker(make_app, start_worker, pg_cluster, source_db,
                                                               other_db, s3_settings, key, backup_dir, s3):
-    settings = {"BACKUP_DATABASE_URL": pg_cluster.url(source_db), "APP_ENCRYPTION_KEY": key, **s3_settings}
+    # Only what the test makes due runs: no prune or sync of the default schedules at 03:30 or every 10 minutes.
+    settings = {"BACKUP_DATABASE_URL": pg_cluster.url(source_db), "APP_ENCRYPTION_KEY": key,
+                "PRUNE_SCHEDULE": YEARLY, "SYNC_SCHEDULE": "", **s3_settings}
     app = make_app(**settings)
     runner = app.test_cli_runner()
     invoke(runner, "storage", "init")

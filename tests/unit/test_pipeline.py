@@ -23,8 +23,8 @@ def test_reader_gets_whole_parts_before_the_writer_finishes(tmp_path):
     with open(path, "ab") as f:
         f.write(b"b" * 2)
     reader.advance(2)
-    thread.join(2)
-    assert got == [b"aaaaaabb"]
+    thread.join(30)
+    assert not thread.is_alive() and got == [b"aaaaaabb"]
     reader.finish()
     assert reader.read(8) == b""
     reader.close()
