@@ -25,7 +25,6 @@ def _done(*_args, **_kwargs):
     db.session.remove()
 
 
-
 def read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
